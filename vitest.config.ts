@@ -1,0 +1,62 @@
+import { readdirSync, existsSync } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { defineConfig } from 'vitest/config';
+
+const root = dirname(fileURLToPath(import.meta.url));
+
+// Tests import workspace packages from their TypeScript sources, so a unit test never needs a
+// prior build. (Native addons still need their node-gyp build, done by `npm ci`.)
+const alias: Record<string, string> = {
+  '@ephemera/testkit': join(root, 'tools/testkit/src/index.ts'),
+};
+for (const name of readdirSync(join(root, 'packages'))) {
+  const entry = join(root, 'packages', name, 'src/index.ts');
+  if (existsSync(entry)) alias[`@ephemera/${name}`] = entry;
+}
+
+export default defineConfig({
+  resolve: { alias },
+  test: {
+    reporters: process.env.VITEST_JSON_REPORT
+      ? ['default', ['json', { outputFile: process.env.VITEST_JSON_REPORT }]]
+      : ['default'],
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: 'unit',
+          include: ['packages/*/test/unit/**/*.test.ts', 'tools/test/unit/**/*.test.ts'],
+          testTimeout: 30_000,
+        },
+      },
+      {
+        // Needs the real dev stack (Ceph, Glance, libvirtd): the global setup brings it up
+        // (or reuses the running one) and never skips.
+        extends: true,
+        test: {
+          name: 'integration',
+          include: ['packages/*/test/integration/**/*.test.ts', 'tools/test/integration/**/*.test.ts'],
+          globalSetup: ['tools/testkit/src/global-setup.ts'],
+          testTimeout: 180_000,
+          hookTimeout: 300_000,
+          retry: 0,
+          maxWorkers: 2,
+        },
+      },
+      {
+        // Boots real VMs under QEMU through libvirt.
+        extends: true,
+        test: {
+          name: 'e2e',
+          include: ['e2e/**/*.test.ts'],
+          globalSetup: ['tools/testkit/src/global-setup.ts'],
+          testTimeout: 600_000,
+          hookTimeout: 600_000,
+          retry: 0,
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
