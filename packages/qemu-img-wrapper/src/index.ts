@@ -1,2 +1,2 @@
-/** Work in progress: see the package issue. */
-export {};
+export * from './errors.js';
+export * from './inspector/index.js';
