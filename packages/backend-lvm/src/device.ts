@@ -12,6 +12,8 @@ export interface ZeroOptions {
    * back to writes when it fails; `write`: write zero chunks through the device.
    */
   via?: 'ioctl' | 'write';
+  /** Start at this byte offset (default 0). */
+  offset?: number;
   signal?: AbortSignal;
   /** Called with bytes zeroed so far. */
   onProgress?: (done: number, total: number) => void;
@@ -24,15 +26,26 @@ export async function deviceSize(device: string): Promise<number> {
   return Number(stdout.trim());
 }
 
-/** Overwrites the first `bytes` bytes of `device` (default: all of it) with zeros, then syncs. */
+/** Overwrites `bytes` bytes of `device` from `offset` (default: all of it) with zeros, then syncs. */
 export async function zeroDevice(device: string, bytes: number | undefined, options: ZeroOptions = {}): Promise<void> {
-  const total = bytes ?? (await deviceSize(device));
+  const start = options.offset ?? 0;
+  const end = bytes === undefined ? await deviceSize(device) : start + bytes;
+  if (end <= start) return;
+  const total = end - start;
   if ((options.via ?? 'ioctl') === 'ioctl') {
+    // BLKZEROOUT wants sector-aligned ranges: write the unaligned head and tail by hand.
+    const alignedStart = Math.min(end, Math.ceil(start / 4096) * 4096);
+    const alignedEnd = Math.max(alignedStart, Math.floor(end / 4096) * 4096);
     try {
-      await run('blkdiscard', ['--zeroout', '--force', '--length', String(total), device], {
-        timeoutMs: 600_000,
-        signal: options.signal,
-      });
+      if (alignedEnd > alignedStart) {
+        await run(
+          'blkdiscard',
+          ['--zeroout', '--force', '--offset', String(alignedStart), '--length', String(alignedEnd - alignedStart), device],
+          { timeoutMs: 600_000, signal: options.signal },
+        );
+      }
+      if (alignedStart > start) await writeZeros(device, start, alignedStart - start, options);
+      if (end > alignedEnd) await writeZeros(device, alignedEnd, end - alignedEnd, options);
       options.onProgress?.(total, total);
       return;
     } catch {
@@ -40,14 +53,18 @@ export async function zeroDevice(device: string, bytes: number | undefined, opti
       // fall back to plain writes
     }
   }
-  const zeros = Buffer.alloc(CHUNK);
+  await writeZeros(device, start, total, options);
+}
+
+async function writeZeros(device: string, start: number, total: number, options: ZeroOptions): Promise<void> {
+  const zeros = Buffer.alloc(Math.min(CHUNK, total));
   const fh = await open(device, 'r+');
   try {
     let done = 0;
     while (done < total) {
       options.signal?.throwIfAborted();
       const n = Math.min(CHUNK, total - done);
-      await fh.write(zeros, 0, n, done);
+      await fh.write(zeros, 0, n, start + done);
       done += n;
       options.onProgress?.(done, total);
     }

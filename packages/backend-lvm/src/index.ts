@@ -1,2 +1,26 @@
-/** Work in progress: see the package issue. */
-export {};
+/**
+ * `@ephemera/backend-lvm`: the LVM image backend. One linear LV per instance disk, named
+ * `<instance-uuid>_<disk>`, in a configured volume group; images are written onto the LV's
+ * block device (raw streamed, qcow2 through `qemu-img convert`).
+ *
+ * On a kernel without device-mapper, LVM runs metadata-only (`--driverloaded n`): LVs are
+ * allocated contiguously and exposed through a loop device over the PV at the LV's extents
+ * (`pe_start + first_extent * extent_size`), exactly the linear mapping dm would make.
+ *
+ * @packageDocumentation
+ */
+
+export { LvmBackend, LVM_DISK_TAG, type LvmBackendOptions } from './backend.js';
+export type { WipeMethod } from './device.js';
+export {
+  Lvm,
+  LvmError,
+  detectDeviceMapper,
+  type LvmFailure,
+  type LvmOptions,
+  type LvInfo,
+  type LvSegment,
+  type PvInfo,
+  type VgInfo,
+} from './lvm.js';
+export { LvMapper, UnmappableError, extentRange, type ExtentRange, type LoopMapping } from './mapping.js';

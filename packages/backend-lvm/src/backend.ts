@@ -1,0 +1,528 @@
+import { createWriteStream } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { pipeline } from 'node:stream/promises';
+import {
+  AbortedError,
+  AlreadyExistsError,
+  BackendUnavailableError,
+  BusyError,
+  IMAGE_BACKEND_API_VERSION,
+  InsufficientCapacityError,
+  InvalidArgumentError,
+  NotFoundError,
+  ProgressReporter,
+  UnsafeImageError,
+  UnsupportedOperationError,
+  assertValidDiskRef,
+  assertValidSize,
+  diskId,
+  isImageBackendError,
+  isUuid,
+  parseDiskId,
+  readImage,
+  retryWhileBusy,
+  throwIfAborted,
+  type BackendCapabilities,
+  type Capacity,
+  type CreateBlankOptions,
+  type CreateFromImageOptions,
+  type CreateResult,
+  type DirectSnapshotResult,
+  type DiskFormat,
+  type DiskInfo,
+  type DiskRef,
+  type DiskSource,
+  type ImageBackend,
+  type ListFilter,
+  type OperationOptions,
+  type RemoveOptions,
+  type SnapshotInfo,
+  type SourceImage,
+} from '@ephemera/image-backend';
+import { syncDevice, writeStreamToDevice, zeroDevice, type WipeMethod } from './device.js';
+import { detectDeviceMapper, Lvm, LvmError, type LvInfo } from './lvm.js';
+import { openers } from './loop.js';
+import { LvMapper } from './mapping.js';
+import { convertImageToDevice, inspectImageFile } from './qemu.js';
+
+/** Configuration of {@link LvmBackend}. */
+export interface LvmBackendOptions {
+  /** The volume group that holds the disks (it must exist). */
+  volumeGroup: string;
+  /** How a disk's data is destroyed on `remove` (default `zero`). */
+  wipe?: WipeMethod;
+  /**
+   * Whether blank disks and the tail of grown disks are zeroed, so a new disk never shows a
+   * former disk's data (default true; `blkdiscard --zeroout`, cheap on thin-backed PVs).
+   */
+  zeroNewSpace?: boolean;
+  /** `auto` (default) detects device-mapper; `true`/`false` force a mode. */
+  deviceMapper?: 'auto' | boolean;
+  /** Restrict LVM's device scan to these devices (`--devices`), e.g. the VG's PVs. */
+  devices?: readonly string[];
+  /** Per LVM command timeout (default 60 s). */
+  commandTimeoutMs?: number;
+  /** Directory for spooling non-raw images before `qemu-img convert` (default: the OS temp dir). */
+  tempDir?: string;
+  /** Default `busyTimeoutMs` of `remove` (default 10 s). */
+  busyTimeoutMs?: number;
+}
+
+/** Name of the LV tag every disk made by this backend carries. */
+export const LVM_DISK_TAG = 'ephemera';
+
+/** Suffix of the temporary LV a relocating resize copies into (not a valid disk name). */
+const RELOCATE_SUFFIX = '+resize';
+
+const NAME = 'lvm';
+
+/**
+ * The LVM image backend: one linear LV per instance disk, named `<instance-uuid>_<disk>`, in a
+ * configured volume group. Images are written with `qemu-img convert` (raw images are streamed)
+ * onto the LV's block device. With device-mapper the LV is activated as usual; without it
+ * (`--driverloaded n`, metadata only) LVs are allocated contiguously and exposed through a loop
+ * device over the PV at the LV's extents, exactly the linear mapping dm would make.
+ */
+export class LvmBackend implements ImageBackend {
+  readonly name = NAME;
+  readonly apiVersion = IMAGE_BACKEND_API_VERSION;
+  readonly diskFormats: readonly DiskFormat[] = Object.freeze(['raw'] as const);
+  /** Filled by `open()`/`create()`; snapshot and thin stay false (not implemented here). */
+  capabilities: Readonly<BackendCapabilities>;
+
+  private readonly wipe: WipeMethod;
+  private readonly zeroNewSpace: boolean;
+  private readonly tempDir: string;
+  private readonly busyTimeoutMs: number;
+  private readonly pending = new Set<string>();
+  private lvm!: Lvm;
+  private mapper!: LvMapper;
+
+  private constructor(private readonly options: LvmBackendOptions) {
+    this.wipe = options.wipe ?? 'zero';
+    if (this.wipe !== 'zero' && this.wipe !== 'none') throw new InvalidArgumentError('wipe', `expected 'zero' or 'none', got ${String(this.wipe)}`);
+    this.zeroNewSpace = options.zeroNewSpace ?? true;
+    this.tempDir = options.tempDir ?? tmpdir();
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
+    this.capabilities = capabilitiesFor(false);
+  }
+
+  /**
+   * Detects device-mapper (unless forced), checks that the volume group exists, detaches loop
+   * mappings a crash left over the VG's PVs, and returns a ready backend.
+   */
+  static async create(options: LvmBackendOptions): Promise<LvmBackend> {
+    const b = new LvmBackend(options);
+    const dm = options.deviceMapper === undefined || options.deviceMapper === 'auto' ? await detectDeviceMapper() : options.deviceMapper;
+    try {
+      b.lvm = new Lvm({
+        volumeGroup: options.volumeGroup,
+        deviceMapper: dm,
+        ...(options.devices ? { devices: options.devices } : {}),
+        ...(options.commandTimeoutMs ? { timeoutMs: options.commandTimeoutMs } : {}),
+      });
+    } catch (e) {
+      throw new InvalidArgumentError('volumeGroup', (e as Error).message);
+    }
+    b.mapper = new LvMapper(b.lvm);
+    b.capabilities = capabilitiesFor(dm);
+    await b.call(() => b.lvm.vgInfo());
+    await b.call(() => b.mapper.detachOrphans());
+    return b;
+  }
+
+  /** Whether this instance runs with device-mapper (else: loop mappings, `--driverloaded n`). */
+  get deviceMapper(): boolean {
+    return this.lvm.deviceMapper;
+  }
+
+  /** The volume group in use. */
+  get volumeGroup(): string {
+    return this.lvm.vg;
+  }
+
+  async exists(disk: DiskRef): Promise<boolean> {
+    const id = diskId(disk);
+    return (await this.call(() => this.lvm.lv(id), id)) !== undefined;
+  }
+
+  async info(disk: DiskRef): Promise<DiskInfo> {
+    const id = diskId(disk);
+    const lv = await this.call(() => this.lvm.lv(id), id);
+    if (!lv) throw this.notFound(id);
+    return toInfo(lv)!;
+  }
+
+  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+    const started = Date.now();
+    const id = diskId(disk);
+    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createFromImage', { backend: NAME, diskId: id });
+    if (options.sizeBytes !== undefined) assertValidSize(options.sizeBytes, 'options.sizeBytes');
+    const format = String(image.diskFormat ?? '').toLowerCase();
+    if (format !== 'raw' && format !== 'qcow2')
+      throw new InvalidArgumentError('image.diskFormat', `the lvm backend imports raw and qcow2 images, not '${image.diskFormat}'`, { backend: NAME, diskId: id });
+    await this.reserve(id, options.signal);
+    const progress = new ProgressReporter(options.onProgress);
+    let spoolDir: string | undefined;
+    let created = false;
+    try {
+      let virtualSize: number;
+      let spoolFile: string | undefined;
+      if (format === 'raw') {
+        virtualSize = image.size;
+      } else {
+        // qemu-img cannot read qcow2 from a pipe: spool (verified) to a file, inspect it, convert.
+        spoolDir = await mkdtemp(join(this.tempDir, 'ephemera-lvm-'));
+        spoolFile = join(spoolDir, 'image.qcow2');
+        await this.checkCapacity(Math.max(options.sizeBytes ?? 0, image.virtualSize ?? 0, 1), id);
+        await pipeline(readImage(image, { signal: options.signal, progress, backend: NAME }), createWriteStream(spoolFile));
+        const inspected = await inspectImageFile(spoolFile, 'qcow2', options.signal);
+        virtualSize = inspected.virtualSize;
+      }
+      if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize)
+        throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, { backend: NAME, diskId: id });
+      const wanted = Math.max(options.sizeBytes ?? 0, virtualSize, 1);
+      const lv = await this.createLv(id, wanted, options.signal);
+      created = true;
+      const dev = await this.call(() => this.mapper.map(id, options.signal), id);
+      let written: number;
+      if (spoolFile) {
+        throwIfAborted(options.signal, 'createFromImage');
+        await convertImageToDevice(spoolFile, 'qcow2', dev, {
+          signal: options.signal,
+          onProgress: (pct) => progress.report('convert', Math.floor((pct / 100) * virtualSize), virtualSize),
+        });
+        written = virtualSize;
+      } else {
+        written = await writeStreamToDevice(dev, readImage(image, { signal: options.signal, progress, backend: NAME }), lv.sizeBytes, {
+          signal: options.signal,
+        });
+      }
+      if (this.zeroNewSpace && lv.sizeBytes > written) await zeroDevice(dev, lv.sizeBytes - written, { offset: written, signal: options.signal });
+      await syncDevice(dev);
+      throwIfAborted(options.signal, 'createFromImage');
+      progress.finish(written, written);
+      return {
+        method: 'imported',
+        reason: 'the lvm backend cannot clone',
+        bytesWritten: written,
+        sizeBytes: lv.sizeBytes,
+        durationMs: Date.now() - started,
+      };
+    } catch (e) {
+      if (created) await this.destroy(id, this.wipe).catch(() => undefined);
+      throw this.translate(e, id, options.signal);
+    } finally {
+      this.pending.delete(id);
+      if (spoolDir) await rm(spoolDir, { recursive: true, force: true }).catch(() => undefined);
+    }
+  }
+
+  async createBlank(disk: DiskRef, sizeBytes: number, options: CreateBlankOptions = {}): Promise<CreateResult> {
+    const started = Date.now();
+    const id = diskId(disk);
+    assertValidSize(sizeBytes);
+    const format = options.format ?? 'raw';
+    if (format !== 'raw') throw new InvalidArgumentError('options.format', `the lvm backend stores raw disks only, not '${String(format)}'`, { backend: NAME, diskId: id });
+    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createBlank', { backend: NAME, diskId: id });
+    await this.reserve(id, options.signal);
+    let created = false;
+    try {
+      const lv = await this.createLv(id, sizeBytes, options.signal);
+      created = true;
+      if (this.zeroNewSpace) {
+        const dev = await this.call(() => this.mapper.map(id, options.signal), id);
+        await zeroDevice(dev, lv.sizeBytes, { signal: options.signal });
+      }
+      throwIfAborted(options.signal, 'createBlank');
+      return { method: 'blank', sizeBytes: lv.sizeBytes, durationMs: Date.now() - started };
+    } catch (e) {
+      if (created) await this.destroy(id, 'none').catch(() => undefined);
+      throw this.translate(e, id, options.signal);
+    } finally {
+      this.pending.delete(id);
+    }
+  }
+
+  async resize(disk: DiskRef, sizeBytes: number, options: OperationOptions = {}): Promise<void> {
+    const id = diskId(disk);
+    assertValidSize(sizeBytes);
+    throwIfAborted(options.signal, 'resize');
+    await this.mapper.withLock(`resize:${id}`, async () => {
+      const lv = await this.call(() => this.lvm.lv(id), id);
+      if (!lv) throw this.notFound(id);
+      if (sizeBytes < lv.sizeBytes)
+        throw new InvalidArgumentError('sizeBytes', `cannot shrink ${id} from ${lv.sizeBytes} to ${sizeBytes}`, { backend: NAME, diskId: id });
+      const vg = await this.call(() => this.lvm.vgInfo(), id);
+      const extents = Math.ceil(sizeBytes / vg.extentSize);
+      const current = lv.sizeBytes / vg.extentSize;
+      if (extents <= current) return;
+      const more = (extents - current) * vg.extentSize;
+      if (extents - current > vg.freeExtents)
+        throw new InsufficientCapacityError(`resize ${id}: need ${more} more bytes, ${vg.freeBytes} free in ${vg.name}`, {
+          backend: NAME, diskId: id, requestedBytes: more, availableBytes: vg.freeBytes,
+        });
+      if (this.lvm.deviceMapper) {
+        await this.call(() => this.lvm.extend(id, extents, options.signal), id);
+        if (this.zeroNewSpace) await zeroDevice(lv.path, more, { offset: lv.sizeBytes, signal: options.signal });
+        return;
+      }
+      // Without dm a loop device has a fixed range: the disk must not be in use while it moves.
+      const mapped = await this.mapper.devicePath(id);
+      if (mapped) await this.assertNotOpen(id, mapped);
+      await this.call(() => this.mapper.unmap(id), id);
+      try {
+        await this.lvm.extend(id, extents, options.signal);
+      } catch (e) {
+        if (!(e instanceof LvmError && e.kind === 'insufficient-contiguous-space')) throw this.translate(e, id, options.signal);
+        await this.relocate(id, lv.sizeBytes, extents, options.signal);
+      }
+      if (this.zeroNewSpace) {
+        const dev = await this.call(() => this.mapper.map(id, options.signal), id);
+        await zeroDevice(dev, more, { offset: lv.sizeBytes, signal: options.signal });
+      }
+      if (mapped) await this.call(() => this.mapper.map(id, options.signal), id);
+      else await this.call(() => this.mapper.unmap(id), id);
+    });
+  }
+
+  async createSnapshot(disk: DiskRef, _snapshot: string): Promise<SnapshotInfo> {
+    throw new UnsupportedOperationError('snapshot', 'createSnapshot', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async listSnapshots(disk: DiskRef): Promise<SnapshotInfo[]> {
+    throw new UnsupportedOperationError('snapshot', 'listSnapshots', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async removeSnapshot(disk: DiskRef, _snapshot: string): Promise<boolean> {
+    throw new UnsupportedOperationError('snapshot', 'removeSnapshot', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async rollbackToSnapshot(disk: DiskRef, _snapshot: string): Promise<void> {
+    throw new UnsupportedOperationError('rollback', 'rollbackToSnapshot', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async flatten(disk: DiskRef, _options?: OperationOptions): Promise<void> {
+    throw new UnsupportedOperationError('flatten', 'flatten', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async directSnapshot(disk: DiskRef): Promise<DirectSnapshotResult> {
+    throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: diskId(disk) });
+  }
+
+  async remove(disk: DiskRef, options: RemoveOptions = {}): Promise<boolean> {
+    const id = diskId(disk);
+    return retryWhileBusy(
+      async () => {
+        if (this.pending.has(id)) throw new BusyError(`${id} is being created`, { backend: NAME, diskId: id });
+        return this.mapper.withLock(`resize:${id}`, async () => {
+          // A resize that crashed midway may have left its copy: remove it too.
+          const leftovers = (await this.call(() => this.lvm.lvs(id), id)).filter((l) => l.name === id + RELOCATE_SUFFIX);
+          for (const l of leftovers) await this.destroy(l.name, 'none');
+          const lv = await this.call(() => this.lvm.lv(id), id);
+          if (!lv) return false;
+          const dev = this.lvm.deviceMapper ? (lv.active ? lv.path : undefined) : await this.mapper.devicePath(id);
+          if (dev) await this.assertNotOpen(id, dev);
+          if (this.lvm.deviceMapper && lv.attr[5] === 'o') throw new BusyError(`${id} is open`, { backend: NAME, diskId: id });
+          await this.destroy(id, this.wipe, options.signal);
+          return true;
+        });
+      },
+      { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+    );
+  }
+
+  async list(filter: ListFilter = {}): Promise<DiskInfo[]> {
+    if (filter.instance !== undefined && !isUuid(filter.instance))
+      throw new InvalidArgumentError('filter.instance', 'not a UUID', { backend: NAME });
+    const prefix = filter.instance === undefined ? undefined : `${filter.instance.toLowerCase()}_`;
+    const lvs = await this.call(() => this.lvm.lvs(prefix));
+    return lvs
+      .map(toInfo)
+      .filter((d): d is DiskInfo => d !== undefined)
+      .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
+  }
+
+  async capacity(): Promise<Capacity> {
+    const vg = await this.call(() => this.lvm.vgInfo());
+    return { totalBytes: vg.sizeBytes, freeBytes: vg.freeBytes };
+  }
+
+  /**
+   * The disk's block device. Without device-mapper this attaches (or reuses) the loop mapping,
+   * which stays until `remove` (or `unmap`).
+   */
+  async diskSource(disk: DiskRef): Promise<DiskSource> {
+    const id = diskId(disk);
+    const lv = await this.call(() => this.lvm.lv(id), id);
+    if (!lv) throw this.notFound(id);
+    const path = await this.call(() => this.mapper.map(id), id);
+    return { type: 'block', path, format: 'raw' };
+  }
+
+  /** Detaches the disk's loop mapping (no-dm mode) without removing it; idempotent. */
+  async unmap(disk: DiskRef): Promise<void> {
+    const id = diskId(disk);
+    await this.call(() => this.mapper.unmap(id), id);
+  }
+
+  /** The block device of the disk if it is mapped now (no side effects). */
+  async mappedDevice(disk: DiskRef): Promise<string | undefined> {
+    const id = diskId(disk);
+    return this.call(() => this.mapper.devicePath(id), id);
+  }
+
+  /** Detaches loop devices over the VG's PVs that map no LV (left by a crash). */
+  async cleanupOrphans(): Promise<string[]> {
+    return this.call(() => this.mapper.detachOrphans());
+  }
+
+  async close(): Promise<void> {}
+
+  // --- internals ---
+
+  private async reserve(id: string, signal: AbortSignal | undefined): Promise<void> {
+    throwIfAborted(signal, 'create');
+    // Claim the name synchronously so two concurrent creates cannot both pass the check.
+    if (this.pending.has(id)) throw new AlreadyExistsError(`disk ${id} is being created in ${this.lvm.vg}`, { backend: NAME, diskId: id });
+    this.pending.add(id);
+    try {
+      if (await this.call(() => this.lvm.lv(id), id))
+        throw new AlreadyExistsError(`disk ${id} exists in ${this.lvm.vg}`, { backend: NAME, diskId: id });
+    } catch (e) {
+      this.pending.delete(id);
+      throw e;
+    }
+  }
+
+  private async checkCapacity(bytes: number, id: string): Promise<number> {
+    const vg = await this.call(() => this.lvm.vgInfo(), id);
+    const extents = Math.ceil(bytes / vg.extentSize);
+    if (extents > vg.freeExtents)
+      throw new InsufficientCapacityError(`${id}: need ${extents * vg.extentSize} bytes, ${vg.freeBytes} free in ${vg.name}`, {
+        backend: NAME, diskId: id, requestedBytes: extents * vg.extentSize, availableBytes: vg.freeBytes,
+      });
+    return extents;
+  }
+
+  /** Size check against free extents, then `lvcreate`; returns the new LV. */
+  private async createLv(id: string, bytes: number, signal: AbortSignal | undefined): Promise<LvInfo> {
+    const extents = await this.checkCapacity(bytes, id);
+    throwIfAborted(signal, 'create');
+    try {
+      await this.lvm.create(id, extents, { tags: [LVM_DISK_TAG], ...(signal ? { signal } : {}) });
+    } catch (e) {
+      throw this.translate(e, id, signal);
+    }
+    const lv = await this.call(() => this.lvm.lv(id), id);
+    if (!lv) throw new BackendUnavailableError(`${id}: lvcreate succeeded but the LV is not listed`, { backend: NAME, diskId: id });
+    return lv;
+  }
+
+  /**
+   * Grows a contiguous LV that cannot be extended in place: copy into a new contiguous LV of the
+   * new size (`<id>+resize`), then remove the old one and rename.
+   */
+  private async relocate(id: string, oldBytes: number, extents: number, signal: AbortSignal | undefined): Promise<void> {
+    const tmp = id + RELOCATE_SUFFIX;
+    try {
+      await this.lvm.create(tmp, extents, { tags: [LVM_DISK_TAG], ...(signal ? { signal } : {}) });
+    } catch (e) {
+      throw this.translate(e, id, signal);
+    }
+    try {
+      const from = await this.mapper.map(id, signal);
+      const to = await this.mapper.map(tmp, signal);
+      await convertImageToDevice(from, 'raw', to, { signal });
+      await syncDevice(to);
+      await this.mapper.unmap(tmp);
+    } catch (e) {
+      await this.destroy(tmp, 'none').catch(() => undefined);
+      throw this.translate(e, id, signal);
+    }
+    await this.destroy(id, this.wipe);
+    await this.lvm.rename(tmp, id);
+    void oldBytes;
+  }
+
+  /** Wipes (per `wipe`), unmaps and removes an LV. Missing LV: nothing to do. */
+  private async destroy(name: string, wipe: WipeMethod, signal?: AbortSignal): Promise<void> {
+    const lv = await this.lvm.lv(name);
+    if (!lv) return;
+    if (wipe === 'zero') {
+      const dev = await this.mapper.map(name);
+      await zeroDevice(dev, lv.sizeBytes, signal ? { signal } : {});
+    }
+    await this.mapper.unmap(name);
+    try {
+      await this.lvm.remove(name);
+    } catch (e) {
+      if (!(e instanceof LvmError && e.kind === 'lv-not-found')) throw e;
+    }
+  }
+
+  private async assertNotOpen(id: string, device: string): Promise<void> {
+    const pids = await openers(device);
+    if (pids.length > 0) throw new BusyError(`${id} is open (${device}) by pid ${pids.join(', ')}`, { backend: NAME, diskId: id });
+  }
+
+  private notFound(id: string): NotFoundError {
+    return new NotFoundError(`disk ${id} not found in volume group ${this.lvm.vg}`, { backend: NAME, diskId: id });
+  }
+
+  /** Runs an LVM-layer call, turning its failures into contract errors. */
+  private async call<T>(fn: () => Promise<T>, id?: string): Promise<T> {
+    try {
+      return await fn();
+    } catch (e) {
+      throw this.translate(e, id, undefined);
+    }
+  }
+
+  private translate(e: unknown, id: string | undefined, signal: AbortSignal | undefined): Error {
+    const ctx = { backend: NAME, ...(id ? { diskId: id } : {}), cause: e };
+    if (isImageBackendError(e)) return e as Error;
+    if (signal?.aborted) return new AbortedError(`${id ?? 'operation'} aborted`, ctx);
+    if (e instanceof LvmError) {
+      switch (e.kind) {
+        case 'lv-exists':
+          return new AlreadyExistsError(`disk ${id} exists in ${this.lvm.vg}`, ctx);
+        case 'lv-not-found':
+          return new NotFoundError(`disk ${id} not found in ${this.lvm.vg}`, ctx);
+        case 'insufficient-space':
+        case 'insufficient-contiguous-space':
+          return new InsufficientCapacityError(`${id}: ${e.stderr || e.message}`, ctx);
+        case 'vg-not-found':
+          return new BackendUnavailableError(`volume group ${this.lvm.vg} not found`, ctx);
+        default:
+          return new BackendUnavailableError(e.message, ctx);
+      }
+    }
+    if (e instanceof RangeError) return new UnsafeImageError('size-mismatch', `${id}: ${e.message}`, ctx);
+    return e instanceof Error ? e : new Error(String(e));
+  }
+}
+
+function capabilitiesFor(dm: boolean): Readonly<BackendCapabilities> {
+  void dm; // snapshots/thin would need device-mapper; not implemented yet, so false in both modes
+  return Object.freeze({
+    clone: false,
+    snapshot: false,
+    rollback: false,
+    flatten: false,
+    resize: true,
+    sharedStorage: false,
+    directSnapshot: false,
+    encryption: false,
+    discard: false,
+    thin: false,
+  });
+}
+
+function toInfo(lv: LvInfo): DiskInfo | undefined {
+  const ref = parseDiskId(lv.name);
+  if (!ref) return undefined;
+  return { disk: ref, id: lv.name, sizeBytes: lv.sizeBytes, format: 'raw', encrypted: false };
+}
