@@ -1,11 +1,96 @@
 /**
  * `@ephemera/image-backend`: the contract every Ephemera image backend implements.
  *
+ * - Types: `ImageBackend`, `DiskRef`, `SourceImage`, `DiskSource`, `CreateResult`, capabilities...
+ * - Typed errors shared by all backends (`NotFoundError`, `BusyError`, `UnsupportedOperationError`...).
+ * - Plugins: DI tokens (`IMAGE_BACKEND`), contract versioning (`IMAGE_BACKEND_API_VERSION`/`_AGE`)
+ *   and `BackendRegistry`.
+ * - Helpers for backend authors: `readImage` (verified, abortable stream), `ProgressReporter`,
+ *   `retryWhileBusy`, disk-name validation.
+ * - Testing: `describeBackendConformance` (the shared conformance suite) and `MemoryBackend`
+ *   (the in-memory reference backend).
+ *
+ * No runtime dependencies.
+ *
  * @packageDocumentation
  */
 
-/**
- * Version of the image-backend contract this package defines. A plugin declares the version it
- * was built for; the registry accepts a window of versions around this one.
- */
-export const IMAGE_BACKEND_API_VERSION = 1;
+export type {
+  BackendCapabilities,
+  BlockDiskSource,
+  Capability,
+  Capacity,
+  CreateBlankOptions,
+  CreateFromImageOptions,
+  CreateResult,
+  DirectSnapshotOptions,
+  DirectSnapshotResult,
+  DiskEncryption,
+  DiskFormat,
+  DiskInfo,
+  DiskRef,
+  DiskSource,
+  FileDiskSource,
+  ImageBackend,
+  ImageByteStream,
+  ImageLocation,
+  ListFilter,
+  NetworkDiskSource,
+  NetworkHost,
+  OperationOptions,
+  ProgressEvent,
+  ProgressPhase,
+  RbdAuth,
+  RemoveOptions,
+  SnapshotInfo,
+  SourceImage,
+  WellKnownDiskName,
+} from './types.js';
+export { CAPABILITIES } from './types.js';
+
+export type { ImageBackendErrorCode, ImageBackendErrorOptions } from './errors.js';
+export {
+  AbortedError,
+  AlreadyExistsError,
+  BackendUnavailableError,
+  BusyError,
+  DuplicateBackendError,
+  ImageBackendError,
+  ImageSourceError,
+  IncompatiblePluginError,
+  InsufficientCapacityError,
+  InvalidArgumentError,
+  NotFoundError,
+  UnknownBackendError,
+  UnsafeImageError,
+  UnsupportedOperationError,
+  isImageBackendError,
+} from './errors.js';
+
+export { assertValidDiskRef, assertValidSize, assertValidSnapshotName, diskId, isUuid, parseDiskId } from './disk-ref.js';
+
+export type { ApiWindow, BackendRegistryOptions } from './registry.js';
+export {
+  BACKEND_REGISTRY,
+  BackendRegistry,
+  IMAGE_BACKEND,
+  IMAGE_BACKEND_API_AGE,
+  IMAGE_BACKEND_API_VERSION,
+  apiWindow,
+  assertCompatiblePlugin,
+  hasCapability,
+  pluginNamed,
+  requireCapability,
+} from './registry.js';
+
+export type { ReadImageOptions, RetryWhileBusyOptions } from './support.js';
+export { ProgressReporter, readImage, retryWhileBusy, sleep, throwIfAborted } from './support.js';
+
+export type { BytesImageOptions } from './source-image.js';
+export { patternBytes, sourceImageFromBytes } from './source-image.js';
+
+export type { ConformanceFixture, ConformanceOptions, ConformanceTestApi } from './conformance.js';
+export { assertWellFormedDiskSource, describeBackendConformance, expectImageBackendError, expectUnsupported } from './conformance.js';
+
+export type { MemoryBackendOptions } from './memory-backend.js';
+export { MemoryBackend } from './memory-backend.js';

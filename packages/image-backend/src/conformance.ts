@@ -1,0 +1,567 @@
+import assert from 'node:assert/strict';
+import { isImageBackendError, type ImageBackendError, type ImageBackendErrorCode, UnsupportedOperationError } from './errors.js';
+import { isUuid } from './disk-ref.js';
+import { assertCompatiblePlugin } from './registry.js';
+import { patternBytes, sourceImageFromBytes } from './source-image.js';
+import { CAPABILITIES, type Capability, type DiskRef, type DiskSource, type ImageBackend, type ProgressEvent, type SourceImage } from './types.js';
+
+/**
+ * The test functions the suite registers with. Pass vitest's (or any compatible runner's):
+ * `describeBackendConformance({ describe, it, beforeAll, afterAll }, ...)`. This keeps the
+ * contract package free of a runtime test-framework dependency.
+ */
+export interface ConformanceTestApi {
+  describe: (name: string, fn: () => void) => void;
+  it: (name: string, fn: () => Promise<void>, timeout?: number) => void;
+  beforeAll: (fn: () => Promise<void>, timeout?: number) => void;
+  afterAll: (fn: () => Promise<void>, timeout?: number) => void;
+}
+
+/** What the backend's test gives the suite. */
+export interface ConformanceFixture {
+  /** The backend under test, ready to use. */
+  backend: ImageBackend;
+  /**
+   * Makes an image holding `content` that this backend can clone (e.g. uploaded to Glance's rbd
+   * store, with its `rbd://` location). Required when the backend claims `clone`.
+   */
+  cloneableImage?: (content: Uint8Array) => Promise<SourceImage>;
+  /** Reads the first `length` bytes of a disk, to check that data arrived intact. Optional. */
+  readDisk?: (disk: DiskRef, length: number) => Promise<Uint8Array>;
+  /** Called once after all tests (after the suite removed every disk it made). */
+  teardown?: () => Promise<void>;
+}
+
+/** Tunables of the suite. */
+export interface ConformanceOptions {
+  /** Per-test timeout (default 120 000 ms). */
+  timeoutMs?: number;
+  /** Size of test images (default 1 MiB). */
+  imageBytes?: number;
+  /** Size of blank disks (default 8 MiB; use a multiple of the backend's allocation unit). */
+  blankBytes?: number;
+  /** Size to grow to in the resize test (default 16 MiB). */
+  growBytes?: number;
+  /** Size of the thin-provisioning probe disk (default 1 GiB; only when `thin` is claimed). */
+  thinProbeBytes?: number;
+  /** Check that a blank disk larger than the free space is refused (default: when not `thin`). */
+  checkInsufficientCapacity?: boolean;
+}
+
+/** Rejects unless `promise` rejects with a contract error of `code`; returns the error. */
+export async function expectImageBackendError(promise: Promise<unknown>, code: ImageBackendErrorCode): Promise<ImageBackendError> {
+  let result: unknown;
+  try {
+    result = await promise;
+  } catch (err) {
+    if (!isImageBackendError(err, code)) {
+      const got = isImageBackendError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.stack ?? err);
+      assert.fail(`expected ImageBackendError ${code}, got ${got}`);
+    }
+    return err;
+  }
+  assert.fail(`expected ImageBackendError ${code}, but it resolved with ${JSON.stringify(result)}`);
+}
+
+/** Rejects unless `promise` rejects with `UnsupportedOperationError` naming `capability`. */
+export async function expectUnsupported(promise: Promise<unknown>, capability: Capability): Promise<void> {
+  const err = await expectImageBackendError(promise, 'UNSUPPORTED_OPERATION');
+  assert.equal((err as UnsupportedOperationError).capability, capability, `capability named in ${err.message}`);
+}
+
+const HOST_RE = /^(?:[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$/;
+
+/** Throws unless `source` is a well-formed `DiskSource` (absolute paths, rbd `pool/image`, hosts, auth pairs). */
+export function assertWellFormedDiskSource(source: DiskSource): void {
+  assert.equal(typeof source, 'object');
+  switch (source.type) {
+    case 'file':
+      assert.match(source.path, /^\/[^\0]*$/, 'file path is absolute');
+      assert.ok(source.format === 'raw' || source.format === 'qcow2', `file format ${source.format}`);
+      break;
+    case 'block':
+      assert.match(source.path, /^\/[^\0]*$/, 'block path is absolute');
+      assert.equal(source.format, 'raw');
+      break;
+    case 'network':
+      assert.equal(source.protocol, 'rbd');
+      assert.match(source.name, /^[^/@\s]+(\/[^/@\s]+){1,2}$/, 'rbd name is pool/image');
+      assert.ok(Array.isArray(source.hosts) && source.hosts.length > 0, 'at least one monitor');
+      for (const h of source.hosts) {
+        assert.match(h.host, HOST_RE, `monitor host ${h.host} (IPv6 without brackets)`);
+        assert.ok(Number.isInteger(h.port) && h.port > 0 && h.port < 65536, `monitor port ${h.port}`);
+      }
+      if (source.auth !== undefined) {
+        assert.match(source.auth.username, /^[A-Za-z0-9_.+-]+$/, 'auth username');
+        assert.ok(isUuid(source.auth.secretUuid), 'auth secretUuid is a UUID');
+      }
+      assert.equal(source.format, 'raw');
+      break;
+    default:
+      assert.fail(`unknown disk source type ${JSON.stringify((source as { type?: unknown }).type)}`);
+  }
+  if (source.encryption !== undefined) {
+    assert.equal(source.encryption.format, 'luks');
+    assert.ok(isUuid(source.encryption.secretUuid));
+  }
+}
+
+function assertProgress(events: ProgressEvent[]): void {
+  assert.ok(events.length > 0, 'at least one progress event');
+  let last = -1;
+  for (const e of events) {
+    assert.ok(e.percent >= 0 && e.percent <= 100, `percent ${e.percent} in 0..100`);
+    assert.ok(e.percent >= last, `percent monotonic (${last} -> ${e.percent})`);
+    assert.ok(Number.isFinite(e.bytesDone) && e.bytesDone >= 0, 'bytesDone');
+    last = e.percent;
+  }
+  assert.equal(events.at(-1)!.percent, 100, 'last event at 100%');
+}
+
+/**
+ * Registers the shared conformance suite for one backend. Every backend package runs it from
+ * its own tests against the real storage:
+ *
+ * ```ts
+ * import { describe, it, beforeAll, afterAll } from 'vitest';
+ * describeBackendConformance({ describe, it, beforeAll, afterAll }, 'rbd', async () => ({ backend, cloneableImage }));
+ * ```
+ *
+ * It checks each capability the backend claims (and that unclaimed ones throw
+ * `UnsupportedOperationError` naming the capability), typed errors, idempotent removal, and
+ * that failing or aborted creates leave nothing behind. Each test uses fresh instance UUIDs and
+ * the suite removes everything it made.
+ */
+export function describeBackendConformance(
+  t: ConformanceTestApi,
+  label: string,
+  setup: () => Promise<ConformanceFixture>,
+  options: ConformanceOptions = {},
+): void {
+  const timeout = options.timeoutMs ?? 120_000;
+  const imageBytes = options.imageBytes ?? 1024 * 1024;
+  const blankBytes = options.blankBytes ?? 8 * 1024 * 1024;
+  const growBytes = options.growBytes ?? 16 * 1024 * 1024;
+  const thinProbeBytes = options.thinProbeBytes ?? 1024 ** 3;
+  let fx: ConformanceFixture | undefined;
+  const instances = new Set<string>();
+
+  const fixture = (): ConformanceFixture => {
+    assert.ok(fx, 'conformance setup() did not complete');
+    return fx;
+  };
+  const backend = (): ImageBackend => fixture().backend;
+  const newInstance = (): string => {
+    const id = globalThis.crypto.randomUUID();
+    instances.add(id);
+    return id;
+  };
+  const newDisk = (name = 'disk'): DiskRef => ({ instance: newInstance(), name });
+  const content = (seed: number): Uint8Array => patternBytes(imageBytes, seed);
+  const assertNothingLeft = async (disk: DiskRef): Promise<void> => {
+    assert.equal(await backend().exists(disk), false, 'disk must not exist after a failed create');
+    assert.deepEqual(await backend().list({ instance: disk.instance }), [], 'nothing listed for the instance');
+  };
+  const checkContent = async (disk: DiskRef, expected: Uint8Array): Promise<void> => {
+    const read = fixture().readDisk;
+    if (!read) return;
+    const got = await read(disk, expected.length);
+    assert.equal(Buffer.compare(Buffer.from(got), Buffer.from(expected)), 0, 'disk content equals the image');
+  };
+  const caps = (): ImageBackend['capabilities'] => backend().capabilities;
+
+  t.describe(`image backend conformance: ${label}`, () => {
+    t.beforeAll(async () => {
+      fx = await setup();
+    }, timeout);
+
+    t.afterAll(async () => {
+      if (!fx) return;
+      const failures: string[] = [];
+      for (const instance of instances) {
+        for (const d of await fx.backend.list({ instance })) {
+          try {
+            await fx.backend.remove(d.disk, { busyTimeoutMs: 30_000 });
+          } catch (err) {
+            failures.push(`${d.id}: ${(err as Error).message}`);
+          }
+        }
+      }
+      await fx.teardown?.();
+      assert.deepEqual(failures, [], 'suite cleanup removed every disk');
+    }, timeout);
+
+    t.it('declares a valid contract (name, apiVersion in window, all capabilities, disk formats)', async () => {
+      const b = backend();
+      assertCompatiblePlugin(b);
+      for (const c of CAPABILITIES) assert.equal(typeof b.capabilities[c], 'boolean', `capability ${c}`);
+      for (const f of b.diskFormats) assert.ok(f === 'raw' || f === 'qcow2', `disk format ${f}`);
+      if (b.capabilities.clone) assert.ok(fixture().cloneableImage, 'a backend claiming clone must give cloneableImage');
+    }, timeout);
+
+    t.it('reports a disk never created as missing (exists false, info/diskSource NotFound)', async () => {
+      const disk = newDisk();
+      assert.equal(await backend().exists(disk), false);
+      await expectImageBackendError(backend().info(disk), 'NOT_FOUND');
+      await expectImageBackendError(backend().diskSource(disk), 'NOT_FOUND');
+      assert.deepEqual(await backend().list({ instance: disk.instance }), []);
+    }, timeout);
+
+    t.it('rejects invalid disk references with InvalidArgumentError and creates nothing', async () => {
+      const instance = newInstance();
+      const bad: DiskRef[] = [
+        { instance: 'not-a-uuid', name: 'disk' },
+        { instance: `${instance}/x`, name: 'disk' },
+        { instance, name: '' },
+        { instance, name: '../etc' },
+        { instance, name: 'a/b' },
+        { instance, name: 'disk@snap' },
+        { instance, name: 'disk\n' },
+        { instance, name: ' disk' },
+        { instance, name: '.hidden' },
+        { instance, name: 'x'.repeat(65) },
+      ];
+      const img = sourceImageFromBytes(content(1));
+      for (const disk of bad) {
+        await expectImageBackendError(backend().exists(disk), 'INVALID_ARGUMENT');
+        await expectImageBackendError(backend().createBlank(disk, blankBytes), 'INVALID_ARGUMENT');
+        await expectImageBackendError(backend().createFromImage(disk, img), 'INVALID_ARGUMENT');
+        await expectImageBackendError(backend().remove(disk), 'INVALID_ARGUMENT');
+        await expectImageBackendError(backend().diskSource(disk), 'INVALID_ARGUMENT');
+      }
+      assert.deepEqual(await backend().list({ instance }), []);
+      await expectImageBackendError(backend().list({ instance: 'nope' }), 'INVALID_ARGUMENT');
+    }, timeout);
+
+    t.it('imports an image without a usable location, verified, with progress to 100%', async () => {
+      const disk = newDisk();
+      const bytes = content(2);
+      const img = sourceImageFromBytes(bytes);
+      const events: ProgressEvent[] = [];
+      const res = await backend().createFromImage(disk, img, { onProgress: (e) => events.push(e) });
+      assert.equal(res.method, 'imported');
+      assert.equal(typeof res.reason, 'string', 'an import says why it did not clone');
+      assert.ok(res.reason!.length > 0);
+      assert.equal(res.bytesWritten, img.size);
+      assert.ok(Number.isFinite(res.durationMs) && res.durationMs >= 0);
+      assert.ok(res.sizeBytes >= img.size);
+      assertProgress(events);
+      assert.equal(await backend().exists(disk), true);
+      const info = await backend().info(disk);
+      assert.equal(info.disk.instance, disk.instance.toLowerCase());
+      assert.equal(info.disk.name, disk.name);
+      assert.equal(info.id, `${disk.instance}_${disk.name}`);
+      assert.ok(info.sizeBytes >= img.size);
+      await checkContent(disk, bytes);
+      assertWellFormedDiskSource(await backend().diskSource(disk));
+    }, timeout);
+
+    t.it('creates from an image at a requested larger size', async () => {
+      const disk = newDisk();
+      const img = sourceImageFromBytes(content(3));
+      const res = await backend().createFromImage(disk, img, { sizeBytes: blankBytes });
+      assert.ok(res.sizeBytes >= blankBytes);
+      assert.ok((await backend().info(disk)).sizeBytes >= blankBytes);
+    }, timeout);
+
+    t.it('clones when it claims clone and the image allows it; imports when told to', async () => {
+      const make = fixture().cloneableImage;
+      if (!caps().clone) {
+        // Not claimed: even an image another backend could clone is imported.
+        const img = make ? await make(content(4)) : sourceImageFromBytes(content(4));
+        const res = await backend().createFromImage(newDisk(), img);
+        assert.equal(res.method, 'imported');
+        assert.ok(res.reason && res.reason.length > 0);
+        return;
+      }
+      assert.ok(make, 'cloneableImage is required for a clone-capable backend');
+      const bytes = content(4);
+      const img = await make(bytes);
+      const disk = newDisk();
+      const events: ProgressEvent[] = [];
+      const res = await backend().createFromImage(disk, img, { onProgress: (e) => events.push(e) });
+      assert.equal(res.method, 'cloned', `expected a clone, got import: ${res.reason}`);
+      assertProgress(events);
+      await checkContent(disk, bytes);
+      const forced = newDisk();
+      const res2 = await backend().createFromImage(forced, img, { forceImport: true });
+      assert.equal(res2.method, 'imported');
+      assert.ok(res2.reason && res2.reason.length > 0);
+      await checkContent(forced, bytes);
+    }, timeout);
+
+    t.it('refuses to create over an existing disk (AlreadyExists) and leaves it untouched', async () => {
+      const disk = newDisk();
+      const bytes = content(5);
+      await backend().createFromImage(disk, sourceImageFromBytes(bytes));
+      const before = await backend().info(disk);
+      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(6))), 'ALREADY_EXISTS');
+      await expectImageBackendError(backend().createBlank(disk, blankBytes), 'ALREADY_EXISTS');
+      assert.deepEqual(await backend().info(disk), before);
+      await checkContent(disk, bytes);
+    }, timeout);
+
+    t.it('lets exactly one of two concurrent creates of the same disk win', async () => {
+      const disk = newDisk('disk.local');
+      const results = await Promise.allSettled([backend().createBlank(disk, blankBytes), backend().createBlank(disk, blankBytes)]);
+      const ok = results.filter((r) => r.status === 'fulfilled');
+      const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
+      assert.equal(ok.length, 1, 'one create succeeds');
+      assert.equal(failed.length, 1);
+      assert.ok(isImageBackendError(failed[0]!.reason, 'ALREADY_EXISTS'), `loser gets AlreadyExists: ${String(failed[0]!.reason)}`);
+      assert.equal(await backend().exists(disk), true);
+    }, timeout);
+
+    t.it('creates blank disks of at least the requested size in every advertised format', async () => {
+      const instance = newInstance();
+      for (const [i, format] of backend().diskFormats.entries()) {
+        const disk = { instance, name: `disk.blank${i}` };
+        const res = await backend().createBlank(disk, blankBytes, { format });
+        assert.equal(res.method, 'blank');
+        assert.ok(res.sizeBytes >= blankBytes);
+        const info = await backend().info(disk);
+        assert.equal(info.format, format);
+        assert.ok(info.sizeBytes >= blankBytes);
+        const src = await backend().diskSource(disk);
+        assertWellFormedDiskSource(src);
+        assert.equal(src.format, format);
+      }
+      const swap = { instance, name: 'disk.swap' };
+      await backend().createBlank(swap, blankBytes);
+      assert.equal((await backend().info(swap)).format, backend().diskFormats[0]);
+    }, timeout);
+
+    t.it('rejects bad blank sizes and unknown formats with InvalidArgumentError', async () => {
+      const disk = newDisk('disk.local');
+      for (const size of [0, -1, 1.5, Number.NaN, 2 ** 60]) {
+        await expectImageBackendError(backend().createBlank(disk, size), 'INVALID_ARGUMENT');
+      }
+      await expectImageBackendError(backend().createBlank(disk, blankBytes, { format: 'vmdk' as never }), 'INVALID_ARGUMENT');
+      await assertNothingLeft(disk);
+    }, timeout);
+
+    t.it('resizes (grow only) when it claims resize, else UnsupportedOperation(resize)', async () => {
+      const disk = newDisk();
+      await backend().createBlank(disk, blankBytes);
+      if (!caps().resize) {
+        await expectUnsupported(backend().resize(disk, growBytes), 'resize');
+        return;
+      }
+      await backend().resize(disk, growBytes);
+      assert.ok((await backend().info(disk)).sizeBytes >= growBytes);
+      await expectImageBackendError(backend().resize(disk, blankBytes), 'INVALID_ARGUMENT');
+      await expectImageBackendError(backend().resize(newDisk(), growBytes), 'NOT_FOUND');
+    }, timeout);
+
+    t.it('snapshots (create/list/duplicate/remove) when it claims snapshot, else UnsupportedOperation(snapshot)', async () => {
+      const disk = newDisk();
+      await backend().createFromImage(disk, sourceImageFromBytes(content(7)));
+      if (!caps().snapshot) {
+        await expectUnsupported(backend().createSnapshot(disk, 's1'), 'snapshot');
+        await expectUnsupported(backend().listSnapshots(disk), 'snapshot');
+        await expectUnsupported(backend().removeSnapshot(disk, 's1'), 'snapshot');
+        return;
+      }
+      assert.deepEqual(await backend().listSnapshots(disk), []);
+      const s = await backend().createSnapshot(disk, 's1');
+      assert.equal(s.name, 's1');
+      assert.ok(s.sizeBytes >= imageBytes);
+      assert.deepEqual((await backend().listSnapshots(disk)).map((x) => x.name), ['s1']);
+      await expectImageBackendError(backend().createSnapshot(disk, 's1'), 'ALREADY_EXISTS');
+      for (const bad of ['', 'a/b', 'a@b', 'x y', '..']) {
+        await expectImageBackendError(backend().createSnapshot(disk, bad), 'INVALID_ARGUMENT');
+      }
+      await expectImageBackendError(backend().createSnapshot(newDisk(), 's1'), 'NOT_FOUND');
+      assert.equal(await backend().removeSnapshot(disk, 's1'), true);
+      assert.deepEqual(await backend().listSnapshots(disk), []);
+      assert.equal(await backend().removeSnapshot(disk, 's1'), false);
+      // A disk with snapshots is still removable in one call.
+      await backend().createSnapshot(disk, 's2');
+      assert.equal(await backend().remove(disk), true);
+      assert.equal(await backend().exists(disk), false);
+    }, timeout);
+
+    t.it('rolls back to a snapshot when it claims rollback, else UnsupportedOperation(rollback)', async () => {
+      const disk = newDisk();
+      const bytes = content(8);
+      await backend().createFromImage(disk, sourceImageFromBytes(bytes));
+      if (!caps().rollback) {
+        await expectUnsupported(backend().rollbackToSnapshot(disk, 's1'), 'rollback');
+        return;
+      }
+      assert.ok(caps().snapshot, 'rollback implies snapshot');
+      await backend().createSnapshot(disk, 'before');
+      if (caps().resize) await backend().resize(disk, growBytes);
+      await backend().rollbackToSnapshot(disk, 'before');
+      await checkContent(disk, bytes);
+      const size = (await backend().info(disk)).sizeBytes;
+      assert.ok(size >= imageBytes && size < growBytes, `size restored by rollback (${size})`);
+      await expectImageBackendError(backend().rollbackToSnapshot(disk, 'missing'), 'NOT_FOUND');
+    }, timeout);
+
+    t.it('flattens when it claims flatten, else UnsupportedOperation(flatten)', async () => {
+      const bytes = content(9);
+      const disk = newDisk();
+      const make = fixture().cloneableImage;
+      const img = caps().clone && make ? await make(bytes) : sourceImageFromBytes(bytes);
+      await backend().createFromImage(disk, img);
+      if (!caps().flatten) {
+        await expectUnsupported(backend().flatten(disk), 'flatten');
+        return;
+      }
+      await backend().flatten(disk);
+      assert.equal((await backend().info(disk)).parent, undefined, 'no parent after flatten');
+      await checkContent(disk, bytes);
+      await backend().flatten(disk); // a second flatten is a no-op
+      await expectImageBackendError(backend().flatten(newDisk()), 'NOT_FOUND');
+    }, timeout);
+
+    t.it('direct-snapshots when it claims directSnapshot, else UnsupportedOperation(directSnapshot)', async () => {
+      const disk = newDisk();
+      await backend().createFromImage(disk, sourceImageFromBytes(content(10)));
+      const imageId = globalThis.crypto.randomUUID();
+      if (!caps().directSnapshot) {
+        await expectUnsupported(backend().directSnapshot(disk, { imageId }), 'directSnapshot');
+        return;
+      }
+      const loc = await backend().directSnapshot(disk, { imageId });
+      assert.equal(typeof loc.url, 'string');
+      assert.doesNotThrow(() => new URL(loc.url), 'location is a URL');
+      await expectImageBackendError(backend().directSnapshot(newDisk(), { imageId: globalThis.crypto.randomUUID() }), 'NOT_FOUND');
+    }, timeout);
+
+    t.it('encrypts when it claims encryption, else UnsupportedOperation(encryption) and nothing made', async () => {
+      const disk = newDisk('disk.local');
+      const encryption = { format: 'luks' as const, secretUuid: globalThis.crypto.randomUUID() };
+      if (!caps().encryption) {
+        await expectUnsupported(backend().createBlank(disk, blankBytes, { encryption }), 'encryption');
+        await expectUnsupported(backend().createFromImage(disk, sourceImageFromBytes(content(11)), { encryption }), 'encryption');
+        await assertNothingLeft(disk);
+        return;
+      }
+      await backend().createBlank(disk, blankBytes, { encryption });
+      assert.equal((await backend().info(disk)).encrypted, true);
+      const src = await backend().diskSource(disk);
+      assertWellFormedDiskSource(src);
+      assert.deepEqual(src.encryption, encryption);
+    }, timeout);
+
+    t.it('removes idempotently (true, then false; never-created is false)', async () => {
+      const disk = newDisk();
+      assert.equal(await backend().remove(disk), false);
+      await backend().createFromImage(disk, sourceImageFromBytes(content(12)));
+      assert.equal(await backend().remove(disk), true);
+      assert.equal(await backend().exists(disk), false);
+      assert.equal(await backend().remove(disk), false);
+      await expectImageBackendError(backend().info(disk), 'NOT_FOUND');
+      assert.deepEqual(await backend().list({ instance: disk.instance }), []);
+      // The name is free again.
+      await backend().createBlank(disk, blankBytes);
+      assert.equal(await backend().exists(disk), true);
+    }, timeout);
+
+    t.it('lists disks by instance', async () => {
+      const a = newInstance();
+      const b = newInstance();
+      await backend().createBlank({ instance: a, name: 'disk' }, blankBytes);
+      await backend().createBlank({ instance: a, name: 'disk.swap' }, blankBytes);
+      await backend().createBlank({ instance: b, name: 'disk' }, blankBytes);
+      const listA = await backend().list({ instance: a });
+      assert.deepEqual(listA.map((d) => d.id).sort(), [`${a}_disk`, `${a}_disk.swap`]);
+      for (const d of listA) {
+        assert.equal(d.disk.instance, a);
+        assert.ok(d.sizeBytes >= blankBytes);
+      }
+      assert.deepEqual((await backend().list({ instance: b.toUpperCase() })).map((d) => d.id), [`${b}_disk`]);
+      const all = (await backend().list()).map((d) => d.id);
+      for (const id of [`${a}_disk`, `${a}_disk.swap`, `${b}_disk`]) assert.ok(all.includes(id), `list() has ${id}`);
+    }, timeout);
+
+    t.it('reports sane capacity', async () => {
+      const c = await backend().capacity();
+      assert.ok(Number.isSafeInteger(c.totalBytes) && c.totalBytes > 0, `totalBytes ${c.totalBytes}`);
+      assert.ok(Number.isSafeInteger(c.freeBytes) && c.freeBytes >= 0, `freeBytes ${c.freeBytes}`);
+      assert.ok(c.freeBytes <= c.totalBytes);
+    }, timeout);
+
+    t.it('leaves nothing behind when the source stream fails midway, and the name stays usable', async () => {
+      const disk = newDisk();
+      const bytes = content(13);
+      const img = sourceImageFromBytes(bytes, { failAfterBytes: Math.floor(bytes.length / 2), chunkBytes: 64 * 1024 });
+      await expectImageBackendError(backend().createFromImage(disk, img), 'IMAGE_SOURCE');
+      await assertNothingLeft(disk);
+      const res = await backend().createFromImage(disk, sourceImageFromBytes(bytes));
+      assert.equal(res.method, 'imported');
+      await checkContent(disk, bytes);
+    }, timeout);
+
+    t.it('leaves nothing behind when the stream is shorter than the declared size', async () => {
+      const disk = newDisk();
+      const img = sourceImageFromBytes(content(14), { noHash: true });
+      await expectImageBackendError(backend().createFromImage(disk, { ...img, size: img.size + 4096, virtualSize: img.size + 4096 }), 'IMAGE_SOURCE');
+      await assertNothingLeft(disk);
+    }, timeout);
+
+    t.it('refuses an image whose hash does not match (UnsafeImage) and leaves nothing behind', async () => {
+      const disk = newDisk();
+      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(15), { corruptHash: true })), 'UNSAFE_IMAGE');
+      await assertNothingLeft(disk);
+    }, timeout);
+
+    t.it('honours an already-aborted signal (Aborted, nothing made)', async () => {
+      const disk = newDisk();
+      const ac = new AbortController();
+      ac.abort();
+      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(16)), { signal: ac.signal }), 'ABORTED');
+      await expectImageBackendError(backend().createBlank(disk, blankBytes, { signal: ac.signal }), 'ABORTED');
+      await assertNothingLeft(disk);
+    }, timeout);
+
+    t.it('rolls back an import aborted midway (Aborted, nothing left)', async () => {
+      const disk = newDisk();
+      const ac = new AbortController();
+      const img = sourceImageFromBytes(content(17), {
+        chunkBytes: 32 * 1024,
+        onChunk: (done) => {
+          if (done >= imageBytes / 4) ac.abort(new Error('test abort'));
+        },
+      });
+      await expectImageBackendError(backend().createFromImage(disk, img, { signal: ac.signal }), 'ABORTED');
+      await assertNothingLeft(disk);
+    }, timeout);
+
+    t.it('is thin when it claims thin, else accounts the full size of a blank disk', async () => {
+      const thin = caps().thin;
+      const size = thin ? thinProbeBytes : blankBytes;
+      const before = await backend().capacity();
+      const disk = newDisk('disk.local');
+      await backend().createBlank(disk, size);
+      const after = await backend().capacity();
+      const dropped = before.freeBytes - after.freeBytes;
+      if (thin) assert.ok(dropped < size / 2, `thin: free space dropped by ${dropped} for a ${size}-byte disk`);
+      else assert.ok(dropped >= size / 2, `thick: free space dropped by only ${dropped} for a ${size}-byte disk`);
+      assert.equal(await backend().remove(disk), true);
+    }, timeout);
+
+    t.it('refuses a blank disk larger than the free space when thick (InsufficientCapacity, nothing left)', async () => {
+      const disk = newDisk('disk.local');
+      const { freeBytes } = await backend().capacity();
+      const oversize = freeBytes + 1024 ** 3;
+      const mustRefuse = options.checkInsufficientCapacity ?? !caps().thin;
+      let refused: unknown;
+      try {
+        await backend().createBlank(disk, oversize);
+      } catch (err) {
+        refused = err;
+      }
+      if (refused !== undefined || mustRefuse) {
+        assert.ok(isImageBackendError(refused, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacity, got ${String(refused)}`);
+        await assertNothingLeft(disk);
+      } else {
+        // A thin backend may overcommit: the disk exists and is removable.
+        assert.ok((await backend().info(disk)).sizeBytes >= oversize);
+        assert.equal(await backend().remove(disk), true);
+      }
+    }, timeout);
+  });
+}

@@ -1,0 +1,317 @@
+/**
+ * The types of the image-backend contract. Everything here is data: a backend package depends
+ * on these types, never on the Glance client, libvirt or the driver.
+ */
+
+/** Well-known disk names of an instance (the names Nova uses); any valid name is allowed. */
+export type WellKnownDiskName = 'disk' | 'disk.local' | 'disk.swap' | 'disk.config';
+
+/**
+ * One disk of one instance. The backend stores it under the canonical id
+ * `<instance>_<name>` (see `diskId`).
+ */
+export interface DiskRef {
+  /** Instance UUID (lower or upper case hex, 8-4-4-4-12). */
+  readonly instance: string;
+  /** Disk name: `disk` (root), `disk.local` (ephemeral), `disk.swap`, `disk.config`, or another valid name. */
+  readonly name: WellKnownDiskName | (string & {});
+}
+
+/** Disk formats a backend may store. */
+export type DiskFormat = 'raw' | 'qcow2';
+
+/** A location of an image, as Glance reports it (`locations[]`). */
+export interface ImageLocation {
+  /** e.g. `rbd://<fsid>/<pool>/<image>/<snap>`, `file:///...`, `http://...`. */
+  readonly url: string;
+  /** Store metadata as Glance returns it. */
+  readonly metadata: Readonly<Record<string, unknown>>;
+}
+
+/** The bytes of an image: a web `ReadableStream` or any async iterable of chunks (a Node `Readable` is one). */
+export type ImageByteStream = ReadableStream<Uint8Array> | AsyncIterable<Uint8Array>;
+
+/**
+ * A Glance image as a backend needs it: its record plus a way to read its bytes. The glance
+ * package produces these; backends never import it.
+ */
+export interface SourceImage {
+  /** Glance image id. */
+  readonly id: string;
+  /** Human name (informational). */
+  readonly name?: string;
+  /** Size in bytes of the stored image data (what `open()` yields). */
+  readonly size: number;
+  /** Virtual (guest-visible) size in bytes, if known. For raw images it equals `size`. */
+  readonly virtualSize?: number | null;
+  /** Glance `disk_format`: `raw`, `qcow2`, `vmdk`, `iso`, ... */
+  readonly diskFormat: string;
+  /** Glance `container_format`, usually `bare`. */
+  readonly containerFormat?: string;
+  /** Legacy MD5 hex digest of the data (Glance `checksum`). */
+  readonly checksum?: string | null;
+  /** Multihash algorithm (Glance `os_hash_algo`, e.g. `sha512`). */
+  readonly osHashAlgo?: string | null;
+  /** Multihash hex digest (Glance `os_hash_value`). */
+  readonly osHashValue?: string | null;
+  /** Direct locations; a backend may clone from one it understands (e.g. `rbd://` in its cluster). */
+  readonly locations: readonly ImageLocation[];
+  /** Opens a fresh byte stream of the image data. Called at most once per create attempt. */
+  open(options?: { signal?: AbortSignal }): Promise<ImageByteStream>;
+}
+
+/** Phases a long operation reports. */
+export type ProgressPhase = 'clone' | 'download' | 'import' | 'convert' | 'resize' | 'flatten' | 'snapshot' | 'done';
+
+/** A progress report. `percent` never decreases within one operation and the last event is 100. */
+export interface ProgressEvent {
+  readonly phase: ProgressPhase;
+  readonly bytesDone: number;
+  readonly bytesTotal?: number;
+  /** 0..100. */
+  readonly percent: number;
+}
+
+/** Options of every long operation. */
+export interface OperationOptions {
+  /** Aborting rejects with `AbortedError` and rolls back what was done. */
+  readonly signal?: AbortSignal;
+}
+
+/** Encryption of a new disk (LUKS). The passphrase lives in a libvirt secret, never here. */
+export interface DiskEncryption {
+  readonly format: 'luks';
+  /** UUID of the libvirt secret (usage type `volume`) holding the passphrase. */
+  readonly secretUuid: string;
+}
+
+/** Options of `createFromImage`. */
+export interface CreateFromImageOptions extends OperationOptions {
+  /** Progress events (monotonic, last one at 100%). */
+  readonly onProgress?: (event: ProgressEvent) => void;
+  /**
+   * Guest-visible size wanted (bytes). When larger than the image's virtual size the new disk
+   * is grown to it (needs the `resize` capability unless the backend can create at that size).
+   */
+  readonly sizeBytes?: number;
+  /** Refuse to clone even when possible (always import). */
+  readonly forceImport?: boolean;
+  /** Encrypt the new disk (needs the `encryption` capability). */
+  readonly encryption?: DiskEncryption;
+}
+
+/** Options of `createBlank`. */
+export interface CreateBlankOptions extends OperationOptions {
+  /** One of the backend's `diskFormats` (default: the first of them). */
+  readonly format?: DiskFormat;
+  /** Encrypt the new disk (needs the `encryption` capability). */
+  readonly encryption?: DiskEncryption;
+}
+
+/** Options of `remove`. */
+export interface RemoveOptions extends OperationOptions {
+  /** How long to keep retrying while the disk is busy (default: the backend's, typically 10-30 s). */
+  readonly busyTimeoutMs?: number;
+}
+
+/** How a disk was made. */
+export interface CreateResult {
+  /** `cloned`: copy-on-write clone of the image; `imported`: bytes copied; `blank`: empty disk. */
+  readonly method: 'cloned' | 'imported' | 'blank';
+  /** For `imported`: why a clone was not possible (e.g. `no rbd location in this cluster`). */
+  readonly reason?: string;
+  /** Bytes written (for imports). */
+  readonly bytesWritten?: number;
+  /** Guest-visible size of the new disk, in bytes. */
+  readonly sizeBytes: number;
+  /** Wall time of the operation. */
+  readonly durationMs: number;
+}
+
+/** A disk as the backend sees it. */
+export interface DiskInfo {
+  readonly disk: DiskRef;
+  /** Canonical id, `<instance>_<name>`. */
+  readonly id: string;
+  /** Guest-visible size in bytes. */
+  readonly sizeBytes: number;
+  readonly format: DiskFormat;
+  /** What it is a copy-on-write child of (e.g. `images/abc@snap`), when it is one. */
+  readonly parent?: string;
+  readonly encrypted?: boolean;
+}
+
+/** A snapshot of a disk. */
+export interface SnapshotInfo {
+  readonly name: string;
+  /** Size of the disk when the snapshot was taken. */
+  readonly sizeBytes: number;
+}
+
+/** Where a direct snapshot landed: a location Glance can register for a new image. */
+export interface DirectSnapshotResult {
+  /** e.g. `rbd://<fsid>/<pool>/<image>/<snap>`. */
+  readonly url: string;
+  readonly metadata?: Readonly<Record<string, unknown>>;
+}
+
+/** Options of `directSnapshot`. */
+export interface DirectSnapshotOptions extends OperationOptions {
+  /** The Glance image id the snapshot will become; backends use it to name the snapshot. */
+  readonly imageId: string;
+}
+
+/** Filter of `list`. */
+export interface ListFilter {
+  /** Only the disks of this instance. */
+  readonly instance?: string;
+}
+
+/** Storage capacity. */
+export interface Capacity {
+  readonly totalBytes: number;
+  readonly freeBytes: number;
+}
+
+/** Ceph authentication for a network disk: both fields always go together. */
+export interface RbdAuth {
+  /** cephx user id without `client.` (e.g. `nova`). */
+  readonly username: string;
+  /** UUID of the libvirt secret (usage type `ceph`) holding that user's key. */
+  readonly secretUuid: string;
+}
+
+/** A monitor address; IPv6 literals are given without brackets. */
+export interface NetworkHost {
+  readonly host: string;
+  readonly port: number;
+}
+
+/** A disk that is a file on the hypervisor. */
+export interface FileDiskSource {
+  readonly type: 'file';
+  /** Absolute path. */
+  readonly path: string;
+  readonly format: DiskFormat;
+  readonly encryption?: DiskEncryption;
+}
+
+/** A disk that is a block device on the hypervisor. */
+export interface BlockDiskSource {
+  readonly type: 'block';
+  /** Absolute path of the device. */
+  readonly path: string;
+  readonly format: 'raw';
+  readonly encryption?: DiskEncryption;
+}
+
+/** A disk that QEMU reaches over the network (librbd). */
+export interface NetworkDiskSource {
+  readonly type: 'network';
+  readonly protocol: 'rbd';
+  /** `pool/image` (optionally `pool/namespace/image`). */
+  readonly name: string;
+  /** One per monitor (msgr v1 addresses). */
+  readonly hosts: readonly NetworkHost[];
+  readonly auth?: RbdAuth;
+  readonly format: 'raw';
+  readonly encryption?: DiskEncryption;
+}
+
+/** How the XML generator should describe a disk to libvirt. */
+export type DiskSource = FileDiskSource | BlockDiskSource | NetworkDiskSource;
+
+/** What a backend can do. Operations needing a capability it lacks throw `UnsupportedOperationError`. */
+export interface BackendCapabilities {
+  /** `createFromImage` can make copy-on-write clones of suitable images. */
+  readonly clone: boolean;
+  /** `createSnapshot`/`listSnapshots`/`removeSnapshot`. */
+  readonly snapshot: boolean;
+  /** `rollbackToSnapshot` (implies `snapshot`). */
+  readonly rollback: boolean;
+  /** `flatten`: detach a clone from its parent. */
+  readonly flatten: boolean;
+  /** `resize` (grow). */
+  readonly resize: boolean;
+  /** Disks are reachable from every hypervisor (live migration needs no block copy). */
+  readonly sharedStorage: boolean;
+  /** `directSnapshot`: snapshot a disk in place into a Glance location. */
+  readonly directSnapshot: boolean;
+  /** LUKS encryption of new disks. */
+  readonly encryption: boolean;
+  /** The guest's discard/TRIM frees space (libvirt `discard='unmap'` is useful). */
+  readonly discard: boolean;
+  /** Thin provisioning: space is allocated on write. */
+  readonly thin: boolean;
+}
+
+/** A capability name. */
+export type Capability = keyof BackendCapabilities;
+
+/** Every capability name, in a stable order. */
+export const CAPABILITIES: readonly Capability[] = Object.freeze([
+  'clone',
+  'snapshot',
+  'rollback',
+  'flatten',
+  'resize',
+  'sharedStorage',
+  'directSnapshot',
+  'encryption',
+  'discard',
+  'thin',
+] as const);
+
+/**
+ * The contract. Every method validates its `DiskRef` (throwing `InvalidArgumentError`), and a
+ * failing or aborted create leaves nothing behind.
+ */
+export interface ImageBackend {
+  /** Unique registry name, e.g. `rbd`, `qcow2`, `lvm`. */
+  readonly name: string;
+  /** The contract version this backend was built for (`IMAGE_BACKEND_API_VERSION` at build time). */
+  readonly apiVersion: number;
+  readonly capabilities: Readonly<BackendCapabilities>;
+  /** Formats `createBlank` accepts; the first is the default. */
+  readonly diskFormats: readonly DiskFormat[];
+
+  /** Whether the disk exists. */
+  exists(disk: DiskRef): Promise<boolean>;
+  /** The disk's info; `NotFoundError` if missing. */
+  info(disk: DiskRef): Promise<DiskInfo>;
+  /**
+   * Creates the disk from an image: a copy-on-write clone when the backend can (capability
+   * `clone` and a usable location), else a verified streamed import. `AlreadyExistsError` if the
+   * disk exists. On any failure (stream error, checksum mismatch, abort) nothing is left.
+   */
+  createFromImage(disk: DiskRef, image: SourceImage, options?: CreateFromImageOptions): Promise<CreateResult>;
+  /** Creates an empty disk of `sizeBytes` (ephemeral, swap). */
+  createBlank(disk: DiskRef, sizeBytes: number, options?: CreateBlankOptions): Promise<CreateResult>;
+  /** Grows the disk to `sizeBytes` (capability `resize`); shrinking is an `InvalidArgumentError`. */
+  resize(disk: DiskRef, sizeBytes: number, options?: OperationOptions): Promise<void>;
+  /** Capability `snapshot`. `AlreadyExistsError` on a duplicate name. */
+  createSnapshot(disk: DiskRef, snapshot: string): Promise<SnapshotInfo>;
+  /** Capability `snapshot`. */
+  listSnapshots(disk: DiskRef): Promise<SnapshotInfo[]>;
+  /** Capability `snapshot`. Idempotent: `false` when it did not exist. */
+  removeSnapshot(disk: DiskRef, snapshot: string): Promise<boolean>;
+  /** Capability `rollback`. The disk must not be in use. */
+  rollbackToSnapshot(disk: DiskRef, snapshot: string): Promise<void>;
+  /** Capability `flatten`: copies the parent's data so the disk no longer depends on it. */
+  flatten(disk: DiskRef, options?: OperationOptions): Promise<void>;
+  /** Capability `directSnapshot`: snapshots the disk in place and returns a Glance location for it. */
+  directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult>;
+  /**
+   * Removes the disk and its snapshots. Idempotent (`false` when it did not exist). Retries
+   * while the disk is busy, up to `busyTimeoutMs`, then throws `BusyError`.
+   */
+  remove(disk: DiskRef, options?: RemoveOptions): Promise<boolean>;
+  /** Disks this backend holds (only ones with canonical ids), optionally of one instance. */
+  list(filter?: ListFilter): Promise<DiskInfo[]>;
+  /** Capacity of the storage behind the backend. */
+  capacity(): Promise<Capacity>;
+  /** Describes the disk for the XML generator; `NotFoundError` if missing. */
+  diskSource(disk: DiskRef): Promise<DiskSource>;
+  /** Releases connections. Optional. */
+  close?(): Promise<void>;
+}
