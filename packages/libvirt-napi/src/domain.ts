@@ -1,0 +1,143 @@
+import { binding } from './binding.js';
+import { domainStateInfo, DOMAIN_STATES, type DomainState, type DomainStateInfo } from './constants.js';
+import type { Connection } from './connection.js';
+import type { DomHandle, RawDomain } from './native.js';
+
+/** `Domain.info()`: a snapshot of a domain's resources (`virDomainInfo`). */
+export interface DomainInfo {
+  state: DomainState;
+  /** Maximum memory in KiB. */
+  maxMemKiB: number;
+  /** Memory in use in KiB. */
+  memoryKiB: number;
+  /** Number of virtual CPUs. */
+  nrVirtCpu: number;
+  /** CPU time used, in nanoseconds. */
+  cpuTimeNs: bigint;
+}
+
+/**
+ * A libvirt domain (a VM definition and/or a running instance). Obtained from a Connection.
+ * `name()` and `uuid()` are local; every other method runs on the binding's worker threads and
+ * returns a promise that rejects with a LibvirtError.
+ */
+export class Domain {
+  /** The connection this domain was obtained from. */
+  readonly connection: Connection;
+  readonly #handle: DomHandle;
+  readonly #name: string;
+  readonly #uuid: string;
+
+  /** @internal */
+  constructor(connection: Connection, raw: RawDomain) {
+    this.connection = connection;
+    this.#handle = raw.handle;
+    this.#name = raw.name;
+    this.#uuid = raw.uuid;
+  }
+
+  /** The domain's name. */
+  name(): string {
+    return this.#name;
+  }
+
+  /** The domain's UUID (lowercase, dashed). */
+  uuid(): string {
+    return this.#uuid;
+  }
+
+  /** Current state with its reason, e.g. `{ state: 'shutoff', reason: 'destroyed' }`. */
+  async state(): Promise<DomainStateInfo> {
+    const [state, reason] = await binding().domainState(this.#handle);
+    return domainStateInfo(state, reason);
+  }
+
+  /** Resource snapshot (state, memory, vCPUs, CPU time). */
+  async info(): Promise<DomainInfo> {
+    const raw = await binding().domainInfo(this.#handle);
+    return { ...raw, state: DOMAIN_STATES[raw.state] ?? 'nostate' };
+  }
+
+  /** The domain XML (`DomainXMLFlags`, e.g. `INACTIVE` for the persistent definition). */
+  xml(flags = 0): Promise<string> {
+    return binding().domainXML(this.#handle, flags);
+  }
+
+  /** Domain id while running, -1 when not running. */
+  id(): Promise<number> {
+    return binding().domainID(this.#handle);
+  }
+
+  /** Whether the domain is running (or paused). */
+  isActive(): Promise<boolean> {
+    return binding().domainIsActive(this.#handle);
+  }
+
+  /** Whether the domain has a persistent definition. */
+  isPersistent(): Promise<boolean> {
+    return binding().domainIsPersistent(this.#handle);
+  }
+
+  /** Starts a defined domain (`StartFlags`). */
+  create(flags = 0): Promise<void> {
+    return binding().domainCreate(this.#handle, flags);
+  }
+
+  /** Asks the guest to shut down (ACPI by default; `ShutdownFlags`). Returns before it has stopped. */
+  shutdown(flags = 0): Promise<void> {
+    return binding().domainShutdown(this.#handle, flags);
+  }
+
+  /** Powers the domain off immediately (`DestroyFlags`). */
+  destroy(flags = 0): Promise<void> {
+    return binding().domainDestroy(this.#handle, flags);
+  }
+
+  /** Asks the guest to reboot (`RebootFlags`). */
+  reboot(flags = 0): Promise<void> {
+    return binding().domainReboot(this.#handle, flags);
+  }
+
+  /** Pauses the domain's vCPUs. */
+  suspend(): Promise<void> {
+    return binding().domainSuspend(this.#handle);
+  }
+
+  /** Resumes a paused domain. */
+  resume(): Promise<void> {
+    return binding().domainResume(this.#handle);
+  }
+
+  /** Removes the persistent definition (`UndefineFlags`); a running domain becomes transient. */
+  undefine(flags = 0): Promise<void> {
+    return binding().domainUndefine(this.#handle, flags);
+  }
+
+  /** Hot-plugs and/or persists a device (`DeviceModifyFlags`: `LIVE`, `CONFIG`; 0 = current state). */
+  attachDevice(xml: string, flags = 0): Promise<void> {
+    return binding().domainAttachDevice(this.#handle, xml, flags);
+  }
+
+  /** Detaches a device (`DeviceModifyFlags`). */
+  detachDevice(xml: string, flags = 0): Promise<void> {
+    return binding().domainDetachDevice(this.#handle, xml, flags);
+  }
+
+  /**
+   * Resizes a running domain's disk to `bytes` (the size is always in bytes;
+   * `disk` is the target dev, e.g. `'vda'`, or the source path).
+   */
+  blockResize(disk: string, bytes: number | bigint, flags = 0): Promise<void> {
+    if (typeof bytes === 'number' && (!Number.isSafeInteger(bytes) || bytes < 0)) {
+      return Promise.reject(new RangeError('bytes must be a non-negative safe integer'));
+    }
+    const size = BigInt(bytes);
+    if (size < 0n) return Promise.reject(new RangeError('bytes must be non-negative'));
+    return binding().domainBlockResize(this.#handle, disk, size, flags);
+  }
+
+  /** @internal */
+  toJSON(): { name: string; uuid: string } {
+    return { name: this.#name, uuid: this.#uuid };
+  }
+}
