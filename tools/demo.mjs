@@ -7,7 +7,7 @@
 //  network rbd disk with cephx, 6. read each guest's marker from its serial console, wait for its
 //  clean power-off, 7. print the timings (clone vs upload) and clean up (unless --keep).
 // Plain Node (no npm deps). Spawns with argv arrays; cephx keys only ever travel as keyring paths.
-//   node tools/demo.mjs [--keep] [--size 64M] [--fill random|zero] [--clones N] [--timeout-ms N]
+//   node tools/demo.mjs [--keep] [--size 256M] [--fill random|zero] [--clones N] [--timeout-ms N]
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
@@ -23,7 +23,7 @@ const MARKER_PREFIX = 'EPHEMERA-MARKER ';
 // ---------------------------------------------------------------- helpers
 
 function parseArgs(argv) {
-  const opts = { keep: false, size: '64M', fill: 'random', clones: 2, timeoutMs: 120_000 };
+  const opts = { keep: false, size: '256M', fill: 'random', clones: 2, timeoutMs: 120_000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -36,7 +36,7 @@ function parseArgs(argv) {
     else if (a === '--clones') opts.clones = Number(next());
     else if (a === '--timeout-ms') opts.timeoutMs = Number(next());
     else if (a === '-h' || a === '--help') {
-      console.log('usage: tools/demo [--keep] [--size 64M] [--fill random|zero] [--clones N] [--timeout-ms N]');
+      console.log('usage: tools/demo [--keep] [--size 256M] [--fill random|zero] [--clones N] [--timeout-ms N]');
       process.exit(0);
     } else throw new Error(`unknown argument ${JSON.stringify(a)}`);
   }
@@ -45,12 +45,12 @@ function parseArgs(argv) {
 }
 
 /** execFile as a promise: argv array, timeout, stderr in the error. */
-function run(cmd, args, { timeout = 120_000, input } = {}) {
+function run(cmd, args, { timeout = 120_000, input, label } = {}) {
   return new Promise((res, rej) => {
     const child = execFile(cmd, args, { timeout, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
       if (err) {
         const why = err.killed ? `timed out after ${timeout} ms` : `exit ${err.code ?? err.signal}`;
-        rej(new Error(`${cmd} ${args.slice(0, 3).join(' ')}... failed (${why}): ${String(stderr).trim() || err.message}`));
+        rej(new Error(`${label ?? `${cmd} ${args.slice(0, 4).join(' ')}`} failed (${why}): ${String(stderr).trim() || err.message}`));
       } else res(String(stdout));
     });
     if (input !== undefined) child.stdin.end(input);
@@ -124,7 +124,10 @@ async function writeSector(stack, pool, image, offset, data) {
     '            img.write(data, int(off))',
     '            img.flush()',
   ].join('\n');
-  await run('python3', ['-c', script, u.confPath, u.id, pool, image, String(offset)], { input: data, timeout: 60_000 });
+  // Debian's python3-rbd lives in /usr/bin/python3's dist-packages (a pyenv python3 on PATH lacks it)
+  await run('/usr/bin/python3', ['-c', script, u.confPath, u.id, pool, image, String(offset)], {
+    input: data, timeout: 60_000, label: `librbd write of ${pool}/${image} at ${offset}`,
+  });
 }
 
 // ---------------------------------------------------------------- libvirt (virsh)
