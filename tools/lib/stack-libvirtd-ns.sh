@@ -14,4 +14,4 @@ for pair in etc:/etc/libvirt run:/run/libvirt lib:/var/lib/libvirt cache:/var/ca
   mkdir -p "$src" "$dst"
   mount --bind "$src" "$dst"
 done
-exec /usr/sbin/libvirtd -f "$root/etc/libvirtd.conf" "$@"
+exec /usr/sbin/libvirtd -f "$root/etc/libvirtd.conf" --pid-file "$root/run/libvirtd.pid" "$@"

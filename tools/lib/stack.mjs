@@ -512,8 +512,30 @@ stdio_handler = "file"
 `);
 }
 
-function startLibvirtdIn(root, name) {
-  return startDaemon(name, 'unshare', ['--mount', '--propagation', 'private', '--', join(LIB, 'stack-libvirtd-ns.sh'), root]);
+// libvirtd probes QEMU's capabilities at start (~8 s here, KVM start-up is slow); it keeps the
+// result in /var/cache/libvirt/qemu/capabilities and re-probes by itself when QEMU, libvirt or the
+// kernel change. Every instance has its own cache dir, so seed it from a shared copy.
+const CAPS_CACHE = join(CACHE, 'libvirt-qemu-capabilities');
+const capsDir = (root) => join(root, 'cache', 'qemu', 'capabilities');
+
+function seedLibvirtCaps(root) {
+  if (!existsSync(CAPS_CACHE) || existsSync(capsDir(root))) return;
+  mkdirSync(capsDir(root), { recursive: true });
+  for (const f of readdirSync(CAPS_CACHE)) writeFileSync(join(capsDir(root), f), readFileSync(join(CAPS_CACHE, f)));
+}
+
+function saveLibvirtCaps(root) {
+  try {
+    const files = readdirSync(capsDir(root)).filter((f) => f.endsWith('.xml'));
+    if (!files.length) return;
+    mkdirSync(CAPS_CACHE, { recursive: true });
+    for (const f of files) writeAtomic(join(CAPS_CACHE, f), readFileSync(join(capsDir(root), f)));
+  } catch { /* nothing to save */ }
+}
+
+function startLibvirtdIn(root, name, logDir = P.log) {
+  seedLibvirtCaps(root);
+  return startDaemon(name, 'unshare', ['--mount', '--propagation', 'private', '--', join(LIB, 'stack-libvirtd-ns.sh'), root], logDir);
 }
 
 /** Defines the persistent, private ceph secret for client.ephemera; the key never touches argv. */
@@ -604,6 +626,7 @@ async function waitService(st, svc, handle) {
   if (svc === 'libvirtd') {
     const ns = mountNs(st.pids.libvirtd);
     if (ns && !st.libvirtNs.includes(ns)) { st.libvirtNs.push(ns); saveState(st); }
+    saveLibvirtCaps(P.libvirt);
   }
   return now() - t0;
 }
@@ -801,8 +824,11 @@ async function cmdDown() {
   const st = loadState();
   rmSync(P.stackJson, { force: true });
   if (st) {
-    if (pidAlive(st.pids?.libvirtd)) await destroyDomains(st.libvirtUri);
-    await terminate(Object.values(st.pids ?? {}).filter((p) => pidAlive(p)), 15_000);
+    const alive = (svc) => (pidAlive(st.pids?.[svc]) ? st.pids[svc] : 0);
+    if (alive('libvirtd')) await destroyDomains(st.libvirtUri);
+    // The OSD says goodbye to the mon on SIGTERM (and waits 5 s for a mon that is gone): mon last.
+    await Promise.all([terminate([alive('osd')], 15_000), terminate(['glance', 'libvirtd', 'mgr'].map(alive), 15_000)]);
+    await terminate([alive('mon')], 15_000);
   }
   await killLeftovers(st);
   rmSync(DIR, { recursive: true, force: true });
@@ -891,13 +917,13 @@ async function cmdPrivateLibvirtd(action, root) {
   } else throw new StackError('usage: tools/stack private-libvirtd start|stop|restart <dir>');
   await ensureLibvirtQemuUser();
   writeLibvirtConfig(root);
-  const handle = startDaemon('libvirtd', 'unshare',
-    ['--mount', '--propagation', 'private', '--', join(LIB, 'stack-libvirtd-ns.sh'), root], root);
+  const handle = startLibvirtdIn(root, 'libvirtd', root);
   if (!handle.pid) throw new StackError(`private libvirtd: ${handle.exited ?? 'failed to start'}`);
   writeFileSync(pidFile, JSON.stringify({ pid: handle.pid }));
   await waitFor('libvirtd (private)', handle, async () => {
     await run('virsh', ['-c', uri, 'version'], { timeout: 8000 }); return true;
   }, 60_000, `virsh -c ${uri} version`).catch((e) => { throw new StackError(`${e.message}\n${tail(join(root, 'libvirtd.log'))}`); });
+  saveLibvirtCaps(root);
   const ns = mountNs(handle.pid);
   if (ns) writeFileSync(nsFile, `${ns}\n`, { flag: 'a' });
   const st = loadState();

@@ -21,11 +21,11 @@ export function stackDir(): string {
 }
 
 /**
- * Reads `<stackDir()>/stack.json`. Throws a clear error when the stack is not up (the integration
+ * Reads `<dir>/stack.json` (default: the shared stack, {@link stackDir}()). Throws a clear error when the stack is not up (the integration
  * and e2e projects' global setup runs `tools/stack up` first, so inside vitest it is there).
  */
-export function loadStack(): StackInfo {
-  const file = join(stackDir(), 'stack.json');
+export function loadStack(dir: string = stackDir()): StackInfo {
+  const file = join(resolve(dir), 'stack.json');
   if (!existsSync(file)) {
     throw new Error(`The dev stack is not up: ${file} does not exist. Run \`bash tools/stack up\` (vitest's integration/e2e global setup does it).`);
   }
@@ -74,9 +74,21 @@ export function cephCli(user: StackCephUser, args: [tool: 'rbd' | 'ceph' | 'rado
   return exec(tool, ['--conf', u.confPath, '--id', u.id, ...rest], options.timeoutMs ?? 60_000);
 }
 
-/** Runs `bash tools/stack <args>` against {@link stackDir}() and resolves with its stdout. */
-export function stackCommand(args: string[], options: Pick<StackExecOptions, 'timeoutMs'> = {}): Promise<string> {
-  return exec('bash', [stackScript, ...args], options.timeoutMs ?? 600_000, { ...process.env, EPHEMERA_STACK_DIR: stackDir() });
+/** Options of {@link stackCommand}. */
+export interface StackCommandOptions {
+  /** Kill the command after this many ms (default 10 min). */
+  timeoutMs?: number;
+  /** State directory of the stack to act on (default {@link stackDir}(), the shared stack). */
+  dir?: string;
+}
+
+/**
+ * Runs `bash tools/stack <args>` and resolves with its stdout, e.g. `stackCommand(['stop', 'osd'])`
+ * then `stackCommand(['start', 'osd'])` for fault injection. Rejects with stderr (which names the
+ * failing service and the tail of its log) on a non-zero exit.
+ */
+export function stackCommand(args: string[], options: StackCommandOptions = {}): Promise<string> {
+  return exec('bash', [stackScript, ...args], options.timeoutMs ?? 600_000, { ...process.env, EPHEMERA_STACK_DIR: resolve(options.dir ?? stackDir()) });
 }
 
 /** A libvirtd of your own, started by {@link startPrivateLibvirtd}. */
