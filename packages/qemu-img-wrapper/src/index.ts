@@ -1,2 +1,62 @@
-export * from './errors.js';
-export * from './inspector/index.js';
+/**
+ * `@ephemera/qemu-img-wrapper`: a safe qemu-img wrapper (argv only, `LC_ALL=C`, timeouts,
+ * prlimit for untrusted input, progress events, AbortSignal) and a pure TypeScript image format
+ * inspector that vets untrusted images before qemu-img ever sees them.
+ *
+ * @packageDocumentation
+ */
+
+// Errors
+export {
+  ImageFormatError,
+  UnsafeImageError,
+  QemuImgError,
+  type ImageFormatErrorReason,
+  type UnsafeImageReason,
+  type SafetyIssue,
+  type QemuImgErrorKind,
+} from './errors.js';
+
+// Format inspector
+export {
+  inspectImageFile,
+  inspectImageBuffer,
+  inspectImageStream,
+  checkImageFile,
+  safetyCheck,
+  ImageInspector,
+  DECLARABLE_FORMATS,
+  type SafetyOptions,
+} from './inspector/index.js';
+export {
+  QEMU_DRIVER,
+  type ImageFormat,
+  type InspectedImage,
+  type FormatDetails,
+  type VmdkExtent,
+} from './inspector/types.js';
+
+// qemu-img
+export {
+  QemuImg,
+  type QemuImgOptions,
+  type CommonOptions,
+  type InfoOptions,
+  type ImageInfo,
+  type SnapshotInfo,
+  type CreateOptions,
+  type ConvertOptions,
+  type CacheMode,
+  type CheckResult,
+  type MeasureResult,
+} from './qemu-img.js';
+export type { ResourceLimits } from './run.js';
+export { ProgressParser } from './progress.js';
+export {
+  rbdLocation,
+  rbdUri,
+  rbdJson,
+  type RbdImage,
+  type RbdLocation,
+  type ImageLocation,
+} from './location.js';
