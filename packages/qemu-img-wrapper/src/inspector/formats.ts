@@ -335,12 +335,6 @@ function parseDescriptor(text: string): Descriptor {
 }
 
 function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<InspectedImage>): void {
-  if (d.createType === undefined || !VMDK_SAFE_CREATE_TYPES.has(d.createType)) {
-    issues.push({
-      reason: 'vmdk-create-type',
-      message: `vmdk createType ${JSON.stringify(d.createType ?? null)} is not monolithicSparse or streamOptimized`,
-    });
-  }
   const bad = d.extents.filter((e) => e.type !== 'SPARSE');
   if (bad.length) {
     issues.push({
@@ -358,6 +352,12 @@ function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<I
       message: `vmdk is a delta disk of parent ${JSON.stringify(d.parentHint ?? d.parentCid)}`,
     });
   }
+  if (d.createType === undefined || !VMDK_SAFE_CREATE_TYPES.has(d.createType)) {
+    issues.push({
+      reason: 'vmdk-create-type',
+      message: `vmdk createType ${JSON.stringify(d.createType ?? null)} is not monolithicSparse or streamOptimized`,
+    });
+  }
 }
 
 function parseVmdkSparse(r: RegionReader): InspectedImage {
@@ -371,6 +371,13 @@ function parseVmdkSparse(r: RegionReader): InspectedImage {
   const descSize = u64(h, 36, true);
   if (version < 1 || version > 3) throw new ImageFormatError('invalid-header', `vmdk version ${version} is invalid`, F);
   const issues: SafetyIssue[] = [];
+  if (capacity === 0) {
+    // qemu then opens the descriptor's extents as separate files: the CVE-2024-32498 pattern.
+    issues.push({
+      reason: 'vmdk-extent',
+      message: 'vmdk sparse header has zero capacity, so qemu would follow the descriptor extents',
+    });
+  }
   const extra: Partial<InspectedImage> = {};
   let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [] };
   if (descOffset !== 0) {
@@ -390,11 +397,6 @@ function parseVmdkSparse(r: RegionReader): InspectedImage {
   }
   let virtualSize: number;
   if (capacity === 0) {
-    // qemu then opens the descriptor's extents as separate files: the CVE-2024-32498 pattern.
-    issues.push({
-      reason: 'vmdk-extent',
-      message: 'vmdk sparse header has zero capacity, so qemu would follow the descriptor extents',
-    });
     virtualSize = d.extents.reduce((a, e) => a + e.sectors * 512, 0);
   } else {
     virtualSize = capacity * 512;
