@@ -1,2 +1,34 @@
-/** Work in progress: see the package issue. */
-export {};
+/**
+ * `@ephemera/libvirt-xml`: typed, injection-safe builders for libvirt `<disk>` and `<domain>`
+ * XML. Pure TypeScript, no dependencies. Every value is validated (a `LibvirtXmlError` names
+ * the field) and every attribute and text is escaped; control characters are refused.
+ *
+ * @packageDocumentation
+ */
+
+export type { LibvirtXmlErrorCode } from './errors.js';
+export { LibvirtXmlError } from './errors.js';
+
+export type {
+  BlockSourceSpec,
+  CacheMode,
+  DiskBus,
+  DiskDriverSpec,
+  DiskSourceSpec,
+  DiskSpec,
+  FileSourceSpec,
+  LuksEncryption,
+  NetworkHostSpec,
+  RbdAuthSpec,
+  RbdSourceSpec,
+} from './disk.js';
+export { checkHost, diskElement, diskXml } from './disk.js';
+
+export type { IoTune } from './iotune.js';
+export { checkIoTune, iotuneFromFlavor } from './iotune.js';
+
+export type { DomainSpec, InstanceMetadata, LifecycleAction, NetworkSpec } from './domain.js';
+export { EPHEMERA_METADATA_NS, checkDomainName, domainElement, domainXml } from './domain.js';
+
+export type { XmlElement } from './xml.js';
+export { escapeAttr, escapeText, serialize } from './xml.js';
