@@ -25,6 +25,7 @@ import {
   retryWhileBusy,
   throwIfAborted,
   type BackendCapabilities,
+  type BlockDiskSource,
   type Capacity,
   type CreateBlankOptions,
   type CreateFromImageOptions,
@@ -33,7 +34,6 @@ import {
   type DiskFormat,
   type DiskInfo,
   type DiskRef,
-  type DiskSource,
   type ImageBackend,
   type ListFilter,
   type OperationOptions,
@@ -354,7 +354,7 @@ export class LvmBackend implements ImageBackend {
    * The disk's block device. Without device-mapper this attaches (or reuses) the loop mapping,
    * which stays until `remove` (or `unmap`).
    */
-  async diskSource(disk: DiskRef): Promise<DiskSource> {
+  async diskSource(disk: DiskRef): Promise<BlockDiskSource> {
     const id = diskId(disk);
     const lv = await this.call(() => this.lvm.lv(id), id);
     if (!lv) throw this.notFound(id);
@@ -435,7 +435,7 @@ export class LvmBackend implements ImageBackend {
     try {
       const from = await this.mapper.map(id, signal);
       const to = await this.mapper.map(tmp, signal);
-      await convertImageToDevice(from, 'raw', to, { signal });
+      await convertImageToDevice(from, 'raw', to, { signal, trusted: true });
       await syncDevice(to);
       await this.mapper.unmap(tmp);
     } catch (e) {

@@ -15,7 +15,7 @@ import {
   type DiskRef,
   type ProgressEvent,
 } from '@ephemera/image-backend';
-import { Lvm, LvMapper, LvmBackend } from '@ephemera/backend-lvm';
+import { Lvm, LvMapper, LvmBackend } from '../../src/index.js';
 import { attachLoop, listLoops } from '../../src/loop.js';
 import { createBackendFixture, type BackendFixture } from '../support/backend-fixture.js';
 

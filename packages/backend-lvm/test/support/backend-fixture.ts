@@ -1,6 +1,6 @@
 import { open } from 'node:fs/promises';
 import type { DiskRef } from '@ephemera/image-backend';
-import { LvmBackend, type LvmBackendOptions } from '@ephemera/backend-lvm';
+import { LvmBackend, type LvmBackendOptions } from '../../src/index.js';
 import { createTestVg, type TestVg } from './vg-fixture.js';
 
 /** A real VG on a loop device plus an `LvmBackend` over it. */
