@@ -1,0 +1,148 @@
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { loadStack, type StackInfo } from '@ephemera/testkit';
+import { type DiskSpec, type DomainSpec, domainXml } from '@ephemera/libvirt-xml';
+import { type Node, attr, find, parseXml } from '../xml-tools.js';
+
+const run = promisify(execFile);
+
+// Defines domains built by the generator on the stack's real libvirtd, reads them back with
+// dumpxml and checks that libvirt kept every disk as given. Nothing is started; every domain
+// is undefined afterwards.
+let stack: StackInfo;
+let dir: string;
+const defined = new Set<string>();
+
+async function virsh(...args: string[]): Promise<string> {
+  try {
+    const { stdout } = await run('virsh', ['-c', stack.libvirt.uri, ...args], { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
+    return stdout;
+  } catch (err) {
+    const e = err as { stderr?: string; message: string };
+    throw new Error(`virsh ${args.join(' ')} failed: ${e.stderr || e.message}`);
+  }
+}
+
+async function defineAndDump(spec: DomainSpec): Promise<Node> {
+  const file = join(dir, `${spec.uuid}.xml`);
+  await writeFile(file, domainXml(spec));
+  await virsh('define', file);
+  defined.add(spec.uuid);
+  return parseXml(await virsh('dumpxml', '--inactive', spec.uuid));
+}
+
+/** Every element/attribute we wrote is in libvirt's copy, children in the same relative order. */
+function expectKept(ours: Node, theirs: Node, path: string): void {
+  expect(theirs.name, path).toBe(ours.name);
+  for (const [k, v] of ours.attrs) expect(attr(theirs, k), `${path}/@${k}`).toBe(v);
+  if (ours.children.length === 0) {
+    expect(theirs.text, `${path} text`).toBe(ours.text);
+    return;
+  }
+  let j = 0;
+  for (const c of ours.children) {
+    while (j < theirs.children.length && theirs.children[j]!.name !== c.name) j++;
+    expect(j < theirs.children.length, `${path}/${c.name} kept, in order (libvirt has: ${theirs.children.map((x) => x.name).join(',')})`).toBe(true);
+    expectKept(c, theirs.children[j]!, `${path}/${c.name}`);
+    j++;
+  }
+}
+
+function disksByTarget(doc: Node): Map<string, Node> {
+  const m = new Map<string, Node>();
+  for (const d of find(doc, 'devices')!.children.filter((c) => c.name === 'disk')) m.set(attr(find(d, 'target'), 'dev')!, d);
+  return m;
+}
+
+beforeAll(async () => {
+  stack = loadStack();
+  dir = await mkdtemp(join(tmpdir(), 'ephemera-virsh-'));
+});
+
+afterAll(async () => {
+  for (const uuid of defined) await virsh('undefine', uuid).catch(() => undefined);
+  await rm(dir, { recursive: true, force: true });
+});
+
+describe('libvirtd keeps generated disks as given (virsh define + dumpxml)', () => {
+  const disks = (): DiskSpec[] => [
+    {
+      source: {
+        type: 'network',
+        protocol: 'rbd',
+        name: `${stack.ceph.pools.vms}/${randomUUID()}_disk`,
+        hosts: [...stack.ceph.monitors.map((m) => ({ host: m.host, port: m.port })), { host: '::1', port: 6789 }],
+        auth: { username: stack.ceph.users.ephemera.id, secretUuid: stack.libvirt.cephSecretUuid },
+        format: 'raw',
+      },
+      driver: { cache: 'writeback', discard: 'unmap', detectZeroes: 'unmap' },
+      target: { dev: 'vda', bus: 'virtio' },
+      serial: 'root-disk',
+      bootOrder: 1,
+      iotune: { totalBytesSec: 104_857_600, readIopsSec: 2000, writeIopsSec: 1000 },
+    },
+    {
+      source: { type: 'file', path: join(dir, 'disk.local'), format: 'qcow2' },
+      driver: { cache: 'none', io: 'native', discard: 'unmap' },
+      target: { dev: 'vdb', bus: 'virtio' },
+    },
+    {
+      source: { type: 'block', path: '/dev/loop7', format: 'raw' },
+      driver: { cache: 'directsync', io: 'native' },
+      target: { dev: 'vdc', bus: 'virtio' },
+      shareable: true,
+    },
+    {
+      source: { type: 'file', path: join(dir, 'disk.swap'), format: 'raw', encryption: { format: 'luks', secretUuid: randomUUID() } },
+      driver: { cache: 'writethrough', io: 'threads' },
+      target: { dev: 'vdd', bus: 'virtio' },
+    },
+    {
+      device: 'cdrom',
+      source: { type: 'file', path: join(dir, 'disk.config'), format: 'raw' },
+      target: { dev: 'sda', bus: 'sata' },
+      readonly: true,
+    },
+  ];
+
+  it('keeps every disk kind (rbd with cephx + IPv6 monitor, qcow2 file, block, LUKS, cdrom) and the metadata', async () => {
+    const uuid = randomUUID();
+    const spec: DomainSpec = {
+      type: stack.libvirt.domainType,
+      name: `ephemera-xmltest-${uuid.slice(0, 8)}`,
+      uuid,
+      memoryMiB: 64,
+      vcpus: 1,
+      disks: disks(),
+      serialLogPath: join(dir, 'console.log'),
+      network: { type: 'user', mac: '52:54:00:ab:cd:ef' },
+      memballoon: false,
+      metadata: { instanceId: uuid, displayName: 'x & <y>', flavor: 'm1.tiny' },
+    };
+    const ours = parseXml(domainXml(spec));
+    const theirs = await defineAndDump(spec);
+    expect(find(theirs, 'uuid')!.text).toBe(uuid);
+    const mine = disksByTarget(ours);
+    const kept = disksByTarget(theirs);
+    expect([...kept.keys()].sort()).toEqual([...mine.keys()].sort());
+    for (const [dev, d] of mine) expectKept(d, kept.get(dev)!, `disk[${dev}]`);
+    expect(find(theirs, 'ephemera:id')!.text).toBe(uuid);
+    expect(find(theirs, 'ephemera:name')!.text).toBe('x & <y>');
+    const serial = find(theirs, 'devices')!.children.find((c) => c.name === 'serial')!;
+    expect(attr(find(serial, 'source'), 'path')).toBe(join(dir, 'console.log'));
+  });
+
+  it('keeps a name full of XML metacharacters exactly (escaped, not injected)', async () => {
+    const uuid = randomUUID();
+    const name = `ephemera-xmltest <&'"> ${uuid.slice(0, 8)} é𝄞`;
+    const theirs = await defineAndDump({ type: stack.libvirt.domainType, name, uuid, memoryMiB: 64, vcpus: 1, disks: [] });
+    expect(find(theirs, 'name')!.text).toBe(name);
+    expect(find(theirs, 'devices')!.children.filter((c) => c.name === 'disk')).toEqual([]);
+    expect((await virsh('domname', uuid)).trim()).toBe(name);
+  });
+});
