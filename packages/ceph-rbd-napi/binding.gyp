@@ -1,0 +1,14 @@
+{
+  "targets": [
+    {
+      "target_name": "ceph_rbd_napi",
+      "sources": ["native/addon.cc"],
+      "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
+      "cflags!": ["-fno-exceptions"],
+      "cflags_cc!": ["-fno-exceptions"],
+      "cflags_cc": ["-std=c++17", "-fexceptions", "-Wall", "-Wextra", "-Wno-unused-parameter", "-Wno-deprecated-declarations", "<!@(node scripts/ceph-flags.cjs cflags)"],
+      "defines": ["NAPI_VERSION=8", "NAPI_CPP_EXCEPTIONS", "NODE_ADDON_API_DISABLE_DEPRECATED"],
+      "libraries": ["<!@(node scripts/ceph-flags.cjs libs)", "-lpthread"]
+    }
+  ]
+}
