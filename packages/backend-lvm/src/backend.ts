@@ -45,7 +45,7 @@ import { syncDevice, writeStreamToDevice, zeroDevice, type WipeMethod } from './
 import { detectDeviceMapper, Lvm, LvmError, type LvInfo } from './lvm.js';
 import { openers } from './loop.js';
 import { LvMapper } from './mapping.js';
-import { convertImageToDevice, inspectImageFile } from './qemu.js';
+import { RawStreamCheck, convertImageToDevice, inspectImageFile } from './qemu.js';
 
 /** Configuration of {@link LvmBackend}. */
 export interface LvmBackendOptions {
@@ -196,9 +196,13 @@ export class LvmBackend implements ImageBackend {
         });
         written = virtualSize;
       } else {
-        written = await writeStreamToDevice(dev, readImage(image, { signal: options.signal, progress, backend: NAME }), lv.sizeBytes, {
+        // Raw data is streamed straight onto the device, through the format inspector: data that
+        // is really qcow2 (or anything qemu would not read as raw bytes) is refused at the end.
+        const inspector = new RawStreamCheck();
+        written = await writeStreamToDevice(dev, inspector.tap(readImage(image, { signal: options.signal, progress, backend: NAME })), lv.sizeBytes, {
           signal: options.signal,
         });
+        inspector.assertRaw();
       }
       if (this.zeroNewSpace && lv.sizeBytes > written) await zeroDevice(dev, lv.sizeBytes - written, { offset: written, signal: options.signal });
       await syncDevice(dev);

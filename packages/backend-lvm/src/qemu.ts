@@ -1,10 +1,12 @@
 import { UnsafeImageError } from '@ephemera/image-backend';
 import {
   ImageFormatError,
+  ImageInspector,
   QemuImg,
   QemuImgError,
   UnsafeImageError as InspectorUnsafeImageError,
   checkImageFile,
+  safetyCheck,
 } from '@ephemera/qemu-img-wrapper';
 
 /** Facts of a vetted image file. */
@@ -64,5 +66,30 @@ export async function convertImageToDevice(
   } catch (e) {
     if (e instanceof QemuImgError && e.kind === 'aborted' && options.signal?.aborted) throw options.signal.reason ?? e;
     throw asContractError(e);
+  }
+}
+
+/**
+ * Watches a raw image stream with the wrapper's incremental inspector (bounded memory) and, at
+ * the end, refuses data whose headers say it is not raw (e.g. a qcow2 declared `raw`).
+ */
+export class RawStreamCheck {
+  private readonly inspector = new ImageInspector();
+
+  /** Passes the chunks through unchanged, feeding the inspector. */
+  async *tap(source: AsyncIterable<Uint8Array>): AsyncGenerator<Uint8Array> {
+    for await (const chunk of source) {
+      this.inspector.push(chunk);
+      yield chunk;
+    }
+  }
+
+  /** Throws the contract's `UnsafeImageError` unless the data is raw. */
+  assertRaw(): void {
+    try {
+      safetyCheck(this.inspector.end(), { declaredFormat: 'raw', allowEncrypted: false });
+    } catch (e) {
+      throw asContractError(e);
+    }
   }
 }

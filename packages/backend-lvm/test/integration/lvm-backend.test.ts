@@ -156,6 +156,8 @@ describe('LvmBackend on a real VG', () => {
     );
     await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'qcow2' })), 'UNSAFE_IMAGE');
     await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'vmdk' })), 'INVALID_ARGUMENT');
+    // qcow2 bytes declared raw: streamed through the inspector and refused at the end.
+    await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(await readFile(join(dir, 'base.qcow2')), { diskFormat: 'raw' })), 'UNSAFE_IMAGE');
     expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
     expect(await lvm.lvs(d.instance)).toEqual([]);
   });
