@@ -1,4 +1,5 @@
-import { LibvirtError } from './errors.js';
+import { ErrorCode, ErrorDomain } from './codes.js';
+import { ErrorLevel, LibvirtError } from './errors.js';
 import { loadAddon, type NativeBinding } from './native.js';
 
 let cached: NativeBinding | undefined;
@@ -11,4 +12,14 @@ export function binding(): NativeBinding {
     cached = b;
   }
   return cached;
+}
+
+/** The error every call on a closed connection rejects with (`VIR_ERR_INVALID_CONN`). */
+export function closedError(): LibvirtError {
+  return new LibvirtError({
+    code: ErrorCode.VIR_ERR_INVALID_CONN,
+    domain: ErrorDomain.VIR_FROM_NONE,
+    level: ErrorLevel.VIR_ERR_ERROR,
+    message: 'connection is closed',
+  });
 }

@@ -1,4 +1,4 @@
-import { binding } from './binding.js';
+import { binding, closedError } from './binding.js';
 import { domainStateInfo, DOMAIN_STATES, type DomainState, type DomainStateInfo } from './constants.js';
 import type { Connection } from './connection.js';
 import type { DomHandle, RawDomain } from './native.js';
@@ -36,6 +36,12 @@ export class Domain {
     this.#uuid = raw.uuid;
   }
 
+  /** The native handle, or a rejection once the connection was closed. */
+  #run<T>(call: (h: DomHandle) => Promise<T>): Promise<T> {
+    if (this.connection.closed) return Promise.reject(closedError());
+    return call(this.#handle);
+  }
+
   /** The domain's name. */
   name(): string {
     return this.#name;
@@ -48,79 +54,79 @@ export class Domain {
 
   /** Current state with its reason, e.g. `{ state: 'shutoff', reason: 'destroyed' }`. */
   async state(): Promise<DomainStateInfo> {
-    const [state, reason] = await binding().domainState(this.#handle);
+    const [state, reason] = await this.#run((h) => binding().domainState(h));
     return domainStateInfo(state, reason);
   }
 
   /** Resource snapshot (state, memory, vCPUs, CPU time). */
   async info(): Promise<DomainInfo> {
-    const raw = await binding().domainInfo(this.#handle);
+    const raw = await this.#run((h) => binding().domainInfo(h));
     return { ...raw, state: DOMAIN_STATES[raw.state] ?? 'nostate' };
   }
 
   /** The domain XML (`DomainXMLFlags`, e.g. `INACTIVE` for the persistent definition). */
   xml(flags = 0): Promise<string> {
-    return binding().domainXML(this.#handle, flags);
+    return this.#run((h) => binding().domainXML(h, flags));
   }
 
   /** Domain id while running, -1 when not running. */
   id(): Promise<number> {
-    return binding().domainID(this.#handle);
+    return this.#run((h) => binding().domainID(h));
   }
 
   /** Whether the domain is running (or paused). */
   isActive(): Promise<boolean> {
-    return binding().domainIsActive(this.#handle);
+    return this.#run((h) => binding().domainIsActive(h));
   }
 
   /** Whether the domain has a persistent definition. */
   isPersistent(): Promise<boolean> {
-    return binding().domainIsPersistent(this.#handle);
+    return this.#run((h) => binding().domainIsPersistent(h));
   }
 
   /** Starts a defined domain (`StartFlags`). */
   create(flags = 0): Promise<void> {
-    return binding().domainCreate(this.#handle, flags);
+    return this.#run((h) => binding().domainCreate(h, flags));
   }
 
   /** Asks the guest to shut down (ACPI by default; `ShutdownFlags`). Returns before it has stopped. */
   shutdown(flags = 0): Promise<void> {
-    return binding().domainShutdown(this.#handle, flags);
+    return this.#run((h) => binding().domainShutdown(h, flags));
   }
 
   /** Powers the domain off immediately (`DestroyFlags`). */
   destroy(flags = 0): Promise<void> {
-    return binding().domainDestroy(this.#handle, flags);
+    return this.#run((h) => binding().domainDestroy(h, flags));
   }
 
   /** Asks the guest to reboot (`RebootFlags`). */
   reboot(flags = 0): Promise<void> {
-    return binding().domainReboot(this.#handle, flags);
+    return this.#run((h) => binding().domainReboot(h, flags));
   }
 
   /** Pauses the domain's vCPUs. */
   suspend(): Promise<void> {
-    return binding().domainSuspend(this.#handle);
+    return this.#run((h) => binding().domainSuspend(h));
   }
 
   /** Resumes a paused domain. */
   resume(): Promise<void> {
-    return binding().domainResume(this.#handle);
+    return this.#run((h) => binding().domainResume(h));
   }
 
   /** Removes the persistent definition (`UndefineFlags`); a running domain becomes transient. */
   undefine(flags = 0): Promise<void> {
-    return binding().domainUndefine(this.#handle, flags);
+    return this.#run((h) => binding().domainUndefine(h, flags));
   }
 
   /** Hot-plugs and/or persists a device (`DeviceModifyFlags`: `LIVE`, `CONFIG`; 0 = current state). */
   attachDevice(xml: string, flags = 0): Promise<void> {
-    return binding().domainAttachDevice(this.#handle, xml, flags);
+    return this.#run((h) => binding().domainAttachDevice(h, xml, flags));
   }
 
   /** Detaches a device (`DeviceModifyFlags`). */
   detachDevice(xml: string, flags = 0): Promise<void> {
-    return binding().domainDetachDevice(this.#handle, xml, flags);
+    return this.#run((h) => binding().domainDetachDevice(h, xml, flags));
   }
 
   /**
@@ -133,7 +139,7 @@ export class Domain {
     }
     const size = BigInt(bytes);
     if (size < 0n) return Promise.reject(new RangeError('bytes must be non-negative'));
-    return binding().domainBlockResize(this.#handle, disk, size, flags);
+    return this.#run((h) => binding().domainBlockResize(h, disk, size, flags));
   }
 
   /** @internal */

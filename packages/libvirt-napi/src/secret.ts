@@ -1,4 +1,4 @@
-import { binding } from './binding.js';
+import { binding, closedError } from './binding.js';
 import { SECRET_USAGE_TYPES, type SecretUsageType } from './constants.js';
 import type { Connection } from './connection.js';
 import type { RawSecret, SecretHandle } from './native.js';
@@ -25,6 +25,12 @@ export class Secret {
     this.#usageID = raw.usageID;
   }
 
+  /** The native handle, or a rejection once the connection was closed. */
+  #run<T>(call: (h: SecretHandle) => Promise<T>): Promise<T> {
+    if (this.connection.closed) return Promise.reject(closedError());
+    return call(this.#handle);
+  }
+
   /** The secret's UUID. */
   uuid(): string {
     return this.#uuid;
@@ -42,7 +48,7 @@ export class Secret {
 
   /** The secret's definition XML (libvirt never includes the value). */
   xml(): Promise<string> {
-    return binding().secretXML(this.#handle, 0);
+    return this.#run((h) => binding().secretXML(h, 0));
   }
 
   /**
@@ -53,12 +59,12 @@ export class Secret {
     if (!(bytes instanceof Uint8Array)) {
       return Promise.reject(new TypeError('secret value must be a Uint8Array'));
     }
-    return binding().secretSetValue(this.#handle, bytes, 0);
+    return this.#run((h) => binding().secretSetValue(h, bytes, 0));
   }
 
   /** Deletes the secret. */
   undefine(): Promise<void> {
-    return binding().secretUndefine(this.#handle);
+    return this.#run((h) => binding().secretUndefine(h));
   }
 
   /** @internal */

@@ -243,6 +243,37 @@ describe('domains', () => {
     expect(got.filter((e) => e.domain.name === name)).toEqual([]);
   });
 
+  it('reboots a running domain', async () => {
+    const name = uniqueName('reboot');
+    const dom = await conn.createXML(domainXML(name));
+    try {
+      await dom.reboot();
+      expect(await dom.state()).toMatchObject({ state: 'running' });
+    } finally {
+      await dom.destroy();
+    }
+  });
+
+  it('rejects domain calls with VIR_ERR_INVALID_CONN once their connection is closed', async () => {
+    const c = await connect(URI);
+    const dom = await c.lookupByName('test');
+    await c.close();
+    expect(dom.name()).toBe('test');
+    const err = await rejection(dom.state());
+    expect(err.codeName).toBe('VIR_ERR_INVALID_CONN');
+    expect((await rejection(dom.destroy())).codeName).toBe('VIR_ERR_INVALID_CONN');
+  });
+
+  it('validates arguments before calling libvirt', async () => {
+    const dom = await conn.lookupByName('test');
+    await expect(dom.blockResize('vda', 1.5)).rejects.toThrow(RangeError);
+    await expect(dom.blockResize('vda', -1n)).rejects.toThrow(RangeError);
+    // @ts-expect-error wrong type on purpose
+    await expect(conn.lookupSecretByUsage('bogus', 'x')).rejects.toThrow(TypeError);
+    // @ts-expect-error wrong type on purpose
+    await expect(conn.lookupByName(42)).rejects.toThrow(TypeError);
+  });
+
   it('waitForLifecycle honours timeouts and abort signals', async () => {
     await expect(conn.waitForLifecycle(() => false, { timeoutMs: 20 })).rejects.toThrow(/within 20 ms/);
     const ac = new AbortController();
