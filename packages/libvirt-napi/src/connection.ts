@@ -311,7 +311,18 @@ export async function connect(uri: string, options: ConnectOptions = {}): Promis
   const readOnly = options.readOnly === true;
   const ka = options.keepAlive === false ? { interval: 0, count: 0 } : (options.keepAlive ?? { interval: 5, count: 3 });
   const conn = new Connection(uri, readOnly);
-  const handle = await b.connect(uri, readOnly, (...ev) => conn._dispatch(...ev), ka.interval, ka.count);
+  const emit = (...ev: RawEvent): void => {
+    try {
+      conn._dispatch(...ev);
+    } catch (err) {
+      // A listener threw: report it as an uncaught exception, as for any event listener
+      // (an exception thrown into a native thread-safe callback would only be a warning).
+      process.nextTick(() => {
+        throw err;
+      });
+    }
+  };
+  const handle = await b.connect(uri, readOnly, emit, ka.interval, ka.count);
   conn._attach(handle);
   return conn;
 }

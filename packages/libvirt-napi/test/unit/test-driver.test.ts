@@ -274,6 +274,30 @@ describe('domains', () => {
     await expect(conn.lookupByName(42)).rejects.toThrow(TypeError);
   });
 
+  it('reports an exception thrown by a listener as an uncaught exception', async () => {
+    const name = uniqueName('throw');
+    const boom = new Error('listener boom');
+    const uncaught = new Promise<unknown>((resolve) => {
+      const listeners = process.listeners('uncaughtException');
+      process.removeAllListeners('uncaughtException');
+      process.once('uncaughtException', (err) => {
+        for (const l of listeners) process.on('uncaughtException', l);
+        resolve(err);
+      });
+    });
+    const throwing = (ev: LifecycleEvent): void => {
+      if (ev.domain.name === name) throw boom;
+    };
+    conn.on('lifecycle', throwing);
+    try {
+      const dom = await conn.defineXML(domainXML(name));
+      expect(await uncaught).toBe(boom);
+      await dom.undefine();
+    } finally {
+      conn.off('lifecycle', throwing);
+    }
+  });
+
   it('waitForLifecycle honours timeouts and abort signals', async () => {
     await expect(conn.waitForLifecycle(() => false, { timeoutMs: 20 })).rejects.toThrow(/within 20 ms/);
     const ac = new AbortController();
