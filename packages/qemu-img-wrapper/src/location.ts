@@ -125,3 +125,24 @@ export function renderBacking(loc: ImageLocation): string {
 export function isLocal(loc: ImageLocation): loc is string {
   return typeof loc === 'string';
 }
+
+function optValue(s: string): string {
+  if (/[\0\n]/.test(s)) throw bad('invalid character in an image option');
+  return s.replace(/,/g, ',,');
+}
+
+/**
+ * The `--image-opts` spelling of a location with an explicit format driver, for commands that
+ * have no `-f` (e.g. `qemu-img snapshot`): `driver=qcow2,file.driver=file,file.filename=...`.
+ */
+export function renderImageOpts(loc: ImageLocation, format: string): string {
+  if (typeof loc === 'string') {
+    return `driver=${optValue(format)},file.driver=file,file.filename=${optValue(renderLocation(loc))}`;
+  }
+  renderLocation(loc); // validates
+  let s = `driver=${optValue(format)},file.driver=rbd,file.pool=${optValue(loc.pool)}`;
+  if (loc.namespace) s += `,file.namespace=${optValue(loc.namespace)}`;
+  s += `,file.image=${optValue(loc.image)}`;
+  if (loc.snapshot) s += `,file.snapshot=${optValue(loc.snapshot)}`;
+  return `${s},file.user=${optValue(loc.user)},file.conf=${optValue(loc.confPath)}`;
+}

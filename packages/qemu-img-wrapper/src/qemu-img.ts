@@ -1,7 +1,7 @@
 import { lstat, unlink } from 'node:fs/promises';
 import { QemuImgError } from './errors.js';
 import { inspectImageFile, safetyCheck, type InspectedImage, type SafetyOptions } from './inspector/index.js';
-import { isLocal, renderBacking, renderLocation, type ImageLocation } from './location.js';
+import { isLocal, renderBacking, renderImageOpts, renderLocation, type ImageLocation } from './location.js';
 import { ProgressParser } from './progress.js';
 import { runQemuImg, type ResourceLimits, type RunResult } from './run.js';
 
@@ -594,7 +594,9 @@ export class QemuImg {
 
   private async snapshot(flag: string, loc: ImageLocation, name: string, options: CommonOptions & { format: string }): Promise<void> {
     if (!name || /[\0\n]/.test(name) || name.length > 255) throw invalid('snapshot', 'invalid snapshot name');
-    await this.run('snapshot', ['-q', '-f', checkFormat('snapshot', options.format), flag, name, renderLocation(loc)], options);
+    // `qemu-img snapshot` has no -f: --image-opts names the driver so qemu-img never probes.
+    const opts = renderImageOpts(loc, checkFormat('snapshot', options.format));
+    await this.run('snapshot', ['-q', '--image-opts', flag, name, opts], options);
   }
 }
 

@@ -190,7 +190,9 @@ export class ImageInspector {
 }
 
 /** Consumes a whole stream and inspects it (memory stays bounded as with {@link ImageInspector}). */
-export async function inspectImageStream(source: AsyncIterable<Uint8Array>): Promise<InspectedImage> {
+export async function inspectImageStream(
+  source: AsyncIterable<Uint8Array> | Iterable<Uint8Array>,
+): Promise<InspectedImage> {
   const insp = new ImageInspector();
   for await (const chunk of source) insp.push(chunk);
   return insp.end();
