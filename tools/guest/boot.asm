@@ -13,7 +13,8 @@
 ;   EPHEMERA-POWEROFF
 ; then the guest powers off through the BIOS APM interface (int 15h AX=5307h, all devices off);
 ; SeaBIOS implements that by writing SLP_EN|SLP_TYP=0 (S5) to the ACPI PM1a control register.
-; If a disk access or the power-off fails it prints `EPHEMERA-ERROR <what>` and halts.
+; If a disk access fails, ACPI is missing (no RSDP: libvirt needs <features><acpi/>) or the
+; power-off returns, it prints `EPHEMERA-ERROR read|write|no-acpi|poweroff` and halts.
 
 bits 16
 org 0x7c00
@@ -103,6 +104,26 @@ main:
     mov si, crlf
     call puts
 
+    ; Power-off needs ACPI (SeaBIOS's APM power-off writes the PM1a control register it found in
+    ; the FADT; without ACPI, e.g. libvirt without <features><acpi/>, it would halt forever):
+    ; look for the RSDP signature "RSD PTR " on a 16-byte boundary in E000:0000..F000:FFFF.
+    mov ax, 0xe000
+.seg:
+    mov es, ax
+    xor di, di
+.scan:
+    cmp dword [es:di], 'RSD '
+    jne .next
+    cmp dword [es:di+4], 'PTR '
+    je .acpi
+.next:
+    add di, 16
+    jnz .scan
+    add ah, 0x10
+    jnc .seg                    ; E000 -> F000 -> (carry) done
+    mov si, msg_eacpi
+    jmp fail
+.acpi:
     mov si, msg_off
     call puts
 
@@ -131,6 +152,10 @@ err_read:
 err_write:
     mov si, msg_ewrite
 fail:
+    push si
+    mov si, msg_err
+    call puts
+    pop si
     call puts
 halt:
     cli
@@ -184,9 +209,11 @@ msg_boot    db 13, 10, 'EPHEMERA-BOOT', 13, 10, 0
 msg_marker  db 'EPHEMERA-MARKER ', 0
 msg_boots   db 'EPHEMERA-BOOTS ', 0
 msg_off     db 'EPHEMERA-POWEROFF', 13, 10, 0
-msg_eread   db 'EPHEMERA-ERROR read', 13, 10, 0
-msg_ewrite  db 'EPHEMERA-ERROR write', 13, 10, 0
-msg_eapm    db 'EPHEMERA-ERROR poweroff', 13, 10, 0
+msg_err     db 'EPHEMERA-ERROR ', 0
+msg_eread   db 'read', 13, 10, 0
+msg_ewrite  db 'write', 13, 10, 0
+msg_eapm    db 'poweroff', 13, 10, 0
+msg_eacpi   db 'no-acpi', 13, 10, 0
 crlf        db 13, 10, 0
 drive       db 0x80
 
@@ -197,6 +224,5 @@ dap_count   dw 2
 dap_buf     dw BUF, 0
 dap_lba     dd 1, 0
 
-    times 446 - ($ - $$) db 0
-    times 64 db 0               ; empty partition table: the disk is the program
+    times 510 - ($ - $$) db 0   ; no partition table: the disk is the program
     dw 0xaa55

@@ -6,6 +6,9 @@
  * padding. On COM1 it prints, one CRLF-terminated line each:
  * `EPHEMERA-BOOT`, `EPHEMERA-MARKER <marker>`, `EPHEMERA-BOOTS <n>`, `EPHEMERA-POWEROFF`, then powers
  * off through APM (ACPI S5), so libvirt reports the domain `shutoff` with reason `shutdown`.
+ * The power-off needs ACPI: a libvirt domain must have `<features><acpi/></features>` (without it
+ * libvirt passes `-no-acpi` and the guest prints `EPHEMERA-ERROR no-acpi` and halts instead).
+ * Boots under `-machine pc` and `q35`, TCG and KVM, from IDE/SATA/virtio disks, file or RBD.
  * The cached image is shared: boot a copy, an overlay or a clone, never the cached file itself.
  */
 import { execFile } from 'node:child_process';

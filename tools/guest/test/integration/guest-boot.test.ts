@@ -2,7 +2,7 @@
 // KVM too when /dev/kvm is usable; i440fx (`pc`) and `q35`. Checks the marker, the boot counter
 // written to the guest's own disk, and a clean ACPI power-off (QEMU exits 0 without -no-reboot,
 // after exactly one boot: a reset would boot again and never exit).
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { constants, accessSync, copyFileSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -16,6 +16,7 @@ import {
   readMarker,
   sawPoweroff,
   waitForMarker,
+  waitForSerial,
 } from '@ephemera/testkit';
 
 const tmp = mkdtempSync(join(tmpdir(), 'guest-boot-'));
@@ -150,6 +151,22 @@ describe('guest image boots under QEMU from its own disk (SeaBIOS)', () => {
     expect(r2.code).toBe(0);
     expect(readMarker(r2.log)).toBe(MARKER);
     expect(readFileSync(big).subarray(0, 4096).readUInt16LE(BOOT_COUNTER_OFFSET)).toBe(0);
+  });
+
+  it('reports EPHEMERA-ERROR no-acpi instead of hanging when the machine has no ACPI', async () => {
+    const logPath = join(tmp, 'no-acpi.log');
+    const qemu = spawn('qemu-system-x86_64', [
+      '-machine', 'pc,accel=tcg,acpi=off', '-m', '64', '-nographic', '-nodefaults', '-serial', `file:${logPath}`,
+      '-monitor', 'none', '-drive', `file=${copyOf(base)},format=raw,if=ide`,
+    ], { stdio: 'ignore' });
+    try {
+      await expect(waitForSerial(logPath, (t) => (sawPoweroff(t) ? true : undefined), 30_000, 'power-off'))
+        .rejects.toThrow(/the guest reported "EPHEMERA-ERROR no-acpi"/);
+      expect(readMarker(readFileSync(logPath, 'latin1'))).toBe(MARKER);
+    } finally {
+      qemu.kill('SIGKILL');
+      await new Promise((r) => (qemu.exitCode !== null || qemu.signalCode !== null ? r(null) : qemu.once('exit', r)));
+    }
   });
 
   it('waitForMarker fails with the log tail when the marker never comes', async () => {
