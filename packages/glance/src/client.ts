@@ -103,6 +103,17 @@ export interface CopyImageOptions extends CallOptions {
   onPoll?: (image: GlanceImage) => void;
 }
 
+/** An image's task (`GET /v2/images/ID/tasks`), e.g. an `api_image_import`. */
+export interface ImageTask {
+  id: string;
+  type: string;
+  status: 'pending' | 'processing' | 'success' | 'failure' | string;
+  message?: string;
+  created_at?: string;
+  updated_at?: string;
+  [key: string]: unknown;
+}
+
 /** Locations of an image as known to Glance. */
 export interface ImageLocations {
   imageId: string;
@@ -533,13 +544,31 @@ export class GlanceClient {
       const pending = missing.filter((s) => importing.includes(s));
       if (failedHere.length > 0 && (pending.length === 0 || (opts.allStoresMustSucceed ?? true)))
         throw new ImageImportError(imageId, failedHere);
-      if (pending.length === 0 && image.status === 'active') {
-        const notThere = missing.filter((s) => !have.includes(s));
-        throw new ImageImportError(imageId, notThere, `image ${imageId}: import ended without copying to ${notThere.join(', ')}`);
+      if (pending.length === 0) {
+        // Between the 202 and the task starting, and after it ended, nothing is "importing":
+        // the import task's own status decides.
+        const taskId = typeof image.os_glance_import_task === 'string' ? image.os_glance_import_task : undefined;
+        const task = taskId ? (await this.imageTasks(imageId, opts)).find((t) => t.id === taskId) : undefined;
+        if (task?.status === 'failure') throw new ImageImportError(imageId, missing.filter((s) => !have.includes(s)), `image ${imageId}: import task ${task.id} failed: ${task.message ?? ''}`);
+        if (task?.status === 'success') {
+          const last = await this.getImage(imageId, opts);
+          if (missing.every((s) => splitList(last.stores).includes(s))) return last;
+          const notThere = missing.filter((s) => !splitList(last.stores).includes(s));
+          throw new ImageImportError(imageId, notThere, `image ${imageId}: import task ${task.id} ended without copying to ${notThere.join(', ')}`);
+        }
       }
       if (Date.now() >= deadline) throw new ImageImportTimeoutError(imageId, pending.length ? pending : missing, timeoutMs);
       await this.#sleep(Math.min(opts.pollIntervalMs ?? 1_000, Math.max(0, deadline - Date.now())), opts.signal, imageId);
     }
+  }
+
+  /** Tasks of an image (`GET /v2/images/ID/tasks`, Glance Wallaby+); `[]` when the API is absent. */
+  async imageTasks(imageId: string, opts: CallOptions = {}): Promise<ImageTask[]> {
+    const path = `${imagePath(imageId)}/tasks`;
+    const raw = await this.#request({ method: 'GET', path, imageId, idempotent: true, allow: [404, 405], ...sig(opts) });
+    const text = await raw.res.text().finally(raw.done);
+    if (!raw.res.ok) return [];
+    return parseJson<{ tasks?: ImageTask[] }>(text, 'GET', path, raw.res.status, imageId).tasks ?? [];
   }
 
   /** `GET /healthcheck` answered 200. Never throws. */

@@ -15,6 +15,7 @@ export type {
   GlanceClientOptions,
   ImageDownload,
   ImageLocations,
+  ImageTask,
   UploadBody,
 } from './client.js';
 /** Token providers: keystone-less, trusted identity headers, static token, Keystone v3 password. */
