@@ -335,6 +335,7 @@ async function main() {
       await rm(work, { recursive: true, force: true });
       if (failed) process.exitCode = 1;
     } else {
+      for (const [what] of [...cleanup].reverse()) log(`kept (to undo: ${what})`);
       log(`kept: serial logs and domain XML in ${work}`);
     }
   }
