@@ -4,9 +4,10 @@ import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+import fc from 'fast-check';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { loadStack, type StackInfo } from '@ephemera/testkit';
-import { type DiskSpec, type DomainSpec, domainXml } from '@ephemera/libvirt-xml';
+import { type DiskSpec, type DomainSpec, LibvirtXmlError, domainXml } from '@ephemera/libvirt-xml';
 import { type Node, attr, find, parseXml } from '../xml-tools.js';
 
 const run = promisify(execFile);
@@ -144,5 +145,36 @@ describe('libvirtd keeps generated disks as given (virsh define + dumpxml)', () 
     expect(find(theirs, 'name')!.text).toBe(name);
     expect(find(theirs, 'devices')!.children.filter((c) => c.name === 'disk')).toEqual([]);
     expect((await virsh('domname', uuid)).trim()).toBe(name);
+  });
+
+  it('keeps random hostile names and paths that the builder accepts (libvirtd agrees with the builder)', async () => {
+    const frag = fc.constantFrom('<', '>', '&', '"', "'", ' ', ']]>', '&amp;', '<!--', '\u2028', 'é', '𝄞', '\ufeff', '%', '\\', 'a', '=', '?>', '\t', '\u001b', '/');
+    const hostile = fc.oneof(fc.array(frag, { minLength: 1, maxLength: 6 }).map((a) => a.join('')), fc.string({ unit: 'binary', minLength: 1, maxLength: 12 }));
+    const samples = fc.sample(fc.tuple(hostile, hostile), { numRuns: 40, seed: 20261124 });
+    let definedCount = 0;
+    for (const [n, p] of samples) {
+      const uuid = randomUUID();
+      const spec: DomainSpec = {
+        type: stack.libvirt.domainType,
+        name: `ephemera-xmltest-${uuid.slice(0, 8)}${n}`,
+        uuid,
+        memoryMiB: 64,
+        vcpus: 1,
+        disks: [{ source: { type: 'file', path: `${dir}/${p}`, format: 'raw' }, target: { dev: 'vda', bus: 'virtio' } }],
+      };
+      try {
+        domainXml(spec);
+      } catch (err) {
+        expect(err).toBeInstanceOf(LibvirtXmlError);
+        continue;
+      }
+      const theirs = await defineAndDump(spec);
+      definedCount++;
+      expect(find(theirs, 'name')!.text).toBe(spec.name);
+      expect(attr(find(disksByTarget(theirs).get('vda')!, 'source'), 'file')).toBe(`${dir}/${p}`);
+      await virsh('undefine', uuid);
+      defined.delete(uuid);
+    }
+    expect(definedCount).toBeGreaterThan(10);
   });
 });
