@@ -86,7 +86,10 @@ export function rbdUri(t: RbdImage): string {
   return `${s}:id=${escValue(t.user)}:conf=${escValue(t.confPath)}`;
 }
 
-/** Renders the `json:` pseudo-protocol form: `json:{"driver":"rbd","pool":...}`. */
+/**
+ * Renders the `json:` pseudo-protocol form for the protocol layer, with the format driver
+ * coming from `-f`: `json:{"file":{"driver":"rbd","pool":...,"user":...,"conf":...}}`.
+ */
 export function rbdJson(t: RbdImage): string {
   validate(t);
   const o: Record<string, string> = { driver: 'rbd', pool: t.pool };
@@ -95,7 +98,7 @@ export function rbdJson(t: RbdImage): string {
   if (t.snapshot) o['snapshot'] = t.snapshot;
   o['user'] = t.user;
   o['conf'] = t.confPath;
-  return `json:${JSON.stringify(o)}`;
+  return `json:${JSON.stringify({ file: o })}`;
 }
 
 /** The argv spelling of a location. */

@@ -62,7 +62,7 @@ describe('RBD locations', () => {
 
   test('json: pseudo-protocol', () => {
     expect(rbdJson({ ...base, snapshot: 's' })).toBe(
-      'json:{"driver":"rbd","pool":"vms","image":"disk","snapshot":"s","user":"ephemera","conf":"/etc/ceph/ceph.conf"}',
+      'json:{"file":{"driver":"rbd","pool":"vms","image":"disk","snapshot":"s","user":"ephemera","conf":"/etc/ceph/ceph.conf"}}',
     );
     expect(rbdLocation(base, 'json')).toMatchObject({ type: 'rbd', syntax: 'json' });
   });
