@@ -26,7 +26,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
-          include: ['packages/*/test/unit/**/*.test.ts', 'tools/test/unit/**/*.test.ts'],
+          include: ['packages/*/test/unit/**/*.test.ts', 'tools/*/test/unit/**/*.test.ts'],
           testTimeout: 30_000,
         },
       },
@@ -36,7 +36,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
-          include: ['packages/*/test/integration/**/*.test.ts', 'tools/test/integration/**/*.test.ts'],
+          include: ['packages/*/test/integration/**/*.test.ts', 'tools/*/test/integration/**/*.test.ts'],
           globalSetup: ['tools/testkit/src/global-setup.ts'],
           testTimeout: 180_000,
           hookTimeout: 300_000,

@@ -1,5 +1,10 @@
 #!/usr/bin/env node
-// Exit 0 when node_modules matches package-lock.json and every native addon is built, 1 otherwise.
+// Is node_modules ready for this checkout?
+//   exit 0: node_modules matches package-lock.json and every native addon is built;
+//   exit 1: node_modules is missing or was installed from another lock: run `npm ci`;
+//   exit 2: only native addon builds are missing: their workspace names are printed, one a line,
+//           so the caller rebuilds just those (`npm run build:native -w NAME`) instead of wiping
+//           node_modules under other processes' feet.
 // `--record` stores the current lock hash after a successful `npm ci`.
 import { createHash } from 'node:crypto';
 import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
@@ -8,12 +13,22 @@ import { join } from 'node:path';
 const stamp = 'node_modules/.ephemera-lock-sha256';
 const lock = existsSync('package-lock.json') ? readFileSync('package-lock.json') : Buffer.alloc(0);
 const hash = createHash('sha256').update(lock).digest('hex');
-if (process.argv.includes('--record')) { writeFileSync(stamp, hash); process.exit(0); }
+if (process.argv.includes('--record')) {
+  writeFileSync(stamp, hash);
+  process.exit(0);
+}
 if (!existsSync(stamp) || readFileSync(stamp, 'utf8').trim() !== hash) process.exit(1);
+const unbuilt = [];
 for (const name of readdirSync('packages')) {
   const dir = join('packages', name);
   if (!existsSync(join(dir, 'binding.gyp'))) continue;
   const rel = join(dir, 'build', 'Release');
-  if (!existsSync(rel) || !readdirSync(rel).some((f) => f.endsWith('.node'))) process.exit(1);
+  if (!existsSync(rel) || !readdirSync(rel).some((f) => f.endsWith('.node'))) {
+    unbuilt.push(JSON.parse(readFileSync(join(dir, 'package.json'), 'utf8')).name);
+  }
+}
+if (unbuilt.length > 0) {
+  console.log(unbuilt.join('\n'));
+  process.exit(2);
 }
 process.exit(0);
