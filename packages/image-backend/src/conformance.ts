@@ -151,10 +151,43 @@ export function describeBackendConformance(
     return fx;
   };
   const backend = (): ImageBackend => fixture().backend;
+  let current = new Set<string>();
   const newInstance = (): string => {
     const id = globalThis.crypto.randomUUID();
     instances.add(id);
+    current.add(id);
     return id;
+  };
+  /** Removes every disk of the given instances; returns the failures. */
+  const sweep = async (ids: Iterable<string>): Promise<string[]> => {
+    const failures: string[] = [];
+    for (const instance of ids) {
+      for (const d of await backend().list({ instance })) {
+        try {
+          await backend().remove(d.disk, { busyTimeoutMs: 30_000 });
+        } catch (err) {
+          failures.push(`${d.id}: ${(err as Error).message}`);
+        }
+      }
+    }
+    return failures;
+  };
+  /** Registers a test that removes the disks it made when it ends (small pools stay small). */
+  const test = (name: string, fn: () => Promise<void>): void => {
+    t.it(name, async () => {
+      current = new Set();
+      const mine = current;
+      let failed = true;
+      try {
+        await fn();
+        failed = false;
+      } finally {
+        // Never let cleanup mask the test's own failure; the afterAll sweep retries leftovers.
+        const failures = await sweep(mine).catch((err: unknown) => [String(err)]);
+        for (const id of mine) if (failures.every((f) => !f.startsWith(id))) instances.delete(id);
+        if (!failed) assert.deepEqual(failures, [], "the test's disks are removable");
+      }
+    }, timeout);
   };
   const newDisk = (name = 'disk'): DiskRef => ({ instance: newInstance(), name });
   const content = (seed: number): Uint8Array => patternBytes(imageBytes, seed);
@@ -177,37 +210,28 @@ export function describeBackendConformance(
 
     t.afterAll(async () => {
       if (!fx) return;
-      const failures: string[] = [];
-      for (const instance of instances) {
-        for (const d of await fx.backend.list({ instance })) {
-          try {
-            await fx.backend.remove(d.disk, { busyTimeoutMs: 30_000 });
-          } catch (err) {
-            failures.push(`${d.id}: ${(err as Error).message}`);
-          }
-        }
-      }
+      const failures = await sweep(instances);
       await fx.teardown?.();
       assert.deepEqual(failures, [], 'suite cleanup removed every disk');
-    }, timeout);
+    });
 
-    t.it('declares a valid contract (name, apiVersion in window, all capabilities, disk formats)', async () => {
+    test('declares a valid contract (name, apiVersion in window, all capabilities, disk formats)', async () => {
       const b = backend();
       assertCompatiblePlugin(b);
       for (const c of CAPABILITIES) assert.equal(typeof b.capabilities[c], 'boolean', `capability ${c}`);
       for (const f of b.diskFormats) assert.ok(f === 'raw' || f === 'qcow2', `disk format ${f}`);
       if (b.capabilities.clone) assert.ok(fixture().cloneableImage, 'a backend claiming clone must give cloneableImage');
-    }, timeout);
+    });
 
-    t.it('reports a disk never created as missing (exists false, info/diskSource NotFound)', async () => {
+    test('reports a disk never created as missing (exists false, info/diskSource NotFound)', async () => {
       const disk = newDisk();
       assert.equal(await backend().exists(disk), false);
       await expectImageBackendError(backend().info(disk), 'NOT_FOUND');
       await expectImageBackendError(backend().diskSource(disk), 'NOT_FOUND');
       assert.deepEqual(await backend().list({ instance: disk.instance }), []);
-    }, timeout);
+    });
 
-    t.it('rejects invalid disk references with InvalidArgumentError and creates nothing', async () => {
+    test('rejects invalid disk references with InvalidArgumentError and creates nothing', async () => {
       const instance = newInstance();
       const bad: DiskRef[] = [
         { instance: 'not-a-uuid', name: 'disk' },
@@ -231,9 +255,9 @@ export function describeBackendConformance(
       }
       assert.deepEqual(await backend().list({ instance }), []);
       await expectImageBackendError(backend().list({ instance: 'nope' }), 'INVALID_ARGUMENT');
-    }, timeout);
+    });
 
-    t.it('imports an image without a usable location, verified, with progress to 100%', async () => {
+    test('imports an image without a usable location, verified, with progress to 100%', async () => {
       const disk = newDisk();
       const bytes = content(2);
       const img = sourceImageFromBytes(bytes);
@@ -254,17 +278,17 @@ export function describeBackendConformance(
       assert.ok(info.sizeBytes >= img.size);
       await checkContent(disk, bytes);
       assertWellFormedDiskSource(await backend().diskSource(disk));
-    }, timeout);
+    });
 
-    t.it('creates from an image at a requested larger size', async () => {
+    test('creates from an image at a requested larger size', async () => {
       const disk = newDisk();
       const img = sourceImageFromBytes(content(3));
       const res = await backend().createFromImage(disk, img, { sizeBytes: blankBytes });
       assert.ok(res.sizeBytes >= blankBytes);
       assert.ok((await backend().info(disk)).sizeBytes >= blankBytes);
-    }, timeout);
+    });
 
-    t.it('clones when it claims clone and the image allows it; imports when told to', async () => {
+    test('clones when it claims clone and the image allows it; imports when told to', async () => {
       const make = fixture().cloneableImage;
       if (!caps().clone) {
         // Not claimed: even an image another backend could clone is imported.
@@ -288,9 +312,9 @@ export function describeBackendConformance(
       assert.equal(res2.method, 'imported');
       assert.ok(res2.reason && res2.reason.length > 0);
       await checkContent(forced, bytes);
-    }, timeout);
+    });
 
-    t.it('refuses to create over an existing disk (AlreadyExists) and leaves it untouched', async () => {
+    test('refuses to create over an existing disk (AlreadyExists) and leaves it untouched', async () => {
       const disk = newDisk();
       const bytes = content(5);
       await backend().createFromImage(disk, sourceImageFromBytes(bytes));
@@ -299,9 +323,9 @@ export function describeBackendConformance(
       await expectImageBackendError(backend().createBlank(disk, blankBytes), 'ALREADY_EXISTS');
       assert.deepEqual(await backend().info(disk), before);
       await checkContent(disk, bytes);
-    }, timeout);
+    });
 
-    t.it('lets exactly one of two concurrent creates of the same disk win', async () => {
+    test('lets exactly one of two concurrent creates of the same disk win', async () => {
       const disk = newDisk('disk.local');
       const results = await Promise.allSettled([backend().createBlank(disk, blankBytes), backend().createBlank(disk, blankBytes)]);
       const ok = results.filter((r) => r.status === 'fulfilled');
@@ -310,9 +334,9 @@ export function describeBackendConformance(
       assert.equal(failed.length, 1);
       assert.ok(isImageBackendError(failed[0]!.reason, 'ALREADY_EXISTS'), `loser gets AlreadyExists: ${String(failed[0]!.reason)}`);
       assert.equal(await backend().exists(disk), true);
-    }, timeout);
+    });
 
-    t.it('creates blank disks of at least the requested size in every advertised format', async () => {
+    test('creates blank disks of at least the requested size in every advertised format', async () => {
       const instance = newInstance();
       for (const [i, format] of backend().diskFormats.entries()) {
         const disk = { instance, name: `disk.blank${i}` };
@@ -329,18 +353,18 @@ export function describeBackendConformance(
       const swap = { instance, name: 'disk.swap' };
       await backend().createBlank(swap, blankBytes);
       assert.equal((await backend().info(swap)).format, backend().diskFormats[0]);
-    }, timeout);
+    });
 
-    t.it('rejects bad blank sizes and unknown formats with InvalidArgumentError', async () => {
+    test('rejects bad blank sizes and unknown formats with InvalidArgumentError', async () => {
       const disk = newDisk('disk.local');
       for (const size of [0, -1, 1.5, Number.NaN, 2 ** 60]) {
         await expectImageBackendError(backend().createBlank(disk, size), 'INVALID_ARGUMENT');
       }
       await expectImageBackendError(backend().createBlank(disk, blankBytes, { format: 'vmdk' as never }), 'INVALID_ARGUMENT');
       await assertNothingLeft(disk);
-    }, timeout);
+    });
 
-    t.it('resizes (grow only) when it claims resize, else UnsupportedOperation(resize)', async () => {
+    test('resizes (grow only) when it claims resize, else UnsupportedOperation(resize)', async () => {
       const disk = newDisk();
       await backend().createBlank(disk, blankBytes);
       if (!caps().resize) {
@@ -351,9 +375,9 @@ export function describeBackendConformance(
       assert.ok((await backend().info(disk)).sizeBytes >= growBytes);
       await expectImageBackendError(backend().resize(disk, blankBytes), 'INVALID_ARGUMENT');
       await expectImageBackendError(backend().resize(newDisk(), growBytes), 'NOT_FOUND');
-    }, timeout);
+    });
 
-    t.it('snapshots (create/list/duplicate/remove) when it claims snapshot, else UnsupportedOperation(snapshot)', async () => {
+    test('snapshots (create/list/duplicate/remove) when it claims snapshot, else UnsupportedOperation(snapshot)', async () => {
       const disk = newDisk();
       await backend().createFromImage(disk, sourceImageFromBytes(content(7)));
       if (!caps().snapshot) {
@@ -379,9 +403,9 @@ export function describeBackendConformance(
       await backend().createSnapshot(disk, 's2');
       assert.equal(await backend().remove(disk), true);
       assert.equal(await backend().exists(disk), false);
-    }, timeout);
+    });
 
-    t.it('rolls back to a snapshot when it claims rollback, else UnsupportedOperation(rollback)', async () => {
+    test('rolls back to a snapshot when it claims rollback, else UnsupportedOperation(rollback)', async () => {
       const disk = newDisk();
       const bytes = content(8);
       await backend().createFromImage(disk, sourceImageFromBytes(bytes));
@@ -397,9 +421,9 @@ export function describeBackendConformance(
       const size = (await backend().info(disk)).sizeBytes;
       assert.ok(size >= imageBytes && size < growBytes, `size restored by rollback (${size})`);
       await expectImageBackendError(backend().rollbackToSnapshot(disk, 'missing'), 'NOT_FOUND');
-    }, timeout);
+    });
 
-    t.it('flattens when it claims flatten, else UnsupportedOperation(flatten)', async () => {
+    test('flattens when it claims flatten, else UnsupportedOperation(flatten)', async () => {
       const bytes = content(9);
       const disk = newDisk();
       const make = fixture().cloneableImage;
@@ -414,9 +438,9 @@ export function describeBackendConformance(
       await checkContent(disk, bytes);
       await backend().flatten(disk); // a second flatten is a no-op
       await expectImageBackendError(backend().flatten(newDisk()), 'NOT_FOUND');
-    }, timeout);
+    });
 
-    t.it('direct-snapshots when it claims directSnapshot, else UnsupportedOperation(directSnapshot)', async () => {
+    test('direct-snapshots when it claims directSnapshot, else UnsupportedOperation(directSnapshot)', async () => {
       const disk = newDisk();
       await backend().createFromImage(disk, sourceImageFromBytes(content(10)));
       const imageId = globalThis.crypto.randomUUID();
@@ -428,9 +452,9 @@ export function describeBackendConformance(
       assert.equal(typeof loc.url, 'string');
       assert.doesNotThrow(() => new URL(loc.url), 'location is a URL');
       await expectImageBackendError(backend().directSnapshot(newDisk(), { imageId: globalThis.crypto.randomUUID() }), 'NOT_FOUND');
-    }, timeout);
+    });
 
-    t.it('encrypts when it claims encryption, else UnsupportedOperation(encryption) and nothing made', async () => {
+    test('encrypts when it claims encryption, else UnsupportedOperation(encryption) and nothing made', async () => {
       const disk = newDisk('disk.local');
       const encryption = { format: 'luks' as const, secretUuid: globalThis.crypto.randomUUID() };
       if (!caps().encryption) {
@@ -444,9 +468,9 @@ export function describeBackendConformance(
       const src = await backend().diskSource(disk);
       assertWellFormedDiskSource(src);
       assert.deepEqual(src.encryption, encryption);
-    }, timeout);
+    });
 
-    t.it('removes idempotently (true, then false; never-created is false)', async () => {
+    test('removes idempotently (true, then false; never-created is false)', async () => {
       const disk = newDisk();
       assert.equal(await backend().remove(disk), false);
       await backend().createFromImage(disk, sourceImageFromBytes(content(12)));
@@ -458,9 +482,9 @@ export function describeBackendConformance(
       // The name is free again.
       await backend().createBlank(disk, blankBytes);
       assert.equal(await backend().exists(disk), true);
-    }, timeout);
+    });
 
-    t.it('lists disks by instance', async () => {
+    test('lists disks by instance', async () => {
       const a = newInstance();
       const b = newInstance();
       await backend().createBlank({ instance: a, name: 'disk' }, blankBytes);
@@ -475,16 +499,16 @@ export function describeBackendConformance(
       assert.deepEqual((await backend().list({ instance: b.toUpperCase() })).map((d) => d.id), [`${b}_disk`]);
       const all = (await backend().list()).map((d) => d.id);
       for (const id of [`${a}_disk`, `${a}_disk.swap`, `${b}_disk`]) assert.ok(all.includes(id), `list() has ${id}`);
-    }, timeout);
+    });
 
-    t.it('reports sane capacity', async () => {
+    test('reports sane capacity', async () => {
       const c = await backend().capacity();
       assert.ok(Number.isSafeInteger(c.totalBytes) && c.totalBytes > 0, `totalBytes ${c.totalBytes}`);
       assert.ok(Number.isSafeInteger(c.freeBytes) && c.freeBytes >= 0, `freeBytes ${c.freeBytes}`);
       assert.ok(c.freeBytes <= c.totalBytes);
-    }, timeout);
+    });
 
-    t.it('leaves nothing behind when the source stream fails midway, and the name stays usable', async () => {
+    test('leaves nothing behind when the source stream fails midway, and the name stays usable', async () => {
       const disk = newDisk();
       const bytes = content(13);
       const img = sourceImageFromBytes(bytes, { failAfterBytes: Math.floor(bytes.length / 2), chunkBytes: 64 * 1024 });
@@ -493,31 +517,31 @@ export function describeBackendConformance(
       const res = await backend().createFromImage(disk, sourceImageFromBytes(bytes));
       assert.equal(res.method, 'imported');
       await checkContent(disk, bytes);
-    }, timeout);
+    });
 
-    t.it('leaves nothing behind when the stream is shorter than the declared size', async () => {
+    test('leaves nothing behind when the stream is shorter than the declared size', async () => {
       const disk = newDisk();
       const img = sourceImageFromBytes(content(14), { noHash: true });
       await expectImageBackendError(backend().createFromImage(disk, { ...img, size: img.size + 4096, virtualSize: img.size + 4096 }), 'IMAGE_SOURCE');
       await assertNothingLeft(disk);
-    }, timeout);
+    });
 
-    t.it('refuses an image whose hash does not match (UnsafeImage) and leaves nothing behind', async () => {
+    test('refuses an image whose hash does not match (UnsafeImage) and leaves nothing behind', async () => {
       const disk = newDisk();
       await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(15), { corruptHash: true })), 'UNSAFE_IMAGE');
       await assertNothingLeft(disk);
-    }, timeout);
+    });
 
-    t.it('honours an already-aborted signal (Aborted, nothing made)', async () => {
+    test('honours an already-aborted signal (Aborted, nothing made)', async () => {
       const disk = newDisk();
       const ac = new AbortController();
       ac.abort();
       await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(16)), { signal: ac.signal }), 'ABORTED');
       await expectImageBackendError(backend().createBlank(disk, blankBytes, { signal: ac.signal }), 'ABORTED');
       await assertNothingLeft(disk);
-    }, timeout);
+    });
 
-    t.it('rolls back an import aborted midway (Aborted, nothing left)', async () => {
+    test('rolls back an import aborted midway (Aborted, nothing left)', async () => {
       const disk = newDisk();
       const ac = new AbortController();
       const img = sourceImageFromBytes(content(17), {
@@ -528,9 +552,9 @@ export function describeBackendConformance(
       });
       await expectImageBackendError(backend().createFromImage(disk, img, { signal: ac.signal }), 'ABORTED');
       await assertNothingLeft(disk);
-    }, timeout);
+    });
 
-    t.it('is thin when it claims thin, else accounts the full size of a blank disk', async () => {
+    test('is thin when it claims thin, else accounts the full size of a blank disk', async () => {
       const thin = caps().thin;
       const size = thin ? thinProbeBytes : blankBytes;
       const before = await backend().capacity();
@@ -541,9 +565,9 @@ export function describeBackendConformance(
       if (thin) assert.ok(dropped < size / 2, `thin: free space dropped by ${dropped} for a ${size}-byte disk`);
       else assert.ok(dropped >= size / 2, `thick: free space dropped by only ${dropped} for a ${size}-byte disk`);
       assert.equal(await backend().remove(disk), true);
-    }, timeout);
+    });
 
-    t.it('refuses a blank disk larger than the free space when thick (InsufficientCapacity, nothing left)', async () => {
+    test('refuses a blank disk larger than the free space when thick (InsufficientCapacity, nothing left)', async () => {
       const disk = newDisk('disk.local');
       const { freeBytes } = await backend().capacity();
       const oversize = freeBytes + 1024 ** 3;
@@ -562,6 +586,6 @@ export function describeBackendConformance(
         assert.ok((await backend().info(disk)).sizeBytes >= oversize);
         assert.equal(await backend().remove(disk), true);
       }
-    }, timeout);
+    });
   });
 }

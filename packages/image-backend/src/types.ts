@@ -282,7 +282,8 @@ export interface ImageBackend {
   /**
    * Creates the disk from an image: a copy-on-write clone when the backend can (capability
    * `clone` and a usable location), else a verified streamed import. `AlreadyExistsError` if the
-   * disk exists. On any failure (stream error, checksum mismatch, abort) nothing is left.
+   * disk exists. On any failure nothing is left: a failing or short stream is `ImageSourceError`,
+   * a hash mismatch `UnsafeImageError`, an abort `AbortedError`.
    */
   createFromImage(disk: DiskRef, image: SourceImage, options?: CreateFromImageOptions): Promise<CreateResult>;
   /** Creates an empty disk of `sizeBytes` (ephemeral, swap). */
@@ -295,9 +296,12 @@ export interface ImageBackend {
   listSnapshots(disk: DiskRef): Promise<SnapshotInfo[]>;
   /** Capability `snapshot`. Idempotent: `false` when it did not exist. */
   removeSnapshot(disk: DiskRef, snapshot: string): Promise<boolean>;
-  /** Capability `rollback`. The disk must not be in use. */
+  /** Capability `rollback`: restores the snapshot's content and size. The disk must not be in use. */
   rollbackToSnapshot(disk: DiskRef, snapshot: string): Promise<void>;
-  /** Capability `flatten`: copies the parent's data so the disk no longer depends on it. */
+  /**
+   * Capability `flatten`: copies the parent's data so the disk no longer depends on it. A no-op
+   * for a disk without a parent.
+   */
   flatten(disk: DiskRef, options?: OperationOptions): Promise<void>;
   /** Capability `directSnapshot`: snapshots the disk in place and returns a Glance location for it. */
   directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult>;

@@ -43,9 +43,11 @@ const failedMatching = (failed: Map<string, string>, re: RegExp) => [...failed.k
 
 describe('the conformance suite catches broken backends', () => {
   it('passes a correct backend completely', async () => {
-    const { passed, failed } = await runSuite(async () => ({ backend: new MemoryBackend({ capabilities: { clone: false } }) }));
+    const backend = new MemoryBackend({ capabilities: { clone: false } });
+    const { passed, failed } = await runSuite(async () => ({ backend }));
     expect([...failed.entries()]).toEqual([]);
     expect(passed.length).toBeGreaterThanOrEqual(25);
+    expect(await backend.list()).toEqual([]); // every test cleaned up after itself
   });
 
   it('flags a backend that leaves a half-written disk when an import fails', async () => {
