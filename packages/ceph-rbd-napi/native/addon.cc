@@ -678,6 +678,7 @@ class NImage : public Napi::ObjectWrap<NImage> {
       uint64_t id, size;
       std::string name;
       bool is_protected;
+      int ns;
     };
     auto out = std::make_shared<std::vector<Snap>>();
     auto res = res_;
@@ -695,8 +696,10 @@ class NImage : public Napi::ObjectWrap<NImage> {
           if (rc < 0) return rc;
           for (int i = 0; i < rc; ++i) {
             int prot = 0;
-            rbd_snap_is_protected(res->image, v[i].name, &prot);
-            out->push_back({v[i].id, v[i].size, v[i].name ? v[i].name : "", prot != 0});
+            rbd_snap_namespace_type_t ns = RBD_SNAP_NAMESPACE_TYPE_USER;
+            rbd_snap_get_namespace_type(res->image, v[i].id, &ns);
+            if (ns == RBD_SNAP_NAMESPACE_TYPE_USER) rbd_snap_is_protected(res->image, v[i].name, &prot);
+            out->push_back({v[i].id, v[i].size, v[i].name ? v[i].name : "", prot != 0, static_cast<int>(ns)});
           }
           rbd_snap_list_end(v.data());
           return 0;
@@ -709,6 +712,9 @@ class NImage : public Napi::ObjectWrap<NImage> {
             o.Set("size", Num(env, (*out)[i].size));
             o.Set("name", Napi::String::New(env, (*out)[i].name));
             o.Set("protected", Napi::Boolean::New(env, (*out)[i].is_protected));
+            static const char* names[] = {"user", "group", "trash", "mirror"};
+            int ns = (*out)[i].ns;
+            o.Set("namespace", Napi::String::New(env, ns >= 0 && ns <= 3 ? names[ns] : "unknown"));
             a.Set(i, o);
           }
           return a;

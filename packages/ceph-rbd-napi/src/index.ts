@@ -39,6 +39,7 @@ import {
   type NativeImageOpts,
   type NativeIoCtx,
   type NativeProgress,
+  type SnapNamespace,
 } from './native.js';
 
 export {
@@ -67,6 +68,7 @@ export {
   Timeout,
 } from './errors.js';
 export { describeLoadFailure, loadAddon, NativeLoadError, setExitCloseTimeout } from './native.js';
+export type { SnapNamespace } from './native.js';
 
 // ---------------------------------------------------------------------------------------------
 // Features
@@ -586,7 +588,13 @@ export interface SnapshotInfo {
   id: number;
   name: string;
   size: number;
+  /** Only user snapshots can be protected. */
   protected: boolean;
+  /**
+   * `user` for snapshots made with createSnapshot; `trash` for a removed snapshot that clone-v2
+   * children still use (librbd deletes it with the last child); `group`/`mirror` otherwise.
+   */
+  namespace: SnapNamespace;
 }
 
 /** A client watching the image (it has it open): explains ImageBusy. */

@@ -61,6 +61,8 @@ export interface NativeLinkedImage {
   image: string;
   trash: boolean;
 }
+/** Snapshot namespace: `user` snapshots, or internal ones (`trash` holds clone v2 parents). */
+export type SnapNamespace = 'user' | 'group' | 'trash' | 'mirror' | 'unknown';
 export interface NativeImage {
   close(): Promise<void>;
   isClosed(): boolean;
@@ -91,7 +93,7 @@ export interface NativeImage {
   snapUnprotect(name: string): Promise<void>;
   snapIsProtected(name: string): Promise<boolean>;
   snapRollback(name: string, onProgress?: NativeProgress): Promise<void>;
-  snapList(): Promise<{ id: number; size: number; name: string; protected: boolean }[]>;
+  snapList(): Promise<{ id: number; size: number; name: string; protected: boolean; namespace: SnapNamespace }[]>;
   read(offset: number, buffer: Uint8Array): Promise<number>;
   write(offset: number, buffer: Uint8Array): Promise<number>;
   discard(offset: number, length: number): Promise<number>;

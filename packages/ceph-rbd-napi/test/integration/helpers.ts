@@ -1,0 +1,43 @@
+import { randomBytes } from 'node:crypto';
+import { loadStack, type StackInfo } from '@ephemera/testkit';
+import { connect, type Cluster } from '@ephemera/ceph-rbd-napi';
+
+export type User = keyof StackInfo['ceph']['users'];
+
+export function stack(): StackInfo {
+  return loadStack();
+}
+
+/** Connects as one of the stack's users (keyring path only, never a key). */
+export function connectAs(user: User, timeoutMs = 20_000): Promise<Cluster> {
+  const u = stack().ceph.users[user];
+  return connect({ confPath: u.confPath, clientId: u.id, keyringPath: u.keyringPath, timeoutMs });
+}
+
+/** A unique image name for this test run. */
+export function uniq(prefix: string): string {
+  return `t-${prefix}-${randomBytes(5).toString('hex')}`;
+}
+
+/** A port on 127.0.0.1 where nothing listens (connection refused). */
+export const DEAD_MON = '127.0.0.1:1';
+
+/** Runs cleanup steps in reverse order, continuing past failures (reported at the end). */
+export class Cleanup {
+  #steps: [string, () => Promise<unknown>][] = [];
+  add(label: string, fn: () => Promise<unknown>): void {
+    this.#steps.push([label, fn]);
+  }
+  async run(): Promise<void> {
+    const errors: string[] = [];
+    for (const [label, fn] of this.#steps.reverse()) {
+      try {
+        await fn();
+      } catch (e) {
+        errors.push(`${label}: ${(e as Error).message}`);
+      }
+    }
+    this.#steps = [];
+    if (errors.length) throw new Error(`cleanup failed:\n${errors.join('\n')}`);
+  }
+}

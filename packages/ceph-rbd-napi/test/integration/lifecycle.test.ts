@@ -1,0 +1,77 @@
+import { execFile, execFileSync } from 'node:child_process';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { Cluster, IoCtx } from '@ephemera/ceph-rbd-napi';
+import { connectAs, stack, uniq } from './helpers.js';
+
+const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+const fixture = join(pkg, 'test', 'integration', 'fixtures', 'leave-open.mjs');
+let admin: Cluster;
+let io: IoCtx;
+
+beforeAll(async () => {
+  // The child imports the compiled package: build dist/ from the current sources.
+  execFileSync(process.execPath, [join(pkg, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(pkg, 'tsconfig.build.json')], {
+    timeout: 120_000,
+  });
+  admin = await connectAs('admin');
+  io = await admin.openIoCtx('rbd');
+});
+afterAll(async () => {
+  await admin?.close();
+});
+
+function runChild(mode: string, image: string): Promise<{ code: number | null; signal: string | null; ms: number; stdout: string; stderr: string }> {
+  const admin = stack().ceph.users.admin;
+  const t0 = performance.now();
+  return new Promise((resolve) => {
+    execFile(
+      process.execPath,
+      ['--expose-gc', fixture, mode, 'rbd', image],
+      { timeout: 60_000, env: { ...process.env, RBD_CONF: admin.confPath, RBD_KEYRING: admin.keyringPath } },
+      (err, stdout, stderr) => {
+        const e = err as (Error & { code?: number; signal?: string }) | null;
+        resolve({ code: e ? (typeof e.code === 'number' ? e.code : null) : 0, signal: e?.signal ?? null, ms: performance.now() - t0, stdout, stderr });
+      },
+    );
+  });
+}
+
+describe('process lifetime with handles left open', () => {
+  it.each(['natural', 'exit'])('%s exit: the process exits 0 promptly and the image is released', async (mode) => {
+    const image = uniq(`exit-${mode}`);
+    await io.create(image, 1 << 20);
+    try {
+      const r = await runChild(mode, image);
+      expect(r.stderr).not.toMatch(/Segmentation|Aborted|terminate called|core dumped/);
+      expect(r.signal).toBeNull();
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toEqual({ watchers: 1 });
+      expect(r.ms).toBeLessThan(10_000);
+      // the child's image was closed at exit: no watch lingers, so it can be removed at once
+      const img = await io.open(image, { readOnly: true });
+      expect(await img.watchers()).toEqual([]);
+      expect((await img.read(0, 4))[0]).toBe(1);
+      await img.close();
+    } finally {
+      await io.remove(image);
+    }
+  });
+
+  it('a forgotten Cluster/IoCtx/Image is released at GC without a crash', async () => {
+    const image = uniq('gc');
+    await io.create(image, 1 << 20);
+    try {
+      const r = await runChild('gc', image);
+      expect(r.stderr).not.toMatch(/Segmentation|Aborted|terminate called|core dumped/);
+      expect(r.code).toBe(0);
+      const out = JSON.parse(r.stdout.trim().split('\n').at(-1)!) as { watchers: number; collected: string[]; after: number };
+      expect(out.watchers).toBe(1);
+      expect(out.collected).toEqual(['cluster', 'image', 'ioctx']);
+      expect(out.after).toBe(0);
+    } finally {
+      await io.remove(image);
+    }
+  });
+});
