@@ -233,7 +233,7 @@ describe('Glance stopped mid-download', () => {
     const g = await startPrivateGlance();
     try {
       const client = new GlanceClient({ url: g.url, auth, retry: { attempts: 2, baseDelayMs: 50 } });
-      const data = randomBytes(48 << 20);
+      const data = randomBytes(32 << 20);
       const img = await client.createImage({ name: 'big', disk_format: 'raw', container_format: 'bare' });
       await client.upload(img.id, data);
       const dl = await client.download(img.id);

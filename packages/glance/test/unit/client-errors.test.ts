@@ -259,6 +259,35 @@ describe('downloads that go wrong', () => {
   });
 });
 
+describe('locations API detection', () => {
+  it('uses GET /v2/images/ID/locations when the server has it', async () => {
+    const id = randomUUID();
+    const s = await serve((req, res) => {
+      if (req.url?.endsWith('/locations')) res.writeHead(200).end(JSON.stringify([{ url: 'rbd://x', metadata: { store: 'ceph' } }]));
+      else res.writeHead(200).end(JSON.stringify(image(id, Buffer.alloc(1), { direct_url: 'rbd://x' })));
+    });
+    const locs = await new GlanceClient({ url: s.url }).getLocations(id);
+    expect(locs).toEqual({ imageId: id, locations: [{ url: 'rbd://x', metadata: { store: 'ceph' } }], directUrl: 'rbd://x', source: 'locations-api' });
+  });
+
+  it('falls back to the image record when the route is missing, and remembers', async () => {
+    const id = randomUUID();
+    const s = await serve((req, res) => {
+      if (req.url?.endsWith('/locations')) res.writeHead(404).end('<html>404 Not Found</html>');
+      else res.writeHead(200).end(JSON.stringify(image(id, Buffer.alloc(1), { locations: [{ url: 'file:///a', metadata: {} }] })));
+    });
+    const c = new GlanceClient({ url: s.url });
+    expect((await c.getLocations(id)).source).toBe('image');
+    expect((await c.getLocations(id)).locations).toEqual([{ url: 'file:///a', metadata: {} }]);
+    expect(s.hits.map((h) => h.url.replace(id, 'ID'))).toEqual(['/v2/images/ID/locations', '/v2/images/ID', '/v2/images/ID']);
+  });
+
+  it('a missing image stays a GlanceNotFoundError', async () => {
+    const s = await serve((_q, res) => res.writeHead(404).end('no'));
+    await expect(new GlanceClient({ url: s.url }).getLocations(randomUUID())).rejects.toBeInstanceOf(GlanceNotFoundError);
+  });
+});
+
 describe('auth', () => {
   it('sends a static token and no token when keystone-less', async () => {
     const s = await serve((_q, res) => res.writeHead(200).end('{"images": []}'));
