@@ -6,6 +6,8 @@ import { QEMU_DRIVER, type FormatDetails, type ImageFormat, type InspectedImage,
 // Little helpers over byte arrays (bounds-checked by the callers through `need`).
 
 const MAX_SAFE = Number.MAX_SAFE_INTEGER;
+/** Largest in-memory table (L1, BAT, block map) we let qemu-img allocate from header fields. */
+const MAX_TABLE_BYTES = 64 * 1024 * 1024;
 
 function need(buf: Uint8Array, length: number, format: string, what: string): void {
   if (buf.length < length) {
@@ -268,6 +270,9 @@ function parseQed(r: RegionReader): InspectedImage {
     throw new ImageFormatError('invalid-header', `qed header size ${headerSize} is invalid`, F);
   }
   const issues: SafetyIssue[] = [];
+  if (tableSize * clusterSize > MAX_TABLE_BYTES) {
+    issues.push({ reason: 'header-bomb', message: `qed L1 table of ${tableSize * clusterSize} bytes is too large` });
+  }
   const extra: Partial<InspectedImage> = {};
   const known = QED_F_BACKING_FILE | QED_F_NEED_CHECK | QED_F_BACKING_FORMAT_NO_PROBE;
   const unknown = features.filter((b) => b >= 31 || ((1 << b) & known) === 0);
@@ -404,6 +409,13 @@ function parseVmdkSparse(r: RegionReader): InspectedImage {
   if (grainSize === 0 || grainSize > 2048) {
     throw new ImageFormatError('invalid-header', `vmdk grain size ${grainSize} is invalid`, F);
   }
+  const gtes = u32le(h, 44);
+  if (capacity !== 0 && Number.isSafeInteger(capacity)) {
+    const l1Entries = gtes === 0 ? Infinity : Math.ceil(capacity / (gtes * grainSize));
+    if (l1Entries * 4 > MAX_TABLE_BYTES || gtes * 4 > MAX_TABLE_BYTES) {
+      issues.push({ reason: 'header-bomb', message: 'vmdk grain directory/tables would be huge' });
+    }
+  }
   return result(
     'vmdk',
     r,
@@ -486,6 +498,18 @@ function parseVhdFooter(r: RegionReader, footer: Uint8Array, atTail: boolean): I
   if (diskType === 4) {
     extra.backingFile = '';
     issues.push({ reason: 'backing-file', message: 'vhd is a differencing disk with a parent' });
+  }
+  if (diskType !== 2) {
+    // Dynamic/differencing: the dynamic header names the BAT qemu loads into memory.
+    const dataOffset = u64(footer, 16, false);
+    if (!Number.isSafeInteger(dataOffset)) throw new ImageFormatError('invalid-header', 'vhd data offset is invalid', F);
+    const dh = r.read(dataOffset, 1024);
+    need(dh, 1024, F, 'dynamic header');
+    if (!startsWith(dh, 'cxsparse')) throw new ImageFormatError('invalid-header', 'vhd dynamic header is missing', F);
+    const entries = u32be(dh, 28);
+    if (entries * 4 > MAX_TABLE_BYTES) {
+      issues.push({ reason: 'header-bomb', message: `vhd block table of ${entries} entries is too large` });
+    }
   }
   void atTail;
   return result('vhd', r, checkVirtualSize(sectors * 512, F), { format: 'vhd', subformat, creatorApp }, issues, extra);
@@ -607,6 +631,10 @@ function parseVdi(r: RegionReader): InspectedImage {
     issues.push({ reason: 'unsupported-variant', message: `vdi image type ${imageType} is not normal or fixed` });
   }
   const diskSize = u64(h, 0x170, true);
+  const blocks = u32le(h, 0x180);
+  if (blocks * 4 > MAX_TABLE_BYTES) {
+    issues.push({ reason: 'header-bomb', message: `vdi block map of ${blocks} entries is too large` });
+  }
   return result('vdi', r, checkVirtualSize(diskSize, F), { format: 'vdi', imageType }, issues);
 }
 
@@ -667,7 +695,7 @@ function parseRawLike(r: RegionReader, head: Uint8Array): InspectedImage {
   const size = requireSize(r);
   if (size >= 512) {
     const t = r.tail(512);
-    if (startsWith(t, 'conectix')) {
+    if (startsWith(t, 'conectix') && t.length === 512 && u32be(t, 60) === 2) {
       try {
         const img = parseVhdFooter(r, t, true);
         if (img.details.format === 'vhd' && img.details.subformat === 'fixed') return img;

@@ -39,6 +39,16 @@ function be64(n: bigint): Uint8Array {
   new DataView(b.buffer).setBigUint64(0, n, false);
   return b;
 }
+function le32(n: number): Uint8Array {
+  const b = new Uint8Array(4);
+  new DataView(b.buffer).setUint32(0, n, true);
+  return b;
+}
+function le64(n: bigint): Uint8Array {
+  const b = new Uint8Array(8);
+  new DataView(b.buffer).setBigUint64(0, n, true);
+  return b;
+}
 const text = (s: string): Uint8Array => new TextEncoder().encode(s);
 
 /** Index of a byte sequence in a file. */
@@ -117,6 +127,19 @@ describe('crafted malicious images', () => {
       bad.push({ file: f, declared: 'qcow2', reason });
     }
 
+    // 12-15. Table-size header bombs in the other formats.
+    for (const [name, fmt, edits] of [
+      ['qed-l1-bomb.qed', 'qed', [[4, le32(64 * 1024 * 1024)], [8, le32(16)]]],
+      ['vdi-bmap-bomb.vdi', 'vdi', [[0x180, le32(0x10000000)]]],
+      ['vhd-bat-bomb.vhd', 'vpc', [[512 + 28, be32(0x10000000)]]],
+      ['vmdk-gd-bomb.vmdk', 'vmdk', [[12, le64(1n << 40n)], [44, le32(1)]]],
+    ] as [string, string, [number, Uint8Array][]][]) {
+      const f = dir.file(name);
+      await qemuImg('create', '-q', '-f', fmt, f, '1M');
+      await patch(f, edits);
+      bad.push({ file: f, declared: fmt === 'vpc' ? 'vhd' : fmt, reason: 'header-bomb' });
+    }
+
     // 11. VMDK delta disk naming a parent.
     const delta = dir.file('delta.vmdk');
     await qemuImg('create', '-q', '-f', 'vmdk', delta, '1M');
@@ -136,7 +159,7 @@ describe('crafted malicious images', () => {
   });
 
   test('every crafted image is rejected with its typed reason (file, buffer and stream)', async () => {
-    expect(bad.length).toBe(11);
+    expect(bad.length).toBe(15);
     for (const b of bad) {
       const bytes = new Uint8Array(await readFile(b.file));
       for (const img of [
