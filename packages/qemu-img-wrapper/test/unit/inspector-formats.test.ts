@@ -286,3 +286,19 @@ describe('inspector detects images made by qemu-img, with the virtual size qemu 
     expect(inspectImageBuffer(new Uint8Array(0))).toMatchObject({ format: 'raw', virtualSize: 0 });
   });
 });
+
+describe('block devices', () => {
+  test('a qcow2 on a loop device is inspected with the device size from sysfs', async () => {
+    const f = dir.file('loop.qcow2');
+    await qemuImg('create', '-q', '-f', 'qcow2', '-o', 'preallocation=full', f, '3M');
+    const { stdout } = await pexec('losetup', ['-f', '--show', '--read-only', f]);
+    const dev = stdout.trim();
+    try {
+      const img = await inspectImageFile(dev);
+      expect(img).toMatchObject({ format: 'qcow2', virtualSize: 3 * 1024 * 1024 });
+      expect(img.inputSize).toBe((await readFile(f)).length);
+    } finally {
+      await pexec('losetup', ['-d', dev]);
+    }
+  });
+});
