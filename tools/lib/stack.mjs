@@ -17,6 +17,7 @@ import {
   closeSync, existsSync, mkdirSync, openSync, readFileSync, readdirSync, readlinkSync, renameSync,
   rmSync, statSync, unlinkSync, writeFileSync,
 } from 'node:fs';
+import { get as httpGet } from 'node:http';
 import { createServer } from 'node:net';
 import { release } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
@@ -208,7 +209,7 @@ function saveState(st) { writeAtomic(P.state, `${JSON.stringify(st, null, 2)}\n`
 function serviceLogs(svc) {
   const ceph = { mon: 'mon.a', mgr: 'mgr.x', osd: 'osd.0' }[svc];
   if (ceph) return [join(P.log, `${ceph}.log`), join(P.log, `${svc}.out`)];
-  if (svc === 'glance') return [join(P.log, 'glance-api.log'), join(P.log, 'glance.out')];
+  if (svc === 'glance') return [join(P.log, 'glance.out'), join(P.log, 'glance-api.log')];
   if (svc === 'libvirtd') return [join(P.log, 'libvirtd.log'), join(P.log, 'libvirtd.out')];
   return [join(P.log, `${svc}.out`)];
 }
@@ -346,10 +347,15 @@ function writeCephConfig(st) {
     const key = cephKey();
     entries.push(keyringEntry(`client.${id}`, key, caps));
     writeFileSync(userKeyring(id), keyringEntry(`client.${id}`, key), { mode: 0o600 });
-    if (id !== 'admin') writeFileSync(userConf(id), userConfText(st, id));
   }
   writeFileSync(P.monKeyring, entries.join(''), { mode: 0o600 });
-  writeFileSync(P.conf, cephConfText(st));
+  writeCephConfs(st);
+}
+
+/** ceph.conf and the users' confs: a pure function of the state, rewritten before every Ceph daemon start. */
+function writeCephConfs(st) {
+  writeAtomic(P.conf, cephConfText(st));
+  for (const id of Object.keys(CEPH_USERS)) if (id !== 'admin') writeAtomic(userConf(id), userConfText(st, id));
 }
 
 async function cephMkfs(st) {
@@ -359,6 +365,15 @@ async function cephMkfs(st) {
 
 async function osdMkfs(st) {
   await run('ceph-osd', ['-c', P.conf, '-i', '0', '--mkfs', '--osd-uuid', st.osdUuid], { timeout: 120_000 });
+}
+
+/** Status code of a GET (node:http, not fetch: its timers must keep this process alive). */
+function httpStatus(url, timeoutMs) {
+  return new Promise((resolvePromise, reject) => {
+    const req = httpGet(url, { timeout: timeoutMs, agent: false }, (res) => { res.resume(); resolvePromise(res.statusCode); });
+    req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in ${timeoutMs} ms`)));
+    req.on('error', reject);
+  });
 }
 
 const cephJson = async (args, timeout) => JSON.parse(await ceph([...args, '-f', 'json'], timeout));
@@ -378,7 +393,7 @@ const READY = {
   mon: async () => (await cephJson(['quorum_status'], 8000)).quorum_names?.includes('a'),
   mgr: async () => (await cephJson(['mgr', 'stat'], 8000)).available === true,
   osd: async () => findKey(await cephJson(['osd', 'stat'], 8000), 'num_up_osds') >= 1,
-  glance: async (st) => (await fetch(`http://${HOST}:${st.ports.glance}/healthcheck`, { signal: AbortSignal.timeout(3000) })).status === 200,
+  glance: (st) => httpStatus(`http://${HOST}:${st.ports.glance}/healthcheck`, 3000).then((code) => code === 200),
   libvirtd: async (st) => { await run('virsh', ['-c', st.libvirtUri, 'version'], { timeout: 8000 }); return true; },
 };
 const READY_TIMEOUT = { mon: 60_000, mgr: 90_000, osd: 120_000, glance: 90_000, libvirtd: 60_000 };
@@ -414,8 +429,9 @@ rados_connect_timeout = 10
 
 [import_filtering_opts]
 # Loopback http locations (tests serve images from 127.0.0.1 on random ports).
-allowed_hosts = 127.0.0.1,localhost
-allowed_ports =
+# (oslo "bounds" lists: the brackets are required; an empty port list allows every port)
+allowed_hosts = [127.0.0.1,localhost]
+allowed_ports = []
 
 [oslo_concurrency]
 lock_path = ${join(g, 'lock')}
@@ -602,6 +618,10 @@ async function probeAccel() {
 // services: start one (on an already bootstrapped state dir) and wait until it answers
 
 async function startService(st, svc) {
+  // Configs are regenerated from the state, so a fixed generator reaches a running stack on restart.
+  if (['mon', 'mgr', 'osd'].includes(svc)) writeCephConfs(st);
+  if (svc === 'glance') writeGlanceConfig(st);
+  if (svc === 'libvirtd') writeLibvirtConfig(P.libvirt, join(P.log, 'libvirtd.log'));
   let handle;
   switch (svc) {
     case 'mon': handle = startDaemon('mon', 'ceph-mon', ['-f', '-c', P.conf, '-i', 'a']); break;
@@ -955,7 +975,13 @@ async function main(argv) {
   }
 }
 
-main(process.argv.slice(2)).then((code) => process.exit(code), (e) => {
+// Never exit "successfully" because the event loop ran dry while a command was still waiting.
+const keepAlive = setInterval(() => {}, 1 << 30);
+process.on('beforeExit', () => {
+  process.stderr.write(`tools/stack ${process.argv[2]}: internal error: nothing left to wait for before the command finished\n`);
+  process.exit(70);
+});
+main(process.argv.slice(2)).then((code) => { clearInterval(keepAlive); process.exit(code); }, (e) => {
   process.stderr.write(`tools/stack ${process.argv[2]}: ${e instanceof StackError ? e.message : e.stack}\n`);
   process.exit(1);
 });

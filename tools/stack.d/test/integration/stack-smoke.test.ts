@@ -3,6 +3,8 @@
 // stack's ceph secret). Every test removes what it creates.
 import { execFile } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer as createHttpServer } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
@@ -105,6 +107,37 @@ describe('dev stack: Glance', () => {
       expect(del.status).toBe(204);
     }
     await expect(cephCli('admin', ['rbd', 'info', `images/${id}`])).rejects.toThrow(/No such file or directory/);
+  });
+});
+
+describe('dev stack: Glance http locations', () => {
+  it('accepts an http location on loopback (any port)', async () => {
+    const data = Buffer.alloc(64 * 1024, 3);
+    const server = createHttpServer((req, res) => {
+      res.writeHead(200, { 'Content-Length': data.length, 'Content-Type': 'application/octet-stream' });
+      res.end(req.method === 'HEAD' ? undefined : data);
+    });
+    await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
+    const port = (server.address() as AddressInfo).port;
+    const g = stack.glance.url;
+    const { id } = (await (await fetch(`${g}/v2/images`, {
+      method: 'POST', headers: { 'Content-Type': 'application/json' },
+      body: JSON.stringify({ name: `${tag}-http`, disk_format: 'raw', container_format: 'bare' }),
+    })).json()) as { id: string };
+    try {
+      const url = `http://127.0.0.1:${port}/${tag}.raw`;
+      const patch = await fetch(`${g}/v2/images/${id}`, {
+        method: 'PATCH', headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+        body: JSON.stringify([{ op: 'add', path: '/locations/-', value: { url, metadata: {} } }]),
+      });
+      expect(patch.status, await patch.clone().text()).toBe(200);
+      const image = (await (await fetch(`${g}/v2/images/${id}`)).json()) as { status: string; size: number; locations: { url: string }[] };
+      expect(image).toMatchObject({ status: 'active', size: data.length });
+      expect(image.locations.map((l) => l.url)).toEqual([url]);
+    } finally {
+      await fetch(`${g}/v2/images/${id}`, { method: 'DELETE' });
+      await new Promise((r) => server.close(r));
+    }
   });
 });
 
