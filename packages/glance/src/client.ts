@@ -327,17 +327,29 @@ export class GlanceClient {
   async upload(imageId: string, data: UploadBody, opts: CallOptions & { timeoutMs?: number } = {}): Promise<GlanceImage> {
     const replayable = data instanceof Uint8Array;
     const body: RequestBody = replayable ? (data as Uint8Array) : (toAsyncIterable(data) as unknown as RequestBody);
-    await this.#json({
-      method: 'PUT',
-      path: `${imagePath(imageId)}/file`,
-      imageId,
-      body,
-      headers: { 'content-type': 'application/octet-stream' },
-      idempotent: replayable,
-      replayable,
-      timeoutMs: opts.timeoutMs ?? 3_600_000,
-      ...sig(opts),
-    });
+    let attempts = 0;
+    try {
+      await this.#json({
+        method: 'PUT',
+        path: `${imagePath(imageId)}/file`,
+        imageId,
+        body,
+        headers: { 'content-type': 'application/octet-stream' },
+        idempotent: replayable,
+        replayable,
+        timeoutMs: opts.timeoutMs ?? 3_600_000,
+        onAttempt: (n) => {
+          attempts = n;
+        },
+        ...sig(opts),
+      });
+    } catch (err) {
+      // A retried buffer upload whose first attempt did land: the image is active with our size.
+      if (!(err instanceof GlanceConflictError && attempts > 1)) throw err;
+      const image = await this.getImage(imageId, opts);
+      if (image.status === 'active' && image.size === (data as Uint8Array).byteLength) return image;
+      throw err;
+    }
     return this.getImage(imageId, opts);
   }
 
@@ -452,7 +464,8 @@ export class GlanceClient {
    * The image's locations: from `GET /v2/images/ID/locations` when this Glance has it (2023.2+),
    * else from the image record (`locations`, needs `show_multiple_locations`) plus `direct_url`.
    */
-  async getLocations(imageId: string, opts: CallOptions = {}): Promise<ImageLocations> {
+  async getLocations(imageId: string, opts: CallOptions & { image?: GlanceImage } = {}): Promise<ImageLocations> {
+    const known = opts.image?.id === imageId ? opts.image : undefined;
     if (this.#locationsApi !== false) {
       const raw = await this.#request({
         method: 'GET',
@@ -466,16 +479,16 @@ export class GlanceClient {
       if (raw.res.ok) {
         this.#locationsApi = true;
         const locations = parseJson<ImageLocationEntry[]>(text, 'GET', `${imagePath(imageId)}/locations`, raw.res.status, imageId);
-        const image = await this.getImage(imageId, opts);
+        const image = known ?? (await this.getImage(imageId, opts));
         return { imageId, locations, ...(image.direct_url ? { directUrl: image.direct_url } : {}), source: 'locations-api' };
       }
       // 404 is ambiguous (no image, or no such API): the image GET below decides.
       if (raw.res.status !== 404) this.#locationsApi = false;
-      const image = await this.getImage(imageId, opts);
+      const image = raw.res.status === 404 || !known ? await this.getImage(imageId, opts) : known;
       this.#locationsApi = false;
       return fromImage(image);
     }
-    return fromImage(await this.getImage(imageId, opts));
+    return fromImage(known ?? (await this.getImage(imageId, opts)));
   }
 
   /** Add a location (`PATCH add /locations/-`; Glance needs `show_multiple_locations = True`). */

@@ -8,7 +8,7 @@ import type { DeclinedOption, ImageHandler, Location, LocationSource, Plan, Plan
 /** The part of {@link GlanceClient} the resolver uses. */
 export interface ResolverGlance {
   getImage(imageId: string, opts?: { signal?: AbortSignal }): Promise<GlanceImage>;
-  getLocations(imageId: string, opts?: { signal?: AbortSignal }): Promise<ImageLocations>;
+  getLocations(imageId: string, opts?: { signal?: AbortSignal; image?: GlanceImage }): Promise<ImageLocations>;
   copyImage(imageId: string, stores: string[], opts?: CopyImageOptions): Promise<GlanceImage>;
 }
 
@@ -72,7 +72,7 @@ export class ImageResolver {
   async #resolveOnce(imageId: string, target: ResolveTarget, signal?: AbortSignal): Promise<Plan> {
     const so = signal ? { signal } : {};
     const image = await this.#glance.getImage(imageId, so);
-    const locs = await this.#glance.getLocations(imageId, so);
+    const locs = await this.#glance.getLocations(imageId, { ...so, image });
     const raw: { entry: ImageLocationEntry; source: LocationSource }[] = locs.locations.map((entry) => ({
       entry,
       source: locs.source === 'locations-api' ? 'locations-api' : 'locations',

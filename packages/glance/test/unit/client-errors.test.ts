@@ -135,6 +135,25 @@ describe('retries', () => {
     expect(s.hits.map((h) => h.method)).toEqual(['POST', 'POST', 'GET']);
   });
 
+  it('a retried buffer upload whose first attempt landed (409 on the retry) counts as done', async () => {
+    const id = randomUUID();
+    const data = randomBytes(1000);
+    let puts = 0;
+    const s = await serve((req, res) => {
+      if (req.method === 'PUT') {
+        puts++;
+        res.writeHead(puts === 1 ? 503 : 409).end();
+      } else res.writeHead(200).end(JSON.stringify(image(id, data)));
+    });
+    const img = await new GlanceClient({ url: s.url, retry: fast }).upload(id, data);
+    expect(img.status).toBe('active');
+    expect(s.hits.map((h) => h.method)).toEqual(['PUT', 'PUT', 'GET']);
+    // A stream upload is never resent.
+    const s2 = await serve((_q, res) => res.writeHead(503).end());
+    await expect(new GlanceClient({ url: s2.url, retry: fast }).upload(id, (async function* () { yield data; })())).rejects.toMatchObject({ status: 503 });
+    expect(s2.hits.length).toBe(1);
+  });
+
   it('a connection refused is a typed GlanceConnectionError after retries', async () => {
     const s = await serve(() => undefined);
     const url = s.url;
