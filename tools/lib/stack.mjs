@@ -291,6 +291,9 @@ rbd_default_features = 61
 
 [mon]
 mon_data = ${join(P.ceph, 'mon', '$cluster-$id')}
+mon_initial_members = a
+# only at mkfs: leave out the mgr modules enabled by default (restful, nfs) that we do not use
+mgr_initial_modules = iostat
 
 [mgr]
 mgr_data = ${join(P.ceph, 'mgr', '$cluster-$id')}
