@@ -178,7 +178,8 @@ async function allModes(path: string): Promise<InspectedImage[]> {
 }
 
 describe('inspector detects images made by qemu-img, with the virtual size qemu reports', () => {
-  test.each(cases)('$name', async (c) => {
+  // Concurrent: LUKS creation spends seconds in its PBKDF benchmark (wall time, not CPU).
+  test.concurrent.each(cases)('$name', async (c) => {
     const path = dir.file(`${c.name.replace(/\W+/g, '_')}.img`);
     await qemuImg('create', '-q', ...c.create, path, c.size);
     const expected = await qemuVirtualSize(path, c.driver);
