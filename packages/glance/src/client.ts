@@ -57,8 +57,22 @@ export interface CallOptions {
   signal?: AbortSignal;
 }
 
+/** Progress of a long operation: `percent` is monotonic and ends at exactly 100 on success. */
+export interface ProgressEvent {
+  operation: 'download' | 'copy-image';
+  imageId: string;
+  /** 0..100, never decreasing; 100 only once the operation succeeded (download: verified). */
+  percent: number;
+  /** Bytes done so far, when known. */
+  bytes?: number;
+  /** Total bytes, when known. */
+  total?: number;
+}
+
 /** Options of {@link GlanceClient.download}. */
 export interface DownloadOptions extends CallOptions {
+  /** Called as bytes arrive (at most once per whole percent) and with 100 after verification. */
+  onProgress?: (event: ProgressEvent) => void;
   /** Verify the bytes against `os_hash_value` (or `checksum`) and the size. Default true. */
   verify?: boolean;
   /** The image record when the caller already has it (saves a GET). */
@@ -101,6 +115,8 @@ export interface CopyImageOptions extends CallOptions {
   timeoutMs?: number;
   /** Called with each polled image record. */
   onPoll?: (image: GlanceImage) => void;
+  /** Progress from the import task's `Copied N MiB` messages; 100 when every store holds the image. */
+  onProgress?: (event: ProgressEvent) => void;
 }
 
 /** An image's task (`GET /v2/images/ID/tasks`), e.g. an `api_image_import`. */
@@ -387,6 +403,15 @@ export class GlanceClient {
     result.catch(() => undefined);
 
     const body = res.body;
+    const onProgress = opts.onProgress;
+    let lastPercent = -1;
+    const report = (bytes: number, final: boolean): void => {
+      if (!onProgress) return;
+      const percent = final ? 100 : size ? Math.min(99, Math.floor((bytes * 100) / size)) : 0;
+      if (percent <= lastPercent) return;
+      lastPercent = percent;
+      onProgress({ operation: 'download', imageId, percent, bytes, ...(size !== null ? { total: size } : {}) });
+    };
     const onUserAbort = (): void => controller.abort(userSignal!.reason);
     async function* verified(): AsyncGenerator<Buffer> {
       if (userSignal?.aborted) onUserAbort();
@@ -413,6 +438,7 @@ export class GlanceClient {
           const buf = Buffer.from(chunk.value.buffer, chunk.value.byteOffset, chunk.value.byteLength);
           hash?.update(buf);
           bytes += buf.length;
+          report(bytes, false);
           yield buf;
         }
       } finally {
@@ -426,6 +452,7 @@ export class GlanceClient {
       const digest = hash?.digest('hex');
       if (expected && digest !== expected.value)
         throw new ChecksumMismatchError(imageId, expected.algorithm, expected.value, digest ?? '', bytes);
+      report(bytes, true);
       settle.resolve({
         imageId,
         bytes,
@@ -546,13 +573,33 @@ export class GlanceClient {
     });
     const timeoutMs = opts.timeoutMs ?? 600_000;
     const deadline = Date.now() + timeoutMs;
+    let lastPercent = -1;
+    const total = typeof before.size === 'number' ? before.size : undefined;
+    const report = (percent: number, bytes?: number): void => {
+      if (!opts.onProgress || percent <= lastPercent) return;
+      lastPercent = percent;
+      opts.onProgress({ operation: 'copy-image', imageId, percent, ...(bytes !== undefined ? { bytes } : {}), ...(total !== undefined ? { total } : {}) });
+    };
+    report(0);
     for (;;) {
       const image = await this.getImage(imageId, opts);
       opts.onPoll?.(image);
+      if (opts.onProgress && total) {
+        const taskId = typeof image.os_glance_import_task === 'string' ? image.os_glance_import_task : undefined;
+        const task = taskId ? (await this.imageTasks(imageId, opts)).find((t) => t.id === taskId) : undefined;
+        const m = /Copied (\d+) MiB/.exec(task?.message ?? '');
+        if (m) {
+          const bytes = Math.min(total, Number(m[1]) * 1024 * 1024);
+          report(Math.min(99, Math.floor((bytes * 100) / total)), bytes);
+        }
+      }
       const have = splitList(image.stores);
       const importing = splitList(image.os_glance_importing_to_stores);
       const failed = splitList(image.os_glance_failed_import);
-      if (missing.every((s) => have.includes(s))) return image;
+      if (missing.every((s) => have.includes(s))) {
+        report(100, total);
+        return image;
+      }
       const failedHere = missing.filter((s) => failed.includes(s));
       const pending = missing.filter((s) => importing.includes(s));
       if (failedHere.length > 0 && (pending.length === 0 || (opts.allStoresMustSucceed ?? true)))
@@ -565,7 +612,10 @@ export class GlanceClient {
         if (task?.status === 'failure') throw new ImageImportError(imageId, missing.filter((s) => !have.includes(s)), `image ${imageId}: import task ${task.id} failed: ${task.message ?? ''}`);
         if (task?.status === 'success') {
           const last = await this.getImage(imageId, opts);
-          if (missing.every((s) => splitList(last.stores).includes(s))) return last;
+          if (missing.every((s) => splitList(last.stores).includes(s))) {
+            report(100, total);
+            return last;
+          }
           const notThere = missing.filter((s) => !splitList(last.stores).includes(s));
           throw new ImageImportError(imageId, notThere, `image ${imageId}: import task ${task.id} ended without copying to ${notThere.join(', ')}`);
         }

@@ -16,6 +16,7 @@ export type {
   ImageDownload,
   ImageLocations,
   ImageTask,
+  ProgressEvent,
   UploadBody,
 } from './client.js';
 /** Token providers: keystone-less, trusted identity headers, static token, Keystone v3 password. */

@@ -88,7 +88,11 @@ describe('GlanceClient against a private glance-api', () => {
     await expect(dl.result).resolves.toMatchObject({ verified: true, bytes: data.length, algorithm: 'sha512' });
 
     const dest = join(work, 'ok.raw');
-    const r = await client.downloadToFile(img.id, dest);
+    const progress: number[] = [];
+    const r = await client.downloadToFile(img.id, dest, { onProgress: (e) => progress.push(e.percent) });
+    expect(progress.at(-1)).toBe(100);
+    expect(progress.filter((p) => p === 100).length).toBe(1);
+    expect(progress.every((p, i) => i === 0 || p > progress[i - 1]!)).toBe(true);
     expect(r.verified).toBe(true);
     expect((await readFile(dest)).equals(data)).toBe(true);
   });
@@ -157,11 +161,16 @@ describe('GlanceClient against a private glance-api', () => {
     const data = randomBytes(1 << 20);
     const img = await uploadRaw(data);
     const polls: string[] = [];
+    const progress: number[] = [];
     const copied = await client.copyImage(img.id, ['slow'], {
       pollIntervalMs: 200,
       timeoutMs: 60_000,
       onPoll: (i) => polls.push(`${i.stores}|${i.os_glance_importing_to_stores ?? ''}`),
+      onProgress: (e) => progress.push(e.percent),
     });
+    expect(progress[0]).toBe(0);
+    expect(progress.at(-1)).toBe(100);
+    expect(progress.every((p, i) => i === 0 || p > progress[i - 1]!)).toBe(true);
     expect(copied.stores?.split(',').sort()).toEqual(['fast', 'slow']);
     expect(polls.length).toBeGreaterThan(0);
     expect((await readFile(join(g.storeDirs.slow, img.id))).equals(data)).toBe(true);

@@ -236,6 +236,34 @@ describe('downloads that go wrong', () => {
     expect(err).toMatchObject({ imageId: id, timeoutMs: 300 });
   });
 
+  it('reports monotonic progress, 100 only after verification', async () => {
+    const { c, id } = await glanceLike((res) => {
+      res.writeHead(200, { 'content-length': String(data.length) });
+      let off = 0;
+      const step = (): void => {
+        if (off >= data.length) return void res.end();
+        res.write(data.subarray(off, off + 16384), () => setImmediate(step));
+        off += 16384;
+      };
+      step();
+    });
+    const seen: number[] = [];
+    const dl = await c.download(id, { onProgress: (e) => seen.push(e.percent) });
+    dl.stream.resume();
+    await dl.result;
+    expect(seen.length).toBeGreaterThan(2);
+    expect(seen.at(-1)).toBe(100);
+    expect(seen.every((p, i) => i === 0 || p > seen[i - 1]!)).toBe(true);
+    expect(seen.slice(0, -1).every((p) => p < 100)).toBe(true);
+    // A failed verification never reports 100.
+    const bad = await glanceLike((res) => res.writeHead(200).end(Buffer.alloc(data.length)));
+    const badSeen: number[] = [];
+    const dl2 = await bad.c.download(bad.id, { onProgress: (e) => badSeen.push(e.percent) });
+    dl2.stream.resume();
+    await expect(dl2.result).rejects.toBeInstanceOf(ChecksumMismatchError);
+    expect(badSeen).not.toContain(100);
+  });
+
   it('fewer bytes than the recorded size: SizeMismatchError', async () => {
     const { c, id } = await glanceLike((res) => res.writeHead(200).end(data.subarray(0, 1000)));
     const dl = await c.download(id);
