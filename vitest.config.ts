@@ -26,6 +26,8 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'unit',
+          // Projects run in this order: unit, then integration, then e2e.
+          sequence: { groupOrder: 0 },
           include: ['packages/*/test/unit/**/*.test.ts', 'tools/*/test/unit/**/*.test.ts'],
           testTimeout: 30_000,
         },
@@ -36,6 +38,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'integration',
+          sequence: { groupOrder: 1 },
           include: ['packages/*/test/integration/**/*.test.ts', 'tools/*/test/integration/**/*.test.ts'],
           globalSetup: ['tools/testkit/src/global-setup.ts'],
           testTimeout: 180_000,
@@ -49,6 +52,7 @@ export default defineConfig({
         extends: true,
         test: {
           name: 'e2e',
+          sequence: { groupOrder: 2 },
           include: ['e2e/**/*.test.ts'],
           globalSetup: ['tools/testkit/src/global-setup.ts'],
           testTimeout: 600_000,
