@@ -28,7 +28,7 @@ export default defineConfig({
           name: 'unit',
           // Projects run in this order: unit, then integration, then e2e.
           sequence: { groupOrder: 0 },
-          include: ['packages/*/test/unit/**/*.test.ts', 'tools/*/test/unit/**/*.test.ts'],
+          include: ['packages/*/test/unit/**/*.test.ts', 'tools/*/test/unit/**/*.test.ts', 'examples/*/test/**/*.test.ts'],
           testTimeout: 30_000,
         },
       },
