@@ -558,9 +558,9 @@ function startLibvirtdIn(root, name, logDir = P.log) {
 }
 
 /** Defines the persistent, private ceph secret for client.ephemera; the key never touches argv. */
-async function defineCephSecret(uri, uuid) {
-  const xml = join(DIR, 'libvirt', `secret-${process.pid}.xml`);
-  const value = join(DIR, 'libvirt', `secret-${process.pid}.value`);
+async function defineCephSecret(uri, uuid, tmpDir = P.libvirt) {
+  const xml = join(tmpDir, `secret-${process.pid}.xml`);
+  const value = join(tmpDir, `secret-${process.pid}.value`);
   writeFileSync(xml, `<secret ephemeral='no' private='yes'><uuid>${uuid}</uuid><usage type='ceph'><name>client.ephemera secret</name></usage></secret>\n`);
   try {
     await run('virsh', ['-c', uri, 'secret-define', xml]);
@@ -950,7 +950,7 @@ async function cmdPrivateLibvirtd(action, root) {
   const ns = mountNs(handle.pid);
   if (ns) writeFileSync(nsFile, `${ns}\n`, { flag: 'a' });
   const st = loadState();
-  if (st?.bootstrapped && existsSync(userKeyring('ephemera'))) await defineCephSecret(uri, st.secretUuid);
+  if (st?.bootstrapped && existsSync(userKeyring('ephemera'))) await defineCephSecret(uri, st.secretUuid, root);
   process.stdout.write(`${JSON.stringify({ uri, pid: handle.pid })}\n`);
 }
 

@@ -3,8 +3,10 @@
 // service with data surviving an OSD restart, a failing service named with its log, `down`.
 // It also proves that two stacks run side by side (ports, libvirtd namespaces).
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { cephCli, loadStack, stackCommand, type StackInfo } from '@ephemera/testkit';
 
@@ -125,13 +127,29 @@ describe('tools/stack life cycle (private stack)', () => {
     expect(await statusQuiet()).toBe(0);
   });
 
-  it('down stops every process and removes the directory', async () => {
+  it('down stops every process (and the stack\'s VMs) and removes the directory', async () => {
     const pids = Object.values(loadStack(dir).pids);
+    // A running guest of this stack's libvirtd must go too.
+    const name = `lifecycle-${process.pid}`;
+    const xml = join(tmpdir(), `${name}.xml`);
+    writeFileSync(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+    await new Promise<void>((r, j) => execFile('virsh', ['-c', info.libvirt.uri, 'create', xml], (e) => (e ? j(e) : r())));
+    rmSync(xml);
+    const qemu = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
+      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`); } catch { return false; }
+    });
+    expect(qemu.length).toBe(1);
     const out = await run(['down']);
     expect(out).toMatch(/^stack down in/);
     expect(existsSync(dir)).toBe(false);
     expect(processesOf(dir)).toEqual([]);
-    for (const p of pids) expect(existsSync(`/proc/${p}/cmdline`) && readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(dir)).toBe(false);
+    const running = (p: number, text: string) => {
+      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; }
+    };
+    for (const p of pids) expect(running(p, dir)).toBe(false);
+    for (const p of qemu) expect(running(p, `guest=${name}`)).toBe(false);
     // The shared stack is untouched.
     expect(loadStack().pids.mon).toBeGreaterThan(0);
   });
