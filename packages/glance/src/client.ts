@@ -413,7 +413,9 @@ export class GlanceClient {
       onProgress({ operation: 'download', imageId, percent, bytes, ...(size !== null ? { total: size } : {}) });
     };
     const onUserAbort = (): void => controller.abort(userSignal!.reason);
+    let started = false;
     async function* verified(): AsyncGenerator<Buffer> {
+      started = true;
       if (userSignal?.aborted) onUserAbort();
       userSignal?.addEventListener('abort', onUserAbort, { once: true });
       const hash = startHash(expected);
@@ -462,7 +464,11 @@ export class GlanceClient {
     }
     const stream = Readable.from(verified(), { objectMode: false, highWaterMark: 1 << 20 });
     stream.on('error', (err) => settle.reject(err));
-    stream.on('close', () => settle.reject(new GlanceAbortedError(`download of image ${imageId} was closed before its end`, { imageId })));
+    stream.on('close', () => {
+      // Destroyed before the first read: the generator never ran, so release the connection here.
+      if (!started) body.cancel().catch(() => undefined);
+      settle.reject(new GlanceAbortedError(`download of image ${imageId} was closed before its end`, { imageId }));
+    });
     return { imageId, stream, size, ...(expected ? { expected } : {}), result };
   }
 

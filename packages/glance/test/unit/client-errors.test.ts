@@ -300,6 +300,22 @@ describe('downloads that go wrong', () => {
     expect(err).toBeInstanceOf(GlanceAbortedError);
   });
 
+  it('a stream destroyed before reading releases the connection and rejects result', async () => {
+    let closed = false;
+    const { c, id } = await glanceLike((res) => {
+      res.writeHead(200, { 'content-length': String(data.length) });
+      res.write(data.subarray(0, 1000));
+      res.on('close', () => {
+        closed = true;
+      });
+    });
+    const dl = await c.download(id);
+    dl.stream.destroy();
+    await expect(dl.result).rejects.toBeInstanceOf(GlanceAbortedError);
+    for (let i = 0; i < 50 && !closed; i++) await new Promise((r) => setTimeout(r, 20));
+    expect(closed).toBe(true);
+  });
+
   it('non-active images are refused before any transfer', async () => {
     const { c, id } = await glanceLike((res) => res.writeHead(500).end(), { status: 'queued' });
     await expect(c.download(id)).rejects.toMatchObject({ code: 'GLANCE_IMAGE_STATE', imageId: id });
