@@ -1,2 +1,59 @@
-/** Work in progress: see the package issue. */
-export {};
+/**
+ * `@ephemera/driver`: the Ephemera hypervisor driver. It composes the Glance client and location
+ * resolver, the image backends (RBD, qcow2, LVM), the libvirt XML builders and the libvirt
+ * binding with inversify, and boots instances from copy-on-write clones of Glance images.
+ *
+ * ```ts
+ * import 'reflect-metadata';
+ * import { createDriver, loadConfig } from '@ephemera/driver';
+ * const driver = await createDriver({ configOptions: { file: '/etc/ephemera/driver.json' } });
+ * const r = await driver.spawn({ instance: crypto.randomUUID(), image: imageId,
+ *   flavor: { vcpus: 1, memoryMiB: 64, rootGiB: 1 } });
+ * console.log(r.rootDisk.method, r.timings);
+ * await driver.destroy(r.instance.uuid);
+ * await driver.close();
+ * ```
+ * @packageDocumentation
+ */
+import 'reflect-metadata';
+
+export type { ConfigInput, ConfigSource, DriverConfig, LoadConfigOptions, LoadedConfig, OptionSpec, OptionType, StackInfoLike } from './config.js';
+export { CONFIG_SCHEMA, configReference, configValue, fromStack, loadConfig, redactConfig } from './config.js';
+
+export type { DriverErrorCode } from './errors.js';
+export { ConfigError, DriverError, isDriverError } from './errors.js';
+
+export type { DriverEvents, DriverProgressEvent, InstanceLifecycleEvent, SpawnStep, StepEvent } from './events.js';
+
+export type { JournalEntry, JournalRecord, JournalResource, JournaledOp } from './journal.js';
+export { Journal, JournalOp, parseJournal, processAlive } from './journal.js';
+
+export { KeyedMutex } from './mutex.js';
+
+export type { BackendContext, BackendPlugin } from './backends.js';
+export { BUILTIN_BACKENDS, lvmPlugin, memoryPlugin, qcow2Plugin, rbdPlugin } from './backends.js';
+
+export { LibrbdProbe, defaultSecretUuid, defineCephSecret, findCephSecret, keyringPath, readCephKey, secretUsage, undefineSecret } from './ceph.js';
+
+export type {
+  CephContext,
+  Flavor,
+  GcReport,
+  InstanceDisk,
+  InstanceInfo,
+  InstanceRecord,
+  ReconcileAction,
+  RootDiskReport,
+  SnapshotResult,
+  SpawnRequest,
+  SpawnResult,
+} from './driver.js';
+export { Driver } from './driver.js';
+
+export type { CreateDriverOptions, DriverHandle } from './container.js';
+export { DriverBackendRegistry, createDriver, createDriverContainer } from './container.js';
+
+export { sourceImageFromGlance } from './source-image.js';
+export type { Logger } from './logger.js';
+export { createLogger } from './logger.js';
+export { DRIVER_TYPES } from './tokens.js';

@@ -1,0 +1,160 @@
+/**
+ * The composition root: an inversify container binding the configuration, the logger, the
+ * journal, libvirt, Ceph, every backend plugin (named bindings to `IMAGE_BACKEND`, discovered by
+ * the `BackendRegistry` with `@multiInject`), the Glance client, the resolver with its handlers
+ * (multi-bound, so more can be added), and the driver.
+ */
+import { Container, injectable, multiInject } from 'inversify';
+import { connect as cephConnect, type Cluster } from '@ephemera/ceph-rbd-napi';
+import {
+  GLANCE_TYPES,
+  KeystoneTokenProvider,
+  NoAuth,
+  RbdCliProbe,
+  StaticToken,
+  glanceModule,
+  type ImageHandler,
+  type RbdProbe,
+  type TokenProvider,
+} from '@ephemera/glance';
+import { BACKEND_REGISTRY, BackendRegistry, IMAGE_BACKEND, pluginNamed, type ImageBackend } from '@ephemera/image-backend';
+import { connect as libvirtConnect, type Connection } from '@ephemera/libvirt-napi';
+import { BUILTIN_BACKENDS, type BackendPlugin } from './backends.js';
+import { LibrbdProbe, defaultSecretUuid, keyringPath } from './ceph.js';
+import { loadConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
+import { Driver, type CephContext } from './driver.js';
+import { DriverError } from './errors.js';
+import { Journal } from './journal.js';
+import { createLogger, type Logger } from './logger.js';
+import { DRIVER_TYPES } from './tokens.js';
+
+/** The registry, built by inversify from every plugin bound to `IMAGE_BACKEND`. */
+@injectable()
+export class DriverBackendRegistry extends BackendRegistry {
+  constructor(@multiInject(IMAGE_BACKEND) backends: ImageBackend[]) {
+    super(backends);
+  }
+}
+
+/** Options of {@link createDriver}. */
+export interface CreateDriverOptions {
+  /** A validated configuration; else {@link loadConfig}(`configOptions`). */
+  config?: DriverConfig;
+  configOptions?: LoadConfigOptions;
+  /** Extra (or replacement) backend plugins, by name. */
+  plugins?: BackendPlugin[];
+  /** Backend instances to bind as they are (e.g. a `MemoryBackend` in tests). */
+  backends?: ImageBackend[];
+  /** Extra resolver handlers (bound to `GLANCE_TYPES.ImageHandler` next to the shipped ones). */
+  handlers?: ImageHandler[];
+  /** A logger (default: pino to stderr at `log.level`). */
+  logger?: Logger;
+  /** Run `reconcile()` before returning (default true). */
+  reconcile?: boolean;
+}
+
+/** The driver and its container. */
+export interface DriverHandle {
+  driver: Driver;
+  container: Container;
+}
+
+/** Builds the container (connecting to libvirt, Ceph and creating the backends) and returns it with the driver. */
+export async function createDriverContainer(opts: CreateDriverOptions = {}): Promise<DriverHandle> {
+  const config = opts.config ?? loadConfig(opts.configOptions).config;
+  const logger = opts.logger ?? createLogger(config.log.level);
+  const given = new Map((opts.backends ?? []).map((b) => [b.name, b]));
+  const wanted = [...new Set([config.images.type, ...config.images.enabled])].filter((n) => !given.has(n));
+  const plugins = new Map<string, BackendPlugin>(Object.entries(BUILTIN_BACKENDS));
+  for (const p of opts.plugins ?? []) plugins.set(p.name, p);
+
+  const closers: (() => Promise<unknown>)[] = [];
+  const closeAll = async (): Promise<void> => {
+    for (const c of closers.reverse()) await c().catch(() => undefined);
+  };
+  try {
+    // Ceph, when a backend needs it
+    const r = config.images.rbd;
+    const ceph: CephContext = { cluster: null, fsid: null, user: r.user, secretUuid: null, keyringPath: null };
+    if (wanted.includes('rbd') || given.has('rbd')) {
+      ceph.keyringPath = await keyringPath(r.cephConf, r.user, r.keyring);
+      let cluster: Cluster;
+      try {
+        cluster = await cephConnect({ confPath: r.cephConf, clientId: r.user, keyringPath: ceph.keyringPath, timeoutMs: r.connectTimeoutMs });
+      } catch (err) {
+        throw new DriverError('INVALID_CONFIG', `cannot connect to Ceph as client.${r.user} with ${r.cephConf}: ${(err as Error).message}`, { cause: err });
+      }
+      closers.push(() => cluster.close());
+      ceph.cluster = cluster;
+      ceph.fsid = await cluster.fsid();
+      ceph.secretUuid = r.secretUuid ?? defaultSecretUuid(r.user, r.cephConf);
+    }
+
+    let libvirt: Connection;
+    try {
+      libvirt = await libvirtConnect(config.libvirt.uri);
+    } catch (err) {
+      throw new DriverError('INVALID_CONFIG', `cannot connect to libvirt at ${config.libvirt.uri}: ${(err as Error).message}`, { cause: err });
+    }
+    closers.push(() => libvirt.close());
+
+    const backends: ImageBackend[] = [...given.values()];
+    for (const name of wanted) {
+      const p = plugins.get(name);
+      if (!p) throw new DriverError('INVALID_CONFIG', `no backend plugin named ${name}`);
+      const b = await p.create({ config, logger, ...(ceph.secretUuid ? { cephSecretUuid: ceph.secretUuid } : {}) });
+      closers.push(async () => b.close?.());
+      backends.push(b);
+    }
+
+    const auth: TokenProvider =
+      config.glance.auth === 'token'
+        ? new StaticToken(config.glance.token!)
+        : config.glance.auth === 'keystone'
+          ? new KeystoneTokenProvider({
+              authUrl: config.glance.keystoneUrl!,
+              username: config.glance.username!,
+              password: config.glance.password!,
+              projectName: config.glance.project!,
+              userDomainName: config.glance.domain,
+            })
+          : new NoAuth();
+    const probe: RbdProbe =
+      ceph.cluster && ceph.fsid
+        ? new LibrbdProbe(ceph.cluster, ceph.fsid)
+        : new RbdCliProbe([]);
+
+    const container = new Container();
+    container.bind(DRIVER_TYPES.Config).toConstantValue(config);
+    container.bind(DRIVER_TYPES.Logger).toConstantValue(logger);
+    container.bind(DRIVER_TYPES.Journal).toConstantValue(new Journal(config.stateDir));
+    container.bind(DRIVER_TYPES.Libvirt).toConstantValue(libvirt);
+    container.bind(DRIVER_TYPES.Ceph).toConstantValue(ceph.cluster);
+    container.bind(DRIVER_TYPES.CephContext).toConstantValue(ceph);
+    for (const b of backends) container.bind<ImageBackend>(IMAGE_BACKEND).toConstantValue(b).when(pluginNamed(b.name));
+    container.bind(BACKEND_REGISTRY).to(DriverBackendRegistry).inSingletonScope();
+    container.load(
+      glanceModule({
+        client: { url: config.glance.url, auth, timeoutMs: config.glance.timeoutMs, retry: { attempts: config.glance.retries + 1 } },
+        rbdProbe: probe,
+      }),
+    );
+    for (const h of opts.handlers ?? []) container.bind<ImageHandler>(GLANCE_TYPES.ImageHandler).toConstantValue(h);
+    container.bind(DRIVER_TYPES.Driver).to(Driver).inSingletonScope();
+    const driver = container.get<Driver>(DRIVER_TYPES.Driver);
+    if (opts.reconcile !== false) {
+      const actions = await driver.reconcile();
+      const done = actions.filter((a) => a.action !== 'skipped');
+      if (done.length) logger.info({ actions: done }, `reconciled ${done.length} unfinished operation(s)`);
+    }
+    return { driver, container };
+  } catch (err) {
+    await closeAll();
+    throw err;
+  }
+}
+
+/** Builds the driver (see {@link createDriverContainer}). Call `close()` when done. */
+export async function createDriver(opts: CreateDriverOptions = {}): Promise<Driver> {
+  return (await createDriverContainer(opts)).driver;
+}

@@ -1,0 +1,48 @@
+/** Typed errors of the driver. Every error has a stable `code` (and the CLI an exit code per code). */
+
+/** Stable error codes of {@link DriverError}. */
+export type DriverErrorCode =
+  | 'INVALID_CONFIG'
+  | 'INVALID_ARGUMENT'
+  | 'INSTANCE_NOT_FOUND'
+  | 'INSTANCE_EXISTS'
+  | 'INSTANCE_STATE'
+  | 'IMAGE_NOT_FOUND'
+  | 'IMAGE_UNUSABLE'
+  | 'SPAWN_FAILED'
+  | 'TIMEOUT'
+  | 'UNSUPPORTED'
+  | 'JOURNAL'
+  | 'ROLLBACK_FAILED';
+
+/** The base error of `@ephemera/driver`. */
+export class DriverError extends Error {
+  readonly code: DriverErrorCode;
+  /** Instance the error is about, when there is one. */
+  readonly instance?: string;
+
+  constructor(code: DriverErrorCode, message: string, options: { instance?: string; cause?: unknown } = {}) {
+    super(message, options.cause === undefined ? undefined : { cause: options.cause });
+    this.name = 'DriverError';
+    this.code = code;
+    if (options.instance !== undefined) this.instance = options.instance;
+  }
+}
+
+/** A configuration value is missing, malformed or out of range (`key` names it, e.g. `images.rbd.pool`). */
+export class ConfigError extends DriverError {
+  readonly key: string;
+  constructor(key: string, message: string) {
+    super('INVALID_CONFIG', `config ${key}: ${message}`);
+    this.name = 'ConfigError';
+    this.key = key;
+  }
+}
+
+/** `isDriverError(err, 'INSTANCE_NOT_FOUND')`: works across package copies (checks the shape). */
+export function isDriverError(err: unknown, code?: DriverErrorCode): err is DriverError {
+  if (typeof err !== 'object' || err === null) return false;
+  const e = err as { name?: unknown; code?: unknown };
+  if (e.name !== 'DriverError' && e.name !== 'ConfigError') return false;
+  return code === undefined || e.code === code;
+}
