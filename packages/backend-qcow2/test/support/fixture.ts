@@ -36,13 +36,15 @@ export async function readGuestBytes(backend: Qcow2Backend, disk: DiskRef, lengt
   const out = join(scratch, `read-${process.pid}-${seq++}.raw`);
   const bs = 512;
   const skip = Math.floor(offset / bs);
-  const count = Math.ceil((offset + length) / bs) - skip;
+  // qemu-img dd's count is where copying ends, in blocks from the start (it includes skip).
+  const count = Math.ceil((offset + length) / bs);
   try {
     await exec('qemu-img', ['dd', '-f', src.format, '-O', 'raw', `bs=${bs}`, `skip=${skip}`, `count=${count}`, `if=${src.path}`, `of=${out}`], {
       timeout: 60_000,
     });
     const buf = await readFile(out);
     const at = offset - skip * bs;
+    if (buf.length < at + length) throw new Error(`read ${buf.length - at} of ${length} bytes at ${offset} of ${src.path}`);
     return buf.subarray(at, at + length);
   } finally {
     await rm(out, { force: true });
