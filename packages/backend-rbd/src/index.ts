@@ -1,2 +1,16 @@
-/** Work in progress: see the package issue. */
-export {};
+/**
+ * `@ephemera/backend-rbd`: the Ceph RBD image backend. Instance disks are RBD images named
+ * `<instance-uuid>_<disk>` in one pool. Raw Glance images stored in this cluster's rbd store are
+ * cloned copy-on-write (clone format 2 when the cluster allows, else format 1 of the protected
+ * snapshot); anything else is streamed into RBD with parallel aio writes, zero blocks skipped
+ * and the declared hash verified on the way, never staged on local disk (non-raw images are
+ * converted by `qemu-img` reading the stream through a loopback HTTP server). Built on
+ * `@ephemera/ceph-rbd-napi` (librbd) and `@ephemera/qemu-img-wrapper` (format inspector).
+ *
+ * @packageDocumentation
+ */
+
+export { RbdBackend } from './backend.js';
+export { allowsCloneV2, CEPH_RELEASES, type DirectSnapshotTarget, type RbdBackendOptions } from './options.js';
+export { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost, DEFAULT_MON_PORT, type RbdUrl } from './locations.js';
+export { LoopbackImageServer, RangeUnavailableError, type LoopbackOptions } from './loopback.js';

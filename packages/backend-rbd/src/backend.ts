@@ -1,0 +1,917 @@
+import { execFile } from 'node:child_process';
+import {
+  AbortedError,
+  AlreadyExistsError,
+  BackendUnavailableError,
+  BusyError,
+  IMAGE_BACKEND_API_VERSION,
+  ImageSourceError,
+  InsufficientCapacityError,
+  InvalidArgumentError,
+  NotFoundError,
+  ProgressReporter,
+  UnsafeImageError,
+  UnsupportedOperationError,
+  assertValidSize,
+  assertValidSnapshotName,
+  diskId,
+  isImageBackendError,
+  isUuid,
+  parseDiskId,
+  readImage,
+  retryWhileBusy,
+  throwIfAborted,
+  type BackendCapabilities,
+  type Capacity,
+  type CreateBlankOptions,
+  type CreateFromImageOptions,
+  type CreateResult,
+  type DirectSnapshotOptions,
+  type DirectSnapshotResult,
+  type DiskFormat,
+  type DiskInfo,
+  type DiskRef,
+  type ImageBackend,
+  type ListFilter,
+  type NetworkDiskSource,
+  type NetworkHost,
+  type OperationOptions,
+  type RemoveOptions,
+  type SnapshotInfo,
+  type SourceImage,
+} from '@ephemera/image-backend';
+import {
+  connect,
+  DiskQuotaExceeded,
+  ImageBusy,
+  ImageExists,
+  ImageHasSnapshots,
+  ImageNotFound,
+  InvalidArgument,
+  NoSpace,
+  ObjectNotFound,
+  PermissionDenied,
+  RbdError,
+  type Cluster,
+  type Image,
+  type IoCtx,
+} from '@ephemera/ceph-rbd-napi';
+import { LoopbackImageServer, RangeUnavailableError } from './loopback.js';
+import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost, type RbdUrl } from './locations.js';
+import { allowsCloneV2, validateOptions, type RbdBackendOptions } from './options.js';
+import { QemuConvertError, httpSource, rbdTargetUri, runConvert } from './qemu.js';
+import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
+
+const NAME = 'rbd';
+const MiB = 1024 * 1024;
+
+/** Declared formats imported byte for byte (qemu reads them as raw). */
+const RAW_FORMATS = new Set(['raw', 'iso', 'ami', 'ari', 'aki']);
+/** Declared formats converted with qemu-img (vetted by the inspector first). */
+const CONVERT_FORMATS = new Set(['qcow2', 'vmdk', 'vhd', 'vpc', 'vhdx', 'vdi', 'qed']);
+
+/** How a clone was (or would be) made. */
+interface ClonePlan {
+  url: RbdUrl;
+  location: string;
+}
+
+/** What `createFromImage` decided before doing anything. */
+type Decision = { kind: 'clone'; plan: ClonePlan } | { kind: 'import'; reason: string; rbdLocation?: string };
+
+/**
+ * The Ceph RBD image backend, as Nova's `Rbd` image backend:
+ * - instance disks are RBD images `<instance-uuid>_<disk>` in one pool;
+ * - an image whose Glance location is `rbd://<fsid>/<pool>/<image>/<snap>` in this cluster and
+ *   which is raw is cloned copy-on-write (format 2 when the cluster allows, else format 1 of
+ *   the protected snapshot), then grown to the requested size;
+ * - anything else is streamed from its source into a new image with many aio writes in flight,
+ *   skipping all-zero blocks, verifying the declared hash as it streams, never staged on local
+ *   disk; non-raw images go through `qemu-img convert`, which reads the stream from a loopback
+ *   HTTP server inside the backend and writes to RBD directly;
+ * - a failed create removes its partial image.
+ *
+ * Create with {@link RbdBackend.create}; `close()` releases the cluster connections.
+ */
+export class RbdBackend implements ImageBackend {
+  readonly name = NAME;
+  readonly apiVersion = IMAGE_BACKEND_API_VERSION;
+  readonly diskFormats: readonly DiskFormat[] = Object.freeze(['raw'] as const);
+  readonly capabilities: Readonly<BackendCapabilities>;
+  /** The cluster's fsid. */
+  readonly fsid: string;
+  /** The pool of the instance disks. */
+  readonly pool: string;
+  /** Monitors `diskSource` names (msgr v1). */
+  readonly monitors: readonly NetworkHost[];
+
+  private readonly clientId: string;
+  private readonly busyTimeoutMs: number;
+  private readonly blockBytes: number;
+  private readonly inFlight: number;
+  private cloneFormatPromise: Promise<{ format: 1 | 2 | undefined; why: string }> | undefined;
+  private dsCluster: Promise<Cluster> | undefined;
+
+  private constructor(
+    private readonly options: RbdBackendOptions,
+    private readonly cluster: Cluster,
+    private readonly io: IoCtx,
+    fsid: string,
+    monitors: NetworkHost[],
+  ) {
+    this.pool = options.pool;
+    this.fsid = fsid.toLowerCase();
+    this.monitors = Object.freeze(monitors.map((m) => Object.freeze({ ...m })));
+    this.clientId = options.clientId ?? 'admin';
+    this.busyTimeoutMs = options.busyTimeoutMs ?? 30_000;
+    this.blockBytes = options.importBlockBytes ?? 4 * MiB;
+    this.inFlight = options.importInFlight ?? 16;
+    this.capabilities = Object.freeze({
+      clone: true,
+      snapshot: true,
+      rollback: true,
+      flatten: true,
+      resize: true,
+      sharedStorage: true,
+      directSnapshot: options.directSnapshot !== undefined,
+      encryption: false,
+      discard: true,
+      thin: true,
+    });
+  }
+
+  /**
+   * Connects (within `connectTimeoutMs`), opens the pool, reads the fsid and the monitors, and
+   * returns a ready backend. `BackendUnavailableError` when the cluster or pool cannot be reached.
+   */
+  static async create(options: RbdBackendOptions): Promise<RbdBackend> {
+    validateOptions(options);
+    let monitors = options.monitors ? [...options.monitors] : undefined;
+    if (!monitors) {
+      let monHost: string | undefined;
+      try {
+        monHost = await readMonHost(options.confPath);
+      } catch (e) {
+        throw new BackendUnavailableError(`cannot read ceph.conf ${options.confPath}: ${(e as Error).message}`, { backend: NAME, cause: e });
+      }
+      monitors = monHost ? parseMonHost(monHost) : [];
+      if (monitors.length === 0) throw new InvalidArgumentError('monitors', `no mon_host in ${options.confPath}: give monitors explicitly`, { backend: NAME });
+    }
+    let cluster: Cluster;
+    try {
+      cluster = await connect({
+        confPath: options.confPath,
+        clientId: options.clientId ?? 'admin',
+        ...(options.keyringPath ? { keyringPath: options.keyringPath } : {}),
+        timeoutMs: options.connectTimeoutMs ?? 10_000,
+      });
+    } catch (e) {
+      throw new BackendUnavailableError(`cannot connect to the cluster as client.${options.clientId ?? 'admin'}: ${(e as Error).message}`, {
+        backend: NAME,
+        cause: e,
+      });
+    }
+    try {
+      const io = await cluster.openIoCtx(options.pool);
+      const fsid = await cluster.fsid();
+      return new RbdBackend(options, cluster, io, fsid, monitors);
+    } catch (e) {
+      await cluster.close().catch(() => undefined);
+      throw new BackendUnavailableError(`cannot open pool ${options.pool}: ${(e as Error).message}`, { backend: NAME, cause: e });
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Queries
+
+  async exists(disk: DiskRef): Promise<boolean> {
+    const id = diskId(disk);
+    try {
+      const img = await this.io.open(id, { readOnly: true });
+      await img.close();
+      return true;
+    } catch (e) {
+      if (e instanceof ImageNotFound) return false;
+      throw this.translate(e, id);
+    }
+  }
+
+  async info(disk: DiskRef): Promise<DiskInfo> {
+    const id = diskId(disk);
+    return this.withImage(id, { readOnly: true }, (img) => this.describe(id, img));
+  }
+
+  async list(filter: ListFilter = {}): Promise<DiskInfo[]> {
+    let instance: string | undefined;
+    if (filter.instance !== undefined) {
+      if (!isUuid(filter.instance)) throw new InvalidArgumentError('filter.instance', `not a UUID: ${JSON.stringify(String(filter.instance).slice(0, 80))}`, { backend: NAME });
+      instance = filter.instance.toLowerCase();
+    }
+    let names: string[];
+    try {
+      names = await this.io.list();
+    } catch (e) {
+      throw this.translate(e);
+    }
+    const out: DiskInfo[] = [];
+    for (const name of names.sort()) {
+      const ref = parseDiskId(name);
+      if (!ref || (instance && ref.instance !== instance)) continue;
+      try {
+        out.push(await this.withImage(name, { readOnly: true }, (img) => this.describe(name, img)));
+      } catch (e) {
+        if (isImageBackendError(e, 'NOT_FOUND')) continue; // removed meanwhile
+        throw e;
+      }
+    }
+    return out;
+  }
+
+  async capacity(): Promise<Capacity> {
+    try {
+      const s = await this.cluster.poolStats(this.pool);
+      const free = Math.max(0, s.maxAvailBytes ?? s.cluster.availBytes);
+      return { totalBytes: Math.max(1, s.bytesUsed + free), freeBytes: free };
+    } catch (e) {
+      throw this.translate(e);
+    }
+  }
+
+  async diskSource(disk: DiskRef): Promise<NetworkDiskSource> {
+    const id = diskId(disk);
+    if (!(await this.exists(disk))) throw this.notFound(id);
+    return {
+      type: 'network',
+      protocol: 'rbd',
+      name: `${this.pool}/${id}`,
+      hosts: this.monitors.map((m) => ({ host: m.host, port: m.port })),
+      ...(this.options.secretUuid ? { auth: { username: this.clientId, secretUuid: this.options.secretUuid } } : {}),
+      format: 'raw',
+    };
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Creates
+
+  async createBlank(disk: DiskRef, sizeBytes: number, options: CreateBlankOptions = {}): Promise<CreateResult> {
+    const started = Date.now();
+    const id = diskId(disk);
+    assertValidSize(sizeBytes);
+    const format = options.format ?? 'raw';
+    if (format !== 'raw') throw new InvalidArgumentError('options.format', `the rbd backend stores raw disks only, not '${String(format)}'`, { backend: NAME, diskId: id });
+    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createBlank', { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, 'createBlank');
+    try {
+      await this.io.create(id, sizeBytes);
+    } catch (e) {
+      throw this.translate(e, id, options.signal);
+    }
+    if (options.signal?.aborted) {
+      await this.removeQuietly(id);
+      throw new AbortedError('createBlank aborted', { backend: NAME, diskId: id, cause: options.signal.reason });
+    }
+    return { method: 'blank', sizeBytes, durationMs: Date.now() - started };
+  }
+
+  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+    const started = Date.now();
+    const id = diskId(disk);
+    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createFromImage', { backend: NAME, diskId: id });
+    if (options.sizeBytes !== undefined) assertValidSize(options.sizeBytes, 'options.sizeBytes');
+    if (!image || typeof image !== 'object' || typeof image.open !== 'function')
+      throw new InvalidArgumentError('image', 'expected a SourceImage', { backend: NAME, diskId: id });
+    if (!Number.isSafeInteger(image.size) || image.size <= 0)
+      throw new InvalidArgumentError('image.size', `expected a positive size, got ${String(image.size)}`, { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, 'createFromImage');
+    if (await this.exists(disk)) throw new AlreadyExistsError(`disk ${id} already exists`, { backend: NAME, diskId: id });
+    const progress = new ProgressReporter(options.onProgress);
+
+    const decision = this.decide(image, options.forceImport === true);
+    let importReason: string;
+    let rbdLocation: string | undefined;
+    if (decision.kind === 'clone') {
+      const cloned = await this.tryClone(id, image, decision.plan, options, progress, started);
+      if (cloned.kind === 'cloned') return cloned.result;
+      importReason = cloned.reason;
+      rbdLocation = decision.plan.location;
+    } else {
+      importReason = decision.reason;
+      rbdLocation = decision.rbdLocation;
+    }
+    if (this.options.neverDownloadIfOnRbd && rbdLocation && options.forceImport !== true) {
+      throw new InvalidArgumentError(
+        'image',
+        `image ${image.id} is on RBD (${rbdLocation}) but cannot be cloned (${importReason}); ` +
+          'neverDownloadIfOnRbd refuses to download it (fix the image or pass forceImport)',
+        { backend: NAME, diskId: id },
+      );
+    }
+    const format = String(image.diskFormat ?? '').toLowerCase();
+    if (RAW_FORMATS.has(format)) return this.importRaw(id, image, format, importReason, options, progress, started);
+    if (CONVERT_FORMATS.has(format)) return this.importConverted(id, image, format, importReason, options, progress, started);
+    throw new InvalidArgumentError('image.diskFormat', `the rbd backend cannot import '${image.diskFormat}' images`, { backend: NAME, diskId: id });
+  }
+
+  /** Picks clone or import from the image record alone (no I/O). */
+  private decide(image: SourceImage, forceImport: boolean): Decision {
+    const rbd = (image.locations ?? [])
+      .map((l) => ({ location: l.url, url: parseRbdUrl(l.url) }))
+      .filter((l): l is { location: string; url: RbdUrl } => l.url !== undefined);
+    const here = rbd.find((l) => l.url.fsid === this.fsid);
+    const anyRbd = here?.location ?? rbd[0]?.location;
+    const withLoc = (reason: string): Decision => ({ kind: 'import', reason, ...(anyRbd ? { rbdLocation: anyRbd } : {}) });
+    if (forceImport) return withLoc('forceImport: clone not attempted');
+    if (rbd.length === 0) return withLoc('no rbd:// location (image not in an RBD store)');
+    if (!here) return withLoc(`rbd location is in another cluster (fsid ${rbd[0]!.url.fsid}, this cluster ${this.fsid})`);
+    const format = String(image.diskFormat ?? '').toLowerCase();
+    if (format !== 'raw') return withLoc(`image is ${format || 'of unknown format'}, not raw: a clone would hand QEMU ${format} data as a raw disk`);
+    return { kind: 'clone', plan: { url: here.url, location: here.location } };
+  }
+
+  /** The clone format to use and why. */
+  private cloneFormat(): Promise<{ format: 1 | 2 | undefined; why: string }> {
+    const configured = this.options.cloneFormat ?? 'auto';
+    if (configured !== 'auto') return Promise.resolve({ format: configured, why: 'configured' });
+    this.cloneFormatPromise ??= new Promise((resolve) => {
+      const args = ['--conf', this.options.confPath, '--id', this.clientId];
+      if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
+      args.push('--connect-timeout', String(Math.max(1, Math.ceil((this.options.connectTimeoutMs ?? 10_000) / 1000))));
+      args.push('osd', 'get-require-min-compat-client');
+      execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
+        const value = String(stdout ?? '').trim();
+        if (err || !value) {
+          // Unknown: decided per clone (format 1 if the snapshot is protected, else 2).
+          this.cloneFormatPromise = undefined;
+          resolve({ format: undefined, why: 'require_min_compat_client unknown' });
+          return;
+        }
+        resolve(allowsCloneV2(value) ? { format: 2, why: `require_min_compat_client ${value} >= mimic` } : { format: 1, why: `require_min_compat_client ${value} < mimic` });
+      });
+    });
+    return this.cloneFormatPromise;
+  }
+
+  private async tryClone(
+    id: string,
+    image: SourceImage,
+    plan: ClonePlan,
+    options: CreateFromImageOptions,
+    progress: ProgressReporter,
+    started: number,
+  ): Promise<{ kind: 'cloned'; result: CreateResult } | { kind: 'import'; reason: string }> {
+    const { pool, image: parentName, snap } = plan.url;
+    const parentLabel = `${pool}/${parentName}@${snap}`;
+    // Look at the parent snapshot: it must exist and be readable; its size and protection.
+    let parentSize: number;
+    let isProtected: boolean;
+    try {
+      const parentIo = await this.cluster.parentIoCtx(pool, '');
+      const parent = await parentIo.open(parentName, { snapshot: snap, readOnly: true });
+      try {
+        parentSize = await parent.size();
+        isProtected = await parent.isSnapshotProtected(snap);
+      } finally {
+        await parent.close().catch(() => undefined);
+      }
+    } catch (e) {
+      if (e instanceof RbdError) return { kind: 'import', reason: `parent ${parentLabel} is not usable (${e.code}: ${e.message})` };
+      throw e;
+    }
+    const wanted = options.sizeBytes ?? parentSize;
+    if (wanted < parentSize)
+      throw new InvalidArgumentError('options.sizeBytes', `${wanted} is smaller than the image (${parentSize} bytes)`, { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, 'createFromImage');
+    const cf = await this.cloneFormat();
+    let format: 1 | 2;
+    let why: string;
+    if (cf.format === 2) [format, why] = [2, cf.why];
+    else if (cf.format === 1) {
+      if (!isProtected)
+        return { kind: 'import', reason: `clone format 2 not allowed (${cf.why}) and parent snapshot ${parentLabel} is not protected` };
+      [format, why] = [1, `${cf.why}; parent snapshot protected`];
+    } else [format, why] = isProtected ? [1, `${cf.why}; parent snapshot protected`] : [2, `${cf.why}; parent snapshot unprotected`];
+    progress.report('clone', 0, wanted);
+    try {
+      await this.io.clone({ parent: { pool, image: parentName, snap }, dest: { name: id }, cloneFormat: format });
+    } catch (e) {
+      if (e instanceof ImageExists) throw new AlreadyExistsError(`disk ${id} already exists`, { backend: NAME, diskId: id, cause: e });
+      if (e instanceof PermissionDenied || e instanceof InvalidArgument || e instanceof ImageNotFound || e instanceof ObjectNotFound)
+        return { kind: 'import', reason: `clone of ${parentLabel} failed (${e.code}: ${e.message})` };
+      throw this.translate(e, id, options.signal);
+    }
+    try {
+      if (wanted > parentSize) {
+        progress.report('resize', 0, wanted);
+        await this.withImage(id, {}, (img) => img.resize(wanted, { allowShrink: false }));
+      }
+      throwIfAborted(options.signal, 'createFromImage');
+    } catch (e) {
+      await this.removeQuietly(id);
+      throw this.translate(e, id, options.signal);
+    }
+    progress.finish(wanted, wanted);
+    return {
+      kind: 'cloned',
+      result: {
+        method: 'cloned',
+        reason: `clone format ${format} of ${parentLabel} (${why}) for image ${image.id}`,
+        sizeBytes: wanted,
+        durationMs: Date.now() - started,
+      },
+    };
+  }
+
+  /**
+   * Streams a raw image into a new RBD image: the inspector vets the first bytes before
+   * anything is created; blocks of `importBlockBytes` are written with up to `importInFlight`
+   * aio writes in flight; all-zero blocks are skipped (the new image reads as zeros already);
+   * the declared hash is checked as the bytes pass (`readImage`). Any failure removes the image.
+   */
+  private async importRaw(
+    id: string,
+    image: SourceImage,
+    format: string,
+    reason: string,
+    options: CreateFromImageOptions,
+    progress: ProgressReporter,
+    started: number,
+  ): Promise<CreateResult> {
+    const size = Math.max(options.sizeBytes ?? 0, image.size);
+    if (options.sizeBytes !== undefined && options.sizeBytes < image.size)
+      throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image (${image.size} bytes)`, { backend: NAME, diskId: id });
+    const stream = new InspectedStream(readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator]());
+    let created = false;
+    let img: Image | undefined;
+    const window = new Window(this.inFlight);
+    try {
+      const head = await stream.readHead();
+      if (head) checkDeclared(head, format, NAME, id); // e.g. qcow2 declared raw: refused, nothing created
+      await this.io.create(id, size);
+      created = true;
+      img = await this.io.open(id);
+      let offset = 0;
+      for await (const block of blocks(stream.chunks(), this.blockBytes)) {
+        const at = offset;
+        offset += block.length;
+        if (isAllZero(block)) continue;
+        const target = img;
+        await window.push(() => target.write(at, block));
+      }
+      await window.drain();
+      await img.flush();
+      checkDeclared(stream.end(), format, NAME, id);
+      throwIfAborted(options.signal, 'createFromImage');
+      await img.close();
+      img = undefined;
+      progress.finish(image.size, image.size);
+      return { method: 'imported', reason, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+    } catch (e) {
+      await stream.close();
+      await window.settle();
+      if (img) await img.close().catch(() => undefined);
+      if (created) await this.removeQuietly(id);
+      throw this.translate(e, id, options.signal, created ? undefined : 'create');
+    }
+  }
+
+  /**
+   * Converts a non-raw image with `qemu-img convert -O raw` straight into RBD. qemu-img reads
+   * the image from a loopback HTTP server that serves the (hash-verified) stream with byte
+   * ranges from a bounded memory window: nothing is staged on local disk. After qemu-img, the
+   * rest of the stream is read so its size and hash are checked; any failure removes the image.
+   */
+  private async importConverted(
+    id: string,
+    image: SourceImage,
+    format: string,
+    reason: string,
+    options: CreateFromImageOptions,
+    progress: ProgressReporter,
+    started: number,
+  ): Promise<CreateResult> {
+    const stream = new InspectedStream(readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator]());
+    let created = false;
+    let server: LoopbackImageServer | undefined;
+    try {
+      const head = await stream.readHead();
+      if (!head) throw new UnsafeImageError('format-undecided', `image ${image.id}: its ${format} headers could not be vetted from the first bytes`, { backend: NAME, diskId: id });
+      const vetted = checkDeclared(head, format === 'vpc' ? 'vhd' : format, NAME, id);
+      const virtualSize = vetted.virtualSize;
+      if (virtualSize === undefined || !Number.isSafeInteger(virtualSize) || virtualSize <= 0)
+        throw new UnsafeImageError('virtual-size', `image ${image.id}: no valid virtual size in its header`, { backend: NAME, diskId: id });
+      if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize)
+        throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image's virtual size ${virtualSize}`, { backend: NAME, diskId: id });
+      const size = Math.max(options.sizeBytes ?? 0, virtualSize);
+      await this.io.create(id, size);
+      created = true;
+      server = new LoopbackImageServer(stream.chunks()[Symbol.asyncIterator](), {
+        size: image.size,
+        ...(this.options.convertStream?.headBytes ? { headBytes: this.options.convertStream.headBytes } : {}),
+        ...(this.options.convertStream?.windowBytes ? { windowBytes: this.options.convertStream.windowBytes } : {}),
+      });
+      await server.listen();
+      const srv = server;
+      const target = rbdTargetUri({
+        pool: this.pool,
+        image: id,
+        user: this.clientId,
+        confPath: this.options.confPath,
+        ...(this.options.keyringPath ? { keyringPath: this.options.keyringPath } : {}),
+      });
+      try {
+        await runConvert(
+          ['-n', '--target-is-zero', '-f', vetted.qemuFormat, '-O', 'raw', httpSource(srv.url, { timeoutSeconds: 600 }), target],
+          {
+            timeoutMs: this.options.convertTimeoutMs ?? 3_600_000,
+            ...(this.options.qemuImgBinary ? { binary: this.options.qemuImgBinary } : {}),
+            ...(options.signal ? { signal: options.signal } : {}),
+            onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
+            onProgress: (pct) => progress.report('convert', Math.floor((pct / 100) * virtualSize), virtualSize),
+          },
+        );
+      } catch (e) {
+        // The stream's own failure (download, hash, abort, window) explains qemu-img's.
+        throw srv.error ?? e;
+      }
+      await srv.drain();
+      checkDeclared(stream.end(), format === 'vpc' ? 'vhd' : format, NAME, id);
+      throwIfAborted(options.signal, 'createFromImage');
+      progress.finish(image.size, image.size);
+      return { method: 'imported', reason, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+    } catch (e) {
+      if (server) await server.close().catch(() => undefined);
+      else await stream.close();
+      if (created) await this.removeQuietly(id);
+      if (e instanceof RangeUnavailableError)
+        throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
+      if (e instanceof QemuConvertError)
+        throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
+      throw this.translate(e, id, options.signal, created ? undefined : 'create');
+    } finally {
+      if (server) await server.close().catch(() => undefined);
+    }
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Changes
+
+  async resize(disk: DiskRef, sizeBytes: number, options: OperationOptions = {}): Promise<void> {
+    const id = diskId(disk);
+    assertValidSize(sizeBytes);
+    throwIfAborted(options.signal, 'resize');
+    await this.withImage(id, {}, async (img) => {
+      const current = await img.size();
+      if (sizeBytes < current) throw new InvalidArgumentError('sizeBytes', `${sizeBytes} would shrink ${id} (${current} bytes): grow only`, { backend: NAME, diskId: id });
+      if (sizeBytes > current) await img.resize(sizeBytes, { allowShrink: false });
+    });
+  }
+
+  async createSnapshot(disk: DiskRef, snapshot: string): Promise<SnapshotInfo> {
+    const id = diskId(disk);
+    assertValidSnapshotName(snapshot);
+    return this.withImage(id, {}, async (img) => {
+      const snaps = await img.listSnapshots();
+      if (snaps.some((s) => s.name === snapshot && s.namespace === 'user'))
+        throw new AlreadyExistsError(`snapshot ${id}@${snapshot} already exists`, { backend: NAME, diskId: id });
+      try {
+        await img.createSnapshot(snapshot);
+      } catch (e) {
+        if (e instanceof ImageExists) throw new AlreadyExistsError(`snapshot ${id}@${snapshot} already exists`, { backend: NAME, diskId: id, cause: e });
+        throw e;
+      }
+      return { name: snapshot, sizeBytes: await img.size() };
+    });
+  }
+
+  async listSnapshots(disk: DiskRef): Promise<SnapshotInfo[]> {
+    const id = diskId(disk);
+    return this.withImage(id, { readOnly: true }, async (img) =>
+      (await img.listSnapshots()).filter((s) => s.namespace === 'user').map((s) => ({ name: s.name, sizeBytes: s.size })),
+    );
+  }
+
+  async removeSnapshot(disk: DiskRef, snapshot: string): Promise<boolean> {
+    const id = diskId(disk);
+    assertValidSnapshotName(snapshot);
+    return this.withImage(id, {}, async (img) => {
+      const snap = (await img.listSnapshots()).find((s) => s.name === snapshot && s.namespace === 'user');
+      if (!snap) return false;
+      await this.dropSnapshot(id, img, snap.name, snap.protected);
+      return true;
+    });
+  }
+
+  async rollbackToSnapshot(disk: DiskRef, snapshot: string): Promise<void> {
+    const id = diskId(disk);
+    assertValidSnapshotName(snapshot);
+    await this.withImage(id, {}, async (img) => {
+      const snap = (await img.listSnapshots()).find((s) => s.name === snapshot && s.namespace === 'user');
+      if (!snap) throw new NotFoundError(`snapshot ${id}@${snapshot} does not exist`, { backend: NAME, diskId: id });
+      const watchers = await img.watchers();
+      if (watchers.length > 1)
+        throw new BusyError(`${id} is in use (${watchers.length - 1} other watcher(s)): stop the guest before a rollback`, { backend: NAME, diskId: id });
+      await img.rollbackToSnapshot(snapshot);
+      if ((await img.size()) !== snap.size) await img.resize(snap.size, { allowShrink: true });
+    });
+  }
+
+  async flatten(disk: DiskRef, options: OperationOptions = {}): Promise<void> {
+    const id = diskId(disk);
+    throwIfAborted(options.signal, 'flatten');
+    await this.withImage(id, {}, async (img) => {
+      if ((await img.parent()) === null) return;
+      await img.flatten();
+    }, options.signal);
+  }
+
+  /**
+   * Snapshots the disk and turns the snapshot into a standalone image in the images pool, as
+   * Nova's direct snapshot: snapshot `<disk>@<imageId>`, clone it into `<pool>/<imageId>`,
+   * flatten, snapshot `snap`, protect, drop the temporary snapshot, and return
+   * `rbd://<fsid>/<pool>/<imageId>/snap` for Glance. When the configured images-pool client may
+   * not read this backend's pool (a Glance user usually cannot), the clone+flatten is done as a
+   * streamed copy of the snapshot instead (same result: a flat image), read with this backend's
+   * client and written with the images-pool client. Rolls back on failure.
+   */
+  async directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult> {
+    const id = diskId(disk);
+    const ds = this.options.directSnapshot;
+    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
+    const imageId = options?.imageId;
+    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
+      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, 'directSnapshot');
+    if (!(await this.exists(disk))) throw this.notFound(id);
+    const tmpSnap = `ephemera-direct-${imageId}`;
+    let dsIo: IoCtx | undefined;
+    let snapMade = false;
+    let snapProtected = false;
+    let destMade = false;
+    try {
+      const dsCluster = await this.directSnapshotCluster();
+      dsIo = await dsCluster.openIoCtx(ds.pool);
+      await this.withImage(id, {}, async (img) => {
+        await img.createSnapshot(tmpSnap);
+        snapMade = true;
+      });
+      let method: 'clone' | 'copy' = 'copy';
+      // Clone + flatten when the images-pool client can read this pool.
+      try {
+        const srcViaDs = await dsCluster.openIoCtx(this.pool);
+        try {
+          const probe = await srcViaDs.open(id, { snapshot: tmpSnap, readOnly: true });
+          await probe.close();
+          const cf = await this.cloneFormat();
+          if (cf.format !== 2) {
+            await this.withImage(id, {}, (img) => img.protectSnapshot(tmpSnap));
+            snapProtected = true;
+          }
+          await dsIo.clone({ parent: { ioctx: srcViaDs, image: id, snap: tmpSnap }, dest: { name: imageId }, cloneFormat: cf.format === 2 ? 2 : 1 });
+          destMade = true;
+          const dest = await dsIo.open(imageId);
+          try {
+            await dest.flatten();
+          } finally {
+            await dest.close();
+          }
+          method = 'clone';
+        } finally {
+          await srcViaDs.close().catch(() => undefined);
+        }
+      } catch (e) {
+        if (!(e instanceof PermissionDenied || e instanceof ObjectNotFound)) throw e;
+      }
+      if (method === 'copy') await this.copySnapshot(id, tmpSnap, dsIo, imageId, options.signal).then(() => (destMade = true));
+      throwIfAborted(options.signal, 'directSnapshot');
+      const dest = await dsIo.open(imageId);
+      try {
+        await dest.createSnapshot('snap');
+        await dest.protectSnapshot('snap');
+      } finally {
+        await dest.close();
+      }
+      await this.withImage(id, {}, async (img) => {
+        if (snapProtected) await img.unprotectSnapshot(tmpSnap);
+        await img.removeSnapshot(tmpSnap);
+      });
+      snapMade = false;
+      return { url: formatRbdUrl({ fsid: this.fsid, pool: ds.pool, image: imageId, snap: 'snap' }), metadata: { method } };
+    } catch (e) {
+      if (destMade && dsIo) await removeImageFully(dsIo, imageId).catch(() => undefined);
+      if (snapMade) {
+        await this.withImage(id, {}, async (img) => {
+          if (snapProtected) await img.unprotectSnapshot(tmpSnap).catch(() => undefined);
+          await img.removeSnapshot(tmpSnap);
+        }).catch(() => undefined);
+      }
+      if (e instanceof ImageExists) throw new AlreadyExistsError(`${ds.pool}/${imageId} already exists`, { backend: NAME, diskId: id, cause: e });
+      throw this.translate(e, id, options.signal);
+    } finally {
+      if (dsIo) await dsIo.close().catch(() => undefined);
+    }
+  }
+
+  /** Copies `<id>@<snap>` into a new image `name` of `dest` (aio, zero blocks skipped). */
+  private async copySnapshot(id: string, snap: string, dest: IoCtx, name: string, signal: AbortSignal | undefined): Promise<void> {
+    const src = await this.io.open(id, { snapshot: snap, readOnly: true });
+    let out: Image | undefined;
+    const window = new Window(this.inFlight);
+    try {
+      const size = await src.size();
+      await dest.create(name, size);
+      out = await dest.open(name);
+      for (let at = 0; at < size; at += this.blockBytes) {
+        throwIfAborted(signal, 'directSnapshot');
+        const block = await src.read(at, Math.min(this.blockBytes, size - at));
+        if (isAllZero(block)) continue;
+        const o = out;
+        const pos = at;
+        await window.push(() => o.write(pos, block));
+      }
+      await window.drain();
+      await out.flush();
+    } finally {
+      await window.settle();
+      if (out) await out.close().catch(() => undefined);
+      await src.close().catch(() => undefined);
+    }
+  }
+
+  private directSnapshotCluster(): Promise<Cluster> {
+    const ds = this.options.directSnapshot!;
+    this.dsCluster ??= connect({
+      confPath: ds.confPath,
+      clientId: ds.clientId,
+      ...(ds.keyringPath ? { keyringPath: ds.keyringPath } : {}),
+      timeoutMs: this.options.connectTimeoutMs ?? 10_000,
+    });
+    this.dsCluster.catch(() => (this.dsCluster = undefined));
+    return this.dsCluster;
+  }
+
+  /**
+   * Removes the disk and its snapshots; retries while it is busy (watchers: a running or just
+   * killed QEMU) up to `busyTimeoutMs`. A disk whose snapshot has clones (e.g. a direct snapshot
+   * not yet flattened, or a clone v2 child) is refused at once with `BusyError`: flatten or
+   * remove the clones first. Idempotent.
+   */
+  async remove(disk: DiskRef, options: RemoveOptions = {}): Promise<boolean> {
+    const id = diskId(disk);
+    throwIfAborted(options.signal, 'remove');
+    await this.checkNoChildren(id);
+    return retryWhileBusy(
+      async () => {
+        try {
+          let img: Image;
+          try {
+            img = await this.io.open(id);
+          } catch (e) {
+            if (e instanceof ImageNotFound) return false;
+            throw e;
+          }
+          try {
+            for (const s of await img.listSnapshots()) {
+              if (s.namespace !== 'user') continue;
+              await this.dropSnapshot(id, img, s.name, s.protected);
+            }
+          } finally {
+            await img.close();
+          }
+          await this.io.remove(id);
+          return true;
+        } catch (e) {
+          if (e instanceof ImageNotFound) return false;
+          if (e instanceof ImageHasSnapshots) throw new BusyError(`${id}: a snapshot appeared during removal`, { backend: NAME, diskId: id, cause: e });
+          throw this.translate(e, id, options.signal);
+        }
+      },
+      { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+    );
+  }
+
+  async close(): Promise<void> {
+    if (this.dsCluster) await (await this.dsCluster.catch(() => undefined))?.close().catch(() => undefined);
+    await this.cluster.close();
+  }
+
+  // -------------------------------------------------------------------------------------------
+  // Helpers
+
+  /** Refuses (BusyError, no retry) a disk whose snapshots have clone children. */
+  private async checkNoChildren(id: string): Promise<void> {
+    let img: Image;
+    try {
+      img = await this.io.open(id, { readOnly: true });
+    } catch (e) {
+      if (e instanceof ImageNotFound) return;
+      throw this.translate(e, id);
+    }
+    try {
+      for (const s of await img.listSnapshots()) {
+        if (s.namespace === 'trash')
+          throw new BusyError(`${id} has clone (format 2) children of a removed snapshot: remove or flatten them first`, { backend: NAME, diskId: id });
+        if (s.namespace !== 'user' || !s.protected) continue;
+        const at = await this.io.open(id, { snapshot: s.name, readOnly: true });
+        try {
+          const children = await at.children();
+          if (children.length > 0) {
+            const names = children.map((c) => `${c.pool}/${c.image}`).join(', ');
+            throw new BusyError(`${id}@${s.name} has clones (${names}): flatten or remove them first`, { backend: NAME, diskId: id });
+          }
+        } finally {
+          await at.close().catch(() => undefined);
+        }
+      }
+    } catch (e) {
+      throw this.translate(e, id);
+    } finally {
+      await img.close().catch(() => undefined);
+    }
+  }
+
+  /** Unprotects (when protected, refusing with BusyError if it has clones) and removes a snapshot. */
+  private async dropSnapshot(id: string, img: Image, name: string, isProtected: boolean): Promise<void> {
+    if (isProtected) {
+      try {
+        await img.unprotectSnapshot(name);
+      } catch (e) {
+        if (e instanceof ImageBusy) throw new BusyError(`${id}@${name} has clones: flatten or remove them first`, { backend: NAME, diskId: id, cause: e });
+        if (!(e instanceof InvalidArgument)) throw e; // InvalidArgument: not protected (any more)
+      }
+    }
+    try {
+      await img.removeSnapshot(name);
+    } catch (e) {
+      if (e instanceof ImageNotFound) return;
+      throw e;
+    }
+  }
+
+  private async describe(id: string, img: Image): Promise<DiskInfo> {
+    const ref = parseDiskId(id)!;
+    const [size, parent] = await Promise.all([img.size(), img.parent()]);
+    return {
+      disk: ref,
+      id,
+      sizeBytes: size,
+      format: 'raw',
+      ...(parent ? { parent: `${parent.pool}/${parent.namespace ? `${parent.namespace}/` : ''}${parent.image}@${parent.snap}` } : {}),
+    };
+  }
+
+  /** Opens `id`, runs `fn`, closes; errors translated (ImageNotFound -> NotFoundError). */
+  private async withImage<T>(id: string, opts: { readOnly?: boolean }, fn: (img: Image) => Promise<T>, signal?: AbortSignal): Promise<T> {
+    let img: Image;
+    try {
+      img = await this.io.open(id, opts);
+    } catch (e) {
+      throw this.translate(e, id, signal);
+    }
+    try {
+      return await fn(img);
+    } catch (e) {
+      throw this.translate(e, id, signal);
+    } finally {
+      await img.close().catch(() => undefined);
+    }
+  }
+
+  /** Removes a partial image (and snapshots), waiting out our own lingering watches briefly. */
+  private async removeQuietly(id: string): Promise<void> {
+    await this.remove(parseDiskId(id)!, { busyTimeoutMs: this.busyTimeoutMs }).catch(() => undefined);
+  }
+
+  private notFound(id: string): NotFoundError {
+    return new NotFoundError(`disk ${id} does not exist in pool ${this.pool}`, { backend: NAME, diskId: id });
+  }
+
+  /** Maps binding errors onto the contract's; `phase` 'create' turns ImageExists into AlreadyExists. */
+  private translate(e: unknown, id?: string, signal?: AbortSignal, phase?: 'create'): unknown {
+    const ctx = { backend: NAME, ...(id ? { diskId: id } : {}), cause: e };
+    if (isImageBackendError(e)) return e;
+    if (signal?.aborted) return new AbortedError('operation aborted', ctx);
+    if (!(e instanceof RbdError)) return e;
+    if (e instanceof ImageExists) return new AlreadyExistsError(`${id ?? 'image'} already exists`, ctx);
+    if (e instanceof ImageNotFound) return phase === 'create' ? new BackendUnavailableError(e.message, ctx) : new NotFoundError(`${id ?? 'image'} does not exist (${e.message})`, ctx);
+    if (e instanceof ImageBusy) return new BusyError(`${id ?? 'image'} is busy: ${e.message}`, ctx);
+    if (e instanceof NoSpace || e instanceof DiskQuotaExceeded) return new InsufficientCapacityError(`${id ?? 'pool'}: ${e.message}`, ctx);
+    if (e instanceof InvalidArgument) return new InvalidArgumentError('request', e.message, ctx);
+    if (e instanceof PermissionDenied) return new BackendUnavailableError(`permission denied for client.${this.clientId}: ${e.message}`, ctx);
+    return new BackendUnavailableError(e.message, ctx);
+  }
+}
+
+/** Unprotects and removes every user snapshot of `name`, then the image. */
+async function removeImageFully(io: IoCtx, name: string): Promise<void> {
+  const img = await io.open(name);
+  try {
+    for (const s of await img.listSnapshots()) {
+      if (s.namespace !== 'user') continue;
+      if (s.protected) await img.unprotectSnapshot(s.name).catch(() => undefined);
+      await img.removeSnapshot(s.name).catch(() => undefined);
+    }
+  } finally {
+    await img.close().catch(() => undefined);
+  }
+  await io.remove(name);
+}

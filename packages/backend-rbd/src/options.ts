@@ -1,0 +1,125 @@
+import { InvalidArgumentError, isUuid, type NetworkHost } from '@ephemera/image-backend';
+
+/** Credentials for writing direct snapshots into the images pool (Glance's pool). */
+export interface DirectSnapshotTarget {
+  /** Pool Glance reads from (Glance's `rbd_store_pool`), e.g. `images`. */
+  pool: string;
+  /** cephx id with write access to that pool (e.g. `glance`), without `client.`. */
+  clientId: string;
+  /** A ceph.conf for that client (mon_host; may name its keyring). */
+  confPath: string;
+  /** That client's keyring *file* (overrides the conf's). Never a key. */
+  keyringPath?: string;
+}
+
+/**
+ * Configuration of {@link RbdBackend}, after Nova's `[libvirt] images_rbd_*`, `rbd_user`,
+ * `rbd_secret_uuid`, `[glance] rbd_connect_timeout` and
+ * `[workarounds] never_download_image_if_on_rbd`.
+ */
+export interface RbdBackendOptions {
+  /** Pool of the instance disks (Nova `images_rbd_pool`), e.g. `vms`. */
+  pool: string;
+  /** ceph.conf (Nova `images_rbd_ceph_conf`): mon_host and, usually, the keyring path. */
+  confPath: string;
+  /** cephx id without `client.` (Nova `rbd_user`). Default `admin`. */
+  clientId?: string;
+  /** Keyring *file* of that client (overrides the conf's `keyring`). Never a key. */
+  keyringPath?: string;
+  /**
+   * UUID of the libvirt secret (usage `ceph`) holding `clientId`'s key (Nova `rbd_secret_uuid`):
+   * `diskSource` then carries `auth`. Without it, QEMU must find a key on its own.
+   */
+  secretUuid?: string;
+  /** Connect and per-operation timeout of the cluster connection (ms). Default 10 000. */
+  connectTimeoutMs?: number;
+  /**
+   * Refuse to download an image that has an `rbd://` location but cannot be cloned (another
+   * cluster, non-raw, unprotected parent...), as Nova's `never_download_image_if_on_rbd`: the
+   * create fails with `InvalidArgumentError` (argument `image`) saying why instead of silently
+   * copying it. An explicit `forceImport` still imports. Default false.
+   */
+  neverDownloadIfOnRbd?: boolean;
+  /**
+   * Clone format: `2` (no protected snapshot needed), `1` (the parent snapshot must be
+   * protected), or `auto` (default): format 2 when the cluster's `require_min_compat_client` is
+   * mimic or newer (read once with the `ceph` CLI as this client), else format 1.
+   */
+  cloneFormat?: 'auto' | 1 | 2;
+  /** Block size of streamed imports (bytes; aligned writes, all-zero blocks skipped). Default 4 MiB. */
+  importBlockBytes?: number;
+  /** aio writes in flight during a streamed import. Default 16. */
+  importInFlight?: number;
+  /** Default `busyTimeoutMs` of `remove` (ms). Default 30 000 (a killed QEMU's watch lingers ~30 s). */
+  busyTimeoutMs?: number;
+  /**
+   * Where `directSnapshot` writes (Glance's pool, with a client that may write there). Without
+   * it the `directSnapshot` capability is false and the call throws
+   * `UnsupportedOperationError('directSnapshot')`.
+   */
+  directSnapshot?: DirectSnapshotTarget;
+  /** Monitors for `diskSource` (default: every monitor of the conf's `mon_host`, v1 addresses). */
+  monitors?: readonly NetworkHost[];
+  /** qemu-img binary for non-raw imports (default `qemu-img`). */
+  qemuImgBinary?: string;
+  /** ceph CLI binary for the clone-format probe (default `ceph`). */
+  cephBinary?: string;
+  /** Timeout of one qemu-img convert (ms). Default 3 600 000. */
+  convertTimeoutMs?: number;
+  /**
+   * Memory the non-raw import keeps to serve qemu-img's reads from the stream: the first
+   * `headBytes` and a sliding window of `windowBytes`. Defaults 8 MiB and 64 MiB.
+   */
+  convertStream?: { headBytes?: number; windowBytes?: number };
+}
+
+const NAME_RE = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/;
+
+/** Validates options; throws `InvalidArgumentError` naming the bad one. */
+export function validateOptions(o: RbdBackendOptions): void {
+  if (!o || typeof o !== 'object') throw new InvalidArgumentError('options', 'expected an object');
+  if (typeof o.pool !== 'string' || !NAME_RE.test(o.pool)) throw new InvalidArgumentError('pool', 'expected a pool name');
+  if (typeof o.confPath !== 'string' || !o.confPath.startsWith('/')) throw new InvalidArgumentError('confPath', 'expected an absolute path');
+  if (o.clientId !== undefined && (typeof o.clientId !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(o.clientId) || o.clientId.startsWith('client.')))
+    throw new InvalidArgumentError('clientId', 'expected a cephx id without the client. prefix');
+  if (o.keyringPath !== undefined && (typeof o.keyringPath !== 'string' || !o.keyringPath.startsWith('/')))
+    throw new InvalidArgumentError('keyringPath', 'expected an absolute path to a keyring file');
+  if (o.secretUuid !== undefined && !isUuid(o.secretUuid)) throw new InvalidArgumentError('secretUuid', 'expected a UUID');
+  for (const k of ['connectTimeoutMs', 'importBlockBytes', 'importInFlight', 'busyTimeoutMs', 'convertTimeoutMs'] as const) {
+    const v = o[k];
+    if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) throw new InvalidArgumentError(k, 'expected a positive integer');
+  }
+  if (o.importBlockBytes !== undefined && (o.importBlockBytes % 4096 !== 0 || o.importBlockBytes > 64 * 1024 * 1024))
+    throw new InvalidArgumentError('importBlockBytes', 'expected a multiple of 4096 up to 64 MiB');
+  if (o.importInFlight !== undefined && o.importInFlight > 256) throw new InvalidArgumentError('importInFlight', 'at most 256');
+  if (o.cloneFormat !== undefined && o.cloneFormat !== 'auto' && o.cloneFormat !== 1 && o.cloneFormat !== 2)
+    throw new InvalidArgumentError('cloneFormat', "expected 'auto', 1 or 2");
+  const ds = o.directSnapshot;
+  if (ds !== undefined) {
+    if (typeof ds.pool !== 'string' || !NAME_RE.test(ds.pool)) throw new InvalidArgumentError('directSnapshot.pool', 'expected a pool name');
+    if (typeof ds.clientId !== 'string' || !/^[A-Za-z0-9_.-]+$/.test(ds.clientId) || ds.clientId.startsWith('client.'))
+      throw new InvalidArgumentError('directSnapshot.clientId', 'expected a cephx id without the client. prefix');
+    if (typeof ds.confPath !== 'string' || !ds.confPath.startsWith('/')) throw new InvalidArgumentError('directSnapshot.confPath', 'expected an absolute path');
+    if (ds.keyringPath !== undefined && (typeof ds.keyringPath !== 'string' || !ds.keyringPath.startsWith('/')))
+      throw new InvalidArgumentError('directSnapshot.keyringPath', 'expected an absolute path');
+  }
+  if (o.monitors !== undefined) {
+    if (!Array.isArray(o.monitors) || o.monitors.length === 0) throw new InvalidArgumentError('monitors', 'expected at least one monitor');
+    for (const m of o.monitors) {
+      if (!m || typeof m.host !== 'string' || !/^[A-Za-z0-9.:-]+$/.test(m.host) || !Number.isInteger(m.port) || m.port <= 0 || m.port > 65535)
+        throw new InvalidArgumentError('monitors', `bad monitor ${JSON.stringify(m)}`);
+    }
+  }
+}
+
+/** Ceph releases in order (for `require_min_compat_client`). */
+export const CEPH_RELEASES = [
+  'argonaut', 'bobtail', 'cuttlefish', 'dumpling', 'emperor', 'firefly', 'giant', 'hammer', 'infernalis',
+  'jewel', 'kraken', 'luminous', 'mimic', 'nautilus', 'octopus', 'pacific', 'quincy', 'reef', 'squid', 'tentacle',
+] as const;
+
+/** Whether clone format 2 is allowed by a `require_min_compat_client` value (mimic or newer). */
+export function allowsCloneV2(minCompatClient: string): boolean {
+  const i = CEPH_RELEASES.indexOf(minCompatClient.trim().toLowerCase() as (typeof CEPH_RELEASES)[number]);
+  return i >= CEPH_RELEASES.indexOf('mimic');
+}

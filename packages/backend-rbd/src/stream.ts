@@ -1,0 +1,170 @@
+import { UnsafeImageError as ContractUnsafeImageError } from '@ephemera/image-backend';
+import {
+  ImageFormatError,
+  ImageInspector,
+  UnsafeImageError as InspectorUnsafeImageError,
+  safetyCheck,
+  type InspectedImage,
+} from '@ephemera/qemu-img-wrapper';
+
+/** Turns the inspector's refusals into the contract's `UnsafeImageError`. */
+export function asContractUnsafe(e: unknown, backend: string, diskId?: string): unknown {
+  if (e instanceof InspectorUnsafeImageError) return new ContractUnsafeImageError(e.reason, e.message, { backend, diskId, cause: e });
+  if (e instanceof ImageFormatError) return new ContractUnsafeImageError(`invalid-image-${e.reason}`, e.message, { backend, diskId, cause: e });
+  return e;
+}
+
+/** The most the head inspection buffers before it must decide (headers of every format fit). */
+const HEAD_LIMIT = 16 * 1024 * 1024;
+
+/**
+ * A byte stream whose first bytes were already read (for the format inspector), replayed in
+ * front of the rest. Every chunk, the head's and the rest's, goes through the inspector.
+ */
+export class InspectedStream {
+  readonly inspector = new ImageInspector();
+  private readonly head: Uint8Array[] = [];
+  private headBytes = 0;
+  private ended = false;
+  private consumed = false;
+
+  constructor(private readonly source: AsyncIterator<Uint8Array>) {}
+
+  /**
+   * Reads until the inspector has decided (a format with a header at offset 0: qcow2, vmdk,
+   * vhdx...) or says it needs the end of the stream (raw, ISO, fixed VHD). Returns the decided
+   * result, or `undefined` when the format can only be known at the end (raw-like data).
+   */
+  async readHead(): Promise<InspectedImage | undefined> {
+    for (;;) {
+      if (this.inspector.decided) return this.inspector.result;
+      const wanted = this.inspector.bytesWanted;
+      if (this.headBytes > 0 && wanted === Infinity) return undefined;
+      if (this.headBytes >= HEAD_LIMIT) return undefined;
+      const next = await this.source.next();
+      if (next.done) {
+        this.ended = true;
+        return undefined;
+      }
+      this.head.push(next.value);
+      this.headBytes += next.value.byteLength;
+      this.inspector.push(next.value);
+    }
+  }
+
+  /** The head followed by the rest of the source. Iterate once. */
+  async *chunks(): AsyncGenerator<Uint8Array> {
+    if (this.consumed) throw new Error('InspectedStream.chunks() called twice');
+    this.consumed = true;
+    while (this.head.length) yield this.head.shift()!;
+    if (this.ended) return;
+    for (;;) {
+      const next = await this.source.next();
+      if (next.done) return;
+      this.inspector.push(next.value);
+      yield next.value;
+    }
+  }
+
+  /** Ends inspection and returns the final verdict (throws the inspector's typed errors). */
+  end(): InspectedImage {
+    return this.inspector.end();
+  }
+
+  /** Closes the source early (stops a download). */
+  async close(): Promise<void> {
+    await this.source.return?.(undefined)?.catch?.(() => undefined);
+  }
+}
+
+/**
+ * Checks an early verdict against the declared format: a non-raw header under a raw
+ * declaration (or any mismatch, backing file, external data file, encryption) is refused before
+ * anything is written.
+ */
+export function checkDeclared(img: InspectedImage, declaredFormat: string, backend: string, diskId: string): InspectedImage {
+  try {
+    return safetyCheck(img, { declaredFormat, allowEncrypted: false });
+  } catch (e) {
+    throw asContractUnsafe(e, backend, diskId);
+  }
+}
+
+/** Collects chunks of any size into fixed-size blocks (the last one may be short). */
+export async function* blocks(source: AsyncIterable<Uint8Array>, blockBytes: number): AsyncGenerator<Buffer> {
+  let buf = Buffer.allocUnsafe(blockBytes);
+  let fill = 0;
+  for await (const chunk of source) {
+    let at = 0;
+    while (at < chunk.byteLength) {
+      const n = Math.min(blockBytes - fill, chunk.byteLength - at);
+      buf.set(chunk.subarray(at, at + n), fill);
+      fill += n;
+      at += n;
+      if (fill === blockBytes) {
+        yield buf;
+        // The consumer may still hold the yielded block (an aio write in flight): never reuse it.
+        buf = Buffer.allocUnsafe(blockBytes);
+        fill = 0;
+      }
+    }
+  }
+  if (fill > 0) yield buf.subarray(0, fill);
+}
+
+const ZERO = Buffer.alloc(1024 * 1024);
+
+/** True when every byte of `b` is zero (memcmp against a zero page, 1 MiB at a time). */
+export function isAllZero(b: Uint8Array): boolean {
+  const buf = Buffer.from(b.buffer, b.byteOffset, b.byteLength);
+  for (let at = 0; at < buf.length; at += ZERO.length) {
+    const n = Math.min(ZERO.length, buf.length - at);
+    if (!buf.subarray(at, at + n).equals(ZERO.subarray(0, n))) return false;
+  }
+  return true;
+}
+
+/**
+ * Runs async jobs with at most `limit` in flight. `push` waits while the window is full;
+ * `drain` waits for all and rethrows the first failure. After a failure, `push` rethrows it.
+ */
+export class Window {
+  private readonly inflight = new Set<Promise<void>>();
+  private failure: { error: unknown } | undefined;
+
+  constructor(private readonly limit: number) {}
+
+  get size(): number {
+    return this.inflight.size;
+  }
+
+  async push(job: () => Promise<void>): Promise<void> {
+    if (this.failure) throw this.failure.error;
+    while (this.inflight.size >= this.limit) {
+      await Promise.race(this.inflight);
+      const failed = this.failure as { error: unknown } | undefined;
+      if (failed) throw failed.error;
+    }
+    const p: Promise<void> = job().then(
+      () => {
+        this.inflight.delete(p);
+      },
+      (error: unknown) => {
+        this.inflight.delete(p);
+        if (!this.failure) this.failure = { error };
+      },
+    );
+    this.inflight.add(p);
+  }
+
+  /** Waits for every job; rethrows the first failure. */
+  async drain(): Promise<void> {
+    await Promise.all([...this.inflight]);
+    if (this.failure) throw this.failure.error;
+  }
+
+  /** Waits for every job and ignores failures (rollback path). */
+  async settle(): Promise<void> {
+    await Promise.allSettled([...this.inflight]);
+  }
+}
