@@ -130,11 +130,14 @@ class IoCtxRes : public Res {
  public:
   IoCtxRes(std::shared_ptr<ClusterRes> parent, rados_ioctx_t i, std::string p, std::string n)
       : Res(parent->exiting()), cluster(std::move(parent)), io(i), pool(std::move(p)), ns(std::move(n)) {}
+  // Released at GC: destroyed on the pool, with the cluster pinned so a concurrent
+  // cluster.close() waits for it (if the cluster is already going down, rados_shutdown frees it).
   ~IoCtxRes() override {
-    if (io && !Destroyed()) {
+    if (io && !Destroyed() && !(exiting() && exiting()->load()) && cluster->TryPin()) {
       rados_ioctx_t i = io;
-      PostDetached(exiting(), [i, parent = std::move(cluster)]() mutable {
+      PostDetached(nullptr, [i, parent = std::move(cluster)]() mutable {
         rados_ioctx_destroy(i);
+        parent->Release();
         parent.reset();  // drops the cluster (possibly the last reference) on this worker
       });
     }
@@ -162,11 +165,14 @@ class ImageRes : public Res {
  public:
   ImageRes(std::shared_ptr<IoCtxRes> parent, rbd_image_t i, std::string n, std::string s)
       : Res(parent->exiting()), ioctx(std::move(parent)), image(i), name(std::move(n)), snap(std::move(s)) {}
+  // Released at GC: closed on the pool with the ioctx pinned (see ~IoCtxRes). If the ioctx is
+  // already being destroyed the handle is left alone (its cluster's shutdown drops it).
   ~ImageRes() override {
-    if (image && !Destroyed()) {
+    if (image && !Destroyed() && !(exiting() && exiting()->load()) && ioctx->TryPin()) {
       rbd_image_t i = image;
-      PostDetached(exiting(), [i, parent = std::move(ioctx)]() mutable {
+      PostDetached(nullptr, [i, parent = std::move(ioctx)]() mutable {
         rbd_close(i);
+        parent->Release();
         parent.reset();
       });
     }

@@ -216,6 +216,14 @@ class Res {
     ++inflight_;
     return true;
   }
+  // Keeps the native handle from being destroyed (a child's release at GC runs on the pool and
+  // needs its parent alive). False once destruction has begun: the caller must then not touch it.
+  bool TryPin() {
+    std::lock_guard<std::mutex> lock(mu_);
+    if (state_ != kOpen) return false;
+    ++inflight_;
+    return true;
+  }
   void Release() {
     std::lock_guard<std::mutex> lock(mu_);
     if (--inflight_ == 0) cv_.notify_all();

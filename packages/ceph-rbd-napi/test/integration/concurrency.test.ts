@@ -66,7 +66,9 @@ describe('concurrency', () => {
     await atSnap.close();
     const maxLagMs = delay.max / 1e6;
     console.log(`200 concurrent clones: ${cloneMs.toFixed(0)} ms on ${workerThreads()} threads; event loop max lag ${maxLagMs.toFixed(1)} ms`);
-    expect(maxLagMs).toBeLessThan(250);
+    // Blocking the loop in clone calls would lag it by seconds (200 x ~30 ms); the slack is for a
+    // loaded 2-core machine.
+    expect(maxLagMs).toBeLessThan(1000);
   });
 
   it('aio: writes 64 MiB with 16 writes in flight and reads it back byte-equal', async () => {
@@ -185,8 +187,9 @@ describe('concurrency', () => {
         `while ${busyWhileMeasuring} blocking Ceph calls ran; all done in ${totalMs.toFixed(0)} ms`,
     );
     expect(busyWhileMeasuring).toBeGreaterThanOrEqual(12);
-    expect(Math.max(...fsLatencies)).toBeLessThan(500);
-    expect(Math.max(...dnsLatencies)).toBeLessThan(500);
+    // starved, each would wait for a 3 s connect to give up
+    expect(Math.max(...fsLatencies)).toBeLessThan(1000);
+    expect(Math.max(...dnsLatencies)).toBeLessThan(1000);
     for (const e of errors) expect(e).toBeInstanceOf(Timeout);
     // the 12 blocked connects ran in parallel, not 4 at a time
     expect(totalMs).toBeLessThan(3000 * 2);

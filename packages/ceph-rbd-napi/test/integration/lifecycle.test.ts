@@ -39,7 +39,10 @@ function runChild(mode: string, image: string): Promise<{ code: number | null; s
 }
 
 describe('process lifetime with handles left open', () => {
-  it.each(['natural', 'exit'])('%s exit: the process exits 0 promptly and the image is released', async (mode) => {
+  it.each([
+    ['the event loop drains', 'natural'],
+    ['process.exit() with a write in flight', 'exit'],
+  ])('%s: the process exits 0 promptly and the image is released', async (_label, mode) => {
     const image = uniq(`exit-${mode}`);
     await io.create(image, 1 << 20);
     try {
@@ -54,6 +57,20 @@ describe('process lifetime with handles left open', () => {
       expect(await img.watchers()).toEqual([]);
       expect((await img.read(0, 4))[0]).toBe(1);
       await img.close();
+    } finally {
+      await io.remove(image);
+    }
+  });
+
+  it('images released by GC while their cluster is being closed: no crash, nothing left watched', async () => {
+    const image = uniq('gcrace');
+    await io.create(image, 1 << 20);
+    try {
+      const r = await runChild('gc-race', image);
+      expect(r.stderr).not.toMatch(/Segmentation|Aborted|terminate called|core dumped/);
+      expect(r.signal).toBeNull();
+      expect(r.code).toBe(0);
+      expect(JSON.parse(r.stdout.trim().split('\n').at(-1)!)).toEqual({ after: 0 });
     } finally {
       await io.remove(image);
     }
