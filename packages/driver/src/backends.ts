@@ -50,41 +50,45 @@ async function instantiate(C: Ctor, options: Record<string, unknown>): Promise<I
   return new (C as unknown as new (o: unknown) => ImageBackend)(options);
 }
 
-/** The RBD backend (`@ephemera/backend-rbd`). */
+/** The RBD backend (`@ephemera/backend-rbd`, `RbdBackend.create(RbdBackendOptions)`). */
 export const rbdPlugin: BackendPlugin = {
   name: 'rbd',
   async create({ config, cephSecretUuid }) {
     const C = await loadBackendClass('@ephemera/backend-rbd', ['RbdBackend']);
     const r = config.images.rbd;
+    const snap = r.snapshotUser
+      ? {
+          directSnapshot: {
+            pool: r.snapshotPool,
+            clientId: r.snapshotUser,
+            confPath: r.snapshotCephConf ?? r.cephConf,
+            ...(r.snapshotKeyring ? { keyringPath: r.snapshotKeyring } : {}),
+          },
+        }
+      : {};
     return instantiate(C, {
       pool: r.pool,
       confPath: r.cephConf,
-      cephConf: r.cephConf,
       clientId: r.user,
-      user: r.user,
       ...(r.keyring ? { keyringPath: r.keyring } : {}),
-      secretUuid: cephSecretUuid,
-      timeoutMs: r.connectTimeoutMs,
+      ...(cephSecretUuid ? { secretUuid: cephSecretUuid } : {}),
       connectTimeoutMs: r.connectTimeoutMs,
-      imagePools: r.imagePools,
-      busyTimeoutMs: config.timeouts.diskBusyMs,
+      busyTimeoutMs: Math.max(1, config.timeouts.diskBusyMs),
+      ...snap,
     });
   },
 };
 
-/** The qcow2 backend (`@ephemera/backend-qcow2`). */
+/** The qcow2 backend (`@ephemera/backend-qcow2`, `Qcow2Backend.create(Qcow2BackendOptions)`). */
 export const qcow2Plugin: BackendPlugin = {
   name: 'qcow2',
   async create({ config }) {
     const C = await loadBackendClass('@ephemera/backend-qcow2', ['Qcow2Backend']);
     return instantiate(C, {
-      instancesPath: join(config.instancesPath),
       instancesDir: config.instancesPath,
-      basePath: config.images.qcow2.basePath,
       baseDir: config.images.qcow2.basePath,
-      useCowImages: config.images.useCowImages,
       forceRaw: config.images.forceRawImages,
-      busyTimeoutMs: config.timeouts.diskBusyMs,
+      busyTimeoutMs: Math.max(1, config.timeouts.diskBusyMs),
     });
   },
 };

@@ -90,9 +90,21 @@ const DEFS: Record<string, Spec> = {
     type: 'integer', default: 10_000, min: 100, nova: '[libvirt] rbd_connect_timeout (seconds)',
     description: 'Timeout to connect to Ceph and of each cluster operation.',
   },
-  'images.rbd.flattenSnapshots': {
-    type: 'boolean', default: true,
-    description: 'Flatten direct snapshots into the images pool so the new image does not depend on the instance disk.',
+  'images.rbd.snapshotPool': {
+    type: 'string', default: 'images',
+    description: 'Pool direct snapshots are written to (Glance\'s `rbd_store_pool`), so the new Glance image lives where Glance reads.',
+  },
+  'images.rbd.snapshotUser': {
+    type: 'string', default: undefined,
+    description: 'cephx user allowed to write `images.rbd.snapshotPool` (e.g. `glance`). Unset: no direct snapshots (snapshots are uploaded).',
+  },
+  'images.rbd.snapshotCephConf': {
+    type: 'path', default: undefined,
+    description: 'ceph.conf for `images.rbd.snapshotUser` (default `images.rbd.cephConf`).',
+  },
+  'images.rbd.snapshotKeyring': {
+    type: 'path', default: undefined,
+    description: 'Keyring file of `images.rbd.snapshotUser`.',
   },
   'images.lvm.volumeGroup': {
     type: 'string', default: 'ephemera', nova: '[libvirt] images_volume_group',
@@ -219,7 +231,10 @@ export interface DriverConfig {
       secretUuid?: string;
       imagePools: string[];
       connectTimeoutMs: number;
-      flattenSnapshots: boolean;
+      snapshotPool: string;
+      snapshotUser?: string;
+      snapshotCephConf?: string;
+      snapshotKeyring?: string;
     };
     lvm: { volumeGroup: string; wipe: 'zero' | 'none'; devices: string[] };
     qcow2: { basePath: string };
@@ -259,12 +274,19 @@ export interface LoadedConfig {
   sources: Record<string, ConfigSource>;
 }
 
+/** A cephx user of the dev stack. */
+export interface CephUserLike {
+  id: string;
+  keyringPath: string;
+  confPath: string;
+}
+
 /** The subset of the dev stack's `stack.json` the driver reads (see `tools/testkit`). */
 export interface StackInfoLike {
   dir: string;
   ceph: {
     fsid: string;
-    users: { ephemera: { id: string; keyringPath: string; confPath: string } };
+    users: { ephemera: CephUserLike; glance?: CephUserLike };
     pools: { images: string; vms: string };
   };
   glance: { url: string; pool?: string };
@@ -274,6 +296,7 @@ export interface StackInfoLike {
 /** Configuration values that make the driver work on the dev stack described by `stack`. */
 export function fromStack(stack: StackInfoLike): ConfigInput {
   const u = stack.ceph.users.ephemera;
+  const g = stack.ceph.users.glance;
   return {
     stateDir: join(stack.dir, 'ephemera'),
     images: {
@@ -284,6 +307,8 @@ export function fromStack(stack: StackInfoLike): ConfigInput {
         keyring: u.keyringPath,
         secretUuid: stack.libvirt.cephSecretUuid,
         imagePools: [stack.glance.pool ?? stack.ceph.pools.images],
+        snapshotPool: stack.glance.pool ?? stack.ceph.pools.images,
+        ...(g ? { snapshotUser: g.id, snapshotCephConf: g.confPath, snapshotKeyring: g.keyringPath } : {}),
       },
     },
     glance: { url: stack.glance.url },

@@ -17,7 +17,7 @@
  */
 import 'reflect-metadata';
 
-export type { ConfigInput, ConfigSource, DriverConfig, LoadConfigOptions, LoadedConfig, OptionSpec, OptionType, StackInfoLike } from './config.js';
+export type { CephUserLike, ConfigInput, ConfigSource, DriverConfig, LoadConfigOptions, LoadedConfig, OptionSpec, OptionType, StackInfoLike } from './config.js';
 export { CONFIG_SCHEMA, configReference, configValue, fromStack, loadConfig, redactConfig } from './config.js';
 
 export type { DriverErrorCode } from './errors.js';
