@@ -27,6 +27,7 @@
  * ```
  * @packageDocumentation
  */
+import { constants as bufferConstants } from 'node:buffer';
 import {
   HandleClosed,
   invalidArgument,
@@ -604,6 +605,8 @@ export interface Watcher {
   cookie: number;
 }
 
+const maxBufferLength = bufferConstants.MAX_LENGTH;
+
 /** An open RBD image (librbd `rbd_image_t`). */
 export class Image implements AsyncDisposable {
   readonly #n: NativeImage;
@@ -718,6 +721,7 @@ export class Image implements AsyncDisposable {
   async read(offset: number, length: number): Promise<Buffer> {
     checkUint('image.read', this.name, 'offset', offset);
     checkUint('image.read', this.name, 'length', length);
+    if (length > maxBufferLength) throw invalidArgument('image.read', this.name, `length must be at most ${maxBufferLength}`);
     const buf = Buffer.allocUnsafe(length);
     if (length === 0) return buf;
     const n = await this.#n.read(offset, buf);

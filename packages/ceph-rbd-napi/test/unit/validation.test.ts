@@ -38,6 +38,14 @@ describe('connect() validates before touching the cluster', () => {
     expect(`${err.message}\n${err.stack}`).not.toContain(secret);
   });
 
+  it('Image.read refuses a length no Buffer can hold, before any I/O', async () => {
+    const { Image } = await import('@ephemera/ceph-rbd-napi');
+    const fake = { read: () => Promise.reject(new Error('must not be called')) };
+    const img = new Image(fake as never, {} as never, 'x', null, false);
+    await expect(img.read(0, 2 ** 52)).rejects.toBeInstanceOf(InvalidArgument);
+    await expect(img.read(-1, 1)).rejects.toBeInstanceOf(InvalidArgument);
+  });
+
   it('setWorkerThreads rejects out-of-range sizes', () => {
     expect(() => setWorkerThreads(0)).toThrow(InvalidArgument);
     expect(() => setWorkerThreads(2.5)).toThrow(InvalidArgument);
