@@ -1,0 +1,385 @@
+// RbdBackend on the dev stack, beyond the shared conformance suite: clones of real Glance
+// uploads (parent = the Glance snapshot), qcow2 imports converted from a Glance download,
+// failures midway, neverDownloadIfOnRbd, thin imports, direct snapshots, busy removal.
+import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import {
+  diskId,
+  expectImageBackendError,
+  patternBytes,
+  sourceImageFromBytes,
+  type DiskRef,
+  type ProgressEvent,
+} from '@ephemera/image-backend';
+import { RbdBackend, parseRbdUrl } from '../../src/index.js';
+import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, rbdLs, readDisk, stack } from '../support/stack.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+const glance = new GlanceImages();
+let backend: RbdBackend;
+let tmp: string;
+const made: DiskRef[] = [];
+const extraBackends: RbdBackend[] = [];
+const imagesPoolLeftovers: string[] = [];
+
+function newDisk(name = 'disk'): DiskRef {
+  const d = { instance: randomUUID(), name };
+  made.push(d);
+  return d;
+}
+
+/** A qcow2 of `raw` made with qemu-img (test-side files only; the backend never stages). */
+async function qcow2Of(raw: Uint8Array): Promise<Uint8Array> {
+  const r = join(tmp, `${randomUUID()}.raw`);
+  const q = join(tmp, `${randomUUID()}.qcow2`);
+  await writeFile(r, raw);
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', r, q], { timeout: 60_000 });
+  const bytes = await readFile(q);
+  await rm(r);
+  await rm(q);
+  return bytes;
+}
+
+/** Mostly zeros with some data: 1 MiB of pattern at 0, 1 MiB at 9 MiB, 12 MiB total. */
+function sparseImage(seed: number): Uint8Array {
+  const b = new Uint8Array(12 * MiB);
+  b.set(patternBytes(MiB, seed), 0);
+  b.set(patternBytes(MiB, seed + 1), 9 * MiB);
+  return b;
+}
+
+beforeAll(async () => {
+  backend = await newBackend();
+  tmp = await mkdtemp(join(tmpdir(), 'ephemera-rbd-test-'));
+});
+
+afterAll(async () => {
+  const failures: string[] = [];
+  for (const d of made) {
+    try {
+      await backend.remove(d, { busyTimeoutMs: 60_000 });
+    } catch (e) {
+      failures.push(`${diskId(d)}: ${(e as Error).message}`);
+    }
+  }
+  if (imagesPoolLeftovers.length) {
+    const images = await (await adminCluster()).openIoCtx(stack().ceph.pools.images);
+    for (const name of imagesPoolLeftovers) {
+      try {
+        const img = await images.open(name);
+        for (const s of await img.listSnapshots()) {
+          if (s.protected) await img.unprotectSnapshot(s.name);
+          await img.removeSnapshot(s.name);
+        }
+        await img.close();
+        await images.remove(name);
+      } catch (e) {
+        failures.push(`images/${name}: ${(e as Error).message}`);
+      }
+    }
+    await images.close();
+  }
+  for (const b of extraBackends) await b.close();
+  await backend?.close();
+  await closeAdmin();
+  await glance.deleteAll();
+  if (tmp) await rm(tmp, { recursive: true, force: true });
+  const left = (await rbdLs(stack().ceph.pools.vms)).filter((n) => made.some((d) => n === diskId(d)));
+  expect(left, 'no test disk left in the vms pool').toEqual([]);
+  expect(failures).toEqual([]);
+});
+
+describe('clone from a real Glance upload', () => {
+  it('clones copy-on-write: the parent is the Glance snapshot images/<id>@snap, format chosen per the cluster', async () => {
+    const bytes = patternBytes(2 * MiB, 21);
+    const rec = await glance.upload(bytes);
+    const loc = parseRbdUrl(rec.locations![0]!.url)!;
+    expect(loc).toMatchObject({ fsid: backend.fsid, pool: 'images', image: rec.id, snap: 'snap' });
+    const d = newDisk();
+    const events: ProgressEvent[] = [];
+    const started = performance.now();
+    const res = await backend.createFromImage(d, glance.source(rec), { sizeBytes: 16 * MiB, onProgress: (e) => events.push(e) });
+    const ms = Math.round(performance.now() - started);
+    expect(res.method).toBe('cloned');
+    // The stack keeps require_min_compat_client at luminous: format 1 of Glance's protected snapshot.
+    expect(res.reason).toMatch(/^clone format 1 of images\/.+@snap \(require_min_compat_client luminous < mimic; parent snapshot protected\)/);
+    expect(res.sizeBytes).toBe(16 * MiB);
+    expect(events.at(-1)?.percent).toBe(100);
+    // The parent, through the binding, as admin.
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const img = await vms.open(diskId(d), { readOnly: true });
+    expect(await img.parent()).toMatchObject({ pool: 'images', image: rec.id, snap: 'snap' });
+    expect(await img.size()).toBe(16 * MiB);
+    expect(Buffer.from(await img.read(0, bytes.length)).equals(Buffer.from(bytes))).toBe(true);
+    expect((await img.read(bytes.length, MiB)).every((b) => b === 0)).toBe(true);
+    await img.close();
+    await vms.close();
+    const info = await backend.info(d);
+    expect(info.parent).toBe(`images/${rec.id}@snap`);
+    console.log(`clone of a Glance image + resize: ${ms} ms`);
+    // The image cannot be deleted from Glance while cloned; after removing the disk it can.
+    expect(await backend.remove(d)).toBe(true);
+  });
+
+  it('uses clone format 2 when configured (no protection needed) and records it', async () => {
+    const b2 = await newBackend({ cloneFormat: 2 });
+    extraBackends.push(b2);
+    const rec = await glance.upload(patternBytes(MiB, 22));
+    const d = newDisk();
+    const res = await b2.createFromImage(d, glance.source(rec));
+    expect(res.method).toBe('cloned');
+    expect(res.reason).toMatch(/^clone format 2 of images\//);
+    expect(Buffer.from(await readDisk(d, MiB)).equals(Buffer.from(patternBytes(MiB, 22)))).toBe(true);
+    expect(await b2.remove(d)).toBe(true);
+  });
+
+  it('refuses a smaller requested size than the image (InvalidArgument, nothing made)', async () => {
+    const rec = await glance.upload(patternBytes(2 * MiB, 23));
+    const d = newDisk();
+    await expectImageBackendError(backend.createFromImage(d, glance.source(rec), { sizeBytes: MiB }), 'INVALID_ARGUMENT');
+    expect(await backend.exists(d)).toBe(false);
+  });
+
+  it('imports (and says why) a raw image whose rbd location is in another cluster', async () => {
+    const rec = await glance.upload(patternBytes(MiB, 24));
+    const foreign = rec.locations![0]!.url.replace(backend.fsid, '00000000-0000-4000-8000-000000000000');
+    const d = newDisk();
+    const res = await backend.createFromImage(d, glance.source(rec, { locations: [{ url: foreign, metadata: {} }] }));
+    expect(res.method).toBe('imported');
+    expect(res.reason).toMatch(/another cluster/);
+    expect(Buffer.from(await readDisk(d, MiB)).equals(Buffer.from(patternBytes(MiB, 24)))).toBe(true);
+  });
+});
+
+describe('streamed import', () => {
+  it('imports a qcow2 Glance image through qemu-img from the stream: content byte-equal to the raw original, never cloned', async () => {
+    const raw = sparseImage(31);
+    const q = await qcow2Of(raw);
+    const rec = await glance.upload(q, 'qcow2');
+    expect(rec.locations![0]!.url).toMatch(/^rbd:\/\//);
+    const d = newDisk();
+    const events: ProgressEvent[] = [];
+    const started = performance.now();
+    const res = await backend.createFromImage(d, glance.source(rec), { onProgress: (e) => events.push(e) });
+    const ms = Math.round(performance.now() - started);
+    expect(res.method).toBe('imported');
+    expect(res.reason).toMatch(/qcow2, not raw/);
+    expect(res.sizeBytes).toBe(raw.length);
+    expect(events.some((e) => e.phase === 'convert')).toBe(true);
+    expect(events.at(-1)?.percent).toBe(100);
+    const back = await readDisk(d, raw.length);
+    expect(Buffer.compare(Buffer.from(back), Buffer.from(raw))).toBe(0);
+    console.log(`qcow2 import (${q.length} bytes, virtual ${raw.length}): ${ms} ms`);
+  });
+
+  it('imports raw with aio writes, skipping all-zero blocks (thin), verified against the Glance hash', async () => {
+    const raw = new Uint8Array(64 * MiB);
+    raw.set(patternBytes(MiB, 41), 20 * MiB);
+    const rec = await glance.upload(raw);
+    const d = newDisk();
+    const started = performance.now();
+    const res = await backend.createFromImage(d, glance.source(rec), { forceImport: true });
+    const ms = Math.round(performance.now() - started);
+    expect(res.method).toBe('imported');
+    expect(res.reason).toMatch(/forceImport/);
+    expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
+    const a = stack().ceph.users.admin;
+    const { stdout } = await run('rbd', ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'du', '--format', 'json', `vms/${diskId(d)}`], { timeout: 60_000 });
+    const used = (JSON.parse(stdout) as { images: { used_size: number }[] }).images[0]!.used_size;
+    expect(used).toBeLessThanOrEqual(4 * MiB); // one 4 MiB object holds the data
+    console.log(`raw 64 MiB import (1 MiB of data) from Glance: ${ms} ms, ${used} bytes allocated`);
+  });
+
+  it('leaves no image when the Glance download fails midway (raw and qcow2)', async () => {
+    const raw = patternBytes(8 * MiB, 51);
+    const recRaw = await glance.upload(raw);
+    const recQ = await glance.upload(await qcow2Of(raw), 'qcow2');
+    for (const rec of [recRaw, recQ]) {
+      const d = newDisk();
+      await expectImageBackendError(
+        backend.createFromImage(d, glance.source(rec, { failAfterBytes: 3 * MiB }), { forceImport: true }),
+        'IMAGE_SOURCE',
+      );
+      expect(await rbdLs('vms')).not.toContain(diskId(d));
+      expect(await backend.list({ instance: d.instance })).toEqual([]);
+    }
+  });
+
+  it('refuses a qcow2 declared raw before creating anything (UnsafeImage)', async () => {
+    const q = await qcow2Of(patternBytes(4 * MiB, 61));
+    const d = newDisk();
+    const err = await expectImageBackendError(backend.createFromImage(d, sourceImageFromBytes(q, { diskFormat: 'raw' })), 'UNSAFE_IMAGE');
+    expect(err.message).toMatch(/qcow2/);
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+  });
+
+  it('refuses a qcow2 with a backing file (UnsafeImage), qemu-img never runs on it', async () => {
+    const base = join(tmp, 'base.raw');
+    const top = join(tmp, 'top.qcow2');
+    await writeFile(base, patternBytes(MiB, 62));
+    await run('qemu-img', ['create', '-f', 'qcow2', '-b', base, '-F', 'raw', top], { timeout: 30_000 });
+    const d = newDisk();
+    const err = await expectImageBackendError(backend.createFromImage(d, sourceImageFromBytes(await readFile(top), { diskFormat: 'qcow2' })), 'UNSAFE_IMAGE');
+    expect((err as { reason?: string }).reason).toBe('backing-file');
+    expect(await backend.exists(d)).toBe(false);
+  });
+
+  it('rolls back a qcow2 import aborted while qemu-img runs (Aborted, nothing left)', async () => {
+    const raw = patternBytes(16 * MiB, 63);
+    const q = await qcow2Of(raw);
+    const ac = new AbortController();
+    const img = sourceImageFromBytes(q, {
+      diskFormat: 'qcow2',
+      chunkBytes: 256 * 1024,
+      onChunk: (done) => {
+        if (done >= 8 * MiB) ac.abort(new Error('test abort'));
+      },
+    });
+    const d = newDisk();
+    const started = performance.now();
+    await expectImageBackendError(backend.createFromImage(d, img, { signal: ac.signal }), 'ABORTED');
+    expect(await backend.exists(d)).toBe(false);
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+    console.log(`qcow2 abort + rollback: ${Math.round(performance.now() - started)} ms`);
+  });
+});
+
+describe('neverDownloadIfOnRbd', () => {
+  it('refuses to download an image on RBD that cannot be cloned (qcow2, or another cluster), creating nothing', async () => {
+    const strict = await newBackend({ neverDownloadIfOnRbd: true });
+    extraBackends.push(strict);
+    const recQ = await glance.upload(await qcow2Of(patternBytes(MiB, 71)), 'qcow2');
+    const d1 = newDisk();
+    const e1 = await expectImageBackendError(strict.createFromImage(d1, glance.source(recQ)), 'INVALID_ARGUMENT');
+    expect(e1.message).toMatch(/neverDownloadIfOnRbd.*|is on RBD/);
+    expect(e1.message).toMatch(/not raw/);
+    expect(await strict.exists(d1)).toBe(false);
+    const recR = await glance.upload(patternBytes(MiB, 72));
+    const foreign = recR.locations![0]!.url.replace(strict.fsid, '00000000-0000-4000-8000-000000000000');
+    const d2 = newDisk();
+    const e2 = await expectImageBackendError(strict.createFromImage(d2, glance.source(recR, { locations: [{ url: foreign, metadata: {} }] })), 'INVALID_ARGUMENT');
+    expect(e2.message).toMatch(/another cluster/);
+    // A clonable image is still cloned, and an image without any rbd location is still imported.
+    expect((await strict.createFromImage(newDisk(), glance.source(recR))).method).toBe('cloned');
+    expect((await strict.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(MiB, 73)))).method).toBe('imported');
+    expect(await rbdLs('vms')).not.toContain(diskId(d1));
+    expect(await rbdLs('vms')).not.toContain(diskId(d2));
+  });
+});
+
+describe('snapshots, direct snapshot, removal', () => {
+  it('direct-snapshots with the Glance user (streamed copy): a flat, protected images/<id>@snap with the disk content', async () => {
+    const b = await newBackend({ directSnapshot: glanceDirectSnapshot() });
+    extraBackends.push(b);
+    const bytes = sparseImage(81);
+    const d = newDisk();
+    await b.createFromImage(d, sourceImageFromBytes(bytes));
+    const imageId = randomUUID();
+    const res = await b.directSnapshot(d, { imageId });
+    imagesPoolLeftovers.push(imageId);
+    expect(res.url).toBe(`rbd://${b.fsid}/images/${imageId}/snap`);
+    expect(res.metadata).toEqual({ method: 'copy' });
+    const images = await (await adminCluster()).openIoCtx('images');
+    const img = await images.open(imageId, { snapshot: 'snap', readOnly: true });
+    expect(await img.parent()).toBeNull();
+    expect(Buffer.compare(await img.read(0, bytes.length), Buffer.from(bytes))).toBe(0);
+    await img.close();
+    const head = await images.open(imageId, { readOnly: true });
+    expect((await head.listSnapshots()).map((s) => [s.name, s.protected])).toEqual([['snap', true]]);
+    await head.close();
+    await images.close();
+    expect(await b.listSnapshots(d)).toEqual([]); // the temporary snapshot is gone
+    await expectImageBackendError(b.directSnapshot(d, { imageId }), 'ALREADY_EXISTS');
+    expect(await b.listSnapshots(d)).toEqual([]);
+    // The restricted backend without directSnapshot config says so.
+    await expectImageBackendError(backend.directSnapshot(d, { imageId: randomUUID() }), 'UNSUPPORTED_OPERATION');
+  });
+
+  it('direct-snapshots by clone + flatten when the images-pool client can read the disk pool (admin)', async () => {
+    const a = stack().ceph.users.admin;
+    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
+    extraBackends.push(b);
+    const bytes = patternBytes(2 * MiB, 82);
+    const d = newDisk();
+    await b.createFromImage(d, sourceImageFromBytes(bytes));
+    const imageId = randomUUID();
+    const res = await b.directSnapshot(d, { imageId });
+    imagesPoolLeftovers.push(imageId);
+    expect(res.metadata).toEqual({ method: 'clone' });
+    const images = await (await adminCluster()).openIoCtx('images');
+    const img = await images.open(imageId, { snapshot: 'snap', readOnly: true });
+    expect(await img.parent()).toBeNull(); // flattened
+    expect(Buffer.compare(await img.read(0, bytes.length), Buffer.from(bytes))).toBe(0);
+    await img.close();
+    await images.close();
+    expect(await b.listSnapshots(d)).toEqual([]);
+    expect(await b.remove(d)).toBe(true);
+  });
+
+  it('refuses at once to remove a disk whose snapshot has clones (Busy), removes it after the clone goes', async () => {
+    const d = newDisk();
+    await backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 91)));
+    await backend.createSnapshot(d, 'base');
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const parent = await vms.open(diskId(d));
+    await parent.protectSnapshot('base');
+    await parent.close();
+    const child = `${randomUUID()}_disk`;
+    await vms.clone({ parent: { ioctx: vms, image: diskId(d), snap: 'base' }, dest: { name: child }, cloneFormat: 1 });
+    const started = Date.now();
+    const err = await expectImageBackendError(backend.remove(d, { busyTimeoutMs: 20_000 }), 'BUSY');
+    expect(Date.now() - started).toBeLessThan(5_000); // no pointless retrying
+    expect(err.message).toMatch(/clones/);
+    expect(await backend.exists(d)).toBe(true);
+    await vms.remove(child);
+    await vms.close();
+    expect(await backend.remove(d)).toBe(true); // unprotects and removes its snapshot first
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+  });
+
+  it('retries removal while another client watches the disk, then gives up with Busy; succeeds once it is closed', async () => {
+    const d = newDisk();
+    await backend.createBlank(d, 8 * MiB);
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const watcher = await vms.open(diskId(d)); // holds a watch, as a running QEMU would
+    const started = Date.now();
+    await expectImageBackendError(backend.remove(d, { busyTimeoutMs: 1_500 }), 'BUSY');
+    expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    expect(await backend.exists(d)).toBe(true);
+    setTimeout(() => void watcher.close(), 500);
+    expect(await backend.remove(d, { busyTimeoutMs: 20_000 })).toBe(true);
+    await vms.close();
+  });
+
+  it('rollback refuses while another client has the disk open (Busy)', async () => {
+    const d = newDisk();
+    await backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 92)));
+    await backend.createSnapshot(d, 's');
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const watcher = await vms.open(diskId(d));
+    await expectImageBackendError(backend.rollbackToSnapshot(d, 's'), 'BUSY');
+    await watcher.close();
+    await vms.close();
+    await backend.rollbackToSnapshot(d, 's');
+  });
+
+  it('describes the disk as a network rbd source with every monitor and the libvirt secret', async () => {
+    const d = newDisk();
+    await backend.createBlank(d, 8 * MiB);
+    const s = stack();
+    expect(await backend.diskSource(d)).toEqual({
+      type: 'network',
+      protocol: 'rbd',
+      name: `vms/${diskId(d)}`,
+      hosts: s.ceph.monitors,
+      auth: { username: 'ephemera', secretUuid: s.libvirt.cephSecretUuid },
+      format: 'raw',
+    });
+  });
+});
