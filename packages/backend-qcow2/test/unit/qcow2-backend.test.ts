@@ -360,6 +360,30 @@ describe('busy disks and thick mode', () => {
     expect(await fx.backend.exists(d)).toBe(false);
   });
 
+  it('a disk open read-write by a QEMU process (qemu-io) is Busy for resize, snapshots and remove', async () => {
+    const d = newDisk();
+    await fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 71)));
+    const { path } = await fx.backend.diskSource(d);
+    // qemu-io keeps the image open (and its qemu image lock taken) while it waits on stdin.
+    const holder = spawn('qemu-io', ['-f', 'qcow2', path], { stdio: ['pipe', 'pipe', 'pipe'] });
+    try {
+      await new Promise<void>((resolve, reject) => {
+        holder.stdout.once('data', () => resolve());
+        holder.once('exit', (c) => reject(new Error(`qemu-io exited ${c}`)));
+      });
+      await expectImageBackendError(fx.backend.resize(d, 4 * MiB), 'BUSY');
+      await expectImageBackendError(fx.backend.createSnapshot(d, 's1'), 'BUSY');
+      await expectImageBackendError(fx.backend.remove(d, { busyTimeoutMs: 200 }), 'BUSY');
+      expect((await fx.backend.info(d)).sizeBytes).toBe(MiB);
+    } finally {
+      holder.stdin.end('quit\n');
+      await new Promise((r) => (holder.exitCode !== null ? r(null) : holder.once('exit', r)));
+    }
+    await fx.backend.resize(d, 4 * MiB);
+    expect(await fx.backend.listSnapshots(d)).toEqual([]);
+    expect(await fx.backend.remove(d)).toBe(true);
+  });
+
   it('with falloc preallocation it is thick: allocates blank disks fully and refuses what does not fit', async () => {
     const own = await createFixture({ preallocation: 'falloc' });
     try {
