@@ -1,0 +1,110 @@
+// The loopback HTTP server that lets qemu-img read a forward-only image stream: real qemu-img
+// (curl driver) converting qcow2 images to a local raw file, plus the protocol edge cases.
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { patternBytes } from '@ephemera/image-backend';
+import { LoopbackImageServer, RangeUnavailableError } from '../../src/index.js';
+import { httpSource } from '../../src/qemu.js';
+
+const run = promisify(execFile);
+const MiB = 1024 * 1024;
+let dir: string;
+
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ephemera-rbd-loopback-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function* chunked(data: Uint8Array, size: number, failAt?: number): AsyncGenerator<Uint8Array> {
+  for (let at = 0; at < data.length; at += size) {
+    if (failAt !== undefined && at >= failAt) throw new Error('source broke');
+    await new Promise((r) => setImmediate(r));
+    yield data.subarray(at, Math.min(at + size, data.length));
+  }
+}
+
+async function qcow2(raw: Uint8Array, extra: string[] = []): Promise<Uint8Array> {
+  const r = join(dir, 'in.raw');
+  const q = join(dir, 'out.qcow2');
+  await writeFile(r, raw);
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', ...extra, r, q], { timeout: 60_000 });
+  return readFile(q);
+}
+
+describe('LoopbackImageServer', () => {
+  it('serves a qcow2 stream to qemu-img convert (curl driver), byte-exact result, then drains the rest', async () => {
+    const raw = new Uint8Array(24 * MiB);
+    raw.set(patternBytes(3 * MiB, 1), 0);
+    raw.set(patternBytes(2 * MiB, 2), 17 * MiB);
+    const q = await qcow2(raw);
+    const srv = new LoopbackImageServer(chunked(q, 64 * 1024), { size: q.length, headBytes: MiB, windowBytes: 4 * MiB });
+    await srv.listen();
+    const out = join(dir, 'converted.raw');
+    try {
+      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), out], { timeout: 60_000 });
+      await srv.drain();
+    } finally {
+      await srv.close();
+    }
+    expect(Buffer.compare(await readFile(out), Buffer.from(raw))).toBe(0);
+  });
+
+  it('refuses other paths and whole-image GETs; answers HEAD with the size and byte ranges', async () => {
+    const data = patternBytes(100_000, 3);
+    const srv = new LoopbackImageServer(chunked(data, 10_000), { size: data.length });
+    await srv.listen();
+    try {
+      const base = srv.url;
+      expect((await fetch(base.replace(/\/[0-9a-f]+$/, '/other'))).status).toBe(404);
+      const head = await fetch(base, { method: 'HEAD' });
+      expect(head.status).toBe(200);
+      expect(head.headers.get('content-length')).toBe(String(data.length));
+      expect(head.headers.get('accept-ranges')).toBe('bytes');
+      expect((await fetch(base)).status).toBe(416);
+      const r = await fetch(base, { headers: { range: 'bytes=5000-5099' } });
+      expect(r.status).toBe(206);
+      expect(Buffer.from(await r.arrayBuffer()).equals(Buffer.from(data.subarray(5000, 5100)))).toBe(true);
+      const tail = await fetch(base, { headers: { range: 'bytes=99990-' } });
+      expect(tail.headers.get('content-range')).toBe(`bytes 99990-99999/${data.length}`);
+      expect((await fetch(base, { headers: { range: 'bytes=200000-200001' } })).status).toBe(416);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('fails a request for bytes that left the window (and every request after it)', async () => {
+    const data = patternBytes(200_000, 4);
+    const srv = new LoopbackImageServer(chunked(data, 10_000), { size: data.length, headBytes: 10_000, windowBytes: 20_000 });
+    await srv.listen();
+    try {
+      expect((await fetch(srv.url, { headers: { range: 'bytes=150000-150999' } })).status).toBe(206);
+      // Inside the head: still served.
+      expect((await fetch(srv.url, { headers: { range: 'bytes=0-999' } })).status).toBe(206);
+      const gone = await fetch(srv.url, { headers: { range: 'bytes=50000-50999' } }).catch((e: unknown) => e);
+      expect(gone instanceof Error || (gone as Response).status === 500).toBe(true);
+      expect(srv.error).toBeInstanceOf(RangeUnavailableError);
+      expect((await fetch(srv.url, { headers: { range: 'bytes=0-9' } })).status).toBe(500);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('a source failure makes qemu-img fail and surfaces as the server error', async () => {
+    const raw = patternBytes(8 * MiB, 5);
+    const q = await qcow2(raw);
+    const srv = new LoopbackImageServer(chunked(q, 64 * 1024, 4 * MiB), { size: q.length });
+    await srv.listen();
+    try {
+      await expect(run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), join(dir, 'x.raw')], { timeout: 60_000 })).rejects.toThrow();
+      expect((srv.error as Error).message).toBe('source broke');
+    } finally {
+      await srv.close();
+    }
+  });
+});

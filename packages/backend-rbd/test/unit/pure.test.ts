@@ -1,0 +1,233 @@
+// Pure logic of the rbd backend: location and mon_host parsing, options, the aio window, block
+// chunking, zero detection, the head inspection and the qemu-img argv pieces.
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import fc from 'fast-check';
+import { expectImageBackendError, patternBytes } from '@ephemera/image-backend';
+import {
+  RbdBackend,
+  allowsCloneV2,
+  formatRbdUrl,
+  parseMonHost,
+  parseRbdUrl,
+  readMonHost,
+} from '../../src/index.js';
+import { httpSource, rbdTargetUri } from '../../src/qemu.js';
+import { InspectedStream, Window, blocks, isAllZero } from '../../src/stream.js';
+
+const FSID = 'acada594-e091-4f05-9d45-e3735cb2db40';
+let dir: string;
+beforeAll(async () => {
+  dir = await mkdtemp(join(tmpdir(), 'ephemera-rbd-unit-'));
+});
+afterAll(async () => {
+  await rm(dir, { recursive: true, force: true });
+});
+
+async function* from(chunks: Uint8Array[]): AsyncGenerator<Uint8Array> {
+  for (const c of chunks) yield c;
+}
+async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
+  const out: T[] = [];
+  for await (const x of it) out.push(x);
+  return out;
+}
+
+describe('rbd:// locations', () => {
+  it('parses Glance rbd store locations (URL-quoted parts) and formats them back', () => {
+    const u = parseRbdUrl(`rbd://${FSID}/images/9e8f67d9-9029-489a-9b3f-5d532f9d8e53/snap`);
+    expect(u).toEqual({ fsid: FSID, pool: 'images', image: '9e8f67d9-9029-489a-9b3f-5d532f9d8e53', snap: 'snap' });
+    expect(parseRbdUrl(`rbd://${FSID.toUpperCase()}/my%2Dpool/a%3Ab/s`)).toEqual({ fsid: FSID, pool: 'my-pool', image: 'a:b', snap: 's' });
+    expect(parseRbdUrl(`rbd://${FSID}/my%20pool/a/s`)).toBeUndefined(); // whitespace is refused
+    expect(formatRbdUrl({ fsid: FSID, pool: 'my-pool', image: 'a:b', snap: 's' })).toBe(`rbd://${FSID}/my-pool/a%3Ab/s`);
+  });
+
+  it('refuses everything else', () => {
+    for (const bad of [
+      'rbd://image-only',
+      `rbd://${FSID}/images/x`,
+      `rbd://${FSID}/images/x/snap/extra`,
+      `rbd://not-a-fsid/images/x/snap`,
+      `rbd://${FSID}//x/snap`,
+      `rbd://${FSID}/images/x/snap?x=1`,
+      `rbd://${FSID}/images/x/snap#f`,
+      `rbd://${FSID}/images/%2F/snap`,
+      `rbd://${FSID}/images/a%40b/snap`,
+      `rbd://${FSID}/images/..%2f/snap`,
+      `rbd://${FSID}/images/%E0%A4%A/snap`,
+      `rbd://${FSID}/images/x%00/snap`,
+      `http://${FSID}/images/x/snap`,
+      '',
+    ]) {
+      expect(parseRbdUrl(bad), bad).toBeUndefined();
+    }
+  });
+
+  it('round-trips any well-formed parts (property)', () => {
+    const part = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => /^[^/@\s\x00-\x1f\x7f]+$/.test(s) && s !== '.' && s !== '..');
+    fc.assert(
+      fc.property(fc.uuid(), part, part, part, (fsid, pool, image, snap) => {
+        const u = { fsid: fsid.toLowerCase(), pool, image, snap };
+        expect(parseRbdUrl(formatRbdUrl(u))).toEqual(u);
+      }),
+    );
+  });
+});
+
+describe('mon_host', () => {
+  it('picks the v1 address of every monitor', () => {
+    expect(parseMonHost('[v2:127.0.0.1:30624,v1:127.0.0.1:30625]')).toEqual([{ host: '127.0.0.1', port: 30625 }]);
+    expect(parseMonHost('[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789] [v2:10.0.0.3:3300/0,v1:10.0.0.3:6789/0]')).toEqual([
+      { host: '10.0.0.1', port: 6789 },
+      { host: '10.0.0.2', port: 6789 },
+      { host: '10.0.0.3', port: 6789 },
+    ]);
+    expect(parseMonHost('10.0.0.1:6789, 10.0.0.2,mon3.example.com')).toEqual([
+      { host: '10.0.0.1', port: 6789 },
+      { host: '10.0.0.2', port: 6789 },
+      { host: 'mon3.example.com', port: 6789 },
+    ]);
+    expect(parseMonHost('[v2:[::1]:3300,v1:[::1]:6789]')).toEqual([{ host: '::1', port: 6789 }]);
+    expect(parseMonHost('[fd00::1]:6790,[v2:10.0.0.9:3300]')).toEqual([
+      { host: 'fd00::1', port: 6790 },
+      { host: '10.0.0.9', port: 6789 },
+    ]);
+    expect(parseMonHost('10.0.0.1,10.0.0.1:6789')).toEqual([{ host: '10.0.0.1', port: 6789 }]);
+  });
+
+  it('reads mon_host from a ceph.conf ([global], any spelling)', async () => {
+    const p = join(dir, 'c.conf');
+    await writeFile(p, '# c\n[global]\nfsid = x\n mon host = [v2:1.2.3.4:3300,v1:1.2.3.4:6789] ; comment\n[client]\nkeyring = /k\n');
+    expect(await readMonHost(p)).toBe('[v2:1.2.3.4:3300,v1:1.2.3.4:6789]');
+    await writeFile(p, '[osd]\nmon_host = 9.9.9.9\n[client]\nkeyring=/k\n');
+    expect(await readMonHost(p)).toBeUndefined();
+  });
+});
+
+describe('options', () => {
+  it('clone format 2 needs require_min_compat_client >= mimic', () => {
+    expect(allowsCloneV2('luminous')).toBe(false);
+    expect(allowsCloneV2('jewel')).toBe(false);
+    expect(allowsCloneV2('mimic')).toBe(true);
+    expect(allowsCloneV2('Pacific\n')).toBe(true);
+    expect(allowsCloneV2('unknown-release')).toBe(false);
+  });
+
+  it('RbdBackend.create refuses bad options with InvalidArgument before connecting', async () => {
+    const ok = { pool: 'vms', confPath: '/etc/ceph/ceph.conf' };
+    const bad: object[] = [
+      { ...ok, pool: 'a/b' },
+      { ...ok, confPath: 'relative.conf' },
+      { ...ok, clientId: 'client.nova' },
+      { ...ok, keyringPath: 'k' },
+      { ...ok, secretUuid: 'nope' },
+      { ...ok, importBlockBytes: 1000 },
+      { ...ok, importInFlight: 0 },
+      { ...ok, cloneFormat: 3 },
+      { ...ok, monitors: [] },
+      { ...ok, monitors: [{ host: 'a b', port: 1 }] },
+      { ...ok, directSnapshot: { pool: 'images', clientId: 'glance', confPath: 'x' } },
+    ];
+    for (const o of bad) await expectImageBackendError(RbdBackend.create(o as never), 'INVALID_ARGUMENT');
+  });
+
+  it('an unreachable conf is BackendUnavailable', async () => {
+    await expectImageBackendError(RbdBackend.create({ pool: 'vms', confPath: join(dir, 'missing.conf') }), 'BACKEND_UNAVAILABLE');
+  });
+});
+
+describe('streaming pieces', () => {
+  it('blocks() regroups arbitrary chunks into fixed blocks without reusing yielded buffers', async () => {
+    const data = patternBytes(10_000, 7);
+    fc.assert(
+      await fc.asyncProperty(fc.array(fc.integer({ min: 1, max: 3000 }), { minLength: 1, maxLength: 20 }), async (cuts) => {
+        const chunks: Uint8Array[] = [];
+        let at = 0;
+        for (const c of cuts) {
+          if (at >= data.length) break;
+          chunks.push(data.subarray(at, Math.min(at + c, data.length)));
+          at += c;
+        }
+        if (at < data.length) chunks.push(data.subarray(at));
+        const out = await collect(blocks(from(chunks), 4096));
+        expect(out.slice(0, -1).every((b) => b.length === 4096)).toBe(true);
+        expect(Buffer.concat(out).equals(Buffer.from(data))).toBe(true);
+        expect(new Set(out.map((b) => b.buffer)).size).toBe(out.length);
+      }),
+    );
+  });
+
+  it('isAllZero', () => {
+    expect(isAllZero(new Uint8Array(3 * 1024 * 1024 + 5))).toBe(true);
+    const b = new Uint8Array(3 * 1024 * 1024 + 5);
+    b[b.length - 1] = 1;
+    expect(isAllZero(b)).toBe(false);
+    expect(isAllZero(b.subarray(0, b.length - 1))).toBe(true);
+    expect(isAllZero(new Uint8Array(0))).toBe(true);
+  });
+
+  it('Window keeps at most N jobs in flight and reports the first failure', async () => {
+    const w = new Window(3);
+    let running = 0;
+    let peak = 0;
+    for (let i = 0; i < 20; i++) {
+      await w.push(async () => {
+        running++;
+        peak = Math.max(peak, running);
+        await new Promise((r) => setTimeout(r, 2));
+        running--;
+      });
+    }
+    await w.drain();
+    expect(peak).toBe(3);
+    const f = new Window(2);
+    await f.push(() => Promise.reject(new Error('boom')));
+    await new Promise((r) => setTimeout(r, 1));
+    await expect(f.push(async () => undefined)).rejects.toThrow('boom');
+    await expect(f.drain()).rejects.toThrow('boom');
+  });
+
+  it('InspectedStream decides raw only at the end, and replays the head in front of the rest', async () => {
+    const data = patternBytes(300_000, 3);
+    const chunks = [data.subarray(0, 1000), data.subarray(1000, 100_000), data.subarray(100_000)];
+    const s = new InspectedStream(from(chunks)[Symbol.asyncIterator]());
+    expect(await s.readHead()).toBeUndefined();
+    expect(Buffer.concat(await collect(s.chunks())).equals(Buffer.from(data))).toBe(true);
+    expect(s.end().format).toBe('raw');
+  });
+
+  it('InspectedStream decides a qcow2 header from the first bytes', async () => {
+    // A minimal qcow2 v3 header: magic, version 3, cluster_bits 16, size 1 GiB, l1 table after header.
+    const h = Buffer.alloc(64 * 1024 * 4);
+    h.write('QFI\xfb', 0, 'latin1');
+    h.writeUInt32BE(3, 4);
+    h.writeUInt32BE(16, 20);
+    h.writeBigUInt64BE(1n << 30n, 24);
+    h.writeUInt32BE(16, 36); // l1_size
+    h.writeBigUInt64BE(3n * 65536n, 40); // l1_table_offset
+    h.writeBigUInt64BE(65536n, 48); // refcount_table_offset
+    h.writeUInt32BE(1, 56); // refcount_table_clusters
+    h.writeUInt32BE(4, 96); // refcount_order
+    h.writeUInt32BE(104, 100); // header_length
+    const s = new InspectedStream(from([h.subarray(0, 512), h.subarray(512)])[Symbol.asyncIterator]());
+    const head = await s.readHead();
+    expect(head?.format).toBe('qcow2');
+    expect(head?.virtualSize).toBe(1 << 30);
+  });
+});
+
+describe('qemu-img argv', () => {
+  it('renders the RBD target with paths only, escaping separators', () => {
+    expect(rbdTargetUri({ pool: 'vms', image: 'u_disk', user: 'ephemera', confPath: '/etc/ceph/a:b.conf', keyringPath: '/k@1' })).toBe(
+      'rbd:vms/u_disk:id=ephemera:conf=/etc/ceph/a\\:b.conf:keyring=/k\\@1',
+    );
+    expect(() => rbdTargetUri({ pool: 'vms', image: 'x\n', user: 'u', confPath: '/c' })).toThrow();
+  });
+
+  it('renders an HTTP source for the curl driver as json:', () => {
+    expect(httpSource('http://127.0.0.1:1/t', { timeoutSeconds: 600 })).toBe('json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}');
+    expect(JSON.parse(httpSource('https://h/x').slice(5)).file.driver).toBe('https');
+  });
+});
