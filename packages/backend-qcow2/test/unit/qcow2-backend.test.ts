@@ -3,7 +3,7 @@
 // clean-up), overlays, snapshots, flatten, busy disks, thick mode.
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdir, open, readdir, stat, utimes, writeFile } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, stat, utimes, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import lockfile from 'proper-lockfile';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -15,8 +15,8 @@ import {
   type ProgressEvent,
   type UnsafeImageError,
 } from '@ephemera/image-backend';
-import { baseKey, readQcow2Header } from '../../src/index.js';
-import { createFixture, qemuInfo, type Fixture } from '../support/fixture.js';
+import { Qcow2Backend, baseKey, readQcow2Header } from '../../src/index.js';
+import { createFixture, exec, qemuInfo, type Fixture } from '../support/fixture.js';
 import { countingSource, qcow2Of, qemuImageBytes, writePattern } from '../support/images.js';
 
 const MiB = 1024 * 1024;
@@ -141,6 +141,37 @@ describe('image cache and overlays', () => {
     await expectImageBackendError(fx.backend.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(4096), { diskFormat: 'ploop' })), 'INVALID_ARGUMENT');
     expect(await baseNames()).toEqual(before);
     await assertNoLeftovers();
+  });
+
+  it('converts vmdk, vhdx and vdi images into raw bases (whatever forceRaw says)', async () => {
+    const own = await createFixture({ forceRaw: false });
+    try {
+      const raw = patternBytes(MiB, 16);
+      const rawPath = join(own.root, 'src.raw');
+      await writeFile(rawPath, raw);
+      for (const [fmt, declared] of [['vmdk', 'vmdk'], ['vhdx', 'vhdx'], ['vdi', 'vdi']] as const) {
+        const out = join(own.root, `src.${fmt}`);
+        await exec('qemu-img', ['convert', '-q', '-f', 'raw', '-O', fmt, rawPath, out], { timeout: 60_000 });
+        const img = sourceImageFromBytes(new Uint8Array(await readFile(out)), { diskFormat: declared, virtualSize: raw.length });
+        const d = newDisk();
+        expect((await own.backend.createFromImage(d, img)).method).toBe('imported');
+        const base = (await own.backend.cachedBase(img.id))!;
+        expect(base.format, fmt).toBe('raw');
+        expect(base.virtualSize).toBeGreaterThanOrEqual(raw.length);
+        expect(Buffer.compare(Buffer.from(await own.read(d, raw.length)), Buffer.from(raw)), fmt).toBe(0);
+      }
+    } finally {
+      await own.destroy();
+    }
+  });
+
+  it('validates its configuration', () => {
+    expect(() => new Qcow2Backend({ instancesDir: 'relative/dir' })).toThrow(/instancesDir/);
+    expect(() => new Qcow2Backend({ instancesDir: '/x', baseDir: 'base' })).toThrow(/baseDir/);
+    expect(() => new Qcow2Backend({ instancesDir: '/x', clusterSize: 1000 })).toThrow(/clusterSize/);
+    expect(() => new Qcow2Backend({ instancesDir: '/x', preallocation: 'lots' as never })).toThrow(/preallocation/);
+    const b = new Qcow2Backend({ instancesDir: '/x/' });
+    expect([b.instancesDir, b.baseDir, b.forceRaw]).toEqual(['/x', '/x/_base', true]);
   });
 
   it('refuses a requested size below the image virtual size, leaving nothing', async () => {
