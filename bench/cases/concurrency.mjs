@@ -1,0 +1,126 @@
+// Case 3: 50 spawns of one image at once (disk + XML + define; and with boot), and 20 concurrent
+// first-time imports of one image by the qcow2 backend (one fetch). Case 5: the driver's peak RSS
+// during the spawns (the driver runs in a worker process of its own).
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { glanceSource } from '../lib/fixtures.mjs';
+import { GiB, MiB, fmtBytes, fmtMs, fmtRatio, log, round, summary, table, timed } from '../lib/util.mjs';
+import { runDriverWorker } from './driver-run.mjs';
+
+export async function caseConcurrency(ctx) {
+  const fx = await ctx.fixtures.get(GiB, 'random');
+  const out = { glanceImage: fx.id, imageBytes: fx.bytes };
+
+  // ---- A. spawns (driver)
+  const job = { mode: 'concurrency', imageId: fx.id, stateDir: join(ctx.tmpDir, 'driver-conc'), spawns: ctx.opts.spawns, serial: ctx.opts.quick ? 5 : 10 };
+  let r;
+  try {
+    r = await runDriverWorker(job);
+  } catch (err) {
+    r = { error: err.message };
+  }
+  if (r.missing || r.error) {
+    const msg = r.missing ? `not available: driver missing (${r.missing})` : `failed: ${r.error}`;
+    log(`case 3/5 spawns: ${msg}`);
+    console.log(`\nCase 3: ${job.spawns} concurrent spawns\n  ${msg}`);
+    out.spawns = { available: false, reason: r.missing ?? r.error };
+    out.memory = { available: false, reason: r.missing ?? r.error };
+    console.log(`\nCase 5: peak RSS of the driver during case 3\n  ${msg}`);
+  } else {
+    const d = r.defineOnly;
+    const b = r.boot;
+    const rows = [
+      [`${job.spawns} spawns of one 1 GiB image`, 'instances/s', 'p50 latency', 'p99 latency', 'wall', 'failed'],
+      [`disk+XML+define, one at a time (baseline, ${job.serial})`, d.serial.perSecond.toFixed(2), fmtMs(d.serial.latencyMs.median), fmtMs(d.serial.latencyMs.p99), '', ''],
+      [`disk+XML+define, ${job.spawns} at once`, d.concurrent.perSecond.toFixed(2), fmtMs(d.concurrent.latencyMs?.median), fmtMs(d.concurrent.latencyMs?.p99), fmtMs(d.concurrent.wallMs), d.concurrent.failed.length],
+      ['  ratio (instances/s, at once / one at a time)', fmtRatio(d.concurrent.perSecond / d.serial.perSecond), '', '', '', ''],
+      [`spawn + boot to marker, one at a time (baseline, ${job.serial})`, b.serial.perSecond.toFixed(2), fmtMs(b.serial.markerMs.median), fmtMs(b.serial.markerMs.p99), '', ''],
+      [`spawn + boot to marker, ${job.spawns} at once`, b.concurrent.perSecond.toFixed(2), fmtMs(b.concurrent.markerMs?.median), fmtMs(b.concurrent.markerMs?.p99), fmtMs(b.concurrent.wallMs), b.concurrent.failed.length],
+      ['  (spawn() resolved: domain running)', '', fmtMs(b.concurrent.spawnMs?.median), fmtMs(b.concurrent.spawnMs?.p99), '', ''],
+      ['  ratio (instances/s, at once / one at a time)', fmtRatio(b.concurrent.perSecond / b.serial.perSecond), '', '', '', ''],
+    ];
+    out.spawns = {
+      available: true,
+      ...r,
+      ratios: { defineOnlyThroughput: round(d.concurrent.perSecond / d.serial.perSecond), bootThroughput: round(b.concurrent.perSecond / b.serial.perSecond) },
+    };
+    delete out.spawns.memory;
+    out.spawns.table = table(`Case 3: ${job.spawns} concurrent spawns (${ctx.stack.libvirt.accel}); baseline = the same spawns one at a time`, rows);
+    for (const f of [...d.concurrent.failed, ...b.concurrent.failed]) console.log(`  failure: ${f}`);
+
+    const m = r.memory;
+    const peak = Math.max(m.peakBytes, r.observedPeakRssBytes || 0);
+    out.memory = {
+      available: true,
+      rssIdleBytes: m.rssIdleBytes,
+      peakDefineOnlyBytes: m.peakDefineOnlyBytes,
+      peakBootBytes: m.peakBootBytes,
+      peakBytes: peak,
+      perInstanceBytes: (peak - m.rssIdleBytes) / job.spawns,
+      ratioPeakOverIdle: round(peak / m.rssIdleBytes),
+    };
+    out.memory.table = table('Case 5: driver process RSS (VmRSS / VmHWM of the worker that runs the driver)', [
+      ['driver RSS', 'bytes'],
+      ['idle, after start and one warm-up spawn (baseline)', fmtBytes(m.rssIdleBytes)],
+      [`peak during ${job.spawns} concurrent disk+XML+define`, fmtBytes(m.peakDefineOnlyBytes)],
+      [`peak during ${job.spawns} concurrent spawns with boot`, fmtBytes(m.peakBootBytes)],
+      ['ratio peak / idle', fmtRatio(peak / m.rssIdleBytes)],
+      ['added per concurrent instance', fmtBytes(Math.round((peak - m.rssIdleBytes) / job.spawns))],
+    ]);
+  }
+
+  // ---- B. 20 concurrent first-time imports of one image by the qcow2 backend
+  out.qcow2 = await qcow2OneFetch(ctx, fx);
+  return out;
+}
+
+async function qcow2OneFetch(ctx, fx) {
+  const N = 20;
+  let mod;
+  try {
+    mod = await import('@ephemera/backend-qcow2');
+  } catch (err) {
+    console.log(`\nCase 3b: not available (@ephemera/backend-qcow2: ${err.message})`);
+    return { available: false, reason: err.message };
+  }
+  const make = async (dir) => {
+    const opts = { instancesDir: join(dir, 'instances'), baseDir: join(dir, 'base') };
+    return typeof mod.Qcow2Backend.create === 'function' ? mod.Qcow2Backend.create(opts) : new mod.Qcow2Backend(opts);
+  };
+  const trial = async (n, label) => {
+    const dir = join(ctx.tmpDir, `qcow2-${label}`);
+    const backend = await make(dir);
+    let fetches = 0;
+    const disks = Array.from({ length: n }, () => ({ instance: globalThis.crypto.randomUUID(), name: 'disk' }));
+    try {
+      log(`case 3b: ${n} first-time qcow2 create(s) of one image`);
+      const lat = [];
+      const { ms } = await timed(() =>
+        Promise.all(
+          disks.map(async (disk) => {
+            const t = performance.now();
+            const res = await backend.createFromImage(disk, glanceSource(ctx.glance, fx.image, { onOpen: () => fetches++ }));
+            lat.push(performance.now() - t);
+            return res;
+          }),
+        ),
+      );
+      return { n, wallMs: ms, latencyMs: summary(lat), fetches };
+    } finally {
+      for (const d of disks) await backend.remove(d).catch(() => undefined);
+      await backend.close?.();
+      await rm(dir, { recursive: true, force: true });
+    }
+  };
+  const single = await trial(1, 'single');
+  const many = await trial(N, 'many');
+  const res = { available: true, imageBytes: fx.bytes, single, concurrent: many, ratioWall: round(many.wallMs / single.wallMs), bytesFetched: many.fetches * fx.bytes };
+  res.table = table(`Case 3b: ${N} concurrent first-time creates of one 1 GiB image, qcow2 backend (shared _base cache)`, [
+    ['', 'Glance fetches', 'bytes fetched', 'wall', 'p50', 'p99'],
+    ['one create (baseline)', single.fetches, fmtBytes(single.fetches * fx.bytes), fmtMs(single.wallMs), fmtMs(single.latencyMs.median), fmtMs(single.latencyMs.p99)],
+    [`${N} creates at once`, many.fetches, fmtBytes(many.fetches * fx.bytes), fmtMs(many.wallMs), fmtMs(many.latencyMs.median), fmtMs(many.latencyMs.p99)],
+    [`ratio (${N} at once / one)`, fmtRatio(many.fetches / single.fetches), '', fmtRatio(many.wallMs / single.wallMs), '', ''],
+  ]);
+  if (many.fetches !== 1) console.log(`  WARNING: expected one fetch, saw ${many.fetches}`);
+  return res;
+}

@@ -1,0 +1,148 @@
+// Case 4: import throughput of Ephemera's streamed import against `rbd import` of a local file
+// and `qemu-img convert` to RBD, for the same image, and the bytes each writes to local disk.
+import { rm } from 'node:fs/promises';
+import { join } from 'node:path';
+import { fileSource, glanceSource, sizeLabel } from '../lib/fixtures.mjs';
+import { GiB, MiB, diskProbe, fmtBytes, fmtMs, fmtRatio, log, median, round, run, summary, table, timed } from '../lib/util.mjs';
+
+export async function caseImport(ctx) {
+  const { stack, opts } = ctx;
+  const eph = stack.ceph.users.ephemera;
+  const vmsPool = stack.ceph.pools.vms;
+  const vms = await ctx.cluster.openIoCtx(vmsPool);
+  const bytes = GiB;
+  const fx = await ctx.fixtures.get(bytes, 'random');
+  const reps = opts.quick ? 2 : 3;
+  const glanceReps = 1;
+  let seq = 0;
+  const name = (k) => `bench-${ctx.tag}-imp-${k}-${seq++}`;
+  const rbdTarget = (n) => `rbd:${vmsPool}/${n}:id=${eph.id}:conf=${eph.confPath}`;
+  const out = { image: { glanceImage: fx.id, bytes: fx.bytes, label: sizeLabel(bytes) }, methods: {}, notes: [] };
+  if (!ctx.backend) out.notes.push(`Ephemera rows not available: ${ctx.backendMissing}`);
+
+  const measure = async (key, fn) => {
+    const probe = diskProbe(stack.pids?.osd);
+    const { ms } = await timed(fn);
+    const disk = probe.stop();
+    (out.methods[key] ??= { runs: [], disk: [] }).runs.push(ms);
+    out.methods[key].disk.push(disk);
+  };
+  const ours = async (key, source, extra = {}) => {
+    const disk = { instance: globalThis.crypto.randomUUID(), name: 'disk' };
+    try {
+      await measure(key, async () => {
+        const r = await ctx.backend.createFromImage(disk, source, { forceImport: true, ...extra });
+        if (r.method !== 'imported') throw new Error(`expected an import, got ${r.method}`);
+      });
+    } finally {
+      await ctx.backend.remove(disk).catch(() => undefined);
+    }
+  };
+  const rbdImport = async (key, file) => {
+    const n = name('rbd');
+    try {
+      await measure(key, () => run('rbd', ['--conf', eph.confPath, '--id', eph.id, 'import', file, `${vmsPool}/${n}`]));
+    } finally {
+      await vms.remove(n).catch(() => undefined);
+    }
+  };
+  const qemuConvert = async (key, file) => {
+    const n = name('qemu');
+    try {
+      await measure(key, () => run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', file, rbdTarget(n)]));
+    } finally {
+      await vms.remove(n).catch(() => undefined);
+    }
+  };
+  const staged = async (key, then) => {
+    const file = join(ctx.tmpDir, `staged-${seq++}.img`);
+    try {
+      await measure(key, async () => {
+        await ctx.glance.downloadToFile(fx.id, file, { image: fx.image });
+        await then(file);
+      });
+    } finally {
+      await rm(file, { force: true });
+    }
+  };
+
+  // A. The importers alone: the same bytes already in a local file (page-cached), no hash to check.
+  const localRunners = [
+    ['localRbdImport', () => rbdImport('localRbdImport', fx.path)],
+    ['localQemuImg', () => qemuConvert('localQemuImg', fx.path)],
+    ...(ctx.backend ? [['localOurs', () => ours('localOurs', fileSource(fx.path))]] : []),
+  ];
+  for (let r = 0; r < reps; r++) {
+    for (let k = 0; k < localRunners.length; k++) {
+      const [key, fn] = localRunners[(r + k) % localRunners.length];
+      log(`case 4: ${key} ${r + 1}/${reps}`);
+      await fn();
+    }
+  }
+  // B. From Glance, as a compute node gets it: ours streams (sha512 checked on the way), the
+  // others must stage the image in a local file first.
+  const glanceRunners = [
+    ['glanceRbdImport', () => staged('glanceRbdImport', (f) => run('rbd', ['--conf', eph.confPath, '--id', eph.id, 'import', f, `${vmsPool}/${name('g-rbd')}`]).then(() => undefined))],
+    ['glanceQemuImg', () => staged('glanceQemuImg', (f) => run('qemu-img', ['convert', '-f', 'raw', '-O', 'raw', f, rbdTarget(name('g-qemu'))]).then(() => undefined))],
+    ...(ctx.backend ? [['glanceOurs', () => ours('glanceOurs', glanceSource(ctx.glance, fx.image))]] : []),
+  ];
+  for (let r = 0; r < glanceReps; r++) {
+    for (let k = 0; k < glanceRunners.length; k++) {
+      const [key, fn] = glanceRunners[(r + k) % glanceRunners.length];
+      log(`case 4: ${key} ${r + 1}/${glanceReps}`);
+      await fn();
+    }
+  }
+  // The staged runs name their images inside the closure: remove every bench image of this case.
+  for (const n of await vms.list()) if (n.startsWith(`bench-${ctx.tag}-imp-`)) await vms.remove(n).catch(() => undefined);
+  await vms.close?.();
+
+  const LABELS = {
+    localRbdImport: 'rbd import <local file>',
+    localQemuImg: 'qemu-img convert <local file> rbd:',
+    localOurs: 'Ephemera streamed import <local file>',
+    glanceRbdImport: 'Glance -> local file -> rbd import (2013 way)',
+    glanceQemuImg: 'Glance -> local file -> qemu-img convert',
+    glanceOurs: 'Ephemera streamed import from Glance',
+  };
+  const mibps = (ms) => (ms ? bytes / MiB / (ms / 1000) : null);
+  for (const [k, m] of Object.entries(out.methods)) {
+    const s = summary(m.runs);
+    const max = (f) => Math.max(...m.disk.map((d) => d[f] ?? 0));
+    out.methods[k] = {
+      label: LABELS[k],
+      ms: s,
+      MiBps: round(mibps(s.median), 1),
+      localWriteBytes: max('processTreeWriteBytes'),
+      localCancelledWriteBytes: max('processTreeCancelledWriteBytes'),
+      osdWriteBytes: max('osdWriteBytes'),
+      deviceWriteBytes: max('deviceWriteBytes'),
+      disk: m.disk,
+    };
+  }
+  const M = out.methods;
+  const r = (a, b) => (M[a]?.MiBps && M[b]?.MiBps ? M[b].MiBps / M[a].MiBps : null);
+  out.ratios = {
+    oursOverRbdImportLocal: round(r('localRbdImport', 'localOurs')),
+    oursOverQemuImgLocal: round(r('localQemuImg', 'localOurs')),
+    oursOverRbdImportFromGlance: round(r('glanceRbdImport', 'glanceOurs')),
+    oursOverQemuImgFromGlance: round(r('glanceQemuImg', 'glanceOurs')),
+  };
+  const rows = [['method (1 GiB of random data)', 'median', 'MiB/s', 'local disk written', 'OSD wrote', 'device wrote', 'ours / this']];
+  const vs = { localRbdImport: 'localOurs', localQemuImg: 'localOurs', glanceRbdImport: 'glanceOurs', glanceQemuImg: 'glanceOurs' };
+  for (const k of ['localRbdImport', 'localQemuImg', 'localOurs', 'glanceRbdImport', 'glanceQemuImg', 'glanceOurs']) {
+    const m = M[k];
+    if (!m) {
+      rows.push([LABELS[k], 'n/a', '', '', '', '', '']);
+      continue;
+    }
+    rows.push([m.label, fmtMs(m.ms.median), m.MiBps?.toFixed(1), fmtBytes(m.localWriteBytes), fmtBytes(m.osdWriteBytes), fmtBytes(m.deviceWriteBytes), vs[k] ? fmtRatio(r(k, vs[k])) : '']);
+  }
+  out.table = table(
+    'Case 4: import throughput and local disk writes (ratio = Ephemera MiB/s / baseline MiB/s; "local disk written" = write_bytes of the importing process tree, /proc/<pid>/io)',
+    rows,
+  );
+  console.log('note: "OSD wrote" is the Ceph OSD process (bluestore on a file of this same disk); "device wrote" is the whole block device, every process on the machine included.');
+  for (const n of out.notes) console.log(`note: ${n}`);
+  return out;
+}
