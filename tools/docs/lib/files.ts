@@ -9,7 +9,7 @@ export const ROOT = resolve(fileURLToPath(new URL('../../..', import.meta.url)))
 export function docFiles(): string[] {
   const out = ['README.md', 'DEVELOPERS.md', 'tools/README.md'].filter((f) => existsSync(join(ROOT, f)));
   for (const f of readdirSync(join(ROOT, 'docs')).sort()) if (f.endsWith('.md')) out.push(`docs/${f}`);
-  for (const dir of ['packages', 'examples']) {
+  for (const dir of ['packages', 'examples', 'tools']) {
     if (!existsSync(join(ROOT, dir))) continue;
     for (const p of readdirSync(join(ROOT, dir)).sort()) {
       if (existsSync(join(ROOT, dir, p, 'README.md'))) out.push(`${dir}/${p}/README.md`);
