@@ -308,7 +308,11 @@ export class RbdBackend implements ImageBackend {
     }
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (RAW_FORMATS.has(format)) return this.importRaw(id, image, format, importReason, options, progress, started);
-    if (CONVERT_FORMATS.has(format)) return this.importConverted(id, image, format, importReason, options, progress, started);
+    if (CONVERT_FORMATS.has(format)) {
+      const here = this.options.convertFromRbd === false ? undefined : this.localRbdLocation(image);
+      const direct = here && (await this.qemuCanRead(here)) ? here : undefined;
+      return this.importConverted(id, image, format, importReason, options, progress, started, direct);
+    }
     throw new InvalidArgumentError('image.diskFormat', `the rbd backend cannot import '${image.diskFormat}' images`, { backend: NAME, diskId: id });
   }
 
@@ -326,6 +330,31 @@ export class RbdBackend implements ImageBackend {
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (format !== 'raw') return withLoc(`image is ${format || 'of unknown format'}, not raw: a clone would hand QEMU ${format} data as a raw disk`);
     return { kind: 'clone', plan: { url: here.url, location: here.location } };
+  }
+
+  /** The first `rbd://` location of the image in this cluster. */
+  private localRbdLocation(image: SourceImage): RbdUrl | undefined {
+    for (const l of image.locations ?? []) {
+      const u = parseRbdUrl(l.url);
+      if (u && u.fsid === this.fsid) return u;
+    }
+    return undefined;
+  }
+
+  /**
+   * Whether qemu-img could open this snapshot as our client: QEMU's rbd driver always uses
+   * `rbd_open`, which registers a watch and so needs write caps on the pool (a Nova-style
+   * `profile rbd-read-only pool=images` user cannot; the stream path is used then).
+   */
+  private async qemuCanRead(u: RbdUrl): Promise<boolean> {
+    try {
+      const io = await this.cluster.parentIoCtx(u.pool, '');
+      const img = await io.open(u.image, { snapshot: u.snap });
+      await img.close();
+      return true;
+    } catch {
+      return false;
+    }
   }
 
   /** The clone format to use and why. */
@@ -475,10 +504,16 @@ export class RbdBackend implements ImageBackend {
   }
 
   /**
-   * Converts a non-raw image with `qemu-img convert -O raw` straight into RBD. qemu-img reads
-   * the image from a loopback HTTP server that serves the (hash-verified) stream with byte
-   * ranges from a bounded memory window: nothing is staged on local disk. After qemu-img, the
-   * rest of the stream is read so its size and hash are checked; any failure removes the image.
+   * Converts a non-raw image with `qemu-img convert -O raw` straight into RBD; nothing is
+   * staged on local disk. The inspector vets the first bytes (declared format, no backing or
+   * data file, no encryption, a virtual size) before the target exists. Where qemu-img reads:
+   * - `direct` (an `rbd://` location in this cluster): the Glance snapshot itself, through
+   *   librbd (random access, so any qcow2 layout works), while the same bytes are read through
+   *   the binding to check the declared hash; a mismatch stops qemu-img and removes the target;
+   * - otherwise the source stream, served by a loopback HTTP server with byte ranges from a
+   *   bounded memory window (qemu-img's reads of a qcow2 written by qemu-img are nearly
+   *   sequential); afterwards the rest of the stream is read so its size and hash are checked.
+   * Any failure removes the target.
    */
   private async importConverted(
     id: string,
@@ -488,14 +523,21 @@ export class RbdBackend implements ImageBackend {
     options: CreateFromImageOptions,
     progress: ProgressReporter,
     started: number,
+    direct: RbdUrl | undefined,
   ): Promise<CreateResult> {
-    const stream = new InspectedStream(readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator]());
+    const source: SourceImage = direct ? { ...image, open: async () => this.readRbd(direct) } : image;
+    // Direct: progress comes from qemu-img only (the hash read runs alongside).
+    const stream = new InspectedStream(
+      readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[Symbol.asyncIterator](),
+    );
+    const declared = format === 'vpc' ? 'vhd' : format;
     let created = false;
+    let killed = false;
     let server: LoopbackImageServer | undefined;
     try {
       const head = await stream.readHead();
       if (!head) throw new UnsafeImageError('format-undecided', `image ${image.id}: its ${format} headers could not be vetted from the first bytes`, { backend: NAME, diskId: id });
-      const vetted = checkDeclared(head, format === 'vpc' ? 'vhd' : format, NAME, id);
+      const vetted = checkDeclared(head, declared, NAME, id);
       const virtualSize = vetted.virtualSize;
       if (virtualSize === undefined || !Number.isSafeInteger(virtualSize) || virtualSize <= 0)
         throw new UnsafeImageError('virtual-size', `image ${image.id}: no valid virtual size in its header`, { backend: NAME, diskId: id });
@@ -504,44 +546,75 @@ export class RbdBackend implements ImageBackend {
       const size = Math.max(options.sizeBytes ?? 0, virtualSize);
       await this.io.create(id, size);
       created = true;
-      server = new LoopbackImageServer(stream.chunks()[Symbol.asyncIterator](), {
-        size: image.size,
-        ...(this.options.convertStream?.headBytes ? { headBytes: this.options.convertStream.headBytes } : {}),
-        ...(this.options.convertStream?.windowBytes ? { windowBytes: this.options.convertStream.windowBytes } : {}),
-      });
-      await server.listen();
-      const srv = server;
-      const target = rbdTargetUri({
-        pool: this.pool,
-        image: id,
-        user: this.clientId,
-        confPath: this.options.confPath,
-        ...(this.options.keyringPath ? { keyringPath: this.options.keyringPath } : {}),
-      });
-      try {
-        await runConvert(
-          ['-n', '--target-is-zero', '-f', vetted.qemuFormat, '-O', 'raw', httpSource(srv.url, { timeoutSeconds: 600 }), target],
-          {
-            timeoutMs: this.options.convertTimeoutMs ?? 3_600_000,
-            ...(this.options.qemuImgBinary ? { binary: this.options.qemuImgBinary } : {}),
+      const rbd = (pool: string, name: string, snapshot?: string): string =>
+        rbdTargetUri({
+          pool,
+          image: name,
+          ...(snapshot ? { snapshot } : {}),
+          user: this.clientId,
+          confPath: this.options.confPath,
+          ...(this.options.keyringPath ? { keyringPath: this.options.keyringPath } : {}),
+        });
+      const target = rbd(this.pool, id);
+      const common = {
+        timeoutMs: this.options.convertTimeoutMs ?? 3_600_000,
+        ...(this.options.qemuImgBinary ? { binary: this.options.qemuImgBinary } : {}),
+        onProgress: (pct: number) => progress.report('convert', Math.floor((pct / 100) * virtualSize), virtualSize),
+      };
+      const args = ['-n', '--target-is-zero', '-f', vetted.qemuFormat, '-O', 'raw'];
+      if (direct) {
+        const stop = new AbortController();
+        const onAbort = (): void => stop.abort(options.signal?.reason);
+        options.signal?.addEventListener('abort', onAbort, { once: true });
+        const verify = (async () => {
+          for await (const chunk of stream.chunks()) void chunk; // readImage hashes and counts
+        })();
+        verify.catch((e: unknown) => stop.abort(e));
+        const convert = runConvert([...args, rbd(direct.pool, direct.image, direct.snap), target], {
+          ...common,
+          signal: stop.signal,
+          graceMs: 200,
+          onAbort: () => (killed = true),
+        });
+        const [c, v] = await Promise.allSettled([convert, verify]);
+        options.signal?.removeEventListener('abort', onAbort);
+        if (v.status === 'rejected') throw v.reason;
+        if (c.status === 'rejected') throw c.reason;
+      } else {
+        server = new LoopbackImageServer(stream.chunks()[Symbol.asyncIterator](), {
+          size: image.size,
+          ...(this.options.convertStream?.headBytes ? { headBytes: this.options.convertStream.headBytes } : {}),
+          ...(this.options.convertStream?.windowBytes ? { windowBytes: this.options.convertStream.windowBytes } : {}),
+        });
+        await server.listen();
+        const srv = server;
+        try {
+          await runConvert([...args, httpSource(srv.url, { timeoutSeconds: 600 }), target], {
+            ...common,
             ...(options.signal ? { signal: options.signal } : {}),
+            // Cooperative stop: qemu-img fails its reads and exits, closing librbd cleanly.
             onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
-            onProgress: (pct) => progress.report('convert', Math.floor((pct / 100) * virtualSize), virtualSize),
-          },
-        );
-      } catch (e) {
-        // The stream's own failure (download, hash, abort, window) explains qemu-img's.
-        throw srv.error ?? e;
+          });
+        } catch (e) {
+          // The stream's own failure (download, hash, abort, window) explains qemu-img's.
+          throw srv.error ?? e;
+        }
+        await srv.drain();
       }
-      await srv.drain();
-      checkDeclared(stream.end(), format === 'vpc' ? 'vhd' : format, NAME, id);
+      checkDeclared(stream.end(), declared, NAME, id);
       throwIfAborted(options.signal, 'createFromImage');
       progress.finish(image.size, image.size);
-      return { method: 'imported', reason, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+      const via = direct ? `; converted by qemu-img reading ${direct.pool}/${direct.image}@${direct.snap}` : '; converted by qemu-img from the stream';
+      return { method: 'imported', reason: reason + via, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
     } catch (e) {
       if (server) await server.close().catch(() => undefined);
-      else await stream.close();
-      if (created) await this.removeQuietly(id);
+      await stream.close();
+      if (created) {
+        // A killed qemu-img leaves its watch on the target until the OSD times it out (~30 s):
+        // evict it (only qemu-img can watch an image this call just created).
+        if (killed) await this.evictWatchers(id);
+        await this.removeQuietly(id);
+      }
       if (e instanceof RangeUnavailableError)
         throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
       if (e instanceof QemuConvertError)
@@ -549,6 +622,58 @@ export class RbdBackend implements ImageBackend {
       throw this.translate(e, id, options.signal, created ? undefined : 'create');
     } finally {
       if (server) await server.close().catch(() => undefined);
+    }
+  }
+
+  /** Reads an RBD snapshot sequentially, a few aio reads ahead. */
+  private async *readRbd(u: RbdUrl): AsyncGenerator<Uint8Array> {
+    const io = await this.cluster.parentIoCtx(u.pool, '');
+    const img = await io.open(u.image, { snapshot: u.snap, readOnly: true });
+    const pending: Promise<Buffer>[] = [];
+    try {
+      const size = await img.size();
+      let next = 0;
+      const issue = (): void => {
+        while (pending.length < 4 && next < size) {
+          const len = Math.min(this.blockBytes, size - next);
+          const p = img.read(next, len);
+          p.catch(() => undefined);
+          pending.push(p);
+          next += len;
+        }
+      };
+      issue();
+      while (pending.length) {
+        const block = await pending.shift()!;
+        issue();
+        yield block;
+      }
+    } finally {
+      await Promise.allSettled(pending);
+      await img.close().catch(() => undefined);
+    }
+  }
+
+  /** Blocklists (60 s) the clients watching `id` with the ceph CLI (`profile rbd` allows it). */
+  private async evictWatchers(id: string): Promise<void> {
+    let addresses: string[] = [];
+    try {
+      const img = await this.io.open(id, { readOnly: true });
+      try {
+        addresses = (await img.watchers()).map((w) => w.address);
+      } finally {
+        await img.close();
+      }
+    } catch {
+      return;
+    }
+    for (const addr of addresses) {
+      const args = ['--conf', this.options.confPath, '--id', this.clientId];
+      if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
+      args.push('osd', 'blocklist', 'add', addr, '60');
+      await new Promise<void>((resolve) => {
+        execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
+      });
     }
   }
 

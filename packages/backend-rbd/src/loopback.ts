@@ -123,7 +123,11 @@ export class LoopbackImageServer {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (!this.ended) {
       this.ended = true;
-      await this.source.return?.(undefined)?.catch?.(() => undefined);
+      // Bounded: a source stalled in a read only returns once that read settles.
+      const returned = Promise.resolve(this.source.return?.(undefined)).catch(() => undefined);
+      let timer: NodeJS.Timeout | undefined;
+      await Promise.race([returned, new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
+      clearTimeout(timer);
     }
     this.window = [];
     this.head = Buffer.alloc(0);

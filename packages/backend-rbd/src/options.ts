@@ -58,6 +58,15 @@ export interface RbdBackendOptions {
    * `UnsupportedOperationError('directSnapshot')`.
    */
   directSnapshot?: DirectSnapshotTarget;
+  /**
+   * Non-raw images with an `rbd://` location in this cluster are converted by qemu-img reading
+   * that snapshot through librbd (random access: any qcow2 layout), while the backend reads the
+   * same bytes to verify the declared hash. Used only when this client may open that snapshot
+   * the way QEMU does (`rbd_open` registers a watch: write caps on the images pool); a client
+   * with `profile rbd-read-only` there always converts from the stream. Default true; false
+   * always converts from the stream.
+   */
+  convertFromRbd?: boolean;
   /** Monitors for `diskSource` (default: every monitor of the conf's `mon_host`, v1 addresses). */
   monitors?: readonly NetworkHost[];
   /** qemu-img binary for non-raw imports (default `qemu-img`). */

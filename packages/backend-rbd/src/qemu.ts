@@ -5,6 +5,8 @@ import { ProgressParser } from '@ephemera/qemu-img-wrapper';
 export interface RbdTarget {
   pool: string;
   image: string;
+  /** Read a snapshot (sources only). */
+  snapshot?: string;
   /** cephx id without `client.`. */
   user: string;
   confPath: string;
@@ -27,7 +29,8 @@ export function rbdTargetUri(t: RbdTarget): string {
   for (const v of [t.pool, t.image, t.user, t.confPath, t.keyringPath ?? 'x']) {
     if (!v || /[\0\n\r]/.test(v)) throw new Error('invalid RBD target component');
   }
-  let s = `rbd:${esc(t.pool)}/${esc(t.image)}:id=${escValue(t.user)}:conf=${escValue(t.confPath)}`;
+  if (t.snapshot !== undefined && (!t.snapshot || /[\0\n\r]/.test(t.snapshot))) throw new Error('invalid RBD snapshot name');
+  let s = `rbd:${esc(t.pool)}/${esc(t.image)}${t.snapshot ? `@${esc(t.snapshot)}` : ''}:id=${escValue(t.user)}:conf=${escValue(t.confPath)}`;
   if (t.keyringPath) s += `:keyring=${escValue(t.keyringPath)}`;
   return s;
 }

@@ -27,6 +27,7 @@ export class InspectedStream {
   private headBytes = 0;
   private ended = false;
   private consumed = false;
+  private closed = false;
 
   constructor(private readonly source: AsyncIterator<Uint8Array>) {}
 
@@ -56,13 +57,21 @@ export class InspectedStream {
   async *chunks(): AsyncGenerator<Uint8Array> {
     if (this.consumed) throw new Error('InspectedStream.chunks() called twice');
     this.consumed = true;
-    while (this.head.length) yield this.head.shift()!;
-    if (this.ended) return;
-    for (;;) {
-      const next = await this.source.next();
-      if (next.done) return;
-      this.inspector.push(next.value);
-      yield next.value;
+    let complete = false;
+    try {
+      while (this.head.length) yield this.head.shift()!;
+      if (!this.ended) {
+        for (;;) {
+          const next = await this.source.next();
+          if (next.done) break;
+          this.inspector.push(next.value);
+          yield next.value;
+        }
+      }
+      complete = true;
+    } finally {
+      // Stopped early (a failed write, an abort): stop the download too.
+      if (!complete) await this.close();
     }
   }
 
@@ -73,7 +82,13 @@ export class InspectedStream {
 
   /** Closes the source early (stops a download). */
   async close(): Promise<void> {
-    await this.source.return?.(undefined)?.catch?.(() => undefined);
+    if (this.closed) return;
+    this.closed = true;
+    // A generator busy in a stalled read only returns once that read settles: do not wait forever.
+    const returned = Promise.resolve(this.source.return?.(undefined)).catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([returned, new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
+    clearTimeout(timer);
   }
 }
 

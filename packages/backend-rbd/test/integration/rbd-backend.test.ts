@@ -28,6 +28,17 @@ const made: DiskRef[] = [];
 const extraBackends: RbdBackend[] = [];
 const imagesPoolLeftovers: string[] = [];
 
+let admin: RbdBackend | undefined;
+/** The backend as client.admin (write caps on images: QEMU may open Glance's snapshots). */
+async function adminBackend(): Promise<RbdBackend> {
+  if (!admin) {
+    const a = stack().ceph.users.admin;
+    admin = await newBackend({ clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath });
+    extraBackends.push(admin);
+  }
+  return admin;
+}
+
 function newDisk(name = 'disk'): DiskRef {
   const d = { instance: randomUUID(), name };
   made.push(d);
@@ -170,6 +181,9 @@ describe('streamed import', () => {
     const ms = Math.round(performance.now() - started);
     expect(res.method).toBe('imported');
     expect(res.reason).toMatch(/qcow2, not raw/);
+    // client.ephemera is read-only on images: QEMU's rbd_open (a watch) is refused there, so
+    // qemu-img reads the stream.
+    expect(res.reason).toContain('converted by qemu-img from the stream');
     expect(res.sizeBytes).toBe(raw.length);
     expect(events.some((e) => e.phase === 'convert')).toBe(true);
     expect(events.at(-1)?.percent).toBe(100);
@@ -202,13 +216,46 @@ describe('streamed import', () => {
     const recQ = await glance.upload(await qcow2Of(raw), 'qcow2');
     for (const rec of [recRaw, recQ]) {
       const d = newDisk();
+      // Without locations: the qcow2 goes through the stream path (qemu-img reads the download).
       await expectImageBackendError(
-        backend.createFromImage(d, glance.source(rec, { failAfterBytes: 3 * MiB }), { forceImport: true }),
+        backend.createFromImage(d, glance.source(rec, { failAfterBytes: 3 * MiB, locations: [] }), { forceImport: true }),
         'IMAGE_SOURCE',
       );
       expect(await rbdLs('vms')).not.toContain(diskId(d));
       expect(await backend.list({ instance: d.instance })).toEqual([]);
     }
+  });
+
+  it('converts a qcow2 whose clusters are stored in reverse order: from RBD directly, not from a bounded stream window', async () => {
+    // Data written back to front: qemu-img reads the file out of order.
+    const q = join(tmp, 'reverse.qcow2');
+    await run('qemu-img', ['create', '-f', 'qcow2', q, '24M'], { timeout: 30_000 });
+    const raw = new Uint8Array(24 * MiB);
+    for (const off of [20, 16, 12, 8, 4, 0]) {
+      await run('qemu-io', ['-f', 'qcow2', '-c', `write -P ${off + 17} ${off}M 1M`, q], { timeout: 30_000 });
+      raw.fill(off + 17, off * MiB, (off + 1) * MiB);
+    }
+    const rec = await glance.upload(await readFile(q), 'qcow2');
+    const d = newDisk();
+    const res = await (await adminBackend()).createFromImage(d, glance.source(rec));
+    expect(res.reason).toContain(`converted by qemu-img reading images/${rec.id}@snap`);
+    expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
+    // The same image from the stream with a small window cannot be converted, and says why.
+    const small = await newBackend({ convertStream: { headBytes: 512 * 1024, windowBytes: 1024 * 1024 } });
+    extraBackends.push(small);
+    const d2 = newDisk();
+    const err = await expectImageBackendError(small.createFromImage(d2, glance.source(rec, { locations: [] })), 'IMAGE_SOURCE');
+    expect(err.message).toMatch(/not sequential enough/);
+    expect(await rbdLs('vms')).not.toContain(diskId(d2));
+  });
+
+  it('refuses a qcow2 read from RBD whose declared hash does not match what is stored (UnsafeImage, target removed)', async () => {
+    const rec = await glance.upload(await qcow2Of(patternBytes(4 * MiB, 52)), 'qcow2');
+    const d = newDisk();
+    const lie = { ...rec, os_hash_value: rec.os_hash_value!.replace(/^./, (c) => (c === '0' ? '1' : '0')) };
+    const err = await expectImageBackendError((await adminBackend()).createFromImage(d, glance.source(lie)), 'UNSAFE_IMAGE');
+    expect(err.message).toMatch(/mismatch/);
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
   });
 
   it('refuses a qcow2 declared raw before creating anything (UnsafeImage)', async () => {
