@@ -8,10 +8,7 @@ import { Container, injectable, multiInject } from 'inversify';
 import { connect as cephConnect, type Cluster } from '@ephemera/ceph-rbd-napi';
 import {
   GLANCE_TYPES,
-  KeystoneTokenProvider,
-  NoAuth,
   RbdCliProbe,
-  StaticToken,
   glanceModule,
   type ImageHandler,
   type RbdProbe,
@@ -24,6 +21,7 @@ import { LibrbdProbe, defaultSecretUuid, keyringPath } from './ceph.js';
 import { loadConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
 import { Driver, type CephContext } from './driver.js';
 import { DriverError } from './errors.js';
+import { glanceAuth } from './images.js';
 import { Journal } from './journal.js';
 import { createLogger, type Logger } from './logger.js';
 import { DRIVER_TYPES } from './tokens.js';
@@ -107,18 +105,7 @@ export async function createDriverContainer(opts: CreateDriverOptions = {}): Pro
       backends.push(b);
     }
 
-    const auth: TokenProvider =
-      config.glance.auth === 'token'
-        ? new StaticToken(config.glance.token!)
-        : config.glance.auth === 'keystone'
-          ? new KeystoneTokenProvider({
-              authUrl: config.glance.keystoneUrl!,
-              username: config.glance.username!,
-              password: config.glance.password!,
-              projectName: config.glance.project!,
-              userDomainName: config.glance.domain,
-            })
-          : new NoAuth();
+    const auth: TokenProvider = glanceAuth(config);
     const probe: RbdProbe =
       ceph.cluster && ceph.fsid
         ? new LibrbdProbe(ceph.cluster, ceph.fsid)

@@ -57,3 +57,6 @@ export { sourceImageFromGlance } from './source-image.js';
 export type { Logger } from './logger.js';
 export { createLogger } from './logger.js';
 export { DRIVER_TYPES } from './tokens.js';
+
+export type { UploadImageOptions } from './images.js';
+export { glanceAuth, glanceClient, uploadImage } from './images.js';

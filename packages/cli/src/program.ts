@@ -1,0 +1,389 @@
+/** The `ephemera` command (commander 14). */
+import { execFile, spawn } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
+import { randomUUID } from 'node:crypto';
+import { dirname, join, resolve } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Command, CommanderError, Option } from 'commander';
+import {
+  createDriver,
+  glanceClient,
+  loadConfig,
+  redactConfig,
+  uploadImage,
+  type ConfigInput,
+  type Driver,
+  type DriverConfig,
+  type StackInfoLike,
+} from '@ephemera/driver';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { FLAVORS, parseFlavor } from './flavors.js';
+import { ProgressBar, bytes } from './progress.js';
+
+/** Where the command writes and what it reads (tests pass their own). */
+export interface CliIo {
+  stdout: NodeJS.WritableStream & { isTTY?: boolean };
+  stderr: NodeJS.WritableStream & { isTTY?: boolean };
+  env: Readonly<Record<string, string | undefined>>;
+}
+
+interface GlobalOpts {
+  config?: string;
+  stack: boolean;
+  json?: boolean;
+  logLevel?: string;
+  stateDir?: string;
+}
+
+type GlanceImageLike = Awaited<ReturnType<ReturnType<typeof glanceClient>['getImage']>>;
+
+class CliError extends Error {
+  constructor(readonly code: string, message: string) {
+    super(message);
+  }
+}
+
+/** The repository checkout this CLI belongs to (for `stack` and the dev stack's stack.json). */
+export function repoRoot(env: CliIo['env'] = process.env): string | undefined {
+  if (env.EPHEMERA_REPO) return resolve(env.EPHEMERA_REPO);
+  let dir = dirname(fileURLToPath(import.meta.url));
+  for (let i = 0; i < 6; i++) {
+    if (existsSync(join(dir, 'tools', 'stack'))) return dir;
+    dir = dirname(dir);
+  }
+  return undefined;
+}
+
+function stackJson(env: CliIo['env']): StackInfoLike | undefined {
+  const root = repoRoot(env);
+  const dir = env.EPHEMERA_STACK_DIR ? resolve(env.EPHEMERA_STACK_DIR) : root ? join(root, '.stack') : undefined;
+  if (!dir || !existsSync(join(dir, 'stack.json'))) return undefined;
+  return JSON.parse(readFileSync(join(dir, 'stack.json'), 'utf8')) as StackInfoLike;
+}
+
+const EXAMPLES = `
+Examples:
+  $ ephemera stack up                                   # the dev stack (Ceph, Glance, libvirtd)
+  $ ephemera image upload guest.img --name guest        # detects raw/qcow2, progress bar
+  $ ephemera image explain <image-id> --backend rbd     # the resolver's plan and every declined option
+  $ ephemera boot --image <image-id> --name vm1 --flavor e1.nano
+  $ ephemera boot --image <id> --name vm2 --flavor vcpus=1,ram=64,root=1,swap=8 --backend lvm
+  $ ephemera list --json | jq '.[].state'
+  $ ephemera console vm1
+  $ ephemera snapshot vm1 vm1-snap && ephemera destroy vm1
+  $ ephemera gc --delete; ephemera reconcile
+
+Configuration: --config FILE (JSON) or $EPHEMERA_CONFIG, then EPHEMERA_* variables; on a checkout
+with the dev stack up, its stack.json provides the defaults (--no-stack ignores it).
+
+Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration/unreachable service, 4 not found,
+5 already exists, 6 image unusable, 7 timeout, 8 partial failure (run reconcile), 9 unsupported.
+`;
+
+/** Builds the program; `run()` executes it. */
+export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode: 0 }): Command {
+  const program = new Command('ephemera');
+  const out = (s: string): void => void io.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
+  const err = (s: string): void => void io.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
+
+  program
+    .description('Boot VMs from copy-on-write clones of Glance images (the Ephemera hypervisor driver).')
+    .option('-c, --config <file>', 'JSON configuration file (default $EPHEMERA_CONFIG)')
+    .option('--no-stack', 'ignore the dev stack\'s stack.json defaults')
+    .option('--state-dir <dir>', 'driver state directory (journal, instance records, consoles)')
+    .option('--json', 'machine-readable output (one JSON document on stdout)')
+    .addOption(new Option('--log-level <level>', 'driver log level (pino, on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .showHelpAfterError('(run with --help for usage)')
+    .addHelpText('after', EXAMPLES)
+    .exitOverride()
+    .configureOutput({ writeOut: (s) => io.stdout.write(s), writeErr: (s) => io.stderr.write(s) });
+
+  const globals = (): GlobalOpts => program.opts<GlobalOpts>();
+  const config = (extra: ConfigInput = {}): DriverConfig => {
+    const g = globals();
+    const stack = g.stack ? stackJson(io.env) : undefined;
+    const overrides: ConfigInput = { log: { level: g.logLevel ?? 'warn' }, ...extra };
+    if (g.stateDir) overrides.stateDir = g.stateDir;
+    return loadConfig({ ...(g.config ? { file: g.config } : {}), env: io.env, ...(stack ? { stack } : {}), overrides }).config;
+  };
+  const print = (json: unknown, text: () => string): void => {
+    if (globals().json) out(JSON.stringify(json, null, 2));
+    else out(text());
+  };
+  const withDriver = async <T>(fn: (d: Driver) => Promise<T>, extra: ConfigInput = {}, reconcile = false): Promise<T> => {
+    const d = await createDriver({ config: config(extra), reconcile });
+    try {
+      return await fn(d);
+    } finally {
+      await d.close();
+    }
+  };
+
+  // ------------------------------------------------------------ stack
+  const stack = program.command('stack').description('the dev stack (tools/stack): up, down, status');
+  for (const [sub, what] of [['up', 'bring the dev stack up (idempotent)'], ['down', 'take the dev stack down'], ['status', 'show the dev stack\'s services']] as const) {
+    stack
+      .command(sub)
+      .description(what)
+      .action(async () => {
+        const root = repoRoot(io.env);
+        if (!root) throw new CliError('INVALID_CONFIG', 'tools/stack not found: run from a checkout or set EPHEMERA_REPO');
+        if (globals().json) {
+          const text = await new Promise<string>((res, rej) =>
+            execFile('bash', [join(root, 'tools', 'stack'), sub], { timeout: 900_000, maxBuffer: 16 << 20, env: { ...process.env, ...io.env } as NodeJS.ProcessEnv }, (e, so, se) =>
+              e && sub !== 'status' ? rej(new CliError('FAILURE', `tools/stack ${sub}: ${String(se).trim() || e.message}`)) : res(String(so))),
+          );
+          const info = stackJson(io.env);
+          out(JSON.stringify({ command: sub, healthy: /healthy/.test(text), output: text.trim(), stack: sub === 'down' ? null : (info ?? null) }, null, 2));
+          return;
+        }
+        const code = await new Promise<number>((res) => {
+          const child = spawn('bash', [join(root, 'tools', 'stack'), sub], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...io.env } as NodeJS.ProcessEnv });
+          child.stdout.on('data', (b) => io.stdout.write(b));
+          child.stderr.on('data', (b) => io.stderr.write(b));
+          child.on('close', (c) => res(c ?? 1));
+        });
+        if (code !== 0) throw new CliError('FAILURE', `tools/stack ${sub} exited with ${code}`);
+      });
+  }
+
+  // ------------------------------------------------------------ image
+  const image = program.command('image').description('Glance images: upload, list, show, explain');
+  image
+    .command('upload <file>')
+    .description('upload a raw or qcow2 image file (format detected, progress bar)')
+    .option('--name <name>', 'image name (default: the file name)')
+    .addOption(new Option('--format <format>', 'expected disk format').choices(['raw', 'qcow2']))
+    .action(async (file: string, o: { name?: string; format?: 'raw' | 'qcow2' }) => {
+      const glance = glanceClient(config());
+      const bar = new ProgressBar('upload', io.stderr, !globals().json);
+      const img = await uploadImage(glance, resolve(file), {
+        ...(o.name ? { name: o.name } : {}),
+        ...(o.format ? { format: o.format } : {}),
+        onProgress: (e) => bar.update(e.percent, `${bytes(e.bytesDone)}/${bytes(e.bytesTotal)}`),
+      });
+      bar.done();
+      print(img, () => `${img.id}  ${img.name}  ${img.disk_format}  ${bytes(img.size ?? undefined)}  ${img.status}`);
+    });
+  image
+    .command('list')
+    .description('list images')
+    .action(async () => {
+      const glance = glanceClient(config());
+      const all: GlanceImageLike[] = [];
+      for await (const i of glance.listImages()) all.push(i);
+      print(all, () => all.map((i) => `${i.id}  ${(i.name ?? '').padEnd(24)} ${String(i.disk_format).padEnd(6)} ${bytes(i.size ?? undefined).padStart(10)}  ${i.status}`).join('\n') || '(no images)');
+    });
+  image
+    .command('show <id>')
+    .description('show an image record (with its locations)')
+    .action(async (id: string) => {
+      const glance = glanceClient(config());
+      const img = await glance.getImage(id).catch((e: unknown) => {
+        throw (e as { status?: number }).status === 404 ? new CliError('IMAGE_NOT_FOUND', `image ${id} not found`) : e;
+      });
+      print(img, () =>
+        [
+          `id:          ${img.id}`,
+          `name:        ${img.name}`,
+          `status:      ${img.status}`,
+          `format:      ${img.disk_format}/${img.container_format}`,
+          `size:        ${bytes(img.size ?? undefined)} (virtual ${bytes(img.virtual_size ?? undefined)})`,
+          `hash:        ${img.os_hash_algo ?? '-'} ${img.os_hash_value ? `${img.os_hash_value.slice(0, 16)}...` : ''}`,
+          ...(img.locations ?? []).map((l) => `location:    ${l.url}`),
+        ].join('\n'));
+    });
+  image
+    .command('explain <id>')
+    .description("print the resolver's plan for this node: the chosen option, alternatives and every declined option with its reason")
+    .addOption(new Option('--backend <backend>', 'target backend (default images.type)').choices(['rbd', 'qcow2', 'lvm']))
+    .action(async (id: string, o: { backend?: string }) => {
+      await withDriver(async (d) => {
+        if (!globals().json) {
+          out(await d.explain(id, o.backend));
+          return;
+        }
+        const plan = await d.plan(id, o.backend);
+        const { image: img, ...rest } = plan;
+        out(JSON.stringify({ ...rest, image: { id: img.id, name: img.name, disk_format: img.disk_format, size: img.size } }, null, 2));
+      }, o.backend ? { images: { type: o.backend } } : {});
+    });
+
+  // ------------------------------------------------------------ instances
+  program
+    .command('boot')
+    .description('boot an instance from a Glance image')
+    .requiredOption('--image <id>', 'Glance image id')
+    .requiredOption('--name <name>', 'instance name')
+    .option('--flavor <flavor>', `flavor: ${Object.keys(FLAVORS).join(', ')} or vcpus=1,ram=64,root=1,ephemeral=0,swap=8`, 'e1.nano')
+    .addOption(new Option('--backend <backend>', 'image backend for this instance (default images.type)').choices(['rbd', 'qcow2', 'lvm']))
+    .option('--uuid <uuid>', 'instance UUID (default: a new one)')
+    .option('--force-import', 'never clone: import a full copy')
+    .action(async (o: { image: string; name: string; flavor: string; backend?: string; uuid?: string; forceImport?: boolean }) => {
+      const flavor = parseFlavor(o.flavor);
+      await withDriver(async (d) => {
+        const json = globals().json;
+        const bar = new ProgressBar('root disk', io.stderr, !json);
+        d.on('progress', (e) => bar.update(e.percent, `${e.phase} ${bytes(e.bytesDone)}/${bytes(e.bytesTotal)}`));
+        d.on('step', (e) => {
+          if (json) return;
+          if (e.status === 'started' && e.step !== 'root-disk') err(`${e.step}...`);
+          if (e.step === 'root-disk' && e.status !== 'started') bar.done();
+        });
+        const r = await d.spawn({
+          instance: { uuid: o.uuid ?? randomUUID(), name: o.name },
+          image: o.image,
+          flavor,
+          ...(o.backend ? { backend: o.backend } : {}),
+          ...(o.forceImport ? { forceImport: true } : {}),
+        });
+        print(r, () =>
+          [
+            `${r.instance.name} ${r.instance.uuid} ${r.instance.state} (${r.instance.backend})`,
+            `root disk: ${r.rootDisk.method} in ${Math.round(r.rootDisk.durationMs)} ms${r.rootDisk.reason ? ` (${r.rootDisk.reason})` : ''}`,
+            `steps: ${Object.entries(r.timings).map(([k, v]) => `${k} ${Math.round(v!)} ms`).join(', ')}; total ${Math.round(r.totalMs)} ms`,
+            `console: ${r.instance.consolePath}`,
+          ].join('\n'));
+      }, o.backend ? { images: { type: o.backend } } : {}, true);
+    });
+  program
+    .command('list')
+    .description('list instances with their state')
+    .action(async () => {
+      await withDriver(async (d) => {
+        const all = await d.list();
+        print(all, () =>
+          all.map((i) => `${i.uuid}  ${i.name.padEnd(20)} ${i.state.padEnd(8)} ${i.backend.padEnd(6)} root ${i.rootDisk.method}  image ${i.imageId}`).join('\n') || '(no instances)');
+      });
+    });
+  program
+    .command('show <instance>')
+    .description('show one instance (name or UUID)')
+    .action(async (ref: string) => {
+      await withDriver(async (d) => {
+        const i = await d.get(ref);
+        print(i, () => JSON.stringify(i, null, 2));
+      });
+    });
+  program
+    .command('console <instance>')
+    .description("print the instance's serial console log (COM1)")
+    .option('-f, --follow', 'keep printing until the instance stops')
+    .action(async (ref: string, o: { follow?: boolean }) => {
+      await withDriver(async (d) => {
+        let text = await d.console(ref);
+        if (o.follow && !globals().json) {
+          let shown = 0;
+          for (;;) {
+            io.stdout.write(text.slice(shown));
+            shown = text.length;
+            if ((await d.get(ref)).state !== 'running') break;
+            await new Promise((r) => setTimeout(r, 200));
+            text = await d.console(ref);
+          }
+          io.stdout.write((await d.console(ref)).slice(shown));
+          return;
+        }
+        if (globals().json) out(JSON.stringify({ instance: ref, console: text }));
+        else io.stdout.write(text);
+      });
+    });
+  program
+    .command('destroy <instance...>')
+    .description('power off and delete instances (domain, disks, files)')
+    .action(async (refs: string[]) => {
+      await withDriver(async (d) => {
+        const results: { instance: string; removed: string[]; durationMs: number }[] = [];
+        for (const ref of refs) results.push({ instance: ref, ...(await d.destroy(ref)) });
+        print(results, () => results.map((r) => `destroyed ${r.instance} in ${Math.round(r.durationMs)} ms (${r.removed.length} resources)`).join('\n'));
+      });
+    });
+  for (const [cmd, desc] of [['start', 'power an instance on'], ['stop', 'power an instance off (ACPI, then forced)'], ['reboot', 'reboot an instance (hard)']] as const) {
+    program
+      .command(`${cmd} <instance>`)
+      .description(desc)
+      .action(async (ref: string) => {
+        await withDriver(async (d) => {
+          if (cmd === 'start') await d.powerOn(ref);
+          else if (cmd === 'stop') await d.powerOff(ref);
+          else await d.reboot(ref);
+          const i = await d.get(ref);
+          print({ instance: i.uuid, state: i.state }, () => `${i.name} ${i.state}`);
+        });
+      });
+  }
+  program
+    .command('resize <instance> <rootGiB>')
+    .description('grow the root disk')
+    .action(async (ref: string, size: string) => {
+      if (!/^\d+$/.test(size)) throw new CliError('INVALID_ARGUMENT', 'rootGiB must be a positive integer');
+      await withDriver(async (d) => {
+        const r = await d.resizeRootDisk(ref, Number(size));
+        print({ instance: ref, ...r }, () => `${ref}: root disk ${bytes(r.sizeBytes)}`);
+      });
+    });
+  program
+    .command('snapshot <instance> <image-name>')
+    .description('snapshot the root disk into a new Glance image (direct RBD snapshot where possible)')
+    .action(async (ref: string, name: string) => {
+      await withDriver(async (d) => {
+        const r = await d.snapshot(ref, name);
+        print(r, () => `image ${r.imageId} (${r.method}${r.location ? `, ${r.location}` : ''}) in ${Math.round(r.durationMs)} ms`);
+      });
+    });
+  program
+    .command('gc')
+    .description('find disks that belong to no instance (no domain, no record, no operation in progress)')
+    .option('--delete', 'remove them')
+    .action(async (o: { delete?: boolean }) => {
+      await withDriver(async (d) => {
+        const r = await d.gc({ remove: !!o.delete });
+        print(r, () =>
+          r.orphans.length === 0
+            ? 'no orphan disks'
+            : r.orphans.map((x) => `${r.removed.includes(x.id) ? 'removed' : 'orphan '} ${x.backend}:${x.id} ${bytes(x.sizeBytes)}`).join('\n') + (o.delete ? '' : '\n(run with --delete to remove them)'));
+      });
+    });
+  program
+    .command('reconcile')
+    .description('finish operations a crashed driver left in the journal (roll back spawns, complete destroys)')
+    .action(async () => {
+      await withDriver(async (d) => {
+        const r = await d.reconcile();
+        print(r, () => (r.length === 0 ? 'journal is clean' : r.map((a) => `${a.op} ${a.instance}: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`).join('\n')));
+        if (r.some((a) => a.action === 'failed')) state.exitCode = EXIT.PARTIAL;
+      });
+    });
+  program
+    .command('config')
+    .description('print the effective configuration (secrets redacted)')
+    .action(async () => {
+      const c = redactConfig(config());
+      out(JSON.stringify(c, null, 2));
+    });
+  return program;
+}
+
+/** Runs the command line; resolves to the exit code (never calls process.exit). */
+export async function run(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+  const state = { exitCode: EXIT.OK as number };
+  const program = buildProgram(io, state);
+  const wantsJson = argv.includes('--json');
+  try {
+    await program.parseAsync(argv, { from: 'user' });
+    return state.exitCode;
+  } catch (e) {
+    if (e instanceof CommanderError) {
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') return EXIT.OK;
+      const code = exitCodeFor(e);
+      if (wantsJson) io.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
+      return code === EXIT.FAILURE ? EXIT.USAGE : code;
+    }
+    const code = exitCodeFor(e);
+    const errCode = (e as { code?: string }).code ?? 'FAILURE';
+    const message = e instanceof Error ? e.message : String(e);
+    if (wantsJson) io.stdout.write(`${JSON.stringify({ error: { code: errCode, message } })}\n`);
+    else io.stderr.write(`ephemera: ${message}\n`);
+    return code;
+  }
+}
