@@ -1,29 +1,27 @@
 #!/usr/bin/env node
-// The Ephemera demo (run by `npm run demo` through tools/demo, after the dev stack is up):
-//  1. build the test guest image (tools/guest-image), 2. upload it to Glance (rbd store),
-//  3. read its `rbd://fsid/images/<id>/snap` location, 4. clone that snapshot copy-on-write into the
-//  `vms` pool as client.ephemera (rbd CLI), once per clone; every clone after the first gets its
-//  own marker written into its sector 1, 5. define and boot one libvirt domain per clone from the
-//  network rbd disk with cephx, 6. read each guest's marker from its serial console, wait for its
-//  clean power-off, 7. print the timings (clone vs upload) and clean up (unless --keep).
-// Plain Node (no npm deps). Spawns with argv arrays; cephx keys only ever travel as keyring paths.
-//   node tools/demo.mjs [--keep] [--size 256M] [--fill random|zero] [--clones N] [--timeout-ms N]
-import { execFile } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { createReadStream, existsSync, readFileSync, statSync } from 'node:fs';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+// The Ephemera demo, on top of @ephemera/driver (run by `npm run demo` through tools/demo, which
+// installs what is missing, builds the packages and brings the dev stack up first):
+//  1. build the test guest image (tools/guest-image) and upload it to Glance (rbd store),
+//  2. print the resolver's plan for it (clone, and every declined option),
+//  3. boot N instances (default 3) in parallel through the driver: each root disk is a
+//     copy-on-write RBD clone of the image's snapshot,
+//  4. import the same image in full (the RBD backend's streamed import, forceImport) for comparison,
+//  5. print each guest's console marker and the time its root disk took (clone) against the full
+//     import, 6. tear the instances down and delete the image (unless --keep).
+//   node tools/demo.mjs [--keep] [--size 256M] [--fill random|zero] [--instances N] [--timeout-ms N]
+import { randomUUID } from 'node:crypto';
+import { readFile, stat } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
-import { Readable } from 'node:stream';
+import { execFile } from 'node:child_process';
+import { existsSync, readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
+import { createDriver, loadConfig, sourceImageFromGlance, uploadImage } from '@ephemera/driver';
 
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..');
 const MARKER_PREFIX = 'EPHEMERA-MARKER ';
 
-// ---------------------------------------------------------------- helpers
-
 function parseArgs(argv) {
-  const opts = { keep: false, size: '256M', fill: 'random', clones: 2, timeoutMs: 120_000 };
+  const opts = { keep: false, size: '256M', fill: 'random', instances: 3, timeoutMs: 180_000 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const next = () => {
@@ -33,42 +31,22 @@ function parseArgs(argv) {
     if (a === '--keep') opts.keep = true;
     else if (a === '--size') opts.size = next();
     else if (a === '--fill') opts.fill = next();
-    else if (a === '--clones') opts.clones = Number(next());
+    else if (a === '--instances' || a === '--clones') opts.instances = Number(next());
     else if (a === '--timeout-ms') opts.timeoutMs = Number(next());
     else if (a === '-h' || a === '--help') {
-      console.log('usage: tools/demo [--keep] [--size 256M] [--fill random|zero] [--clones N] [--timeout-ms N]');
+      console.log('usage: tools/demo [--keep] [--size 256M] [--fill random|zero] [--instances N] [--timeout-ms N]');
       process.exit(0);
     } else throw new Error(`unknown argument ${JSON.stringify(a)}`);
   }
-  if (!Number.isInteger(opts.clones) || opts.clones < 1 || opts.clones > 8) throw new Error('--clones must be 1..8');
+  if (!Number.isInteger(opts.instances) || opts.instances < 1 || opts.instances > 8) throw new Error('--instances must be 1..8');
+  if (!['random', 'zero'].includes(opts.fill)) throw new Error('--fill must be random or zero');
   return opts;
 }
 
-/** execFile as a promise: argv array, timeout, stderr in the error. */
-function run(cmd, args, { timeout = 120_000, input, label } = {}) {
-  return new Promise((res, rej) => {
-    const child = execFile(cmd, args, { timeout, maxBuffer: 16 * 1024 * 1024 }, (err, stdout, stderr) => {
-      if (err) {
-        const why = err.killed ? `timed out after ${timeout} ms` : `exit ${err.code ?? err.signal}`;
-        rej(new Error(`${label ?? `${cmd} ${args.slice(0, 4).join(' ')}`} failed (${why}): ${String(stderr).trim() || err.message}`));
-      } else res(String(stdout));
-    });
-    if (input !== undefined) child.stdin.end(input);
-  });
-}
-
 const t0 = performance.now();
-const secs = (ms) => `${(ms / 1000).toFixed(3)} s`;
-function log(msg) {
-  console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
-}
-async function timed(fn) {
-  const start = performance.now();
-  const value = await fn();
-  return [value, performance.now() - start];
-}
+const secs = (ms) => (ms === undefined ? '?' : ms < 1000 ? `${ms.toFixed(0)} ms` : `${(ms / 1000).toFixed(2)} s`);
+const log = (msg) => console.log(`[${((performance.now() - t0) / 1000).toFixed(1).padStart(6)}s] ${msg}`);
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-const xmlEscape = (s) => String(s).replace(/[<>&'"]/g, (c) => `&#${c.charCodeAt(0)};`);
 
 function loadStack() {
   const dir = process.env.EPHEMERA_STACK_DIR ? resolve(process.env.EPHEMERA_STACK_DIR) : join(repo, '.stack');
@@ -77,101 +55,10 @@ function loadStack() {
   return JSON.parse(readFileSync(file, 'utf8'));
 }
 
-// ---------------------------------------------------------------- Glance (HTTP, keystone-less)
-
-async function glance(stack, method, path, { body, headers = {}, ok = [200, 201, 204] } = {}) {
-  const init = { method, headers: { ...headers } };
-  if (body !== undefined) {
-    if (body instanceof Readable) {
-      init.body = Readable.toWeb(body);
-      init.duplex = 'half';
-    } else {
-      init.body = JSON.stringify(body);
-      init.headers['Content-Type'] ??= 'application/json';
-    }
-  }
-  const res = await fetch(`${stack.glance.url}${path}`, init);
-  const text = await res.text();
-  if (!ok.includes(res.status)) throw new Error(`Glance ${method} ${path}: HTTP ${res.status} ${text.slice(0, 300)}`);
-  return text ? JSON.parse(text) : undefined;
-}
-
-/** `rbd://fsid/pool/image/snap` (parts URL-quoted) -> parts. */
-function parseRbdUrl(url) {
-  const m = /^rbd:\/\/([^/]+)\/([^/]+)\/([^/]+)\/([^/]+)$/.exec(url);
-  if (!m) return undefined;
-  const [fsid, pool, image, snap] = m.slice(1).map(decodeURIComponent);
-  return { fsid, pool, image, snap };
-}
-
-// ---------------------------------------------------------------- RBD (CLI as client.ephemera)
-
-function rbdArgs(stack, ...args) {
-  const u = stack.ceph.users.ephemera;
-  return ['--conf', u.confPath, '--id', u.id, '--keyring', u.keyringPath, ...args];
-}
-
-/** Overwrites one 512-byte sector of an RBD image through librbd (python3-rbd); no key in argv. */
-async function writeSector(stack, pool, image, offset, data) {
-  const u = stack.ceph.users.ephemera;
-  const script = [
-    'import sys, rados, rbd',
-    'conf, user, pool, name, off = sys.argv[1:6]',
-    'data = sys.stdin.buffer.read()',
-    'with rados.Rados(conffile=conf, name="client." + user) as c:',
-    '    with c.open_ioctx(pool) as io:',
-    '        with rbd.Image(io, name) as img:',
-    '            img.write(data, int(off))',
-    '            img.flush()',
-  ].join('\n');
-  // Debian's python3-rbd lives in /usr/bin/python3's dist-packages (a pyenv python3 on PATH lacks it)
-  await run('/usr/bin/python3', ['-c', script, u.confPath, u.id, pool, image, String(offset)], {
-    input: data, timeout: 60_000, label: `librbd write of ${pool}/${image} at ${offset}`,
-  });
-}
-
-// ---------------------------------------------------------------- libvirt (virsh)
-
-const virsh = (stack, ...args) => run('virsh', ['-q', '-c', stack.libvirt.uri, ...args], { timeout: 60_000 });
-
-function domainXml(stack, { name, pool, image, serialLog }) {
-  const hosts = stack.ceph.monitors
-    .map((m) => `<host name='${xmlEscape(m.host)}' port='${Number(m.port)}'/>`)
-    .join('');
-  // <acpi/> matters: without it libvirt passes -no-acpi, SeaBIOS finds no FADT and APM power-off hangs.
-  return `<domain type='${xmlEscape(stack.libvirt.domainType)}'>
-  <name>${xmlEscape(name)}</name>
-  <memory unit='MiB'>64</memory>
-  <vcpu>1</vcpu>
-  <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
-  <features><acpi/></features>
-  <on_poweroff>destroy</on_poweroff>
-  <on_reboot>destroy</on_reboot>
-  <on_crash>destroy</on_crash>
-  <devices>
-    <disk type='network' device='disk'>
-      <driver name='qemu' type='raw' cache='writeback'/>
-      <auth username='${xmlEscape(stack.ceph.users.ephemera.id)}'><secret type='ceph' uuid='${xmlEscape(stack.libvirt.cephSecretUuid)}'/></auth>
-      <source protocol='rbd' name='${xmlEscape(`${pool}/${image}`)}'>${hosts}</source>
-      <target dev='vda' bus='virtio'/>
-    </disk>
-    <serial type='file'><source path='${xmlEscape(serialLog)}'/><target port='0'/></serial>
-    <memballoon model='none'/>
-  </devices>
-</domain>
-`;
-}
-
-async function domState(stack, name) {
-  return (await virsh(stack, 'domstate', '--reason', name)).trim();
-}
-
-async function readSerial(path) {
-  try {
-    return await readFile(path, 'latin1');
-  } catch {
-    return '';
-  }
+function guestImage(marker, size, fill) {
+  return new Promise((res, rej) =>
+    execFile('bash', [join(repo, 'tools/guest-image'), '--marker', marker, '--size', size, '--fill', fill], { timeout: 900_000 }, (err, stdout, stderr) =>
+      err ? rej(new Error(`tools/guest-image failed: ${String(stderr).trim() || err.message}`)) : res(String(stdout).trim().split('\n').pop())));
 }
 
 function readMarker(text) {
@@ -183,44 +70,36 @@ function readMarker(text) {
   return undefined;
 }
 
-/** Starts the defined domain; resolves when the guest printed its marker and libvirt reports it shut off. */
-async function bootAndWatch(stack, vm, timeoutMs) {
+async function waitMarker(driver, uuid, timeoutMs) {
   const start = performance.now();
-  await virsh(stack, 'start', vm.name);
-  const deadline = start + timeoutMs;
-  let marker;
-  let markerMs;
   for (;;) {
-    if (marker === undefined) {
-      marker = readMarker(await readSerial(vm.serialLog));
-      if (marker !== undefined) markerMs = performance.now() - start;
-    }
-    const state = await domState(stack, vm.name);
-    if (state.startsWith('shut off')) {
-      const text = await readSerial(vm.serialLog);
-      marker ??= readMarker(text);
-      return { marker, markerMs, offMs: performance.now() - start, state, boots: /EPHEMERA-BOOTS (\d+)/.exec(text)?.[1] };
-    }
-    if (performance.now() > deadline) {
-      const tail = (await readSerial(vm.serialLog)).slice(-300);
-      throw new Error(`${vm.name} did not power off within ${timeoutMs} ms (state ${state}); serial tail ${JSON.stringify(tail)}`);
-    }
+    const text = await readFile(driver.consolePath(uuid), 'latin1').catch(() => '');
+    const m = readMarker(text);
+    if (m !== undefined) return { marker: m, ms: performance.now() - start, text };
+    const err = /EPHEMERA-ERROR [^\r\n]*/.exec(text);
+    if (err) throw new Error(`${uuid}: the guest reported ${err[0]}`);
+    if (performance.now() - start > timeoutMs) throw new Error(`${uuid}: no marker within ${timeoutMs} ms; console: ${JSON.stringify(text.slice(-300))}`);
     await sleep(100);
   }
 }
 
-// ---------------------------------------------------------------- main
+function bar(label, percent) {
+  if (!process.stdout.isTTY) return;
+  const w = 30;
+  const full = Math.round((percent / 100) * w);
+  process.stdout.write(`\r${label} [${'#'.repeat(full)}${' '.repeat(w - full)}] ${String(Math.floor(percent)).padStart(3)}%\x1b[K`);
+  if (percent >= 100) process.stdout.write('\n');
+}
 
 async function main() {
   const opts = parseArgs(process.argv.slice(2));
   const stack = loadStack();
-  const tag = `${new Date().toISOString().replace(/[-:T]/g, '').slice(0, 14)}-${randomBytes(3).toString('hex')}`;
-  const work = await mkdtemp(join(tmpdir(), 'ephemera-demo-'));
+  const { config } = loadConfig({ stack, env: {}, overrides: { log: { level: process.env.EPHEMERA_DEMO_LOG ?? 'warn' } } });
   const cleanup = []; // LIFO
   let interrupted = false;
   const onSignal = (sig) => {
     interrupted = true;
-    log(`${sig}: cleaning up`);
+    log(`${sig}: stopping, then cleaning up`);
   };
   process.once('SIGINT', onSignal);
   process.once('SIGTERM', onSignal);
@@ -228,115 +107,91 @@ async function main() {
     if (interrupted) throw new Error('interrupted');
   };
 
-  log(`stack ${stack.dir}: ceph ${stack.ceph.fsid} (${stack.ceph.objectStore}), glance ${stack.glance.url}, ` +
-    `libvirt ${stack.libvirt.uri} (${stack.libvirt.domainType})`);
+  log(`stack ${stack.dir}: ceph ${stack.ceph.fsid}, glance ${stack.glance.url}, libvirt ${stack.libvirt.uri} (${stack.libvirt.domainType})`);
+  const driver = await createDriver({ config });
+  driver.on('step', (e) => {
+    if (e.status === 'done') log(`  ${e.instance.slice(0, 8)} ${e.step.padEnd(14)} ${secs(e.durationMs)}`);
+  });
+  cleanup.push(['close the driver', () => driver.close()]);
   try {
-    // 1. guest image
-    const marker = 'EPHEMERA-GUEST demo';
-    const [imagePath, buildMs] = await timed(async () =>
-      (await run('bash', [join(repo, 'tools/guest-image'), '--marker', marker, '--size', opts.size, '--fill', opts.fill],
-        { timeout: 900_000 })).trim());
-    const size = statSync(imagePath).size;
-    log(`guest image ${imagePath} (${(size / 2 ** 20).toFixed(0)} MiB, fill ${opts.fill}) ready in ${secs(buildMs)}`);
+    // 1. guest image -> Glance
+    const marker = `EPHEMERA-GUEST demo ${randomUUID().slice(0, 8)}`;
+    const buildStart = performance.now();
+    const path = await guestImage(marker, opts.size, opts.fill);
+    const size = (await stat(path)).size;
+    log(`guest image ${path} (${(size / 2 ** 20).toFixed(0)} MiB raw, ${opts.fill} fill) ready in ${secs(performance.now() - buildStart)}`);
+    check();
+    const upStart = performance.now();
+    const image = await uploadImage(driver.glance, path, { name: `ephemera-demo-${marker.split(' ').pop()}`, onProgress: (e) => bar('upload to Glance', e.percent) });
+    const uploadMs = performance.now() - upStart;
+    cleanup.push([`delete Glance image ${image.id}`, () => driver.glance.deleteImage(image.id)]);
+    log(`uploaded to Glance as ${image.id} in ${secs(uploadMs)}`);
+
+    // 2. the plan
+    console.log(await driver.explain(image.id));
     check();
 
-    // 2. Glance upload
-    const created = await glance(stack, 'POST', '/v2/images', {
-      body: { name: `ephemera-demo-${tag}`, disk_format: 'raw', container_format: 'bare' },
+    // 3. boot N instances from CoW clones, in parallel
+    const flavor = { name: 'demo.nano', vcpus: 1, memoryMiB: 64, rootGiB: Math.max(1, Math.ceil(size / 2 ** 30)) };
+    const uuids = Array.from({ length: opts.instances }, () => randomUUID());
+    log(`booting ${uuids.length} instance(s) (${stack.libvirt.domainType}) from copy-on-write clones of ${image.id}`);
+    const spawnStart = performance.now();
+    const settled = await Promise.allSettled(uuids.map((uuid, i) =>
+      driver.spawn({ instance: { uuid, name: `demo-${i + 1}` }, image: image.id, flavor })));
+    for (const [i, s] of settled.entries()) {
+      if (s.status === 'fulfilled') cleanup.push([`destroy instance demo-${i + 1} (${uuids[i]})`, () => driver.destroy(uuids[i])]);
+    }
+    const failed = settled.find((s) => s.status === 'rejected');
+    if (failed) throw failed.reason;
+    const spawned = settled.map((s) => s.value);
+    log(`${uuids.length} spawn(s) done in ${secs(performance.now() - spawnStart)}`);
+    check();
+
+    // 4. a full import of the same image, for comparison (no VM: the backend's streamed import)
+    const rbd = driver.backends.get('rbd');
+    const importDisk = { instance: randomUUID(), name: 'disk' };
+    const importResult = await rbd.createFromImage(importDisk, sourceImageFromGlance(driver.glance, await driver.glance.getImage(image.id)), {
+      forceImport: true,
+      onProgress: (e) => bar('full import', e.percent),
     });
-    const imageId = created.id;
-    cleanup.push(['delete Glance image ' + imageId, () => glance(stack, 'DELETE', `/v2/images/${imageId}`, { ok: [204, 404] })]);
-    const [, uploadMs] = await timed(() => glance(stack, 'PUT', `/v2/images/${imageId}/file`, {
-      body: createReadStream(imagePath, { highWaterMark: 4 * 1024 * 1024 }),
-      headers: { 'Content-Type': 'application/octet-stream', 'Content-Length': String(size) },
-    }));
-    const image = await glance(stack, 'GET', `/v2/images/${imageId}`);
-    if (image.status !== 'active') throw new Error(`Glance image ${imageId} is ${image.status}, not active`);
-    log(`uploaded to Glance as ${imageId} in ${secs(uploadMs)} (${(size / 2 ** 20 / (uploadMs / 1000)).toFixed(0)} MiB/s)`);
-    check();
+    await rbd.remove(importDisk);
+    log(`full import of the same image: ${secs(importResult.durationMs)} (${importResult.reason ?? importResult.method})`);
 
-    // 3. location
-    const urls = [...(image.locations ?? []).map((l) => l.url), image.direct_url].filter(Boolean);
-    const loc = urls.map(parseRbdUrl).find((p) => p && p.fsid === stack.ceph.fsid);
-    if (!loc) throw new Error(`no rbd:// location in this cluster (${stack.ceph.fsid}) among ${JSON.stringify(urls)}`);
-    log(`location rbd://${loc.fsid}/${loc.pool}/${loc.image}/${loc.snap}`);
-
-    // 4. clones
-    const vmsPool = stack.ceph.pools.vms;
-    const vms = [];
-    for (let i = 1; i <= opts.clones; i++) {
-      check();
-      const name = `ephemera-demo-${tag}-${i}`;
-      const [, cloneMs] = await timed(() =>
-        run('rbd', rbdArgs(stack, 'clone', `${loc.pool}/${loc.image}@${loc.snap}`, `${vmsPool}/${name}`)));
-      cleanup.push([`remove clone ${vmsPool}/${name}`, () => run('rbd', rbdArgs(stack, 'rm', '--no-progress', `${vmsPool}/${name}`))]);
-      const vm = { name, cloneMs, expected: marker, serialLog: join(work, `${name}.serial.log`) };
-      if (i > 1) {
-        vm.expected = `EPHEMERA-GUEST demo clone ${i}`;
-        const sector = Buffer.alloc(512);
-        sector.write(vm.expected, 0, 'latin1');
-        await writeSector(stack, vmsPool, name, 512, sector);
-      }
-      log(`cloned ${loc.pool}/${loc.image}@${loc.snap} -> ${vmsPool}/${name} in ${secs(cloneMs)}` +
-        (i > 1 ? ` (then wrote its own marker "${vm.expected}" into sector 1)` : ''));
-      vms.push(vm);
-    }
-
-    // 5. define + boot (all clones at once)
-    for (const vm of vms) {
-      const xmlPath = join(work, `${vm.name}.xml`);
-      await writeFile(xmlPath, domainXml(stack, { name: vm.name, pool: vmsPool, image: vm.name, serialLog: vm.serialLog }));
-      await virsh(stack, 'define', xmlPath);
-      cleanup.push([`undefine domain ${vm.name}`, async () => {
-        const state = await domState(stack, vm.name).catch(() => 'gone');
-        if (state === 'gone') return;
-        if (!state.startsWith('shut off')) await virsh(stack, 'destroy', vm.name);
-        await virsh(stack, 'undefine', vm.name);
-      }]);
-    }
-    check();
-    log(`booting ${vms.length} domain(s) (${stack.libvirt.domainType}) from their clones`);
-    const results = await Promise.all(vms.map((vm) => bootAndWatch(stack, vm, opts.timeoutMs)));
-
-    // 6. report
+    // 5. markers and timings
+    const markers = await Promise.all(uuids.map((u) => waitMarker(driver, u, opts.timeoutMs)));
     let ok = true;
-    for (const [i, vm] of vms.entries()) {
-      const r = results[i];
-      const good = r.marker === vm.expected && r.state === 'shut off (shutdown)' && r.boots === '1';
-      ok &&= good;
-      log(`${vm.name}: ${MARKER_PREFIX}${r.marker ?? '(none)'} after ${r.markerMs === undefined ? '?' : secs(r.markerMs)}, ` +
-        `boot count ${r.boots ?? '?'}, ${r.state} after ${secs(r.offMs)} ${good ? 'OK' : `FAILED (expected marker "${vm.expected}", boot count 1, shut off (shutdown))`}`);
-    }
-    const parentMarker = await run('rbd', rbdArgs(stack, 'info', '--format', 'json', `${vmsPool}/${vms[0].name}`));
-    const parent = JSON.parse(parentMarker).parent;
-    const cloneAvg = vms.reduce((s, v) => s + v.cloneMs, 0) / vms.length;
     console.log('\n== summary ==');
-    console.log(`image        ${(size / 2 ** 20).toFixed(0)} MiB raw (${opts.fill} fill), Glance id ${imageId}`);
-    console.log(`upload       ${secs(uploadMs)}  (Glance PUT into the rbd store)`);
-    console.log(`clone        ${secs(cloneAvg)} per clone (rbd clone as client.ephemera; parent ${parent ? `${parent.pool}/${parent.image}@${parent.snapshot}` : '?'})`);
-    console.log(`clone/upload ${(cloneAvg / uploadMs * 100).toFixed(1)} % (${(uploadMs / cloneAvg).toFixed(1)}x faster)`);
-    for (const [i, vm] of vms.entries()) {
-      console.log(`boot ${vm.name}: marker "${results[i].marker}" in ${secs(results[i].markerMs ?? NaN)}, off in ${secs(results[i].offMs)}`);
+    console.log(`image         ${(size / 2 ** 20).toFixed(0)} MiB raw (${opts.fill} fill), Glance ${image.id}, upload ${secs(uploadMs)}`);
+    console.log(`full import   ${secs(importResult.durationMs)} (streamed into RBD, verified)`);
+    for (const [i, r] of spawned.entries()) {
+      const m = markers[i];
+      const good = m.marker === marker && r.rootDisk.method === 'cloned';
+      ok &&= good;
+      console.log(`demo-${i + 1}        root disk ${r.rootDisk.method} in ${secs(r.rootDisk.durationMs)} ` +
+        `(${(importResult.durationMs / r.rootDisk.durationMs).toFixed(1)}x faster than the import); ` +
+        `spawn ${secs(r.totalMs)}; console: ${MARKER_PREFIX}${m.marker} ${good ? 'OK' : 'FAILED'}`);
     }
-    if (!ok) throw new Error('a guest did not print its own marker and power off cleanly');
-    console.log(`demo: OK${opts.keep ? ' (kept: domains, clones and the Glance image stay; see above)' : ''}`);
+    if (!ok) throw new Error('an instance was not cloned or did not print the expected marker');
+    console.log(`demo: OK${opts.keep ? ' (kept: instances and the Glance image; see below)' : ''}`);
   } finally {
+    const ordered = cleanup.reverse();
     if (!opts.keep || interrupted) {
-      let failed = 0;
-      for (const [what, fn] of cleanup.reverse()) {
+      let failedCleanup = 0;
+      for (const [what, fn] of ordered) {
         try {
           await fn();
           log(`cleanup: ${what}`);
         } catch (err) {
-          failed++;
+          failedCleanup++;
           log(`cleanup FAILED: ${what}: ${err.message}`);
         }
       }
-      await rm(work, { recursive: true, force: true });
-      if (failed) process.exitCode = 1;
+      if (failedCleanup) process.exitCode = 1;
     } else {
-      for (const [what] of [...cleanup].reverse()) log(`kept (to undo: ${what})`);
-      log(`kept: serial logs and domain XML in ${work}`);
+      for (const [what, fn] of ordered) {
+        if (what === 'close the driver') await fn();
+        else log(`kept (to undo: ${what}; e.g. \`npx ephemera destroy <name>\`)`);
+      }
     }
   }
 }
