@@ -935,7 +935,7 @@ export class RbdBackend implements ImageBackend {
       for (const s of await img.listSnapshots()) {
         if (s.namespace === 'trash')
           throw new BusyError(`${id} has clone (format 2) children of a removed snapshot: remove or flatten them first`, { backend: NAME, diskId: id });
-        if (s.namespace !== 'user' || !s.protected) continue;
+        if (s.namespace !== 'user') continue; // format 2 children need no protection: check all
         const at = await this.io.open(id, { snapshot: s.name, readOnly: true });
         try {
           const children = await at.children();

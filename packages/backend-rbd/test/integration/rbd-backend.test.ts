@@ -390,6 +390,20 @@ describe('snapshots, direct snapshot, removal', () => {
     expect(await rbdLs('vms')).not.toContain(diskId(d));
   });
 
+  it('also refuses a disk whose unprotected snapshot has format 2 clones, keeping its snapshot', async () => {
+    const d = newDisk();
+    await backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 93)));
+    await backend.createSnapshot(d, 'base');
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const child = `${randomUUID()}_disk`;
+    await vms.clone({ parent: { ioctx: vms, image: diskId(d), snap: 'base' }, dest: { name: child }, cloneFormat: 2 });
+    await expectImageBackendError(backend.remove(d), 'BUSY');
+    expect((await backend.listSnapshots(d)).map((s) => s.name)).toEqual(['base']);
+    await vms.remove(child);
+    await vms.close();
+    expect(await backend.remove(d)).toBe(true);
+  });
+
   it('retries removal while another client watches the disk, then gives up with Busy; succeeds once it is closed', async () => {
     const d = newDisk();
     await backend.createBlank(d, 8 * MiB);
