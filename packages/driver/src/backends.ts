@@ -73,6 +73,7 @@ export const rbdPlugin: BackendPlugin = {
       ...(r.keyring ? { keyringPath: r.keyring } : {}),
       ...(cephSecretUuid ? { secretUuid: cephSecretUuid } : {}),
       connectTimeoutMs: r.connectTimeoutMs,
+      cloneFormat: r.cloneFormat === 'auto' ? 'auto' : Number(r.cloneFormat),
       busyTimeoutMs: Math.max(1, config.timeouts.diskBusyMs),
       ...snap,
     });

@@ -90,6 +90,10 @@ const DEFS: Record<string, Spec> = {
     type: 'integer', default: 10_000, min: 100, nova: '[libvirt] rbd_connect_timeout (seconds)',
     description: 'Timeout to connect to Ceph and of each cluster operation.',
   },
+  'images.rbd.cloneFormat': {
+    type: 'enum', values: ['auto', '1', '2'], default: 'auto',
+    description: 'RBD clone format: `2` (no protected snapshot needed), `1` (parent snapshot must be protected), `auto` (ask the cluster\'s `require_min_compat_client` once, on the first clone).',
+  },
   'images.rbd.snapshotPool': {
     type: 'string', default: 'images',
     description: 'Pool direct snapshots are written to (Glance\'s `rbd_store_pool`), so the new Glance image lives where Glance reads.',
@@ -231,6 +235,7 @@ export interface DriverConfig {
       secretUuid?: string;
       imagePools: string[];
       connectTimeoutMs: number;
+      cloneFormat: 'auto' | '1' | '2';
       snapshotPool: string;
       snapshotUser?: string;
       snapshotCephConf?: string;
