@@ -258,6 +258,25 @@ describe('streamed import', () => {
     expect(await rbdLs('vms')).not.toContain(diskId(d));
   });
 
+  it('rolls back a direct (RBD-read) qcow2 conversion aborted midway, evicting the killed qemu-img watch', async () => {
+    const rec = await glance.upload(await qcow2Of(patternBytes(96 * MiB, 53)), 'qcow2');
+    const b = await adminBackend();
+    const d = newDisk();
+    const ac = new AbortController();
+    const started = performance.now();
+    const p = b.createFromImage(d, glance.source(rec), {
+      signal: ac.signal,
+      onProgress: (e) => {
+        if (e.phase === 'convert' && e.percent >= 5) ac.abort(new Error('test abort'));
+      },
+    });
+    await expectImageBackendError(p, 'ABORTED');
+    const ms = Math.round(performance.now() - started);
+    expect(await backend.exists(d)).toBe(false);
+    expect(ms).toBeLessThan(20_000); // not the ~30 s watch timeout
+    console.log(`direct qcow2 abort + rollback: ${ms} ms`);
+  });
+
   it('refuses a qcow2 declared raw before creating anything (UnsafeImage)', async () => {
     const q = await qcow2Of(patternBytes(4 * MiB, 61));
     const d = newDisk();
