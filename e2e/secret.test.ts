@@ -1,0 +1,56 @@
+// "Define the ceph secret in libvirt once": on a private libvirtd without the secret, the first
+// spawn defines it (value read from the keyring file, set through virSecretSetValue) and QEMU
+// authenticates to Ceph with it; later spawns reuse it; destroy leaves the shared secret alone.
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { connect, type Connection } from '@ephemera/libvirt-napi';
+import { startPrivateLibvirtd, waitForMarker, type PrivateLibvirtd } from '@ephemera/testkit';
+import { undefineSecret } from '@ephemera/driver';
+import { TINY, deleteImage, newUuid, rbdLs, testDriver, uploadGuest, type TestDriver } from './support.js';
+
+let lv: PrivateLibvirtd;
+let lvDir: string;
+let conn: Connection;
+let t: TestDriver;
+let imageId: string | undefined;
+const uuids = [newUuid(), newUuid()];
+
+beforeAll(async () => {
+  lvDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-libvirtd-'));
+  lv = await startPrivateLibvirtd(lvDir);
+  conn = await connect(lv.uri);
+  t = await testDriver({ libvirt: { uri: lv.uri } });
+  // This libvirtd starts with the stack's secret: remove it so the driver has to define it.
+  await undefineSecret(conn, t.driver.ceph.secretUuid!);
+  imageId = await uploadGuest(t.glance, `secret-${uuids[0]!.slice(0, 8)}`);
+}, 300_000);
+
+afterAll(async () => {
+  for (const u of uuids) await t?.driver.destroy(u).catch(() => undefined);
+  await deleteImage(t?.glance, imageId);
+  await t?.close();
+  await conn?.close();
+  await lv?.stop();
+  await rm(lvDir, { recursive: true, force: true });
+});
+
+describe('ceph secret', () => {
+  it('the first spawn defines it and the guest boots from RBD with cephx; the next one reuses it', async () => {
+    const secretUuid = t.driver.ceph.secretUuid!;
+    await expect(conn.lookupSecretByUUID(secretUuid)).rejects.toMatchObject({ codeName: 'VIR_ERR_NO_SECRET' });
+    const first = await t.driver.spawn({ instance: uuids[0]!, image: imageId!, flavor: TINY });
+    expect(first.timings.secret).toBeGreaterThan(0);
+    const secret = await conn.lookupSecretByUUID(secretUuid);
+    expect(secret.usageID()).toBe(`client.${t.driver.ceph.user} secret`);
+    expect(await waitForMarker(t.driver.consolePath(uuids[0]!), 120_000)).toBe(`secret-${uuids[0]!.slice(0, 8)}`);
+    const second = await t.driver.spawn({ instance: uuids[1]!, image: imageId!, flavor: TINY });
+    expect(second.instance.state === 'running' || second.instance.state === 'shutoff').toBe(true);
+    expect((await conn.listAllSecrets()).filter((s) => s.uuid() === secretUuid)).toHaveLength(1);
+    for (const u of uuids) await t.driver.destroy(u);
+    // Shared by every instance: destroy keeps it.
+    expect((await conn.lookupSecretByUUID(secretUuid)).uuid()).toBe(secretUuid);
+    for (const u of uuids) expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+  });
+});
