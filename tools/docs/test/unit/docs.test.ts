@@ -142,6 +142,8 @@ describe('docs: examples typecheck and run', () => {
         extends: '../../../tsconfig.base.json',
         compilerOptions: { noEmit: true, allowImportingTsExtensions: true, declaration: false, declarationMap: false, sourceMap: false, paths },
         files: [...ts.map((e) => e.path), ...own].map((f) => relative(SNIPPETS, f)),
+        // Ambient declarations packages keep in src/ (e.g. for an untyped dependency).
+        include: ['packages', 'examples'].map((d) => `${relative(SNIPPETS, join(ROOT, d))}/*/src/**/*.d.ts`),
       }, null, 2),
     );
     const { code, output } = await tsc(join(SNIPPETS, 'tsconfig.json'));
