@@ -574,7 +574,7 @@ export class RbdBackend implements ImageBackend {
           ...common,
           signal: stop.signal,
           graceMs: 200,
-          onAbort: () => (killed = true),
+          onKill: () => (killed = true),
         });
         const [c, v] = await Promise.allSettled([convert, verify]);
         options.signal?.removeEventListener('abort', onAbort);
@@ -588,16 +588,27 @@ export class RbdBackend implements ImageBackend {
         });
         await server.listen();
         const srv = server;
+        // Stop qemu-img on an abort or when the stream fails (download, hash, window): first
+        // cooperatively (its reads fail and it exits, closing librbd cleanly), then with signals
+        // (qemu's curl driver can miss a closed connection and wait for its own timeout).
+        const stop = new AbortController();
+        const onAbort = (): void => stop.abort(options.signal?.reason);
+        options.signal?.addEventListener('abort', onAbort, { once: true });
+        if (options.signal?.aborted) onAbort();
+        srv.onFail = (err) => stop.abort(err);
         try {
           await runConvert([...args, httpSource(srv.url, { timeoutSeconds: 600 }), target], {
             ...common,
-            ...(options.signal ? { signal: options.signal } : {}),
-            // Cooperative stop: qemu-img fails its reads and exits, closing librbd cleanly.
+            signal: stop.signal,
+            graceMs: 2_000,
             onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
+            onKill: () => (killed = true),
           });
         } catch (e) {
           // The stream's own failure (download, hash, abort, window) explains qemu-img's.
           throw srv.error ?? e;
+        } finally {
+          options.signal?.removeEventListener('abort', onAbort);
         }
         await srv.drain();
       }

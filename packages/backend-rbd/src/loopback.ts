@@ -102,9 +102,19 @@ export class LoopbackImageServer {
 
   /** Makes every pending and future request fail (qemu-img then exits on its own, cleanly). */
   fail(error: unknown): void {
-    if (!this.failure) this.failure = { error };
+    if (!this.failure) {
+      this.failure = { error };
+      try {
+        this.onFail?.(error);
+      } catch {
+        // A faulty listener must not break the server.
+      }
+    }
     for (const s of this.sockets) s.destroy();
   }
+
+  /** Called once, on the first failure (the backend then stops qemu-img if it does not exit). */
+  onFail: ((error: unknown) => void) | undefined;
 
   /**
    * Reads the rest of the source without keeping it (so the source verifies its size and hash

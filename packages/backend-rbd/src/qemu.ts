@@ -70,6 +70,8 @@ export interface RunConvertOptions {
    */
   onAbort?: () => void;
   graceMs?: number;
+  /** Called when qemu-img is sent a signal (its librbd watch then lingers until it times out). */
+  onKill?: () => void;
 }
 
 /**
@@ -95,8 +97,13 @@ export function runConvert(args: readonly string[], options: RunConvertOptions):
       if (why) return;
       why = reason;
       if (reason === 'aborted') options.onAbort?.();
-      timers.push(setTimeout(() => child.kill('SIGTERM'), reason === 'aborted' ? grace : 0));
-      timers.push(setTimeout(() => child.kill('SIGKILL'), (reason === 'aborted' ? grace : 0) + grace));
+      const kill = (sig: NodeJS.Signals): void => {
+        if (child.exitCode !== null || child.signalCode !== null) return;
+        options.onKill?.();
+        child.kill(sig);
+      };
+      timers.push(setTimeout(() => kill('SIGTERM'), reason === 'aborted' ? grace : 0));
+      timers.push(setTimeout(() => kill('SIGKILL'), (reason === 'aborted' ? grace : 0) + grace));
     };
     const onAbort = (): void => stop('aborted');
     options.signal?.addEventListener('abort', onAbort, { once: true });
