@@ -199,7 +199,7 @@ async function main() {
     } else {
       for (const [what, fn] of ordered) {
         if (what === 'close the driver') await fn();
-        else log(`kept (to undo: ${what}; e.g. \`npx ephemera destroy <name>\`)`);
+        else log(`kept (to undo: ${what}; e.g. 'node packages/cli/dist/bin.js destroy <name>')`);
       }
     }
   }

@@ -1,16 +1,20 @@
 // Storage faults with real processes (issue 11), on a PRIVATE stack (the shared one is never
 // stopped): the OSD stopped mid-import, the monitor unreachable at spawn (and a dead mon port),
 // a pool quota reached mid-import, Glance stopped mid-download, libvirtd restarted during a spawn.
-// After each: a typed error within the configured timeouts, nothing left once the service is back
-// (reconcile), and the next spawn works.
+// After each: a typed error within the configured timeouts, nothing left once the service is
+// back (reconcile), and the next spawn works.
+import { createServer, type Server } from 'node:http';
+import { readFile, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { isDriverError, type DriverError, type DriverProgressEvent } from '@ephemera/driver';
-import { cephCli } from '@ephemera/testkit';
+import { createDriver, isDriverError, type DriverError, type DriverProgressEvent, type StepEvent } from '@ephemera/driver';
+import { cephCli, guestImage } from '@ephemera/testkit';
 import {
   NOTHING,
   TINY,
   deleteImage,
   describeLeftovers,
+  driverConfig,
   leftovers,
   newUuid,
   printReport,
@@ -18,95 +22,234 @@ import {
   testDriver,
   timed,
   uploadGuest,
+  virshDomains,
+  waitUntil,
   type PrivateStack,
   type ReportRow,
   type TestDriver,
 } from './support.js';
 
-const CONNECT_TIMEOUT_MS = 4_000;
+/** Ceph connect and per-operation timeout of the driver (`images.rbd.connectTimeoutMs`). */
+const CEPH_TIMEOUT_MS = 4_000;
+/** Glance request / download idle timeout (`glance.timeoutMs`). */
+const GLANCE_TIMEOUT_MS = 8_000;
 const MiB = 1024 * 1024;
 
 let ps: PrivateStack;
 let t: TestDriver;
-let bigRaw: string; // 48 MiB of random data: an import that takes a while
-let smallRaw: string;
+let onRbd: string; // 48 MiB random raw image stored by Glance on the private cluster's RBD
+let onHttp: string; // the same bytes behind an http location (Glance proxies them; not on Ceph)
+let small: string; // the 1 MiB guest (clone path)
+let http: Server;
 const rows: ReportRow[] = [];
 
 /** Names and codes along an error's cause chain (what a caller can branch on). */
-function chain(err: unknown): string[] {
+function chain(err: unknown): string {
   const out: string[] = [];
   for (let e = err as { name?: string; code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
     out.push(`${e.name ?? '?'}${e.code !== undefined ? `(${String(e.code)})` : ''}`);
   }
-  return out;
+  return out.join(' <- ');
 }
 
-/** Starts a spawn that forces a full import of `image`; calls `atBytes` once `bytes` were imported. */
-function spawnImport(uuid: string, image: string, bytes: number, atBytes: () => Promise<unknown>) {
+/** Starts a spawn that imports `image` in full; runs `fault` once `bytes` were imported. */
+function spawnWithFault(uuid: string, image: string, bytes: number, fault: () => Promise<unknown>) {
   let fired: Promise<unknown> | undefined;
+  let firedAt = 0;
   const onProgress = (e: DriverProgressEvent): void => {
-    if (e.instance !== uuid || fired) return;
-    if (e.bytesDone >= bytes) fired = atBytes();
+    if (e.instance !== uuid || fired || e.bytesDone < bytes) return;
+    fired = fault().then((v) => {
+      firedAt = performance.now();
+      return v;
+    });
   };
   t.driver.on('progress', onProgress);
-  const p = t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport: true }).finally(() => t.driver.off('progress', onProgress));
-  return { spawn: p, fired: () => fired };
+  const spawn = timed(t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport: true })).then((r) => ({ ...r, end: performance.now() }));
+  return {
+    result: spawn.finally(() => t.driver.off('progress', onProgress)),
+    /** Waits for the fault to have been applied; ms from it to the spawn's end. */
+    async faultToEnd(end: number): Promise<number> {
+      if (!fired) throw new Error('the fault never fired: the import finished before reaching the trigger');
+      await fired;
+      return end - firedAt;
+    },
+  };
 }
 
-async function expectSpawnWorks(image: string, what: string): Promise<void> {
+/** Reconciles until nothing of `uuid` is left (a stale RBD watch can keep a disk busy ~30 s after an OSD returns). */
+async function reconcileUntilClean(uuid: string, timeoutMs = 120_000): Promise<{ ms: number; rounds: number }> {
+  const t0 = performance.now();
+  let rounds = 0;
+  await waitUntil(`nothing left of ${uuid}`, async () => {
+    rounds++;
+    await t.driver.reconcile();
+    const l = await leftovers(t, uuid);
+    return l.rbd.length + l.domains.length + l.files.length + l.journal.length === 0;
+  }, timeoutMs, 2_000);
+  return { ms: performance.now() - t0, rounds };
+}
+
+async function spawnWorks(image: string, forceImport = false): Promise<void> {
   const uuid = newUuid();
-  const r = await t.driver.spawn({ instance: uuid, image, flavor: TINY });
+  const r = await t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport });
   expect(['running', 'shutoff']).toContain(r.instance.state);
   await t.driver.destroy(uuid);
-  expect(await leftovers(t, uuid), `${what}: after the retry's destroy`).toEqual(NOTHING);
+  expect(await leftovers(t, uuid)).toEqual(NOTHING);
 }
 
 beforeAll(async () => {
   ps = await privateStack();
   t = await testDriver(ps.info, {
-    images: { rbd: { connectTimeoutMs: CONNECT_TIMEOUT_MS } },
-    glance: { timeoutMs: 8_000, retries: 1 },
+    images: { rbd: { connectTimeoutMs: CEPH_TIMEOUT_MS } },
+    glance: { timeoutMs: GLANCE_TIMEOUT_MS, retries: 1 },
     timeouts: { diskBusyMs: 2_000, startMs: 30_000 },
   });
-  bigRaw = await uploadGuest(t.glance, 'rel-faults-big', { size: 48 * MiB, fill: 'random' });
-  smallRaw = await uploadGuest(t.glance, 'rel-faults-small');
+  const bigPath = await guestImage({ marker: 'rel-faults-big', size: 48 * MiB, fill: 'random' });
+  const big = await readFile(bigPath);
+  onRbd = await uploadGuest(t.glance, 'rel-faults-big', { size: 48 * MiB, fill: 'random' });
+  small = await uploadGuest(t.glance, 'rel-faults-small');
+  // An http location on loopback (allowed by the stack's Glance): the bytes do not live on Ceph, so
+  // stopping the OSD affects only the write side of an import.
+  http = createServer((req, res) => {
+    res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(big.length) });
+    res.end(req.method === 'HEAD' ? undefined : big);
+  });
+  await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
+  const img = await t.glance.createImage({ name: 'rel-faults-http', disk_format: 'raw', container_format: 'bare' });
+  await t.glance.addLocation(img.id, `http://127.0.0.1:${(http.address() as { port: number }).port}/big.raw`);
+  await t.glance.waitForStatus(img.id, ['active'], { timeoutMs: 60_000 });
+  onHttp = img.id;
 }, 600_000);
 
 afterAll(async () => {
   printReport('storage faults (private stack)', rows);
   await t?.driver.reconcile().catch(() => undefined);
-  await deleteImage(t?.glance, bigRaw);
-  await deleteImage(t?.glance, smallRaw);
+  for (const id of [onRbd, onHttp, small]) await deleteImage(t?.glance, id);
   await t?.close().catch(() => undefined);
+  http?.closeAllConnections();
+  http?.close();
   await ps?.down();
 }, 300_000);
 
 describe('storage faults on a private stack', () => {
-  it('OSD stopped during an import: typed error within the op timeout, no partial image once the OSD is back, retry succeeds', async () => {
+  it('OSD stopped during an import: typed error within the op timeout; no partial image once the OSD is back; retry succeeds', async () => {
     const uuid = newUuid();
-    let stoppedAt = 0;
-    const s = spawnImport(uuid, bigRaw, 4 * MiB, async () => {
-      await ps.run(['stop', 'osd']);
-      stoppedAt = performance.now();
-    });
-    const r = await timed(s.spawn);
-    const afterStop = performance.now() - stoppedAt;
-    await s.fired();
+    const s = spawnWithFault(uuid, onHttp, 4 * MiB, () => ps.run(['stop', 'osd']));
+    const r = await s.result;
+    let afterStop: number;
     try {
+      afterStop = await s.faultToEnd(r.end);
+      console.log(`OSD stop: spawn failed ${Math.round(afterStop)} ms after the OSD stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`);
       expect(r.error, 'the spawn must fail').toBeDefined();
-      console.log(`OSD stop: spawn failed ${Math.round(afterStop)} ms after the OSD stopped: ${chain(r.error).join(' <- ')}: ${(r.error as Error).message}`);
       expect(isDriverError(r.error)).toBe(true);
-      expect(stoppedAt).toBeGreaterThan(0);
-      // Within the rados op timeout, plus the rollback's own (timed-out) removal attempts.
-      expect(afterStop).toBeLessThan(8 * CONNECT_TIMEOUT_MS);
+      // The writes fail with ETIMEDOUT after rados_osd_op_timeout; the rollback's removal attempts
+      // time out too (the op stays in the journal as rollback-failed).
+      expect(afterStop).toBeLessThan(12 * CEPH_TIMEOUT_MS);
+      expect(chain(r.error)).toMatch(/BACKEND_UNAVAILABLE|ETIMEDOUT|Timeout/);
     } finally {
       await ps.run(['start', 'osd']);
     }
-    const actions = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
-    console.log(`OSD stop: reconcile after the OSD is back: ${JSON.stringify(actions)}`);
-    const left = await leftovers(t, uuid);
-    expect(left).toEqual(NOTHING);
-    await expectSpawnWorks(bigRaw, 'OSD stop');
-    rows.push({ fault: 'OSD stopped mid-import (rbd, 48 MiB raw)', tries: 1, left: describeLeftovers(left), note: `${(r.error as DriverError).code} ${Math.round(afterStop)} ms after the stop; retry ok` });
+    const clean = await reconcileUntilClean(uuid);
+    console.log(`OSD stop: nothing left ${Math.round(clean.ms)} ms after the OSD returned (${clean.rounds} reconcile rounds)`);
+    await spawnWorks(onHttp, true);
+    rows.push({
+      fault: 'OSD stopped mid-import (rbd, 48 MiB raw)', tries: 1, left: 'nothing',
+      note: `${(r.error as DriverError).code} ${Math.round(afterStop!)} ms after the stop; clean after ${Math.round(clean.ms / 1000)} s / ${clean.rounds} reconcile(s); retry ok`,
+    });
+  });
+
+  it('monitor unreachable: a new driver fails within connectTimeout (mon stopped, dead mon port); a running driver never hangs; nothing created', async () => {
+    const domainsBefore = await virshDomains(ps.info);
+    // A dead port: a ceph.conf for the same user whose mon_host nobody listens on.
+    const conf = join(t.stateDir, 'dead-mon.conf');
+    const orig = await readFile(ps.info.ceph.users.ephemera.confPath, 'utf8');
+    await writeFile(conf, orig.replace(/^\s*mon[ _]host\s*=.*$/m, 'mon_host = [v2:127.0.0.1:9,v1:127.0.0.1:9]'));
+    const dead = await timed(createDriver({ config: driverConfig(ps.info, join(t.stateDir, 'dead'), { images: { rbd: { cephConf: conf, connectTimeoutMs: CEPH_TIMEOUT_MS } } }), reconcile: false }));
+    console.log(`dead mon port: createDriver failed after ${Math.round(dead.ms)} ms: ${chain(dead.error)}`);
+    expect(isDriverError(dead.error, 'INVALID_CONFIG')).toBe(true);
+    expect(dead.ms).toBeLessThan(CEPH_TIMEOUT_MS + 3_000);
+
+    await ps.run(['stop', 'mon']);
+    let stopped: Awaited<ReturnType<typeof timed>>;
+    let running: Awaited<ReturnType<typeof timed>> & { uuid: string };
+    try {
+      stopped = await timed(createDriver({ config: driverConfig(ps.info, join(t.stateDir, 'nomon'), { images: { rbd: { connectTimeoutMs: CEPH_TIMEOUT_MS } } }), reconcile: false }));
+      console.log(`mon stopped: createDriver failed after ${Math.round(stopped.ms)} ms: ${chain(stopped.error)}`);
+      expect(isDriverError(stopped.error, 'INVALID_CONFIG')).toBe(true);
+      expect(stopped.ms).toBeLessThan(CEPH_TIMEOUT_MS + 3_000);
+      // The already-connected driver: the spawn either works (OSD sessions need no monitor) or fails typed,
+      // but within bounded time.
+      const uuid = newUuid();
+      running = { uuid, ...(await timed(t.driver.spawn({ instance: uuid, image: small, flavor: TINY }))) };
+      console.log(`mon stopped: a spawn on the connected driver ${running.error ? `failed (${chain(running.error)})` : 'succeeded'} in ${Math.round(running.ms)} ms`);
+      if (running.error) expect(isDriverError(running.error)).toBe(true);
+      expect(running.ms).toBeLessThan(60_000);
+    } finally {
+      await ps.run(['start', 'mon']);
+    }
+    if (!running.error) await t.driver.destroy(running.uuid);
+    await reconcileUntilClean(running.uuid);
+    expect(await virshDomains(ps.info)).toEqual(domainsBefore);
+    await spawnWorks(small);
+    rows.push({ fault: 'monitor port dead (new driver)', tries: 1, left: 'nothing', note: `INVALID_CONFIG in ${Math.round(dead.ms)} ms (timeout ${CEPH_TIMEOUT_MS})` });
+    rows.push({ fault: 'monitor stopped (new driver)', tries: 1, left: 'nothing', note: `INVALID_CONFIG in ${Math.round(stopped!.ms)} ms` });
+    rows.push({ fault: 'monitor stopped (connected driver, spawn)', tries: 1, left: 'nothing', note: `${running!.error ? `failed ${(running!.error as DriverError).code}` : 'spawn succeeded'} in ${Math.round(running!.ms)} ms` });
+  });
+
+  it('pool quota reached mid-import: typed error, nothing left, retry succeeds once the quota is lifted', async () => {
+    const admin = (args: string[]) => cephCli('admin', ['ceph', ...args], { stack: ps.info });
+    const uuid = newUuid();
+    await admin(['osd', 'pool', 'set-quota', 'vms', 'max_bytes', String(16 * MiB)]);
+    let r: Awaited<ReturnType<typeof timed>>;
+    try {
+      r = await timed(t.driver.spawn({ instance: uuid, image: onHttp, flavor: TINY, forceImport: true }));
+      console.log(`pool quota: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`);
+      expect(r.error, 'a 48 MiB import into a pool with a 16 MiB quota must fail').toBeDefined();
+      expect(isDriverError(r.error)).toBe(true);
+    } finally {
+      await admin(['osd', 'pool', 'set-quota', 'vms', 'max_bytes', '0']);
+    }
+    const clean = await reconcileUntilClean(uuid);
+    await spawnWorks(onHttp, true);
+    rows.push({ fault: 'pool quota (max_bytes 16 MiB) reached mid-import', tries: 1, left: 'nothing', note: `${(r!.error as DriverError).code} after ${Math.round(r!.ms)} ms; clean after ${Math.round(clean.ms / 1000)} s; retry ok` });
+  });
+
+  it('Glance stopped mid-download: typed error within the Glance timeouts, the partial disk is rolled back, retry succeeds', async () => {
+    const uuid = newUuid();
+    const s = spawnWithFault(uuid, onRbd, 4 * MiB, () => ps.run(['stop', 'glance']));
+    const r = await s.result;
+    let afterStop: number;
+    try {
+      afterStop = await s.faultToEnd(r.end);
+      console.log(`Glance stop: spawn failed ${Math.round(afterStop)} ms after Glance stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`);
+      expect(isDriverError(r.error)).toBe(true);
+      expect(afterStop).toBeLessThan(GLANCE_TIMEOUT_MS * 4);
+      // The OSD is up, so the spawn's own rollback removed everything.
+      expect(await leftovers(t, uuid)).toEqual(NOTHING);
+    } finally {
+      await ps.run(['start', 'glance']);
+    }
+    await spawnWorks(onRbd, true);
+    rows.push({ fault: 'Glance stopped mid-download (48 MiB)', tries: 1, left: 'nothing', note: `${(r.error as DriverError).code} ${Math.round(afterStop!)} ms after the stop; retry ok` });
+  });
+
+  it('libvirtd restarted during a spawn: nothing left of that spawn and the next spawn works', async () => {
+    const uuid = newUuid();
+    let restarted: Promise<unknown> | undefined;
+    const onStep = (e: StepEvent): void => {
+      if (e.instance === uuid && e.step === 'root-disk' && e.status === 'started' && !restarted) restarted = ps.run(['restart', 'libvirtd']);
+    };
+    t.driver.on('step', onStep);
+    const r = await timed(t.driver.spawn({ instance: uuid, image: onRbd, flavor: TINY, forceImport: true }));
+    t.driver.off('step', onStep);
+    await restarted;
+    console.log(`libvirtd restart: the spawn ${r.error ? `failed: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded'} (${Math.round(r.ms)} ms)`);
+    if (r.error) expect(isDriverError(r.error)).toBe(true);
+    else await t.driver.destroy(uuid);
+    await reconcileUntilClean(uuid, 60_000);
+    // The driver reconnects: the next spawns work.
+    await spawnWorks(small);
+    await spawnWorks(small);
+    rows.push({ fault: 'libvirtd restarted during a spawn', tries: 1, left: describeLeftovers(await leftovers(t, uuid)), note: `${r.error ? `spawn failed ${(r.error as DriverError).code}` : 'spawn succeeded'}; next 2 spawns ok` });
   });
 });

@@ -206,7 +206,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
         const plan = await d.plan(id, o.backend);
         const { image: img, ...rest } = plan;
         out(JSON.stringify({ ...rest, image: { id: img.id, name: img.name, disk_format: img.disk_format, size: img.size } }, null, 2));
-      }, o.backend ? { images: { type: o.backend } } : {});
+      });
     });
 
   // ------------------------------------------------------------ instances
