@@ -6,7 +6,7 @@
 // - qcow2: the image cache (`_base`) is a small tmpfs that fills up mid-fetch.
 // Each: a typed error, and nothing left (no LV, no loop mapping, no temp or cache file).
 import { execFile } from 'node:child_process';
-import { mkdir, mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -143,10 +143,10 @@ describe('LVM: the volume group fills up mid-import', () => {
       const disk = { instance: newUuid(), name: 'disk' };
       const err = await b.createFromImage(disk, faultySource(qcow2Bytes, 'qcow2', { virtualSize: 24 * MiB })).then(() => undefined, (e: unknown) => e);
       console.log(`lvm spool full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`);
-      expect(isImageBackendError(err), `expected a typed backend error, got ${String(err)}`).toBe(true);
       expect(await vg.lvs()).toEqual([]);
       expect(await vg.mappings()).toEqual([]);
       expect(await filesUnder(small)).toEqual([]);
+      expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacityError, got ${String(err)}`).toBe(true);
     } finally {
       await b.close?.();
     }
@@ -155,26 +155,45 @@ describe('LVM: the volume group fills up mid-import', () => {
 });
 
 describe('qcow2: the image cache fills up mid-fetch', () => {
-  it('a 24 MiB image into an 8 MiB _base: typed error, no cache file, no temp file, no overlay', async () => {
-    const base = await tmpfs(8);
+  it('another writer fills the _base filesystem (40 MiB tmpfs) while a 24 MiB image is fetched: typed error, no cache, temp or overlay file', async () => {
+    const base = await tmpfs(40);
     const instances = await mkdtemp(join(scratch, 'instances-'));
-    await mkdir(instances, { recursive: true });
     const b = await Qcow2Backend.create({ instancesDir: instances, baseDir: base, busyTimeoutMs: 2_000 });
     const tries = 2;
     try {
       for (let i = 0; i < tries; i++) {
-        for (const [bytes, format] of [[rawBytes, 'raw'], [qcow2Bytes, 'qcow2']] as const) {
-          const disk = { instance: newUuid(), name: 'disk' };
-          const err = await b.createFromImage(disk, faultySource(bytes, format, format === 'qcow2' ? { virtualSize: 24 * MiB } : {})).then(() => undefined, (e: unknown) => e);
-          console.log(`qcow2 base full (${format}): ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`);
-          expect(isImageBackendError(err), `expected a typed backend error, got ${String(err)}`).toBe(true);
-          expect(await filesUnder(base)).toEqual([]);
-          expect((await filesUnder(instances)).filter((f) => f !== '_base')).toEqual([]);
-        }
+        const disk = { instance: newUuid(), name: 'disk' };
+        // The free-space check passes (24 of 40 MiB); then 30 MiB of someone else's data lands midway.
+        const filler = join(base, 'filler');
+        const src = faultySource(rawBytes, 'raw', {
+          triggerAfter: 4 * MiB,
+          midway: async () => {
+            await writeFile(filler, Buffer.alloc(30 * MiB, 1)).catch(() => undefined); // fills what is left
+          },
+        });
+        const err = await b.createFromImage(disk, src).then(() => undefined, (e: unknown) => e);
+        console.log(`qcow2 base full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`);
+        expect(await filesUnder(base)).toEqual(['filler']);
+        expect(await filesUnder(instances)).toEqual([]);
+        expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacityError, got ${String(err)}`).toBe(true);
+        await rm(filler);
       }
     } finally {
       await b.close?.();
     }
-    rows.push({ fault: 'qcow2 _base full (8 MiB tmpfs) mid-fetch, raw and qcow2', tries: tries * 2, left: 'nothing', note: 'typed error' });
+    rows.push({ fault: 'qcow2 _base filesystem filled by another writer mid-fetch (raw)', tries, left: 'nothing', note: 'InsufficientCapacityError' });
+  });
+
+  it('an image larger than the free space of _base is refused before any byte is fetched', async () => {
+    const base = await tmpfs(8);
+    const instances = await mkdtemp(join(scratch, 'instances-'));
+    const b = await Qcow2Backend.create({ instancesDir: instances, baseDir: base, busyTimeoutMs: 2_000 });
+    for (const [bytes, format] of [[rawBytes, 'raw'], [qcow2Bytes, 'qcow2']] as const) {
+      const err = await b.createFromImage({ instance: newUuid(), name: 'disk' }, faultySource(bytes, format, format === 'qcow2' ? { virtualSize: 24 * MiB } : {})).then(() => undefined, (e: unknown) => e);
+      expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), String(err)).toBe(true);
+      expect(await filesUnder(base)).toEqual([]);
+      expect(await filesUnder(instances)).toEqual([]);
+    }
+    rows.push({ fault: 'qcow2 image larger than free _base space (raw, qcow2)', tries: 2, left: 'nothing', note: 'InsufficientCapacityError up front' });
   });
 });

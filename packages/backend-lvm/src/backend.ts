@@ -505,6 +505,9 @@ export class LvmBackend implements ImageBackend {
       }
     }
     if (e instanceof RangeError) return new UnsafeImageError('size-mismatch', `${id}: ${e.message}`, ctx);
+    // A full file system (e.g. the qcow2 spool in tempDir) is a capacity problem, not a crash.
+    const errno = (e as NodeJS.ErrnoException | undefined)?.code;
+    if (errno === 'ENOSPC' || errno === 'EDQUOT') return new InsufficientCapacityError(`${id ?? 'operation'}: no space left (${errno}): ${(e as Error).message}`, ctx);
     return e instanceof Error ? e : new Error(String(e));
   }
 }
