@@ -146,8 +146,19 @@ export class GlanceImages {
   async deleteAll(): Promise<void> {
     const failures: string[] = [];
     for (const id of this.ids.splice(0)) {
-      const res = await fetch(`${this.base}/v2/images/${id}`, { method: 'DELETE' });
-      if (res.status !== 204 && res.status !== 404) failures.push(`${id}: HTTP ${res.status} ${await res.text()}`);
+      // 409 while the rbd image is in use: a killed qemu-img's watch lingers until the OSD times
+      // it out (~30 s).
+      const deadline = Date.now() + 60_000;
+      for (;;) {
+        const res = await fetch(`${this.base}/v2/images/${id}`, { method: 'DELETE' });
+        if (res.status === 204 || res.status === 404) break;
+        const text = await res.text();
+        if (res.status !== 409 || Date.now() > deadline) {
+          failures.push(`${id}: HTTP ${res.status} ${text}`);
+          break;
+        }
+        await new Promise((r) => setTimeout(r, 1_000));
+      }
     }
     if (failures.length) throw new Error(`glance cleanup failed: ${failures.join('; ')}`);
   }
