@@ -285,8 +285,14 @@ describe('domains', () => {
         resolve(err);
       });
     });
+    // Throw once: later events of this domain (e.g. `undefined` from the clean-up below) must not
+    // raise a second, unhandled exception after the one-shot handler above is gone.
+    let thrown = false;
     const throwing = (ev: LifecycleEvent): void => {
-      if (ev.domain.name === name) throw boom;
+      if (ev.domain.name === name && !thrown) {
+        thrown = true;
+        throw boom;
+      }
     };
     conn.on('lifecycle', throwing);
     try {

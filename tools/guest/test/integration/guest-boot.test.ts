@@ -128,8 +128,8 @@ describe('guest image boots under QEMU from its own disk (SeaBIOS)', () => {
     const disk = copyOf(base);
     for (let n = 1; n <= 3; n++) {
       const r = await boot(disk, 'tcg', 'pc', ['-no-reboot']);
-      expect(r.code).toBe(0);
-      expect(readBootCount(r.log)).toBe(n);
+      expect(r.code, `boot ${n}: qemu exit code; serial log: ${JSON.stringify(r.log)}`).toBe(0);
+      expect(readBootCount(r.log), `boot ${n}: serial log: ${JSON.stringify(r.log)}`).toBe(n);
     }
     expect(readFileSync(disk).readUInt16LE(BOOT_COUNTER_OFFSET)).toBe(3);
   });
