@@ -43,7 +43,7 @@ import {
 } from '@ephemera/image-backend';
 import { syncDevice, writeStreamToDevice, zeroDevice, type WipeMethod } from './device.js';
 import { detectDeviceMapper, Lvm, LvmError, type LvInfo } from './lvm.js';
-import { openers } from './loop.js';
+import { processesHoldingOpen as openers } from '@ephemera/image-backend';
 import { LvMapper } from './mapping.js';
 import { RawStreamCheck, convertImageToDevice, inspectImageFile } from './qemu.js';
 

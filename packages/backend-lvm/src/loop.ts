@@ -1,4 +1,4 @@
-import { readdir, readlink, realpath } from 'node:fs/promises';
+import { realpath } from 'node:fs/promises';
 import { CommandError, run } from './exec.js';
 
 /** One attached loop device, from `losetup --json --list`. */
@@ -62,40 +62,3 @@ export async function canonical(path: string): Promise<string> {
   }
 }
 
-/**
- * Process ids that hold `device` open (scans `/proc/<pid>/fd`), like `fuser`. Used to refuse
- * removing or resizing a disk that a guest still uses.
- */
-export async function openers(device: string): Promise<number[]> {
-  const target = await canonical(device);
-  const pids: number[] = [];
-  let entries: string[];
-  try {
-    entries = await readdir('/proc');
-  } catch {
-    return pids;
-  }
-  await Promise.all(
-    entries
-      .filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)
-      .map(async (pid) => {
-        let fds: string[];
-        try {
-          fds = await readdir(`/proc/${pid}/fd`);
-        } catch {
-          return;
-        }
-        for (const fd of fds) {
-          try {
-            if ((await readlink(`/proc/${pid}/fd/${fd}`)) === target) {
-              pids.push(Number(pid));
-              return;
-            }
-          } catch {
-            // fd closed meanwhile
-          }
-        }
-      }),
-  );
-  return pids.sort((a, b) => a - b);
-}

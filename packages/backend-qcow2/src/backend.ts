@@ -39,7 +39,8 @@ import {
 import { QemuImg } from '@ephemera/qemu-img-wrapper';
 import { ACCEPTED_DISK_FORMATS, BaseCache, type CacheCleanupResult, type CachedBase } from './base-cache.js';
 import { toContractError } from './errors.js';
-import { errno, fsyncPath, openers } from './fsutil.js';
+import { errno, fsyncPath } from './fsutil.js';
+import { processesHoldingOpen as openers } from '@ephemera/image-backend';
 import { readQcow2Header } from './qcow2-header.js';
 
 /** `preallocation` of new qcow2/raw files (`qemu-img create -o preallocation=`). */

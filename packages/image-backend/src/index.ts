@@ -84,7 +84,7 @@ export {
 } from './registry.js';
 
 export type { ReadImageOptions, RetryWhileBusyOptions } from './support.js';
-export { ProgressReporter, readImage, retryWhileBusy, sleep, throwIfAborted } from './support.js';
+export { ProgressReporter, processesHoldingOpen, readImage, retryWhileBusy, sleep, throwIfAborted } from './support.js';
 
 export type { BytesImageOptions } from './source-image.js';
 export { patternBytes, sourceImageFromBytes } from './source-image.js';

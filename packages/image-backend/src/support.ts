@@ -1,4 +1,5 @@
 import { createHash, type Hash } from 'node:crypto';
+import { readdir, readlink, realpath } from 'node:fs/promises';
 import { AbortedError, BusyError, ImageSourceError, UnsafeImageError, isImageBackendError } from './errors.js';
 import type { ImageByteStream, ProgressEvent, ProgressPhase, SourceImage } from './types.js';
 
@@ -205,4 +206,49 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
       throw new UnsafeImageError('checksum-mismatch', `image ${image.id}: ${h.name} mismatch (expected ${h.expected}, got ${got})`, { backend });
     }
   }
+}
+
+/**
+ * Process ids of other processes that hold `path` open (a disk file or a block device), found by
+ * scanning `/proc/<pid>/fd` like `fuser`. Backends use it to explain a busy disk and to refuse
+ * removing or resizing one a guest still uses. A path that does not exist is held by nobody.
+ */
+export async function processesHoldingOpen(path: string): Promise<number[]> {
+  let target: string;
+  try {
+    target = await realpath(path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    target = path;
+  }
+  let entries: string[];
+  try {
+    entries = await readdir('/proc');
+  } catch {
+    return [];
+  }
+  const pids: number[] = [];
+  await Promise.all(
+    entries
+      .filter((e) => /^\d+$/.test(e) && Number(e) !== process.pid)
+      .map(async (pid) => {
+        let fds: string[];
+        try {
+          fds = await readdir(`/proc/${pid}/fd`);
+        } catch {
+          return; // the process is gone, or not ours to read
+        }
+        for (const fd of fds) {
+          try {
+            if ((await readlink(`/proc/${pid}/fd/${fd}`)) === target) {
+              pids.push(Number(pid));
+              return;
+            }
+          } catch {
+            // the fd was closed meanwhile
+          }
+        }
+      }),
+  );
+  return pids.sort((a, b) => a - b);
 }
