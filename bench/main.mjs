@@ -1,21 +1,22 @@
 #!/usr/bin/env node
 // Ephemera benchmarks: `npm run bench` (bench/run brings the stack up, builds, then runs this).
 //
-//   node bench/main.mjs [--quick] [--cases 1,2,3,4,5] [--huge] [--no-write]
+//   node bench/main.mjs [--quick] [--cases 1,2,3,3b,4,5] [--huge] [--no-write] [--spawns 50]
 //
 // Every comparison is measured side by side in one run on the same stack; each case prints the
 // baseline's figure, Ephemera's and the ratio, and the run is written to
 // bench/results/<YYYY-MM-DD>[-HHMMSS].json with the machine's details.
 //   1  root-disk preparation time against image size (clone stays flat)
 //   2  spawn to the guest's serial marker, clone path against import path (1 GiB)
-//   3  concurrency: 50 spawns of one image at once; 20 concurrent first-time qcow2 imports
+//   3  concurrency: 50 spawns of one image at once (disk+XML+define, and with boot)
+//   3b 20 concurrent first-time imports of one image by the qcow2 backend do one fetch
 //   4  import throughput and bytes written to local disk
 //   5  peak RSS of the driver during case 3
 // --quick: 256 MiB and 1 GiB only, fewer repetitions (a few minutes).
 // --huge: also copy the 64 GiB sparse image with the copying methods of case 1 (slow).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { loadavg, tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Fixtures } from './lib/fixtures.mjs';
@@ -25,13 +26,13 @@ const { values: args } = parseArgs({
   options: {
     quick: { type: 'boolean', default: false },
     huge: { type: 'boolean', default: false },
-    cases: { type: 'string', default: '1,2,3,4,5' },
+    cases: { type: 'string', default: '1,2,3,3b,4,5' },
     'no-write': { type: 'boolean', default: false },
     spawns: { type: 'string' },
   },
 });
 const cases = new Set(args.cases.split(',').map((s) => s.trim()).filter(Boolean));
-for (const c of cases) if (!['1', '2', '3', '4', '5'].includes(c)) throw new Error(`--cases: unknown case ${c} (1..5)`);
+for (const c of cases) if (!['1', '2', '3', '3b', '4', '5'].includes(c)) throw new Error(`--cases: unknown case ${c} (1, 2, 3, 3b, 4, 5)`);
 const opts = { quick: args.quick, huge: args.huge, spawns: args.spawns ? Number(args.spawns) : 50 };
 
 const stack = loadStack();
@@ -69,6 +70,8 @@ const results = {
   command: `node bench/main.mjs ${process.argv.slice(2).join(' ')}`.trim(),
   options: { quick: opts.quick, huge: opts.huge, cases: [...cases] },
   machine: await machineInfo(stack),
+  // The machine is shared (other engineers' tests may run): the load average says how quiet it was.
+  loadAverage: { start: loadavg().map((x) => Math.round(x * 100) / 100) },
   cases: {},
 };
 log(`machine: ${results.machine.cpuModel}, ${results.machine.cores} cores, ${results.machine.memoryGiB} GiB, ${results.machine.accel}, ${results.machine.objectStore}`);
@@ -96,10 +99,12 @@ try {
   await runCase('1', 'root-disk preparation time by image size', async () => (await import('./cases/prepare.mjs')).casePrepare);
   await runCase('2', 'spawn to guest marker, clone vs import (1 GiB)', async () => (await import('./cases/boot.mjs')).caseBoot);
   if (cases.has('3') || cases.has('5')) {
-    await runCase(cases.has('3') ? '3' : '5', 'concurrency (and case 5: driver memory)', async () => (await import('./cases/concurrency.mjs')).caseConcurrency);
+    await runCase(cases.has('3') ? '3' : '5', 'concurrent spawns (and case 5: driver memory)', async () => (await import('./cases/concurrency.mjs')).caseConcurrency);
     const c = results.cases['3'] ?? results.cases['5'];
     if (c?.memory && cases.has('5')) results.cases['5'] = { name: 'peak RSS of the driver during case 3', ...c.memory };
+    if (c?.memory && !cases.has('5')) delete c.memory;
   }
+  await runCase('3b', '20 concurrent first-time qcow2 imports of one image', async () => (await import('./cases/concurrency.mjs')).caseQcow2OneFetch);
   await runCase('4', 'import throughput and local disk writes', async () => (await import('./cases/import.mjs')).caseImport);
 } finally {
   log('cleanup: removing the run\'s images');
@@ -115,6 +120,9 @@ try {
   await rm(tmpDir, { recursive: true, force: true });
 }
 
+results.loadAverage.end = loadavg().map((x) => Math.round(x * 100) / 100);
+results.durationS = Math.round(performance.now() / 1000);
+console.log(`\nload average (1/5/15 min): start ${results.loadAverage.start.join(' ')}, end ${results.loadAverage.end.join(' ')} on ${results.machine.cores} cores`);
 if (!args['no-write']) {
   const dir = join(repo, 'bench', 'results');
   mkdirSync(dir, { recursive: true });
