@@ -83,3 +83,36 @@ describe('snapshot of an RBD instance', () => {
     expect(await leftovers(src)).toEqual({ rbd: [], domains: [] });
   });
 });
+
+describe('snapshot of a qcow2 instance (no direct snapshot)', () => {
+  it('uploads the disk to a new Glance image, which boots on RBD', async () => {
+    const q = await testDriver({ images: { type: 'qcow2', enabled: ['rbd'] } });
+    const src = newUuid();
+    const dst = newUuid();
+    try {
+      const marker = `snap-qcow2-${src.slice(0, 8)}`;
+      const baseId = await uploadGuest(q.glance, marker);
+      images.push(baseId);
+      await q.driver.spawn({ instance: src, image: baseId, flavor: TINY });
+      await waitShutoff(q.driver, src);
+      const snap = await q.driver.snapshot(src, `e2e-upload-snapshot-${src.slice(0, 8)}`);
+      images.push(snap.imageId);
+      expect(snap.method).toBe('upload');
+      expect((await q.glance.getImage(snap.imageId)).status).toBe('active');
+      const r = await q.driver.spawn({ instance: dst, image: snap.imageId, flavor: TINY, backend: 'rbd' });
+      expect(r.rootDisk.method).toBe('cloned');
+      await waitShutoff(q.driver, dst);
+      const text = await q.driver.console(dst);
+      expect(readMarker(text)).toBe(marker);
+      expect(readBootCount(text)).toBe(2);
+      await q.driver.destroy(dst);
+      await q.driver.destroy(src);
+      expect(await q.driver.backends.get('qcow2').list({ instance: src })).toEqual([]);
+      expect(await leftovers(dst)).toEqual({ rbd: [], domains: [] });
+    } finally {
+      await q.driver.destroy(dst).catch(() => undefined);
+      await q.driver.destroy(src).catch(() => undefined);
+      await q.close();
+    }
+  });
+});

@@ -31,7 +31,7 @@ import {
   type DiskSource,
   type ImageBackend,
 } from '@ephemera/image-backend';
-import { isLibvirtError, type Connection, type Domain, type DomainState } from '@ephemera/libvirt-napi';
+import { connect as libvirtConnect, isLibvirtError, type Connection, type Domain, type DomainState } from '@ephemera/libvirt-napi';
 import { domainXml, iotuneFromFlavor, type DiskSpec, type IoTune } from '@ephemera/libvirt-xml';
 import { defineCephSecret, findCephSecret, undefineSecret } from './ceph.js';
 import type { DriverConfig } from './config.js';
@@ -181,17 +181,59 @@ export class Driver {
     @inject(DRIVER_TYPES.Config) readonly config: DriverConfig,
     @inject(DRIVER_TYPES.Logger) logger: Logger,
     @inject(DRIVER_TYPES.Journal) readonly journal: Journal,
-    @inject(DRIVER_TYPES.Libvirt) readonly libvirt: Connection,
+    @inject(DRIVER_TYPES.Libvirt) libvirt: Connection,
     @inject(BACKEND_REGISTRY) readonly backends: BackendRegistry,
     @inject(GLANCE_TYPES.GlanceClient) readonly glance: GlanceClient,
     @inject(GLANCE_TYPES.ImageResolver) readonly resolver: ImageResolver,
     @inject(DRIVER_TYPES.CephContext) readonly ceph: CephContext,
   ) {
     this.#log = logger;
-    libvirt.on('lifecycle', (ev) => {
+    this.#conn = libvirt;
+    this.#watch(libvirt);
+  }
+
+  // ------------------------------------------------------------------ libvirt connection
+
+  #conn: Connection;
+  #connLost = false;
+  #reconnecting: Promise<Connection> | undefined;
+
+  #watch(conn: Connection): void {
+    conn.on('lifecycle', (ev) => {
       const uuid = this.#uuidOfDomain(ev.domain.name);
       if (uuid) this.#emitter.emit('lifecycle', { instance: uuid, state: ev.event, detail: ev.detail });
     });
+    conn.on('close', (reason) => {
+      if (conn !== this.#conn) return;
+      this.#connLost = true;
+      this.#log.warn({ reason }, 'libvirt connection lost: reconnecting on next use');
+    });
+  }
+
+  /** The current libvirt connection (replaced after libvirtd restarts). */
+  get libvirt(): Connection {
+    return this.#conn;
+  }
+
+  /** A live libvirt connection: reconnects (once, shared) when libvirtd closed the last one. */
+  async #lv(): Promise<Connection> {
+    if (this.#closed) throw new DriverError('INVALID_ARGUMENT', 'the driver is closed');
+    if (!this.#connLost && !this.#conn.closed && this.#conn.isAlive()) return this.#conn;
+    this.#reconnecting ??= (async () => {
+      try {
+        const old = this.#conn;
+        const fresh = await libvirtConnect(this.config.libvirt.uri);
+        this.#conn = fresh;
+        this.#connLost = false;
+        this.#watch(fresh);
+        await old.close().catch(() => undefined);
+        this.#log.info('reconnected to libvirt');
+        return fresh;
+      } finally {
+        this.#reconnecting = undefined;
+      }
+    })();
+    return this.#reconnecting;
   }
 
   // ------------------------------------------------------------------ events
@@ -255,7 +297,7 @@ export class Driver {
 
   async #domain(uuid: string): Promise<Domain | undefined> {
     try {
-      return await this.libvirt.lookupByUUID(uuid);
+      return await (await this.#lv()).lookupByUUID(uuid);
     } catch (err) {
       if (isLibvirtError(err, 'VIR_ERR_NO_DOMAIN')) return undefined;
       throw err;
@@ -489,7 +531,7 @@ export class Driver {
       const xml = this.#domainXml(uuid, name, domainName, req.image, flavor, disks, sources, backend);
       await step('define', async () => {
         await op.intent('define', { kind: 'domain', uuid, name: domainName });
-        await this.libvirt.defineXML(xml);
+        await (await this.#lv()).defineXML(xml);
         await op.done('define');
       });
 
@@ -575,14 +617,14 @@ export class Driver {
   /** Defines the ceph secret when libvirt does not have it (journaled, so rollback can remove it). */
   async #ensureSecret(op: JournalOp, uuid: string): Promise<void> {
     const c = this.ceph;
-    const existing = await findCephSecret(this.libvirt, uuid, c.user);
+    const existing = await findCephSecret(await this.#lv(), uuid, c.user);
     if (existing === uuid) return;
     if (existing !== undefined) {
       throw new DriverError('INVALID_CONFIG', `libvirt already has a ceph secret for client.${c.user} with UUID ${existing}; set images.rbd.secretUuid to it`);
     }
     if (!c.keyringPath) throw new DriverError('INVALID_CONFIG', `no keyring for client.${c.user}: set images.rbd.keyring`);
     await op.intent('secret', { kind: 'secret', uuid, created: true });
-    await defineCephSecret(this.libvirt, uuid, c.user, c.keyringPath);
+    await defineCephSecret(await this.#lv(), uuid, c.user, c.keyringPath);
     await op.done('secret');
     this.#log.info({ instance: op.instance, secretUuid: uuid }, `defined libvirt ceph secret for client.${c.user}`);
   }
@@ -592,7 +634,7 @@ export class Driver {
     const dom = await this.#domain(uuid);
     if (!dom) throw new DriverError('INSTANCE_NOT_FOUND', `no domain ${uuid}`, { instance: uuid });
     const ac = new AbortController();
-    const started = this.libvirt.waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', {
+    const started = (await this.#lv()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', {
       timeoutMs: this.config.timeouts.startMs,
       signal: ac.signal,
     });
@@ -650,7 +692,7 @@ export class Driver {
       case 'secret': {
         if (!r.created) return undefined;
         if (await this.#secretInUse(r.uuid)) return undefined;
-        return (await undefineSecret(this.libvirt, r.uuid)) ? `secret ${r.uuid}` : undefined;
+        return (await undefineSecret(await this.#lv(), r.uuid)) ? `secret ${r.uuid}` : undefined;
       }
       case 'file':
         await rm(r.path, { recursive: true, force: true });
@@ -675,7 +717,7 @@ export class Driver {
   }
 
   async #secretInUse(uuid: string): Promise<boolean> {
-    for (const d of await this.libvirt.listAllDomains()) {
+    for (const d of await (await this.#lv()).listAllDomains()) {
       const xml = await d.xml().catch(() => '');
       if (xml.includes(uuid)) return true;
     }
@@ -731,7 +773,7 @@ export class Driver {
       const dom = await this.#requireDomain(uuid);
       if (!(await dom.isActive())) return;
       if (opts.graceful !== false) {
-        const stopped = this.libvirt.waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'stopped', { timeoutMs: this.config.timeouts.stopMs });
+        const stopped = (await this.#lv()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'stopped', { timeoutMs: this.config.timeouts.stopMs });
         stopped.catch(() => undefined);
         try {
           await dom.shutdown();
@@ -988,7 +1030,7 @@ export class Driver {
     if (this.#closed) return;
     this.#closed = true;
     await this.backends.close?.().catch(() => undefined);
-    await this.libvirt.close().catch(() => undefined);
+    await this.#conn.close().catch(() => undefined);
     await this.ceph.cluster?.close().catch(() => undefined);
   }
 }
