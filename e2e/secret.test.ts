@@ -15,7 +15,7 @@ let lvDir: string;
 let conn: Connection;
 let t: TestDriver;
 let imageId: string | undefined;
-const uuids = [newUuid(), newUuid()];
+const uuids = [newUuid(), newUuid(), newUuid()];
 
 beforeAll(async () => {
   lvDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-libvirtd-'));
@@ -48,9 +48,20 @@ describe('ceph secret', () => {
     const second = await t.driver.spawn({ instance: uuids[1]!, image: imageId!, flavor: TINY });
     expect(second.instance.state === 'running' || second.instance.state === 'shutoff').toBe(true);
     expect((await conn.listAllSecrets()).filter((s) => s.uuid() === secretUuid)).toHaveLength(1);
-    for (const u of uuids) await t.driver.destroy(u);
+    for (const u of uuids.slice(0, 2)) await t.driver.destroy(u);
     // Shared by every instance: destroy keeps it.
     expect((await conn.lookupSecretByUUID(secretUuid)).uuid()).toBe(secretUuid);
-    for (const u of uuids) expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+    for (const u of uuids.slice(0, 2)) expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+  });
+
+  it('libvirtd restarts: the driver reconnects and the next spawn and destroy work', async () => {
+    const before = t.driver.libvirt;
+    await lv.restart();
+    const r = await t.driver.spawn({ instance: uuids[2]!, image: imageId!, flavor: TINY });
+    expect(r.rootDisk.method).toBe('cloned');
+    expect(t.driver.libvirt).not.toBe(before);
+    expect((await t.driver.list()).map((i) => i.uuid)).toEqual([uuids[2]]);
+    await t.driver.destroy(uuids[2]!);
+    expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuids[2]!))).toEqual([]);
   });
 });
