@@ -947,6 +947,11 @@ export class Driver {
   async reconcile(): Promise<ReconcileAction[]> {
     const out: ReconcileAction[] = [];
     for (const e of await this.journal.entries()) {
+      if (e.end === 'committed' || e.end === 'rolled-back') {
+        // Finished, but the process died before deleting the file.
+        await this.journal.remove(e);
+        continue;
+      }
       if (this.#active.has(e.opId) || (e.pid !== process.pid && processAlive(e.pid) && e.end === undefined)) {
         out.push({ opId: e.opId, op: e.op, instance: e.instance, action: 'skipped', removed: [] });
         continue;

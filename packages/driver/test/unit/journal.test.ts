@@ -64,3 +64,18 @@ describe('KeyedMutex', () => {
     expect(await m.run('k', async () => 42)).toBe(42);
   });
 });
+
+describe('Journal end states', () => {
+  it('an operation whose end was written but whose file survived a crash still parses as ended', async () => {
+    const j = new Journal(mkdtempSync(join(tmpdir(), 'eph-j-')));
+    const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e');
+    const path = op.path;
+    const text = readFileSync(path, 'utf8');
+    await op.end('committed');
+    // Simulate the crash between the fsynced end record and the unlink.
+    const { writeFileSync } = await import('node:fs');
+    writeFileSync(path, `${text}{"t":"end","status":"committed","at":"x"}\n`);
+    const [e] = await j.entries();
+    expect(e!.end).toBe('committed');
+  });
+});
