@@ -79,6 +79,12 @@ describe('instance operations', () => {
     await expect(t.driver.spawn({ instance: 'not-a-uuid', image: imageId!, flavor: TINY })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: { ...TINY, vcpus: 0 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     await expect(t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: TINY, backend: 'zfs' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    // Refused before anything is created: hostile extra specs, a flavor name the XML cannot carry.
+    const bad = newUuid();
+    await expect(t.driver.spawn({ instance: bad, image: imageId!, flavor: { ...TINY, extraSpecs: { 'quota:disk_total_iops_sec': '-5' } } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(t.driver.spawn({ instance: bad, image: imageId!, flavor: { ...TINY, name: 'x\u0007y' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(bad))).toEqual([]);
+    expect(await t.driver.journal.entries()).toEqual([]);
   });
 
   it('destroy by name removes everything; a second destroy is INSTANCE_NOT_FOUND', async () => {

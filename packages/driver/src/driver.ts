@@ -426,6 +426,15 @@ export class Driver {
       throw new DriverError('INVALID_ARGUMENT', 'instance name must be 1..255 printable characters', { instance: uuid });
     }
     const backend = this.#backend(req.backend ?? this.config.images.type);
+    // Validate everything that goes into the domain XML (names, flavor, extra specs) before any
+    // disk exists: the XML builders refuse what they cannot express safely.
+    try {
+      const probe: DiskSource = { type: 'file', path: '/dev/null', format: 'raw' };
+      const disks: InstanceDisk[] = [{ name: 'disk', target: targetDev(this.config.disk.bus, 0), sizeBytes: 0 }];
+      this.#domainXml(uuid, name, this.domainName(uuid), req.image, f, disks, [probe], backend);
+    } catch (err) {
+      throw new DriverError('INVALID_ARGUMENT', `invalid instance definition: ${errMessage(err)}`, { instance: uuid, cause: err });
+    }
     return this.#mutex.run(uuid, () => this.#spawn(uuid, name, req, backend));
   }
 
