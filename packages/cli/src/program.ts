@@ -6,6 +6,8 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import {
+  CONFIG_SCHEMA,
+  configReference,
   createDriver,
   glanceClient,
   loadConfig,
@@ -356,8 +358,12 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     });
   program
     .command('config')
-    .description('print the effective configuration (secrets redacted)')
-    .action(async () => {
+    .description('print the effective configuration (secrets redacted), or the reference of every option')
+    .option('--reference', 'print every option as a Markdown table (docs/configuration.md)')
+    .option('--schema', 'print the option schema as JSON')
+    .action(async (o: { reference?: boolean; schema?: boolean }) => {
+      if (o.reference) return void out(configReference());
+      if (o.schema) return void out(JSON.stringify(CONFIG_SCHEMA, null, 2));
       const c = redactConfig(config());
       out(JSON.stringify(c, null, 2));
     });

@@ -75,3 +75,16 @@ describe('ephemera CLI (no stack needed)', () => {
     expect(bytes(undefined)).toBe('?');
   });
 });
+
+describe('ephemera config --reference / --schema', () => {
+  it('prints the option reference (the generator of docs/configuration.md) and the schema', async () => {
+    const a = io();
+    expect(await run(['config', '--reference'], a)).toBe(EXIT.OK);
+    expect(a.out()).toContain('| `images.rbd.pool` |');
+    expect(a.out()).toContain('[libvirt] images_rbd_pool');
+    const b = io();
+    expect(await run(['config', '--schema'], b)).toBe(EXIT.OK);
+    const schema = JSON.parse(b.out());
+    expect(schema.find((o: { key: string }) => o.key === 'images.type')).toMatchObject({ env: 'EPHEMERA_IMAGES_TYPE', default: 'rbd' });
+  });
+});
