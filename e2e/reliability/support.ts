@@ -11,7 +11,7 @@ import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
-import { createDriver, loadConfig, type ConfigInput, type Driver, type DriverConfig } from '@ephemera/driver';
+import { createDriver, fromStack, loadConfig, type ConfigInput, type Driver, type DriverConfig } from '@ephemera/driver';
 import { GlanceClient } from '@ephemera/glance';
 import { guestImage, loadStack, stackCommand, type StackInfo } from '@ephemera/testkit';
 
@@ -57,26 +57,39 @@ export interface TestDriver {
   stack: StackInfo;
   stateDir: string;
   glance: GlanceClient;
-  close(): Promise<void>;
+  /** Closes the driver and removes its state dir (unless `keepState`). */
+  close(opts?: { keepState?: boolean }): Promise<void>;
 }
 
-export function driverConfig(stack: StackInfo, stateDir: string, overrides: ConfigInput = {}): DriverConfig {
+/**
+ * A driver configuration on `stack` with `overrides`. `directSnapshot: false` leaves out the
+ * direct-snapshot user, so snapshots are uploaded (qemu-img convert + Glance upload).
+ */
+export function driverConfig(stack: StackInfo, stateDir: string, overrides: ConfigInput = {}, opts: { directSnapshot?: boolean } = {}): DriverConfig {
   const o = overrides as { libvirt?: object; log?: object };
+  const base = fromStack(stack) as { images: { rbd: Record<string, unknown> } };
+  if (opts.directSnapshot === false) for (const k of ['snapshotUser', 'snapshotCephConf', 'snapshotKeyring']) delete base.images.rbd[k];
+  const merge = (a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> => {
+    const out: Record<string, unknown> = { ...a };
+    for (const [k, v] of Object.entries(b)) {
+      out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object' ? merge(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
+    }
+    return out;
+  };
   return loadConfig({
-    stack,
     env: {},
-    overrides: {
+    overrides: merge(base as Record<string, unknown>, {
       stateDir,
       ...overrides,
       libvirt: { virtType: 'qemu', ...(o.libvirt ?? {}) },
       log: { level: process.env.EPHEMERA_E2E_LOG ?? 'warn', ...(o.log ?? {}) },
-    },
+    }),
   }).config;
 }
 
-export async function testDriver(stack: StackInfo, overrides: ConfigInput = {}, opts: { reconcile?: boolean } = {}): Promise<TestDriver> {
-  const stateDir = await mkdtemp(join(tmpdir(), 'ephemera-rel-'));
-  const config = driverConfig(stack, stateDir, overrides);
+export async function testDriver(stack: StackInfo, overrides: ConfigInput = {}, opts: { reconcile?: boolean; directSnapshot?: boolean; stateDir?: string } = {}): Promise<TestDriver> {
+  const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'ephemera-rel-')));
+  const config = driverConfig(stack, stateDir, overrides, opts.directSnapshot === undefined ? {} : { directSnapshot: opts.directSnapshot });
   const driver = await createDriver({ config, reconcile: opts.reconcile ?? true });
   const glance = new GlanceClient({ url: stack.glance.url });
   return {
@@ -85,9 +98,9 @@ export async function testDriver(stack: StackInfo, overrides: ConfigInput = {}, 
     stack,
     stateDir,
     glance,
-    async close() {
+    async close(opts: { keepState?: boolean } = {}) {
       await driver.close();
-      await rm(stateDir, { recursive: true, force: true });
+      if (!opts.keepState) await rm(stateDir, { recursive: true, force: true });
     },
   };
 }
