@@ -124,7 +124,7 @@ async function main() {
     const upStart = performance.now();
     const image = await uploadImage(driver.glance, path, { name: `ephemera-demo-${marker.split(' ').pop()}`, onProgress: (e) => bar('upload to Glance', e.percent) });
     const uploadMs = performance.now() - upStart;
-    cleanup.push([`delete Glance image ${image.id}`, () => driver.glance.deleteImage(image.id)]);
+    cleanup.push([`delete Glance image ${image.id}`, () => driver.glance.deleteImage(image.id), `curl -X DELETE ${stack.glance.url}/v2/images/${image.id}`]);
     log(`uploaded to Glance as ${image.id} in ${secs(uploadMs)}`);
 
     // 2. the plan
@@ -139,7 +139,7 @@ async function main() {
     const settled = await Promise.allSettled(uuids.map((uuid, i) =>
       driver.spawn({ instance: { uuid, name: `demo-${i + 1}` }, image: image.id, flavor })));
     for (const [i, s] of settled.entries()) {
-      if (s.status === 'fulfilled') cleanup.push([`destroy instance demo-${i + 1} (${uuids[i]})`, () => driver.destroy(uuids[i])]);
+      if (s.status === 'fulfilled') cleanup.push([`destroy instance demo-${i + 1} (${uuids[i]})`, () => driver.destroy(uuids[i]), `node packages/cli/dist/bin.js destroy ${uuids[i]}`]);
     }
     const failed = settled.find((s) => s.status === 'rejected');
     if (failed) throw failed.reason;
@@ -197,9 +197,9 @@ async function main() {
       }
       if (failedCleanup) process.exitCode = 1;
     } else {
-      for (const [what, fn] of ordered) {
+      for (const [what, fn, hint] of ordered) {
         if (what === 'close the driver') await fn();
-        else log(`kept (to undo: ${what}; e.g. 'node packages/cli/dist/bin.js destroy <name>')`);
+        else log(`kept: to ${what}, run: ${hint}`);
       }
     }
   }
