@@ -94,3 +94,21 @@ describe('instance operations', () => {
     expect(events.filter((e) => e.instance === uuid).map((e) => e.state)).toContain('destroyed');
   });
 });
+
+describe('start deadline', () => {
+  it('a domain that does not start within timeouts.startMs is destroyed; TIMEOUT; nothing left', async () => {
+    const quick = await testDriver({ timeouts: { startMs: 100 } });
+    const u = newUuid();
+    try {
+      const started = performance.now();
+      await expect(quick.driver.spawn({ instance: u, image: imageId!, flavor: TINY })).rejects.toMatchObject({ code: 'TIMEOUT' });
+      console.log(`spawn with a 100 ms start deadline failed after ${Math.round(performance.now() - started)} ms`);
+      expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+      expect((await virshDomains(t.stack)).filter((d) => d.includes(u))).toEqual([]);
+      expect(await quick.driver.journal.entries()).toEqual([]);
+    } finally {
+      await quick.driver.destroy(u).catch(() => undefined);
+      await quick.close();
+    }
+  });
+});

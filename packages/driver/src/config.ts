@@ -189,7 +189,7 @@ const DEFS: Record<string, Spec> = {
   'qos.writeBytesSec': { type: 'integer', default: 0, min: 0, nova: 'quota:disk_write_bytes_sec (flavor)', description: 'Per-disk write throughput limit in bytes/s (0: none).' },
   'timeouts.startMs': {
     type: 'integer', default: 60_000, min: 100,
-    description: 'How long spawn and powerOn wait for libvirt to report the domain running.',
+    description: 'How long spawn and powerOn wait for the domain to run; past it the half-started domain is destroyed (TIMEOUT) and a spawn rolls back.',
   },
   'timeouts.stopMs': {
     type: 'integer', default: 30_000, min: 100, nova: '[DEFAULT] shutdown_timeout (seconds)',

@@ -642,20 +642,29 @@ export class Driver {
   async #start(uuid: string): Promise<void> {
     const dom = await this.#domain(uuid);
     if (!dom) throw new DriverError('INSTANCE_NOT_FOUND', `no domain ${uuid}`, { instance: uuid });
+    const ms = this.config.timeouts.startMs;
     const ac = new AbortController();
-    const started = (await this.#lv()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', {
-      timeoutMs: this.config.timeouts.startMs,
-      signal: ac.signal,
-    });
+    const started = (await this.#lv()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', { timeoutMs: ms, signal: ac.signal });
     started.catch(() => undefined);
+    // virDomainCreate blocks until QEMU is up, and QEMU waits for its disks (an unreachable Ceph
+    // monitor: minutes). Past the deadline the half-started domain is destroyed, which makes
+    // create() return.
+    let timedOut = false;
+    const timer = setTimeout(() => {
+      timedOut = true;
+      dom.destroy().catch(() => undefined);
+    }, ms);
     try {
       await dom.create();
       await started;
     } catch (err) {
       ac.abort();
-      const st = await dom.state().catch(() => undefined);
+      const st = timedOut ? undefined : await dom.state().catch(() => undefined);
       if (st && (st.state === 'running' || (st.state === 'shutoff' && st.reason === 'shutdown'))) return;
-      throw new DriverError('TIMEOUT', `domain ${uuid} did not start: ${errMessage(err)}`, { instance: uuid, cause: err });
+      const code = timedOut || (err as Error).name === 'TimeoutError' ? 'TIMEOUT' : 'SPAWN_FAILED';
+      throw new DriverError(code, `domain ${uuid} did not start${timedOut ? ` within ${ms} ms` : ''}: ${errMessage(err)}`, { instance: uuid, cause: err });
+    } finally {
+      clearTimeout(timer);
     }
   }
 
