@@ -294,6 +294,11 @@ mon_data = ${join(P.ceph, 'mon', '$cluster-$id')}
 mon_initial_members = a
 # only at mkfs: leave out the mgr modules enabled by default (restful, nfs) that we do not use
 mgr_initial_modules = iostat
+# The mon refuses to start (exit 28, ENOSPC) once the filesystem holding its data has <= 5% free.
+# This throwaway stack shares the host disk with builds, caches and the OSD's sparse file, so only
+# a nearly full disk should stop it.
+mon_data_avail_crit = 1
+mon_data_avail_warn = 2
 
 [mgr]
 mgr_data = ${join(P.ceph, 'mgr', '$cluster-$id')}
