@@ -4,7 +4,7 @@
 //   npx vitest run --project e2e e2e/reliability/known-failures.test.ts
 // Each `it` asserts the behaviour the issue asks for and fails today (see README.md, "Known failures").
 // The fourth one (a SIGKILL during a DIRECT snapshot leaves an RBD snapshot and an RBD image) is
-// sigkill.test.ts with EPHEMERA_REL_DIRECT_SNAPSHOT=1.
+// sigkill.repro.ts (with EPHEMERA_REL_DIRECT_SNAPSHOT=1 for the direct-snapshot case).
 import { createServer, type Server } from 'node:http';
 import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
