@@ -889,7 +889,8 @@ export class RbdBackend implements ImageBackend {
    * Removes the disk and its snapshots; retries while it is busy (watchers: a running or just
    * killed QEMU) up to `busyTimeoutMs`. A disk whose snapshot has clones (e.g. a direct snapshot
    * not yet flattened, or a clone v2 child) is refused at once with `BusyError`: flatten or
-   * remove the clones first. Idempotent.
+   * remove the clones first. A half-removed disk (directory entry without header) is cleaned too.
+   * Idempotent: true when something was removed, false when nothing existed.
    */
   async remove(disk: DiskRef, options: RemoveOptions = {}): Promise<boolean> {
     const id = diskId(disk);
@@ -902,8 +903,17 @@ export class RbdBackend implements ImageBackend {
           try {
             img = await this.io.open(id);
           } catch (e) {
-            if (e instanceof ImageNotFound) return false;
-            throw e;
+            if (!(e instanceof ImageNotFound)) throw e;
+            // Not openable, but maybe half-removed (a kill inside rbd_remove: the directory entry
+            // without a header, still listed): rbd_remove cleans that as `rbd rm` does, and
+            // fails with ImageNotFound when nothing is there at all.
+            try {
+              await this.io.remove(id);
+              return true;
+            } catch (e2) {
+              if (e2 instanceof ImageNotFound) return false;
+              throw e2;
+            }
           }
           try {
             for (const s of await img.listSnapshots()) {

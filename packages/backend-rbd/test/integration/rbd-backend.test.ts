@@ -16,6 +16,7 @@ import {
   type DiskRef,
   type ProgressEvent,
 } from '@ephemera/image-backend';
+import { cephCli } from '@ephemera/testkit';
 import { RbdBackend, parseRbdUrl } from '../../src/index.js';
 import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, rbdLs, readDisk, stack } from '../support/stack.js';
 
@@ -435,6 +436,18 @@ describe('snapshots, direct snapshot, removal', () => {
     setTimeout(() => void watcher.close(), 500);
     expect(await backend.remove(d, { busyTimeoutMs: 20_000 })).toBe(true);
     await vms.close();
+  });
+
+  it('removes a half-removed disk (directory entry without header, as a kill inside rbd_remove leaves it)', async () => {
+    const d = newDisk();
+    await backend.createBlank(d, 8 * MiB);
+    const info = JSON.parse(await cephCli('admin', ['rbd', 'info', `vms/${diskId(d)}`, '--format', 'json'])) as { id: string };
+    await cephCli('admin', ['rados', '-p', 'vms', 'rm', `rbd_header.${info.id}`]);
+    expect(await rbdLs('vms')).toContain(diskId(d));
+    expect(await backend.exists(d)).toBe(false); // cannot be opened
+    expect(await backend.remove(d)).toBe(true);
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+    expect(await backend.remove(d)).toBe(false); // idempotent: nothing left
   });
 
   it('rollback refuses while another client has the disk open (Busy)', async () => {
