@@ -21,7 +21,7 @@ import { LibrbdProbe, defaultSecretUuid, keyringPath } from './ceph.js';
 import { loadConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
 import { Driver, type CephContext } from './driver.js';
 import { DriverError } from './errors.js';
-import { glanceAuth } from './images.js';
+import { glanceAuth, glanceClientOptions } from './images.js';
 import { Journal } from './journal.js';
 import { createLogger, type Logger } from './logger.js';
 import { DRIVER_TYPES } from './tokens.js';
@@ -122,7 +122,7 @@ export async function createDriverContainer(opts: CreateDriverOptions = {}): Pro
     container.bind(BACKEND_REGISTRY).to(DriverBackendRegistry).inSingletonScope();
     container.load(
       glanceModule({
-        client: { url: config.glance.url, auth, timeoutMs: config.glance.timeoutMs, retry: { attempts: config.glance.retries + 1 } },
+        client: glanceClientOptions(config, auth),
         rbdProbe: probe,
       }),
     );

@@ -3,7 +3,7 @@ import { createReadStream } from 'node:fs';
 import { stat } from 'node:fs/promises';
 import { basename } from 'node:path';
 import { Transform } from 'node:stream';
-import { GlanceClient, KeystoneTokenProvider, NoAuth, StaticToken, type GlanceImage, type TokenProvider } from '@ephemera/glance';
+import { GlanceClient, KeystoneTokenProvider, NoAuth, StaticToken, type GlanceClientOptions, type GlanceImage, type TokenProvider } from '@ephemera/glance';
 import type { ProgressEvent } from '@ephemera/image-backend';
 import { inspectImageFile } from '@ephemera/qemu-img-wrapper';
 import type { DriverConfig } from './config.js';
@@ -19,9 +19,18 @@ export function glanceAuth(config: DriverConfig): TokenProvider {
   return new NoAuth();
 }
 
+/**
+ * The Glance client options of the configuration: `glance.timeoutMs` bounds each request until its
+ * answer headers and is also the download idle timeout (no byte for that long fails the download).
+ */
+export function glanceClientOptions(config: DriverConfig, auth: TokenProvider = glanceAuth(config)): GlanceClientOptions {
+  const g = config.glance;
+  return { url: g.url, auth, timeoutMs: g.timeoutMs, idleTimeoutMs: g.timeoutMs, retry: { attempts: g.retries + 1 } };
+}
+
 /** A Glance client for the configured endpoint (no libvirt or Ceph needed). */
 export function glanceClient(config: DriverConfig): GlanceClient {
-  return new GlanceClient({ url: config.glance.url, auth: glanceAuth(config), timeoutMs: config.glance.timeoutMs, retry: { attempts: config.glance.retries + 1 } });
+  return new GlanceClient(glanceClientOptions(config));
 }
 
 /** Options of {@link uploadImage}. */

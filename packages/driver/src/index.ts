@@ -59,4 +59,4 @@ export { createLogger } from './logger.js';
 export { DRIVER_TYPES } from './tokens.js';
 
 export type { UploadImageOptions } from './images.js';
-export { glanceAuth, glanceClient, uploadImage } from './images.js';
+export { glanceAuth, glanceClient, glanceClientOptions, uploadImage } from './images.js';
