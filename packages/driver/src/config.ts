@@ -196,8 +196,8 @@ const DEFS: Record<string, Spec> = {
     description: 'How long a graceful power-off waits before the domain is destroyed.',
   },
   'timeouts.diskBusyMs': {
-    type: 'integer', default: 30_000, min: 0,
-    description: 'How long removing a disk retries while it is busy (QEMU still closing it).',
+    type: 'integer', default: 45_000, min: 0,
+    description: 'How long removing a disk retries while it is busy (QEMU still closing it; a killed QEMU\'s RBD watch lingers for Ceph\'s 30 s watch timeout, so keep this above 30 s).',
   },
   'timeouts.importMs': {
     type: 'integer', default: 30 * 60_000, min: 1000,

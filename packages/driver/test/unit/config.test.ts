@@ -54,6 +54,8 @@ describe('loadConfig', () => {
     expect(config.instancesPath).toBe('/var/lib/ephemera/instances');
     expect(config.images.qcow2.basePath).toBe('/var/lib/ephemera/instances/_base');
     expect(sources['images.type']).toBe('default');
+    // above Ceph's 30 s watch timeout: a QEMU killed by reconcile keeps its disk busy that long
+    expect(config.timeouts.diskBusyMs).toBeGreaterThan(30_000);
   });
 
   it('layers stack < file < env < overrides and records where each value came from', () => {
