@@ -983,7 +983,22 @@ export class Driver {
     const log = this.#log.child({ instance: e.instance, op: 'reconcile', opId: e.opId });
     const removed: string[] = [];
     let failures: string[] = [];
-    if (e.op === 'spawn' || e.op === 'destroy' || e.op === 'snapshot') {
+    if (e.op === 'destroy') {
+      // Finish the whole destroy, not only what was journaled: a crash before the `domain` intent
+      // (or a disk's) was written must not leave the domain. Reverse order: the domain (by UUID)
+      // goes first, then every disk of the instance in every backend, then the files.
+      const sweep: { step: string; resource: JournalResource }[] = [];
+      const listFailures: string[] = [];
+      for (const b of this.backends.all()) {
+        try {
+          for (const d of await b.list({ instance: e.instance })) sweep.push({ step: 'sweep', resource: { kind: 'disk', backend: b.name, name: d.disk.name } });
+        } catch (err) {
+          listFailures.push(`disks of ${b.name}: ${errMessage(err)}`);
+        }
+      }
+      sweep.push({ step: 'sweep', resource: { kind: 'domain', uuid: e.instance, name: String(e.data.domainName ?? this.domainName(e.instance)) } });
+      failures = [...listFailures, ...(await this.#rollback(e.instance, [...e.intents, ...sweep], log, removed))];
+    } else if (e.op === 'spawn' || e.op === 'snapshot') {
       failures = await this.#rollback(e.instance, e.intents, log, removed);
       if (e.op === 'spawn') {
         // A spawn may have crashed between an action and its intent being read back: sweep
