@@ -1,5 +1,6 @@
 // Case 4: import throughput of Ephemera's streamed import against `rbd import` of a local file
 // and `qemu-img convert` to RBD, for the same image, and the bytes each writes to local disk.
+// Medians of 3 rounds each (2 for the local-file importers and 1 from Glance with --quick).
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { fileSource, glanceSource, sizeLabel } from '../lib/fixtures.mjs';
@@ -13,7 +14,7 @@ export async function caseImport(ctx) {
   const bytes = GiB;
   const fx = await ctx.fixtures.get(bytes, 'random');
   const reps = opts.quick ? 2 : 3;
-  const glanceReps = 1;
+  const glanceReps = opts.quick ? 1 : 3;
   let seq = 0;
   const name = (k) => `bench-${ctx.tag}-imp-${k}-${seq++}`;
   const rbdTarget = (n) => `rbd:${vmsPool}/${n}:id=${eph.id}:conf=${eph.confPath}`;

@@ -129,7 +129,7 @@ export async function casePrepare(ctx) {
       importLocalDisk: extra.importDisk,
       legacyLocalDisk: extra.legacyDisk,
     };
-    if (copyReps(bytes, fill) === 0) row.notes = ['copy methods skipped for the 64 GiB image (they would move 64 GiB through glance-api at ~30 MiB/s); run with --huge to include them'];
+    if (copyReps(bytes, fill) === 0) row.notes = ['copy methods skipped for the 64 GiB image (each would pull 64 GiB through glance-api, 30 to 150 MiB/s here, and the 2013 way would stage 64 GiB on local disk); run with --huge to include them'];
     out.sizes.push(row);
     // Keep live data modest: the big images go as soon as they are measured (1 GiB stays for cases 2-4).
     if (bytes !== GiB) await ctx.fixtures.remove(fx.key);
