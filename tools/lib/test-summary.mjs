@@ -11,6 +11,7 @@ let passed = 0, failed = 0, skipped = 0, missing = 0;
 for (const f of files) {
   if (!existsSync(f)) { missing += 1; continue; }
   const r = JSON.parse(readFileSync(f, 'utf8'));
+  const fileFailed = failed;
   passed += r.numPassedTests ?? 0;
   failed += r.numFailedTests ?? 0;
   skipped += (r.numPendingTests ?? 0) + (r.numTodoTests ?? 0);
@@ -18,7 +19,17 @@ for (const f of files) {
   for (const s of r.testResults ?? []) {
     if (s.status === 'failed' && (s.assertionResults ?? []).every((a) => a.status !== 'failed')) failed += 1;
   }
-  if (r.success === false && failed === 0) failed += 1;
+  if (r.success === false && failed === fileFailed) failed += 1;
+  // The runner's exit code, when tools/test kept it (REPORT.exit): vitest exits non-zero on
+  // unhandled errors (e.g. a rejection after a test ended) that its JSON report does not count.
+  const exitFile = `${f}.exit`;
+  if (existsSync(exitFile)) {
+    const code = Number(readFileSync(exitFile, 'utf8').trim());
+    if (code !== 0 && fileFailed === failed) {
+      failed += 1;
+      console.error(`${f}: the runner exited ${code} with no failed test in its report (unhandled error?)`);
+    }
+  }
 }
 if (setupFailed || files.length === 0) failed += Math.max(1, missing);
 else failed += missing;
