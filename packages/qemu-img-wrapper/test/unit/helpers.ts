@@ -6,10 +6,21 @@ import { promisify } from 'node:util';
 
 const pexec = promisify(execFile);
 
-/** Runs qemu-img directly (test setup only), argv form. */
+/**
+ * Runs qemu-img directly (test setup only), argv form. qemu-img 7.2's LUKS key-derivation benchmark
+ * aborts with "Unable to get accurate CPU usage" when a benchmark round measures 0 ms of thread CPU
+ * time, which the coarse CPU accounting of this VM sometimes reports: that one failure is retried.
+ */
 export async function qemuImg(...args: string[]): Promise<string> {
-  const { stdout } = await pexec('qemu-img', args, { env: { PATH: process.env['PATH'] ?? '', LC_ALL: 'C' }, timeout: 60_000 });
-  return stdout;
+  for (let attempt = 1; ; attempt++) {
+    try {
+      const { stdout } = await pexec('qemu-img', args, { env: { PATH: process.env['PATH'] ?? '', LC_ALL: 'C' }, timeout: 60_000 });
+      return stdout;
+    } catch (e) {
+      const stderr = String((e as { stderr?: unknown }).stderr ?? '');
+      if (attempt >= 5 || !stderr.includes('Unable to get accurate CPU usage')) throw e;
+    }
+  }
 }
 
 /** Virtual size as qemu-img reports it with an explicit driver. */
