@@ -19,7 +19,12 @@ export default defineConfig({
   resolve: { alias },
   test: {
     reporters: process.env.VITEST_JSON_REPORT
-      ? ['default', ['json', { outputFile: process.env.VITEST_JSON_REPORT }]]
+      ? [
+          'default',
+          ['json', { outputFile: process.env.VITEST_JSON_REPORT }],
+          // What went wrong, in plain text, printed by the summary at the end of `npm test`.
+          [join(root, 'tools/lib/vitest-digest-reporter.mjs'), { outputFile: `${process.env.VITEST_JSON_REPORT}.digest.txt` }],
+        ]
       : ['default'],
     projects: [
       {

@@ -10,6 +10,17 @@ const files = setupFailed ? args.slice(1) : args;
 let passed = 0, failed = 0, skipped = 0, missing = 0;
 for (const f of files) {
   if (!existsSync(f)) { missing += 1; continue; }
+  // The digest (tools/lib/vitest-digest-reporter.mjs): failed/skipped tests, file errors and
+  // unhandled errors, so that the tail of the log says what went wrong.
+  const digest = `${f}.digest.txt`;
+  if (existsSync(digest)) {
+    const lines = readFileSync(digest, 'utf8').split('\n').filter(Boolean);
+    if (lines.length) {
+      console.error(`${f}: what did not pass`);
+      for (const l of lines.slice(0, 80)) console.error(`  ${l}`);
+      if (lines.length > 80) console.error(`  ... ${lines.length - 80} more lines in ${digest}`);
+    }
+  }
   const r = JSON.parse(readFileSync(f, 'utf8'));
   const fileFailed = failed;
   passed += r.numPassedTests ?? 0;
