@@ -49,6 +49,8 @@ let onHttp: string; // the same bytes behind an http location (Glance proxies th
 let onSlow: string; // the same, served at ~5 MiB/s
 let small: string; // the 1 MiB guest (clone path)
 let http: Server;
+/** Holds the slow stream at `at` bytes until `released` (see the http server). */
+let slowHold: { at: number; released: boolean } | undefined;
 const rows: ReportRow[] = [];
 
 /** Names and codes along an error's cause chain (what a caller can branch on). */
@@ -130,7 +132,9 @@ beforeAll(async () => {
     res.writeHead(200, { 'content-type': 'application/octet-stream', 'content-length': String(big.length) });
     if (req.method === 'HEAD') return res.end();
     if (!req.url?.includes('slow')) return res.end(big);
-    // ~5 MiB/s, so the pool's quota flag (set from the OSD's usage reports, seconds later) lands mid-import.
+    // ~5 MiB/s. While `slowHold` is set and not released, past `slowHold.at` bytes only a trickle
+    // (4 KiB a tick, so no idle timeout fires) until the test releases it: the quota test holds the
+    // stream until the monitor has really flagged the pool full, however slow its usage reports are.
     let off = 0;
     const tick = setInterval(() => {
       if (res.destroyed || off >= big.length) {
@@ -138,8 +142,10 @@ beforeAll(async () => {
         if (!res.destroyed) res.end();
         return;
       }
-      res.write(big.subarray(off, off + 256 * 1024));
-      off += 256 * 1024;
+      const held = slowHold && !slowHold.released && off >= slowHold.at;
+      const n = held ? 4096 : 256 * 1024;
+      res.write(big.subarray(off, off + n));
+      off += n;
     }, 50);
   });
   await new Promise<void>((r) => http.listen(0, '127.0.0.1', r));
@@ -231,13 +237,23 @@ describe('storage faults on a private stack', () => {
     const uuid = newUuid();
     await admin(['osd', 'pool', 'set-quota', 'vms', 'max_bytes', String(8 * MiB)]);
     let r: Awaited<ReturnType<typeof timed>>;
+    // 16 MiB (twice the quota) go through, then the stream trickles until the pool carries the
+    // full_quota flag (the monitor sets it from usage reports, seconds later: how many depends on
+    // the load), then the rest of the 48 MiB must hit the full pool.
+    slowHold = { at: 16 * MiB, released: false };
     try {
-      r = await timed(t.driver.spawn({ instance: uuid, image: onSlow, flavor: TINY, forceImport: true }));
+      const spawning = timed(t.driver.spawn({ instance: uuid, image: onSlow, flavor: TINY, forceImport: true }));
+      const vmsFlags = async () => (await admin(['osd', 'pool', 'ls', 'detail'])).split('\n').find((l) => l.includes("'vms'")) ?? '';
+      await waitUntil('the vms pool to be flagged full_quota', async () => /\bfull_quota\b/.test(await vmsFlags()), 120_000, 1_000).finally(() => {
+        slowHold!.released = true;
+      });
+      r = await spawning;
       console.log(`pool quota: pool flags at the end: ${(await admin(['osd', 'pool', 'ls', 'detail'])).split('\n').filter((l) => l.includes("'vms'")).join(' ')}`);
       console.log(`pool quota: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`);
       expect(r.error, 'a 48 MiB import into a pool with an 8 MiB quota must fail').toBeDefined();
       expect(isDriverError(r.error)).toBe(true);
     } finally {
+      slowHold = undefined;
       await admin(['osd', 'pool', 'set-quota', 'vms', 'max_bytes', '0']);
     }
     // As with the OSD stop, the failed import's image stays open in this process: restart the driver.

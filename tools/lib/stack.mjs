@@ -578,11 +578,34 @@ async function defineCephSecret(uri, uuid, tmpDir = P.libvirt) {
   }
 }
 
-/** Pids of every process living in one of `namespaces` (libvirtd and the QEMUs it started). */
-function pidsInNamespaces(namespaces) {
+/**
+ * Pids of every process living in one of `namespaces` (libvirtd and the QEMUs it started) that
+ * really belong to the libvirtd rooted at `root`. The kernel reuses a freed namespace's inode number
+ * at once, so a recorded namespace of a libvirtd that has since exited can be another stack's now:
+ * a process counts only if its /run/libvirt is `root`/run (same device and inode, seen through
+ * /proc/<pid>/root, i.e. inside its own mount namespace).
+ */
+function pidsInNamespaces(namespaces, root) {
   if (!namespaces?.length) return [];
   const set = new Set(namespaces);
-  return allPids().filter((p) => p !== process.pid && set.has(mountNs(p)));
+  let want;
+  try { const s = statSync(join(root, 'run')); want = `${s.dev}:${s.ino}`; } catch { return []; }
+  const verdict = new Map();
+  const ours = (ns, pid) => {
+    if (!verdict.has(ns)) {
+      let ok = false;
+      try { const s = statSync(`/proc/${pid}/root/run/libvirt`); ok = `${s.dev}:${s.ino}` === want; } catch { /* gone */ }
+      // A process that exited between the two reads says nothing about its namespace.
+      if (ok || mountNs(pid) === ns) verdict.set(ns, ok);
+      return ok;
+    }
+    return verdict.get(ns);
+  };
+  return allPids().filter((p) => {
+    if (p === process.pid) return false;
+    const ns = mountNs(p);
+    return !!ns && set.has(ns) && ours(ns, p);
+  });
 }
 
 async function destroyDomains(uri) {
@@ -728,7 +751,7 @@ function writeStackJson(st) {
 /** Kills whatever a previous (failed or foreign-booted) stack in DIR left running. */
 async function killLeftovers(st) {
   const ours = allPids().filter((p) => p !== process.pid && p !== process.ppid && pidAlive(p) && isStackDaemon(p));
-  const inNs = pidsInNamespaces(st?.libvirtNs);
+  const inNs = pidsInNamespaces(st?.libvirtNs, P.libvirt);
   await terminate([...new Set([...Object.values(st?.pids ?? {}).filter((p) => pidAlive(p)), ...ours, ...inNs])]);
 }
 
@@ -937,7 +960,7 @@ async function cmdPrivateLibvirtd(action, root) {
     }
     if (action === 'stop') {
       const namespaces = existsSync(nsFile) ? readFileSync(nsFile, 'utf8').split('\n').filter(Boolean) : [];
-      await terminate(pidsInNamespaces(namespaces));
+      await terminate(pidsInNamespaces(namespaces, root));
       rmSync(pidFile, { force: true });
       process.stdout.write(`${JSON.stringify({ uri, stopped: true })}\n`);
       return;

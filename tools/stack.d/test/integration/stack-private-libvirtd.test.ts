@@ -1,7 +1,7 @@
 // startPrivateLibvirtd: an extra libvirtd (own mount namespace, config and socket) that a test may
 // restart or stop without disturbing the stack's shared one.
-import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { execFile, spawn } from 'node:child_process';
+import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadStack, startPrivateLibvirtd, type PrivateLibvirtd } from '@ephemera/testkit';
@@ -59,5 +59,36 @@ describe('startPrivateLibvirtd', () => {
     const deadline = Date.now() + 10_000;
     while (qemuPids(name).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(qemuPids(name)).toEqual([]);
+  });
+
+  it('stop kills only processes of its own libvirtd, even in a namespace it recorded that is now another one', async () => {
+    // The kernel reuses a freed mount namespace's inode number at once: after a restart, the first
+    // libvirtd's namespace (still recorded) can be another stack's. Simulated here: a foreign
+    // process in its own mount namespace, recorded in this libvirtd's namespace list.
+    const d = mkdtempSync('/tmp/eph-lv2-');
+    const foreign = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sleep', '300'], { stdio: 'ignore' });
+    let mine: PrivateLibvirtd | undefined;
+    try {
+      let ns = '';
+      const deadline = Date.now() + 10_000;
+      // unshare execs sleep in the new namespace: wait until the pid's namespace differs from ours.
+      while (Date.now() < deadline && ((ns = (() => { try { return mountNs(foreign.pid!); } catch { return ''; } })()) === '' || ns === mountNs(process.pid))) {
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      expect(ns).not.toBe(mountNs(process.pid));
+      mine = await startPrivateLibvirtd(d);
+      appendFileSync(join(d, 'namespaces'), `${ns}\n`);
+      const pid = mine.pid;
+      await mine.stop();
+      mine = undefined;
+      expect(existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libvirtd')).toBe(false);
+      // The foreign process was left alone.
+      expect(foreign.exitCode).toBeNull();
+      expect(readFileSync(`/proc/${foreign.pid}/cmdline`, 'utf8')).toContain('sleep');
+    } finally {
+      await mine?.stop().catch(() => {});
+      foreign.kill('SIGKILL');
+      rmSync(d, { recursive: true, force: true });
+    }
   });
 });
