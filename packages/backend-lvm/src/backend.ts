@@ -19,7 +19,7 @@ import {
   assertValidSize,
   diskId,
   isImageBackendError,
-  isUuid,
+  listFilterPrefix,
   parseDiskId,
   readImage,
   retryWhileBusy,
@@ -339,9 +339,7 @@ export class LvmBackend implements ImageBackend {
   }
 
   async list(filter: ListFilter = {}): Promise<DiskInfo[]> {
-    if (filter.instance !== undefined && !isUuid(filter.instance))
-      throw new InvalidArgumentError('filter.instance', 'not a UUID', { backend: NAME });
-    const prefix = filter.instance === undefined ? undefined : `${filter.instance.toLowerCase()}_`;
+    const prefix = listFilterPrefix(filter, NAME);
     const lvs = await this.call(() => this.lvm.lvs(prefix));
     return lvs
       .map(toInfo)

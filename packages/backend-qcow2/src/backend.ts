@@ -14,7 +14,7 @@ import {
   assertValidSnapshotName,
   diskId,
   isImageBackendError,
-  isUuid,
+  listFilterPrefix,
   parseDiskId,
   retryWhileBusy,
   throwIfAborted,
@@ -447,9 +447,7 @@ export class Qcow2Backend implements ImageBackend {
   }
 
   async list(filter: ListFilter = {}): Promise<DiskInfo[]> {
-    if (filter.instance !== undefined && !isUuid(filter.instance))
-      throw new InvalidArgumentError('filter.instance', 'not a UUID', { backend: NAME });
-    const prefix = filter.instance === undefined ? undefined : `${filter.instance.toLowerCase()}_`;
+    const prefix = listFilterPrefix(filter, NAME);
     const out: DiskInfo[] = [];
     for (const name of await this.entries()) {
       if (prefix !== undefined && !name.startsWith(prefix)) continue;

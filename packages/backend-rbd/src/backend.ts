@@ -16,7 +16,7 @@ import {
   assertValidSnapshotName,
   diskId,
   isImageBackendError,
-  isUuid,
+  listFilterPrefix,
   parseDiskId,
   readImage,
   retryWhileBusy,
@@ -202,11 +202,7 @@ export class RbdBackend implements ImageBackend {
   }
 
   async list(filter: ListFilter = {}): Promise<DiskInfo[]> {
-    let instance: string | undefined;
-    if (filter.instance !== undefined) {
-      if (!isUuid(filter.instance)) throw new InvalidArgumentError('filter.instance', `not a UUID: ${JSON.stringify(String(filter.instance).slice(0, 80))}`, { backend: NAME });
-      instance = filter.instance.toLowerCase();
-    }
+    const prefix = listFilterPrefix(filter, NAME);
     let names: string[];
     try {
       names = await this.io.list();
@@ -216,7 +212,7 @@ export class RbdBackend implements ImageBackend {
     const out: DiskInfo[] = [];
     for (const name of names.sort()) {
       const ref = parseDiskId(name);
-      if (!ref || (instance && ref.instance !== instance)) continue;
+      if (!ref || (prefix !== undefined && !name.startsWith(prefix))) continue;
       try {
         out.push(await this.withImage(name, { readOnly: true }, (img) => this.describe(name, img)));
       } catch (e) {

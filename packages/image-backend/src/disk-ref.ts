@@ -1,5 +1,5 @@
 import { InvalidArgumentError } from './errors.js';
-import type { DiskRef } from './types.js';
+import type { DiskRef, ListFilter } from './types.js';
 
 const UUID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
 /** Letters, digits, `.`, `_`, `-`; starts with a letter or digit; at most 64 characters. */
@@ -73,4 +73,16 @@ export function parseDiskId(id: string): DiskRef | undefined {
   }
   if (ref.instance !== ref.instance.toLowerCase()) return undefined;
   return ref;
+}
+
+/**
+ * The id prefix (`<instance>_`, lower-cased) of the disks `list(filter)` returns, or `undefined`
+ * for every disk. Throws `InvalidArgumentError` (with `backend` in its details) when
+ * `filter.instance` is given and is not a UUID. For backends whose `list` filters by id.
+ */
+export function listFilterPrefix(filter: ListFilter, backend?: string): string | undefined {
+  if (filter.instance === undefined) return undefined;
+  if (!isUuid(filter.instance))
+    throw new InvalidArgumentError('filter.instance', `not a UUID: ${describe(filter.instance)}`, backend ? { backend } : undefined);
+  return `${filter.instance.toLowerCase()}_`;
 }

@@ -67,7 +67,7 @@ export {
   isImageBackendError,
 } from './errors.js';
 
-export { assertValidDiskRef, assertValidSize, assertValidSnapshotName, diskId, isUuid, parseDiskId } from './disk-ref.js';
+export { assertValidDiskRef, assertValidSize, assertValidSnapshotName, diskId, isUuid, listFilterPrefix, parseDiskId } from './disk-ref.js';
 
 export type { ApiWindow, BackendRegistryOptions } from './registry.js';
 export {

@@ -12,6 +12,7 @@ import {
   UnsupportedOperationError,
   diskId,
   isImageBackendError,
+  listFilterPrefix,
   parseDiskId,
   patternBytes,
   readImage,
@@ -30,6 +31,23 @@ describe('disk ids', () => {
   it('parseDiskId ignores foreign names', () => {
     for (const id of ['', 'volume-1', `${INSTANCE}disk`, `${INSTANCE}_`, `${INSTANCE}_a/b`, `${INSTANCE.toUpperCase()}_disk`]) {
       expect(parseDiskId(id), id).toBeUndefined();
+    }
+  });
+
+  it('listFilterPrefix: every disk, or the lower-cased `<instance>_` prefix; a bad instance is InvalidArgument naming the backend', () => {
+    expect(listFilterPrefix({})).toBeUndefined();
+    expect(listFilterPrefix({ instance: INSTANCE.toUpperCase() })).toBe(`${INSTANCE}_`);
+    expect(diskId({ instance: INSTANCE, name: 'disk' }).startsWith(listFilterPrefix({ instance: INSTANCE }, 'x')!)).toBe(true);
+    for (const bad of ['', 'x', `${INSTANCE}_disk`, '../../etc', 42 as never]) {
+      let err: unknown;
+      try {
+        listFilterPrefix({ instance: bad }, 'lvm');
+      } catch (e) {
+        err = e;
+      }
+      expect(isImageBackendError(err, 'INVALID_ARGUMENT'), String(bad)).toBe(true);
+      expect((err as InvalidArgumentError).argument).toBe('filter.instance');
+      expect((err as InvalidArgumentError).backend).toBe('lvm');
     }
   });
 
