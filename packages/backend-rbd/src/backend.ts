@@ -61,6 +61,13 @@ import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost, type RbdUrl } fro
 import { allowsCloneV2, validateOptions, type RbdBackendOptions } from './options.js';
 import { QemuConvertError, httpSource, rbdTargetUri, runConvert } from './qemu.js';
 import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
+import { withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
+
+/** `[file, args]` of a ceph CLI call that dies with this process (setpriv --pdeathsig). */
+function ceph(binary: string, args: string[]): [string, string[]] {
+  const [file, ...rest] = withParentDeathSignal([binary, ...args]);
+  return [file!, rest];
+}
 
 const NAME = 'rbd';
 const MiB = 1024 * 1024;
@@ -366,7 +373,7 @@ export class RbdBackend implements ImageBackend {
       if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
       args.push('--connect-timeout', String(Math.max(1, Math.ceil((this.options.connectTimeoutMs ?? 10_000) / 1000))));
       args.push('osd', 'get-require-min-compat-client');
-      execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
+      execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
         const value = String(stdout ?? '').trim();
         if (err || !value) {
           // Unknown: decided per clone (format 1 if the snapshot is protected, else 2).
@@ -683,7 +690,7 @@ export class RbdBackend implements ImageBackend {
       if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
       args.push('osd', 'blocklist', 'add', addr, '60');
       await new Promise<void>((resolve) => {
-        execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
+        execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
       });
     }
   }
