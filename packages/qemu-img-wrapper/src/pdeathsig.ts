@@ -30,12 +30,12 @@ export function findSetpriv(envPath: string | undefined = process.env['PATH']): 
  * `setpriv --pdeathsig KILL -- <argv>` (util-linux sets `PR_SET_PDEATHSIG`, then execs the command,
  * which keeps it across exec: same pid, same exit status). A process killed with SIGKILL runs no
  * handler, so nothing else stops the long-running children it started (qemu-img convert goes on
- * writing files and RBD images that crash recovery has already removed). `setpriv` undefined (not
- * installed): `argv` unchanged.
+ * writing files and RBD images that crash recovery has already removed). `setpriv` is the binary
+ * (default: `findSetpriv()`); `false` (or none installed): `argv` unchanged.
  *
  * Linux delivers the signal when the *thread* that spawned the child exits; Node spawns from the
  * main (event loop) thread, which lives as long as the process.
  */
-export function withParentDeathSignal(argv: readonly string[], setpriv: string | undefined = findSetpriv()): string[] {
+export function withParentDeathSignal(argv: readonly string[], setpriv: string | false = findSetpriv() ?? false): string[] {
   return setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...argv] : [...argv];
 }

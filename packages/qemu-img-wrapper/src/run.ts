@@ -60,7 +60,7 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
         ...spec.args,
       ]
     : [spec.binary, ...spec.args];
-  const argv = withParentDeathSignal(inner, spec.setprivBinary);
+  const argv = spec.setprivBinary ? withParentDeathSignal(inner, spec.setprivBinary) : inner;
   const fail = (init: Omit<ConstructorParameters<typeof QemuImgError>[0], 'command' | 'args'>): QemuImgError =>
     new QemuImgError({ command: spec.command, args: spec.args, ...init });
 
