@@ -61,6 +61,13 @@ import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost, type RbdUrl } fro
 import { allowsCloneV2, validateOptions, type RbdBackendOptions } from './options.js';
 import { QemuConvertError, httpSource, rbdTargetUri, runConvert } from './qemu.js';
 import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
+import { withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
+
+/** `[file, args]` of a ceph CLI call that dies with this process (setpriv --pdeathsig). */
+function ceph(binary: string, args: string[]): [string, string[]] {
+  const [file, ...rest] = withParentDeathSignal([binary, ...args]);
+  return [file!, rest];
+}
 
 const NAME = 'rbd';
 const MiB = 1024 * 1024;
@@ -362,7 +369,7 @@ export class RbdBackend implements ImageBackend {
       if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
       args.push('--connect-timeout', String(Math.max(1, Math.ceil((this.options.connectTimeoutMs ?? 10_000) / 1000))));
       args.push('osd', 'get-require-min-compat-client');
-      execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
+      execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
         const value = String(stdout ?? '').trim();
         if (err || !value) {
           // Unknown: decided per clone (format 1 if the snapshot is protected, else 2).
@@ -661,11 +668,11 @@ export class RbdBackend implements ImageBackend {
     }
   }
 
-  /** Blocklists (60 s) the clients watching `id` with the ceph CLI (`profile rbd` allows it). */
-  private async evictWatchers(id: string): Promise<void> {
+  /** Blocklists (60 s) the clients watching `id` (in `io`, default this pool) with the ceph CLI (`profile rbd` allows it). */
+  private async evictWatchers(id: string, io: IoCtx = this.io): Promise<void> {
     let addresses: string[] = [];
     try {
-      const img = await this.io.open(id, { readOnly: true });
+      const img = await io.open(id, { readOnly: true });
       try {
         addresses = (await img.watchers()).map((w) => w.address);
       } finally {
@@ -679,7 +686,7 @@ export class RbdBackend implements ImageBackend {
       if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
       args.push('osd', 'blocklist', 'add', addr, '60');
       await new Promise<void>((resolve) => {
-        execFile(this.options.cephBinary ?? 'ceph', args, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
+        execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
       });
     }
   }
@@ -841,6 +848,77 @@ export class RbdBackend implements ImageBackend {
     } finally {
       if (dsIo) await dsIo.close().catch(() => undefined);
     }
+  }
+
+  /**
+   * Undoes an interrupted `directSnapshot(disk, { imageId })` (the process died inside it, or the
+   * Glance image it was for was never completed): removes `<images pool>/<imageId>` with its
+   * snapshots (unprotecting them), then the temporary snapshot `ephemera-direct-<imageId>` of the
+   * disk (unprotecting it). A dead process's watch on the image (it died while writing it) is
+   * evicted (blocklisted 60 s) rather than waited out; other busy states are retried up to
+   * `busyTimeoutMs`. Idempotent: false when nothing was there (the disk may be gone).
+   */
+  async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
+    const id = diskId(disk);
+    const ds = this.options.directSnapshot;
+    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
+    const imageId = options?.imageId;
+    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
+      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, 'removeDirectSnapshot');
+    const tmpSnap = `ephemera-direct-${imageId}`;
+    const retry = { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) };
+    let removed = false;
+    // 1. The image written for Glance first: it may be a clone child of the temporary snapshot.
+    const dsIo = await (await this.directSnapshotCluster()).openIoCtx(ds.pool).catch((e: unknown) => {
+      throw this.translate(e, `${ds.pool}/${imageId}`, options.signal);
+    });
+    try {
+      let evicted = false;
+      removed = await retryWhileBusy(async () => {
+        try {
+          await removeImageFully(dsIo, imageId);
+          return true;
+        } catch (e) {
+          if (e instanceof ImageNotFound) {
+            // Nothing there, or half-removed (directory entry without header): rbd_remove cleans that.
+            try {
+              await dsIo.remove(imageId);
+              return true;
+            } catch (e2) {
+              if (e2 instanceof ImageNotFound) return false;
+              throw this.translate(e2, `${ds.pool}/${imageId}`, options.signal);
+            }
+          }
+          if (e instanceof ImageBusy && !evicted) {
+            // Only the process that was making this snapshot ever watches the image: it is dead
+            // (or this call is its own rollback, whose handles are closed). Its watch lingers
+            // until osd_client_watch_timeout: evict it instead of waiting.
+            evicted = true;
+            await this.evictWatchers(imageId, dsIo);
+          }
+          if (e instanceof ImageBusy || e instanceof ImageHasSnapshots) throw new BusyError(`${ds.pool}/${imageId} is busy: ${(e as Error).message}`, { backend: NAME, diskId: id, cause: e });
+          throw this.translate(e, `${ds.pool}/${imageId}`, options.signal);
+        }
+      }, retry);
+    } finally {
+      await dsIo.close().catch(() => undefined);
+    }
+    // 2. The temporary snapshot on the disk.
+    const snapGone = await retryWhileBusy(async () => {
+      try {
+        return await this.withImage(id, {}, async (img) => {
+          const snap = (await img.listSnapshots()).find((x) => x.name === tmpSnap && x.namespace === 'user');
+          if (!snap) return false;
+          await this.dropSnapshot(id, img, snap.name, snap.protected);
+          return true;
+        });
+      } catch (e) {
+        if (isImageBackendError(e, 'NOT_FOUND')) return false;
+        throw e;
+      }
+    }, retry);
+    return removed || snapGone;
   }
 
   /** Copies `<id>@<snap>` into a new image `name` of `dest` (aio, zero blocks skipped). */

@@ -1,5 +1,5 @@
 import { spawn } from 'node:child_process';
-import { ProgressParser } from '@ephemera/qemu-img-wrapper';
+import { ProgressParser, withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
 
 /** Where qemu-img writes: an RBD image reached with a ceph.conf and (optionally) a keyring path. */
 export interface RbdTarget {
@@ -85,7 +85,10 @@ export function runConvert(args: readonly string[], options: RunConvertOptions):
       reject(options.signal.reason ?? new Error('aborted'));
       return;
     }
-    const child = spawn(options.binary ?? 'qemu-img', ['convert', '-p', ...args], {
+    // Dies with this process (setpriv --pdeathsig): a SIGKILLed driver must not leave qemu-img
+    // writing into an image that its crash recovery removes.
+    const [cmd, ...argv] = withParentDeathSignal([options.binary ?? 'qemu-img', 'convert', '-p', ...args]);
+    const child = spawn(cmd!, argv, {
       stdio: ['ignore', 'pipe', 'pipe'],
       env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C', LANG: 'C' },
     });

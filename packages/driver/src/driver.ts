@@ -717,12 +717,22 @@ export class Driver {
         return `files ${r.path}`;
       case 'glance-image':
         try {
+          await this.#glanceUploadSettled(r.id);
           await this.glance.deleteImage(r.id);
           return `glance image ${r.id}`;
         } catch (err) {
           if (err instanceof GlanceNotFoundError) return undefined;
           throw err;
         }
+      case 'direct-snapshot': {
+        const b = this.#backend(r.backend);
+        if (!b.removeDirectSnapshot) {
+          this.#log.warn({ instance, resource: r }, `backend ${r.backend} cannot undo a direct snapshot: check its storage for ${r.imageId}`);
+          return undefined;
+        }
+        const ok = await b.removeDirectSnapshot({ instance, name: r.disk }, { imageId: r.imageId, busyTimeoutMs: this.config.timeouts.diskBusyMs });
+        return ok ? `direct snapshot ${r.disk}:${r.imageId}` : undefined;
+      }
       case 'snapshot': {
         const b = this.#backend(r.backend);
         const ok = await b.removeSnapshot({ instance: instance, name: r.disk }, r.name).catch((err) => {
@@ -731,6 +741,32 @@ export class Driver {
         });
         return ok ? `snapshot ${r.disk}@${r.name}` : undefined;
       }
+    }
+  }
+
+  /**
+   * Waits (up to `glance.timeoutMs`) while Glance is still storing data for the image (`saving`,
+   * `uploading`, `importing`): deleting it then loses the race with the upload, which writes its
+   * data to the store after the record is gone (a killed driver's upload that Glance is still
+   * finishing). Past the bound the image is deleted anyway (Glance leaves `saving` images behind
+   * after its own crash). A missing image returns at once.
+   */
+  async #glanceUploadSettled(imageId: string): Promise<void> {
+    const deadline = Date.now() + this.config.glance.timeoutMs;
+    for (;;) {
+      let status: string;
+      try {
+        status = (await this.glance.getImage(imageId)).status;
+      } catch (err) {
+        if (err instanceof GlanceNotFoundError) return;
+        throw err;
+      }
+      if (status !== 'saving' && status !== 'uploading' && status !== 'importing') return;
+      if (Date.now() >= deadline) {
+        this.#log.warn({ imageId, status }, `Glance image ${imageId} is still ${status} after ${this.config.glance.timeoutMs} ms: deleting it anyway`);
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 100));
     }
   }
 
@@ -896,8 +932,12 @@ export class Driver {
       const op = await this.journal.begin('snapshot', uuid, { name, imageId });
       this.#active.add(op.opId);
       try {
-        await op.intent('image', { kind: 'glance-image', id: imageId });
         const direct = backend.capabilities.directSnapshot;
+        // Journaled before the Glance image, so that undoing (reverse order) deletes the Glance
+        // image first (Glance removes the RBD data of a location it has) and then whatever the
+        // backend left (its temporary snapshot, the image it was writing for Glance).
+        if (direct) await op.intent('direct-snapshot', { kind: 'direct-snapshot', backend: backend.name, disk: disk.name, imageId });
+        await op.intent('image', { kind: 'glance-image', id: imageId });
         await this.glance.createImage({
           id: imageId,
           name,
@@ -959,8 +999,9 @@ export class Driver {
 
   /**
    * Finishes every operation a crashed process left in the journal: a spawn or snapshot is rolled
-   * back (its disks, domain, secret, files, Glance image removed), a destroy is completed.
-   * Operations of live processes (and of this one) are skipped.
+   * back (its disks, domain, secret, files, Glance image, direct-snapshot RBD data removed), a
+   * destroy is completed. Operations of live processes (and of this one) are skipped. Then stale
+   * files in `<stateDir>/tmp` (of no unfinished operation) are removed.
    */
   async reconcile(): Promise<ReconcileAction[]> {
     const out: ReconcileAction[] = [];
@@ -976,7 +1017,37 @@ export class Driver {
       }
       out.push(await this.#mutex.run(e.instance, () => this.#reconcileOne(e)));
     }
+    await this.#sweepTmp();
     return out;
+  }
+
+  /**
+   * Removes files in `<stateDir>/tmp` that belong to no unfinished operation (a journaled `file`
+   * intent): what a killed process's upload left, possibly written after its operation was
+   * rolled back. The directory is listed before the journal is read, and an operation journals
+   * its temp file before creating it, so a file of an operation in progress is always kept.
+   */
+  async #sweepTmp(): Promise<string[]> {
+    const dir = join(this.config.stateDir, 'tmp');
+    let names: string[];
+    try {
+      names = await readdir(dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    if (names.length === 0) return [];
+    const keep = new Set<string>();
+    for (const e of await this.journal.entries()) for (const { resource } of e.intents) if (resource.kind === 'file') keep.add(resource.path);
+    const removed: string[] = [];
+    for (const n of names) {
+      const path = join(dir, n);
+      if (keep.has(path)) continue;
+      await rm(path, { recursive: true, force: true });
+      removed.push(path);
+    }
+    if (removed.length) this.#log.info({ removed }, `reconcile: removed ${removed.length} stale temp file(s)`);
+    return removed;
   }
 
   async #reconcileOne(e: JournalEntry): Promise<ReconcileAction> {

@@ -3,7 +3,7 @@
  *
  * - `begin` is written (and fsynced, file and directory) before the operation does anything.
  * - Before each step acts, an `intent` record names the resource it is about to create or
- *   remove (`disk`, `domain`, `secret`, `glance-image`, `snapshot`, `file`), fsynced; `done`
+ *   remove (`disk`, `domain`, `secret`, `glance-image`, `snapshot`, `direct-snapshot`, `file`), fsynced; `done`
  *   follows when the step finished. Rollback therefore knows exactly what may exist: every
  *   resource with an intent, whether or not its step completed (removal is idempotent).
  * - `end` closes the operation; a committed or cleanly rolled-back operation's file is deleted.
@@ -26,6 +26,8 @@ export type JournalResource =
   | { kind: 'secret'; uuid: string; created: boolean }
   | { kind: 'glance-image'; id: string }
   | { kind: 'snapshot'; backend: string; disk: string; name: string }
+  /** What a backend's `directSnapshot(disk, { imageId })` makes (temporary snapshot, the image for Glance). */
+  | { kind: 'direct-snapshot'; backend: string; disk: string; imageId: string }
   | { kind: 'file'; path: string };
 
 /** One line of a journal file. */

@@ -452,6 +452,12 @@ export function describeBackendConformance(
       assert.equal(typeof loc.url, 'string');
       assert.doesNotThrow(() => new URL(loc.url), 'location is a URL');
       await expectImageBackendError(backend().directSnapshot(newDisk(), { imageId: globalThis.crypto.randomUUID() }), 'NOT_FOUND');
+      if (backend().removeDirectSnapshot) {
+        // Undoing it (what a crash recovery does) removes what it made; a second undo finds nothing.
+        assert.equal(await backend().removeDirectSnapshot!(disk, { imageId }), true, 'removeDirectSnapshot removes the snapshot it made');
+        assert.equal(await backend().removeDirectSnapshot!(disk, { imageId }), false, 'removeDirectSnapshot is idempotent');
+        assert.equal(await backend().removeDirectSnapshot!(newDisk(), { imageId: globalThis.crypto.randomUUID() }), false, 'nothing to undo on a missing disk');
+      }
     });
 
     test('encrypts when it claims encryption, else UnsupportedOperation(encryption) and nothing made', async () => {

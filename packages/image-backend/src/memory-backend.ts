@@ -280,6 +280,13 @@ export class MemoryBackend implements ImageBackend {
     return { url: `memory://${this.name}/${options.imageId}`, metadata: { source: diskId(disk) } };
   }
 
+  /** Forgets the base image a `directSnapshot` made for `options.imageId` (idempotent). */
+  async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
+    assertValidDiskRef(disk);
+    requireCapability(this, 'directSnapshot', 'directSnapshot');
+    return this.bases.delete(options.imageId);
+  }
+
   async remove(disk: DiskRef, options: RemoveOptions = {}): Promise<boolean> {
     const id = diskId(disk);
     return retryWhileBusy(

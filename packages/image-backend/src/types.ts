@@ -306,6 +306,15 @@ export interface ImageBackend {
   /** Capability `directSnapshot`: snapshots the disk in place and returns a Glance location for it. */
   directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult>;
   /**
+   * Optional (backends with `directSnapshot`): undoes a direct snapshot that was interrupted (the
+   * process died inside `directSnapshot(disk, { imageId })`, or its Glance image was never
+   * completed): removes every resource that call may have made for `imageId` (temporary snapshots
+   * on the disk, the image it wrote for Glance and that image's snapshots). Callers journal the
+   * intent before `directSnapshot` and call this when recovering. Idempotent: `false` when
+   * nothing was there; the disk itself may be gone.
+   */
+  removeDirectSnapshot?(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean>;
+  /**
    * Removes the disk and its snapshots. Idempotent (`false` when it did not exist). Retries
    * while the disk is busy, up to `busyTimeoutMs`, then throws `BusyError`.
    */

@@ -51,6 +51,11 @@ export {
   type MeasureResult,
 } from './qemu-img.js';
 export type { ResourceLimits } from './run.js';
+/**
+ * Children that die with this process: `withParentDeathSignal(argv)` prefixes
+ * `setpriv --pdeathsig KILL --` (util-linux) when `findSetpriv()` finds it on PATH.
+ */
+export { withParentDeathSignal, findSetpriv } from './pdeathsig.js';
 export { ProgressParser } from './progress.js';
 export {
   rbdLocation,

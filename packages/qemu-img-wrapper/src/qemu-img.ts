@@ -3,6 +3,7 @@ import { QemuImgError } from './errors.js';
 import { inspectImageFile, safetyCheck, type InspectedImage, type SafetyOptions } from './inspector/index.js';
 import { isLocal, renderBacking, renderImageOpts, renderLocation, type ImageLocation } from './location.js';
 import { ProgressParser } from './progress.js';
+import { findSetpriv } from './pdeathsig.js';
 import { runQemuImg, type ResourceLimits, type RunResult } from './run.js';
 
 /** Construction options of {@link QemuImg}. */
@@ -21,6 +22,15 @@ export interface QemuImgOptions {
   env?: Record<string, string>;
   /** Observer called with the full argv before every spawn (audit logging, tests). */
   onExec?: (argv: readonly string[]) => void;
+  /**
+   * qemu-img dies (SIGKILL) when this process dies, even when it is SIGKILLed: every run goes
+   * through util-linux `setpriv --pdeathsig KILL` (found on PATH, or `setprivBinary`). Default
+   * true; without setpriv installed it has no effect. A killed service otherwise leaves
+   * `qemu-img convert` writing a file that its crash recovery has already removed.
+   */
+  dieWithParent?: boolean;
+  /** util-linux setpriv binary (default: `setpriv` on PATH). */
+  setprivBinary?: string;
 }
 
 /** Options shared by every command. */
@@ -244,6 +254,7 @@ export class QemuImg {
   private readonly killGraceMs: number;
   private readonly env: Record<string, string>;
   private readonly onExec: ((argv: readonly string[]) => void) | undefined;
+  private readonly setprivBinary: string | undefined;
 
   constructor(options: QemuImgOptions = {}) {
     this.binary = options.binary ?? 'qemu-img';
@@ -258,6 +269,7 @@ export class QemuImg {
       LANG: 'C',
     };
     this.onExec = options.onExec;
+    this.setprivBinary = options.dieWithParent === false ? undefined : (options.setprivBinary ?? findSetpriv(this.env['PATH']));
   }
 
   private run(
@@ -274,6 +286,7 @@ export class QemuImg {
     return runQemuImg({
       binary: this.binary,
       prlimitBinary: this.prlimitBinary,
+      setprivBinary: this.setprivBinary,
       command,
       args: [command, ...args],
       env: this.env,

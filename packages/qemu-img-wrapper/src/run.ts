@@ -1,5 +1,6 @@
 import { spawn } from 'node:child_process';
 import { QemuImgError } from './errors.js';
+import { withParentDeathSignal } from './pdeathsig.js';
 
 /** Resource limits applied with util-linux `prlimit` (setrlimit before exec). */
 export interface ResourceLimits {
@@ -12,6 +13,11 @@ export interface ResourceLimits {
 export interface RunSpec {
   binary: string;
   prlimitBinary: string;
+  /**
+   * util-linux `setpriv`: the child runs under `setpriv --pdeathsig KILL` and dies with this
+   * process (even a SIGKILLed one). Undefined: no parent-death signal.
+   */
+  setprivBinary?: string | undefined;
   command: string;
   args: string[];
   env: Record<string, string>;
@@ -39,9 +45,12 @@ function append(buf: string, more: string, cap: number): string {
   return s.length > cap ? s.slice(s.length - cap) : s;
 }
 
-/** Runs qemu-img with an argv array (never a shell), optional prlimit, timeout and AbortSignal. */
+/**
+ * Runs qemu-img with an argv array (never a shell), optional prlimit, timeout and AbortSignal;
+ * under `setpriv --pdeathsig KILL` when `setprivBinary` is given (it dies with this process).
+ */
 export function runQemuImg(spec: RunSpec): Promise<RunResult> {
-  const argv = spec.limits
+  const inner = spec.limits
     ? [
         spec.prlimitBinary,
         `--as=${Math.floor(spec.limits.addressSpaceBytes)}`,
@@ -51,6 +60,7 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
         ...spec.args,
       ]
     : [spec.binary, ...spec.args];
+  const argv = spec.setprivBinary ? withParentDeathSignal(inner, spec.setprivBinary) : inner;
   const fail = (init: Omit<ConstructorParameters<typeof QemuImgError>[0], 'command' | 'args'>): QemuImgError =>
     new QemuImgError({ command: spec.command, args: spec.args, ...init });
 

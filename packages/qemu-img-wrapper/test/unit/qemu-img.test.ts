@@ -10,7 +10,14 @@ const pexec = promisify(execFile);
 const MiB = 1024 * 1024;
 let dir: TempDir;
 const argvs: (readonly string[])[] = [];
-const q = new QemuImg({ onExec: (a) => argvs.push(a) });
+/** Every run goes through `setpriv --pdeathsig KILL --` (dies with this process): recorded without that prefix. */
+const prefixed: boolean[] = [];
+const q = new QemuImg({
+  onExec: (a) => {
+    prefixed.push(a[1] === '--pdeathsig' && a[2] === 'KILL' && a[3] === '--');
+    argvs.push(a[1] === '--pdeathsig' ? a.slice(4) : a);
+  },
+});
 
 async function qemuIo(fmt: string, file: string, cmd: string): Promise<void> {
   await pexec('qemu-io', ['-f', fmt, '-c', cmd, file], { timeout: 30_000 });
@@ -273,6 +280,7 @@ describe('resize, check, measure', () => {
     expect(e.required).toBeGreaterThanOrEqual(2 * MiB);
     expect(e.required).toBeLessThan(8 * MiB);
     expect(argvs.at(-1)!.slice(0, 5)).toEqual(['prlimit', '--as=1073741824', '--cpu=30', '--', 'qemu-img']);
+    expect(prefixed.length > 0 && prefixed.every(Boolean), 'every run has the parent-death signal').toBe(true);
   });
 });
 

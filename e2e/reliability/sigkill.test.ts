@@ -1,13 +1,17 @@
-// NOT run by npm test yet (README.md, known failures 4, 9, 10): rename to sigkill.test.ts once fixed.
 // The driver is SIGKILLed at 30 random points across spawn, snapshot and destroy (issue 11). The
 // driver runs in a child process built from dist (fixtures/kill-child.mjs); the kill points are
-// drawn from a seeded PRNG (the seed is printed; EPHEMERA_REL_SEED replays one). After each kill
-// a driver on the same state dir runs reconcile(), then every instance is either complete (record,
-// domain, disk) or entirely gone: no orphan RBD image, RBD snapshot, domain, secret, instance file,
-// journal entry or half-made Glance image. At the end every instance that survived (it was reported
-// running and never destroyed) is booted again, in one batch, and must boot.
+// drawn from a seeded PRNG (the seed is printed; EPHEMERA_REL_SEED replays one). Snapshots
+// alternate between uploaded (qemu-img convert + Glance upload) and direct RBD snapshots (two
+// driver configurations on one state dir). About half of the kills take the driver's whole process
+// group (as a service manager does), the others only the node process: its children (qemu-img,
+// ceph CLI) must die with it. Right after each kill (no grace: Glance may still be finishing the
+// dead client's upload) a driver on the same state dir runs reconcile(), then every instance is
+// either complete (record, domain, disk) or entirely gone: no orphan RBD image, RBD snapshot,
+// domain, secret, instance file, temp file, journal entry, child process or half-made Glance
+// image. At the end every instance that survived (it was reported running and never destroyed) is
+// booted again, in one batch, and must boot.
 import { execFile, spawn } from 'node:child_process';
-import { readdir, writeFile } from 'node:fs/promises';
+import { readdir, readFile, writeFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
@@ -16,6 +20,7 @@ import { readBootCount } from '@ephemera/testkit';
 import { loadStack } from '@ephemera/testkit';
 import {
   deleteImage,
+  driverConfig,
   leftovers,
   newUuid,
   printReport,
@@ -48,27 +53,32 @@ function prng(a: number): () => number {
 const rand = prng(seed);
 
 let t: TestDriver;
-let configPath: string;
+/** Driver configurations of the child: snapshots uploaded, or direct RBD snapshots. */
+const configPaths = { upload: '', direct: '' };
+type SnapMethod = keyof typeof configPaths;
 let imageId: string;
 let secretsBefore: string[];
 const snapshotImages = new Set<string>();
 const survivors: string[] = [];
-const killed: { op: string; at: string; offsetMs: number; outcome: string }[] = [];
+const killed: { op: string; at: string; offsetMs: number; outcome: string; method: SnapMethod; mode: 'group' | 'node' }[] = [];
 
 interface ChildRun {
   lines: { ev: string; op?: Op; t: number; imageId?: string }[];
   exit: Promise<void>;
-  kill(): void;
+  /** SIGKILLs the process group (`group`: the driver and every command it started) or the node process alone. */
+  kill(mode: 'group' | 'node'): void;
+  /** Command lines of processes still in the child's process group. */
+  groupLeft(): Promise<string[]>;
   output(): string;
 }
 
-function runChild(uuid: string, snapName: string): ChildRun {
-  const child = spawn(process.execPath, [join(here, 'fixtures', 'kill-child.mjs'), configPath, uuid, imageId, snapName], {
+function runChild(uuid: string, snapName: string, method: SnapMethod): ChildRun {
+  const child = spawn(process.execPath, [join(here, 'fixtures', 'kill-child.mjs'), configPaths[method], uuid, imageId, snapName], {
     cwd: repo,
     stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: the kill takes the driver AND the commands it started (qemu-img), as a
-    // service manager does (systemd KillMode=control-group). Killing only the node process leaves
-    // qemu-img running, and it writes its temp file after reconcile removed it (see README.md).
+    // Its own process group: a `group` kill takes the driver AND the commands it started, as a
+    // service manager does (systemd KillMode=control-group); a `node` kill takes only the driver,
+    // whose children must then die with it (setpriv --pdeathsig).
     detached: true,
   });
   const lines: ChildRun['lines'] = [];
@@ -90,33 +100,61 @@ function runChild(uuid: string, snapName: string): ChildRun {
   });
   child.stderr!.on('data', (d) => (out += String(d)));
   const exit = new Promise<void>((r) => child.once('exit', () => r()));
-  const kill = (): void => {
+  const kill = (mode: 'group' | 'node'): void => {
     try {
-      process.kill(-child.pid!, 'SIGKILL');
+      process.kill(mode === 'group' ? -child.pid! : child.pid!, 'SIGKILL');
     } catch (e) {
       if ((e as NodeJS.ErrnoException).code !== 'ESRCH') throw e; // the child had already finished
     }
   };
-  return { lines, exit, kill, output: () => out };
+  const groupLeft = async (): Promise<string[]> => {
+    const left: string[] = [];
+    for (const d of await readdir('/proc')) {
+      if (!/^\d+$/.test(d)) continue;
+      try {
+        const stat = await readFile(`/proc/${d}/stat`, 'utf8');
+        const f = stat.slice(stat.lastIndexOf(')') + 2).split(' '); // state ppid pgrp ...
+        if (Number(f[2]) !== child.pid || f[0] === 'Z') continue;
+        left.push(`${d}: ${(await readFile(`/proc/${d}/cmdline`, 'utf8')).split('\0').join(' ').trim()}`);
+      } catch {
+        // gone
+      }
+    }
+    return left;
+  };
+  return { lines, exit, kill, groupLeft, output: () => out };
 }
 
-/** Durations of each operation from an unkilled run (ms), to place the random kill points. */
-const durations: Record<Op, number> = { spawn: 0, snapshot: 0, destroy: 0 };
-/** How long a driver process takes to start (spawn to `ready`): the earliest a restarted driver reconciles. */
-let restartMs = 1_000;
+/**
+ * Durations of each operation from unkilled runs (ms, per snapshot method), to place the random
+ * kill points. A destroy's is measured from its journal entry (most of a destroy before that is
+ * finding the instance's disks: a kill there changes nothing).
+ */
+const durations: Record<SnapMethod, Record<Op, number>> = { upload: { spawn: 0, snapshot: 0, destroy: 0 }, direct: { spawn: 0, snapshot: 0, destroy: 0 } };
+
+/** Resolves with the time the journal first holds an `op` entry of `uuid` (polled), or undefined once `done()` is true. */
+async function journalSeen(uuid: string, op: Op, done: () => boolean): Promise<number | undefined> {
+  for (;;) {
+    if ((await t.driver.journal.entries()).some((e) => e.instance === uuid && e.op === op)) return performance.now();
+    if (done()) return undefined;
+    await new Promise((r) => setTimeout(r, 3));
+  }
+}
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/driver:build'], {
     cwd: repo, timeout: 600_000, maxBuffer: 64 << 20,
     env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
-  // Snapshots are uploaded (qemu-img convert + Glance upload) unless EPHEMERA_REL_DIRECT_SNAPSHOT=1: a kill during
-  // a DIRECT snapshot currently leaves an RBD snapshot and an RBD image behind (see e2e/reliability/README.md).
   // diskBusyMs above osd_client_watch_timeout (30 s): a QEMU destroyed by reconcile leaves its RBD watch
-  // until that timeout, and the disk is busy until then.
-  t = await testDriver(loadStack(), { timeouts: { diskBusyMs: 40_000 } }, { reconcile: false, directSnapshot: process.env.EPHEMERA_REL_DIRECT_SNAPSHOT === '1' });
-  configPath = join(t.stateDir, 'driver.json');
-  await writeFile(configPath, JSON.stringify(t.config));
+  // until that timeout, and the disk is busy until then. The reconciling driver has the direct-snapshot
+  // user (it undoes both kinds of snapshot); the children use one configuration or the other.
+  const overrides = { timeouts: { diskBusyMs: 40_000 } };
+  t = await testDriver(loadStack(), overrides, { reconcile: false, directSnapshot: true });
+  configPaths.direct = join(t.stateDir, 'driver-direct.json');
+  configPaths.upload = join(t.stateDir, 'driver-upload.json');
+  await writeFile(configPaths.direct, JSON.stringify(t.config));
+  await writeFile(configPaths.upload, JSON.stringify(driverConfig(t.stack, t.stateDir, overrides, { directSnapshot: false })));
   secretsBefore = await virshSecrets(t.stack);
   imageId = await uploadGuest(t.glance, `rel-kill-${seed}`);
   console.log(`SIGKILL test: seed ${seed} (replay with EPHEMERA_REL_SEED=${seed})`);
@@ -127,9 +165,12 @@ afterAll(async () => {
   for (const u of survivors) await t?.driver.destroy(u).catch(() => undefined);
   for (const id of snapshotImages) await deleteImage(t?.glance, id);
   await deleteImage(t?.glance, imageId);
-  const byOp = OPS.map((op) => `${op} ${killed.filter((k) => k.op === op).length}`).join(', ');
+  const byOp = [...new Set(killed.map((k) => k.op))].map((op) => `${op} ${killed.filter((k) => k.op === op).length}`).join(', ');
+  const snapKills = killed.filter((k) => k.op === 'snapshot');
+  const byMethod = (['upload', 'direct'] as const).map((m) => `${m} ${snapKills.filter((k) => k.method === m).length}`).join(', ');
+  const nodeOnly = killed.filter((k) => k.mode === 'node').length;
   printReport(`SIGKILL at random points (seed ${seed})`, [
-    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; survivors booted: ${survivors.length}` },
+    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted: ${survivors.length}` },
   ]);
   await t?.close();
 }, 300_000);
@@ -169,43 +210,51 @@ async function checkConsistent(uuid: string, snapIds: string[], label: string): 
 }
 
 describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
-  it('an unkilled run measures each operation', async () => {
-    const uuid = newUuid();
-    const t0 = performance.now();
-    const c = runChild(uuid, `rel-kill-cal-${uuid.slice(0, 8)}`);
-    await c.exit;
-    restartMs = Math.max(500, (c.lines.find((l) => l.ev === 'ready')?.t ?? t0 + 1_000) - t0);
-    const at = (ev: string, op: Op) => c.lines.find((l) => l.ev === ev && l.op === op)?.t;
-    for (const op of OPS) {
-      const b = at('begin', op);
-      const e = at('end', op);
-      expect(b !== undefined && e !== undefined, `unkilled child did not finish ${op}: ${c.output()}`).toBe(true);
-      durations[op] = e! - b!;
+  it('an unkilled run of each snapshot method measures each operation', async () => {
+    for (const method of ['upload', 'direct'] as const) {
+      const uuid = newUuid();
+      const c = runChild(uuid, `rel-kill-cal-${uuid.slice(0, 8)}`, method);
+      let ended = false;
+      void c.exit.then(() => (ended = true));
+      const destroyJournaled = journalSeen(uuid, 'destroy', () => ended);
+      await c.exit;
+      const at = (ev: string, op: Op) => c.lines.find((l) => l.ev === ev && l.op === op)?.t;
+      for (const op of OPS) {
+        const b = at('begin', op);
+        const e = at('end', op);
+        expect(b !== undefined && e !== undefined, `unkilled child (${method}) did not finish ${op}: ${c.output()}`).toBe(true);
+        durations[method][op] = e! - b!;
+      }
+      const j = await destroyJournaled;
+      expect(j, 'the destroy journal entry was seen').toBeDefined();
+      durations[method].destroy = at('end', 'destroy')! - j!;
+      const snap = c.lines.find((l) => l.ev === 'end' && l.op === 'snapshot')?.imageId;
+      if (snap) snapshotImages.add(snap);
+      expect(await checkConsistent(uuid, snap ? [snap] : [], `unkilled run (${method})`)).toBe('gone');
+      expect(problems).toEqual([]);
+      console.log(`unkilled run (${method} snapshot): ${OPS.map((op) => `${op} ${Math.round(durations[method][op])} ms`).join(', ')} (destroy: from its journal entry)`);
     }
-    const snap = c.lines.find((l) => l.ev === 'end' && l.op === 'snapshot')?.imageId;
-    if (snap) snapshotImages.add(snap);
-    expect(await checkConsistent(uuid, snap ? [snap] : [], 'unkilled run')).toBe('gone');
-    expect(problems).toEqual([]);
-    console.log(`unkilled run: ${OPS.map((op) => `${op} ${Math.round(durations[op])} ms`).join(', ')}; driver start ${Math.round(restartMs)} ms`);
   });
 
   it(`after each of ${KILLS} SIGKILLs, reconcile leaves every instance whole or gone`, async () => {
     for (let i = 0; i < KILLS; i++) {
       const target = OPS[i % 3]!;
-      const offsetMs = Math.round(rand() * durations[target]);
+      // Every operation is targeted 10 times; the snapshot method alternates per round of three,
+      // and the kill mode shifts against it so every (method, mode) pair occurs: 15 node-only kills.
+      const method: SnapMethod = Math.floor(i / 3) % 2 === 0 ? 'upload' : 'direct';
+      const mode = (i + Math.floor(i / 6)) % 2 === 1 ? 'node' : 'group';
+      const offsetMs = Math.round(rand() * durations[method][target]);
       const uuid = newUuid();
-      const c = runChild(uuid, `rel-kill-${i}-${uuid.slice(0, 8)}`);
+      const c = runChild(uuid, `rel-kill-${i}-${uuid.slice(0, 8)}`, method);
       // Wait for the target operation to begin (or the child to end), then kill after the offset.
       let ended = false;
       void c.exit.then(() => (ended = true));
       await waitUntil(`${target} to begin`, () => ended || c.lines.some((l) => l.ev === 'begin' && l.op === target), 120_000, 5);
+      if (target === 'destroy') await journalSeen(uuid, 'destroy', () => ended);
       if (offsetMs > 0) await new Promise((r) => setTimeout(r, offsetMs));
-      c.kill();
+      c.kill(mode);
       await c.exit;
-      // Reconcile no sooner than a restarted driver could (its start-up time): requests the dead
-      // process had in flight settle first. (Reconciling within ~100 ms of the kill can orphan the
-      // RBD image of a snapshot whose upload Glance is still finishing: README.md, known failure 8.)
-      await new Promise((r) => setTimeout(r, restartMs));
+      // Reconcile at once: Glance may still be finishing the dead client's upload (reconcile waits for it).
       const last = c.lines.at(-1);
       const inOp = last ? (last.ev === 'begin' ? last.op! : last.ev === 'end' ? `after ${last.op}` : 'startup') : 'startup';
       // Journal before reconcile: what the operation had announced.
@@ -215,17 +264,23 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
         ...pending.flatMap((e) => e.intents.flatMap((x) => (x.resource.kind === 'glance-image' ? [x.resource.id] : []))),
         ...c.lines.flatMap((l) => (l.imageId ? [l.imageId] : [])),
       ];
-      const label = `kill ${i + 1} (${inOp}, ${lastStep})`;
+      const label = `kill ${i + 1} (${inOp}, ${lastStep}, ${method} snapshot, ${mode})`;
       const actions = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
       for (const a of actions.filter((x) => x.action === 'failed')) problems.push(`${label}: reconcile failed: ${a.error}`);
       const outcome = await checkConsistent(uuid, snapIds, label);
+      // The killed driver's children die with it (a group kill takes them; after a node kill, pdeathsig).
+      const orphans = await c.groupLeft();
+      if (orphans.length) {
+        problems.push(`${label}: processes outlived the killed driver: ${orphans.join('; ')}`);
+        c.kill('group');
+      }
       if (outcome === 'whole') survivors.push(uuid);
       // Reported running and never destroyed => it must still be there.
       const reported = c.lines.some((l) => l.ev === 'end' && l.op === 'spawn');
       const destroyBegun = c.lines.some((l) => l.ev === 'begin' && l.op === 'destroy');
       if (reported && !destroyBegun && outcome !== 'whole') problems.push(`${label}: ${uuid} was reported running but is ${outcome}`);
-      killed.push({ op: inOp, at: lastStep, offsetMs, outcome });
-      console.log(`kill ${i + 1}/${KILLS}: target ${target} +${offsetMs} ms, in ${inOp} (${lastStep}) -> ${outcome}${actions.length ? `; reconcile ${actions.map((a) => `${a.op} ${a.action}`).join(', ')}` : ''}`);
+      killed.push({ op: inOp, at: lastStep, offsetMs, outcome, method, mode });
+      console.log(`kill ${i + 1}/${KILLS}: target ${target} (${method} snapshot, ${mode} kill) +${offsetMs} ms, in ${inOp} (${lastStep}) -> ${outcome}${actions.length ? `; reconcile ${actions.map((a) => `${a.op} ${a.action}`).join(', ')}` : ''}`);
     }
     const inOps = new Set(killed.map((k) => k.op));
     console.log(`kill points by operation in progress: ${[...inOps].map((o) => `${o} ${killed.filter((k) => k.op === o).length}`).join(', ')}`);
