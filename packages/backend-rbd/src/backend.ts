@@ -975,7 +975,11 @@ export class RbdBackend implements ImageBackend {
         try {
           let img: Image;
           try {
-            img = await this.io.open(id);
+            // Read-only (no watch) to list the snapshots: a read-write open registers a header
+            // watch, and a process killed while that WATCH op commits can leave a watch the OSD
+            // never times out (Ceph tracker 58120, Pacific): see docs/operations.md. Only a disk
+            // with snapshots to drop is opened read-write.
+            img = await this.io.open(id, { readOnly: true });
           } catch (e) {
             if (!(e instanceof ImageNotFound)) throw e;
             // Not openable, but maybe half-removed (a kill inside rbd_remove: the directory entry
@@ -989,13 +993,19 @@ export class RbdBackend implements ImageBackend {
               throw e2;
             }
           }
+          let snaps: RbdSnapshot[];
           try {
-            for (const s of await img.listSnapshots()) {
-              if (s.namespace !== 'user') continue;
-              await this.dropSnapshot(id, img, s.name, s.protected);
-            }
+            snaps = (await img.listSnapshots()).filter((s) => s.namespace === 'user');
           } finally {
             await img.close();
+          }
+          if (snaps.length) {
+            const rw = await this.io.open(id);
+            try {
+              for (const s of snaps) await this.dropSnapshot(id, rw, s.name, s.protected);
+            } finally {
+              await rw.close();
+            }
           }
           await this.io.remove(id);
           return true;
@@ -1006,6 +1016,35 @@ export class RbdBackend implements ImageBackend {
         }
       },
       { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+    ).catch(async (e: unknown) => {
+      throw e instanceof BusyError && !options.signal?.aborted ? await this.busyWithWatchers(e, id) : e;
+    });
+  }
+
+  /**
+   * `e` with the disk's watchers named (address, client) and what to do when none of them is a
+   * live client: a watch left by a process killed while registering it never times out on a
+   * Pacific OSD (Ceph tracker 58120); re-peering its PG clears it (docs/operations.md).
+   */
+  private async busyWithWatchers(e: BusyError, id: string): Promise<BusyError> {
+    let watchers: { address: string; id: number }[];
+    try {
+      const img = await this.io.open(id, { readOnly: true });
+      try {
+        watchers = await img.watchers();
+      } finally {
+        await img.close().catch(() => undefined);
+      }
+    } catch {
+      return e;
+    }
+    if (!watchers.length) return e;
+    const list = watchers.map((w) => `client.${w.id} at ${w.address}`).join(', ');
+    return new BusyError(
+      `${this.pool}/${id} is busy: still watched by ${list} after the busy timeout. ` +
+        `If no such client is alive (not listed by the OSD's \`ceph daemon osd.N dump_watchers\`), it is a Ceph zombie watch ` +
+        `(tracker 58120): blocklist the address, then \`ceph pg repeer\` the PG of rbd_header.<image id> (see docs/operations.md, "A disk that stays busy")`,
+      { backend: NAME, diskId: id, cause: e },
     );
   }
 
@@ -1121,17 +1160,29 @@ export class RbdBackend implements ImageBackend {
   }
 }
 
+/** A snapshot as the binding lists it. */
+type RbdSnapshot = Awaited<ReturnType<Image['listSnapshots']>>[number];
+
 /** Unprotects and removes every user snapshot of `name`, then the image. */
 async function removeImageFully(io: IoCtx, name: string): Promise<void> {
-  const img = await io.open(name);
+  // Read-only first (no watch, see remove()); read-write only when there are snapshots to drop.
+  const ro = await io.open(name, { readOnly: true });
+  let snaps: RbdSnapshot[];
   try {
-    for (const s of await img.listSnapshots()) {
-      if (s.namespace !== 'user') continue;
-      if (s.protected) await img.unprotectSnapshot(s.name).catch(() => undefined);
-      await img.removeSnapshot(s.name).catch(() => undefined);
-    }
+    snaps = (await ro.listSnapshots()).filter((s) => s.namespace === 'user');
   } finally {
-    await img.close().catch(() => undefined);
+    await ro.close().catch(() => undefined);
+  }
+  if (snaps.length) {
+    const img = await io.open(name);
+    try {
+      for (const s of snaps) {
+        if (s.protected) await img.unprotectSnapshot(s.name).catch(() => undefined);
+        await img.removeSnapshot(s.name).catch(() => undefined);
+      }
+    } finally {
+      await img.close().catch(() => undefined);
+    }
   }
   await io.remove(name);
 }

@@ -424,14 +424,19 @@ describe('snapshots, direct snapshot, removal', () => {
     expect(await backend.remove(d)).toBe(true);
   });
 
-  it('retries removal while another client watches the disk, then gives up with Busy; succeeds once it is closed', async () => {
+  it('retries removal while another client watches the disk, then gives up with Busy naming the watcher; succeeds once it is closed', async () => {
     const d = newDisk();
     await backend.createBlank(d, 8 * MiB);
     const vms = await (await adminCluster()).openIoCtx('vms');
     const watcher = await vms.open(diskId(d)); // holds a watch, as a running QEMU would
+    const [w] = await watcher.watchers();
     const started = Date.now();
-    await expectImageBackendError(backend.remove(d, { busyTimeoutMs: 1_500 }), 'BUSY');
+    const err = await expectImageBackendError(backend.remove(d, { busyTimeoutMs: 1_500 }), 'BUSY');
     expect(Date.now() - started).toBeGreaterThanOrEqual(1_400);
+    // The error names who holds it, and the remedy for a Ceph zombie watch (no such live client).
+    expect(err.message).toContain(`client.${w!.id} at ${w!.address}`);
+    expect(err.message).toContain('ceph pg repeer');
+    expect(err.message).toContain('docs/operations.md');
     expect(await backend.exists(d)).toBe(true);
     setTimeout(() => void watcher.close(), 500);
     expect(await backend.remove(d, { busyTimeoutMs: 20_000 })).toBe(true);
