@@ -235,8 +235,10 @@ async function checkConsistent(uuid: string, snapIds: string[], label: string): 
   const gone = !parts.record && !parts.domain && l.rbd.length === 0 && l.files.length === 0;
   if (!whole && !gone) bad(`instance is partial: ${JSON.stringify({ ...parts, ...l })}`);
   if (whole) {
-    const snaps = JSON.parse((await exec('rbd', ['--conf', t.stack.ceph.users.admin.confPath, '--id', 'admin', 'snap', 'ls', '--format', 'json', `${t.stack.ceph.pools.vms}/${uuid}_disk`])).stdout) as { name: string }[];
-    if (snaps.length) bad(`RBD snapshot(s) left on the disk: ${snaps.map((s) => s.name).join(', ')}`);
+    const snaps = JSON.parse((await exec('rbd', ['--conf', t.stack.ceph.users.admin.confPath, '--id', 'admin', 'snap', 'ls', '--all', '--format', 'json', `${t.stack.ceph.pools.vms}/${uuid}_disk`])).stdout) as { name: string; namespace?: { type?: string; original_name?: string } }[];
+    // --all: a snapshot removed while it had clone v2 children stays in the trash namespace, and
+    // the backend refuses to remove a disk that has one.
+    if (snaps.length) bad(`RBD snapshot(s) left on the disk: ${snaps.map((s) => (s.namespace?.type && s.namespace.type !== 'user' ? `${s.name} (${s.namespace.type}${s.namespace.original_name ? `, was ${s.namespace.original_name}` : ''})` : s.name)).join(', ')}`);
   }
   const imagesPool = await rbdLs(t.stack, t.stack.ceph.pools.images);
   for (const id of snapIds) {
