@@ -42,6 +42,7 @@ import {
 } from '@ephemera/image-backend';
 import {
   connect,
+  ConnectionShutdown,
   DiskQuotaExceeded,
   ImageBusy,
   ImageExists,
@@ -52,6 +53,7 @@ import {
   ObjectNotFound,
   PermissionDenied,
   RbdError,
+  Timeout,
   type Cluster,
   type Image,
   type IoCtx,
@@ -262,6 +264,7 @@ export class RbdBackend implements ImageBackend {
     if (format !== 'raw') throw new InvalidArgumentError('options.format', `the rbd backend stores raw disks only, not '${String(format)}'`, { backend: NAME, diskId: id });
     if (options.encryption) throw new UnsupportedOperationError('encryption', 'createBlank', { backend: NAME, diskId: id });
     throwIfAborted(options.signal, 'createBlank');
+    await this.requireMonitor(id);
     try {
       await this.io.create(id, sizeBytes);
     } catch (e) {
@@ -284,6 +287,7 @@ export class RbdBackend implements ImageBackend {
     if (!Number.isSafeInteger(image.size) || image.size <= 0)
       throw new InvalidArgumentError('image.size', `expected a positive size, got ${String(image.size)}`, { backend: NAME, diskId: id });
     throwIfAborted(options.signal, 'createFromImage');
+    await this.requireMonitor(id);
     if (await this.exists(disk)) throw new AlreadyExistsError(`disk ${id} already exists`, { backend: NAME, diskId: id });
     const progress = new ProgressReporter(options.onProgress);
 
@@ -953,6 +957,26 @@ export class RbdBackend implements ImageBackend {
       },
       { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
     );
+  }
+
+  /**
+   * Fails with `BackendUnavailableError` (within `connectTimeoutMs`) when no monitor answers. A
+   * connected client clones and writes on its cached OSD sessions without monitors, but every new
+   * client (QEMU's librbd opening the disk, qemu-img) needs one: without this check a spawn would
+   * create the disk and then hang in the domain start until `client_mount_timeout`.
+   */
+  private async requireMonitor(id: string): Promise<void> {
+    try {
+      await this.cluster.pingMonitor();
+    } catch (e) {
+      // Any answer (even a refusal such as EACCES for a user without `mon r`) means a monitor is there.
+      if (e instanceof RbdError && !(e instanceof Timeout) && !(e instanceof ConnectionShutdown) && e.code !== 'ENOTCONN') return;
+      const mons = this.monitors.map((m) => `${m.host}:${m.port}`).join(', ');
+      throw new BackendUnavailableError(
+        `the Ceph monitor is unreachable (${mons} did not answer within ${this.options.connectTimeoutMs ?? 10_000} ms): nothing was created for ${id}`,
+        { backend: NAME, diskId: id, cause: e },
+      );
+    }
   }
 
   /**
