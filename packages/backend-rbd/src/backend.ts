@@ -960,12 +960,20 @@ export class RbdBackend implements ImageBackend {
   }
 
   /**
+   * Resolves when a Ceph monitor answers; `BackendUnavailableError` within `connectTimeoutMs`
+   * otherwise (the contract's optional health check, called by the driver before a spawn).
+   */
+  async checkAvailable(): Promise<void> {
+    await this.requireMonitor();
+  }
+
+  /**
    * Fails with `BackendUnavailableError` (within `connectTimeoutMs`) when no monitor answers. A
    * connected client clones and writes on its cached OSD sessions without monitors, but every new
    * client (QEMU's librbd opening the disk, qemu-img) needs one: without this check a spawn would
    * create the disk and then hang in the domain start until `client_mount_timeout`.
    */
-  private async requireMonitor(id: string): Promise<void> {
+  private async requireMonitor(id?: string): Promise<void> {
     try {
       await this.cluster.pingMonitor();
     } catch (e) {
@@ -973,8 +981,8 @@ export class RbdBackend implements ImageBackend {
       if (e instanceof RbdError && !(e instanceof Timeout) && !(e instanceof ConnectionShutdown) && e.code !== 'ENOTCONN') return;
       const mons = this.monitors.map((m) => `${m.host}:${m.port}`).join(', ');
       throw new BackendUnavailableError(
-        `the Ceph monitor is unreachable (${mons} did not answer within ${this.options.connectTimeoutMs ?? 10_000} ms): nothing was created for ${id}`,
-        { backend: NAME, diskId: id, cause: e },
+        `the Ceph monitor is unreachable (${mons} did not answer within ${this.options.connectTimeoutMs ?? 10_000} ms)${id ? `: nothing was created for ${id}` : ''}`,
+        { backend: NAME, ...(id ? { diskId: id } : {}), cause: e },
       );
     }
   }

@@ -442,6 +442,15 @@ export class Driver {
     const log = this.#log.child({ instance: uuid, op: 'spawn' });
     const started = performance.now();
     const timings: Partial<Record<SpawnStep, number>> = {};
+    // Before anything (Glance, the journal, a disk): a backend that cannot serve disks now (e.g. no
+    // Ceph monitor: QEMU could not open an RBD disk and the domain start would hang) fails fast.
+    if (backend.checkAvailable) {
+      try {
+        await backend.checkAvailable();
+      } catch (err) {
+        throw new DriverError('SPAWN_FAILED', `spawn of ${uuid}: backend ${backend.name} is unavailable: ${errMessage(err)}`, { instance: uuid, cause: err });
+      }
+    }
     if (await this.#readRecord(uuid)) throw new DriverError('INSTANCE_EXISTS', `instance ${uuid} exists`, { instance: uuid });
     if (await this.#domain(uuid)) throw new DriverError('INSTANCE_EXISTS', `a libvirt domain with UUID ${uuid} exists`, { instance: uuid });
     for (const b of this.backends.all()) {

@@ -482,6 +482,12 @@ describe('snapshots, direct snapshot, removal', () => {
     await backend.rollbackToSnapshot(d, 's');
   });
 
+  it('checkAvailable() resolves at once while a monitor answers (monitor stopped: e2e/reliability/storage-faults.test.ts)', async () => {
+    const t0 = performance.now();
+    await backend.checkAvailable();
+    expect(performance.now() - t0).toBeLessThan(1_000);
+  });
+
   it('describes the disk as a network rbd source with every monitor and the libvirt secret', async () => {
     const d = newDisk();
     await backend.createBlank(d, 8 * MiB);
