@@ -222,7 +222,20 @@ export class Driver {
     this.#reconnecting ??= (async () => {
       try {
         const old = this.#conn;
-        const fresh = await libvirtConnect(this.config.libvirt.uri);
+        // libvirtd restarting refuses connections for a moment: retry, with backoff, for up to
+        // timeouts.libvirtReconnectMs (so a spawn's rollback still reaches it).
+        const deadline = performance.now() + this.config.timeouts.libvirtReconnectMs;
+        let fresh: Connection;
+        for (let delay = 100; ; delay = Math.min(delay * 2, 1_000)) {
+          try {
+            fresh = await libvirtConnect(this.config.libvirt.uri);
+            break;
+          } catch (err) {
+            if (this.#closed || performance.now() + delay > deadline) throw err;
+            this.#log.debug({ err: errMessage(err) }, 'libvirt reconnect failed: retrying');
+            await new Promise((r) => setTimeout(r, delay));
+          }
+        }
         this.#conn = fresh;
         this.#connLost = false;
         this.#watch(fresh);
