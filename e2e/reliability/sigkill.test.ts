@@ -60,6 +60,8 @@ let imageId: string;
 let secretsBefore: string[];
 const snapshotImages = new Set<string>();
 const survivors: string[] = [];
+/** How many survivors the last test booted again (the list is emptied as they are destroyed). */
+let survivorsBooted = 0;
 const killed: { op: string; at: string; offsetMs: number; outcome: string; method: SnapMethod; mode: 'group' | 'node' }[] = [];
 
 interface ChildRun {
@@ -170,7 +172,7 @@ afterAll(async () => {
   const byMethod = (['upload', 'direct'] as const).map((m) => `${m} ${snapKills.filter((k) => k.method === m).length}`).join(', ');
   const nodeOnly = killed.filter((k) => k.mode === 'node').length;
   printReport(`SIGKILL at random points (seed ${seed})`, [
-    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted: ${survivors.length}` },
+    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted again: ${survivorsBooted}` },
   ]);
   await t?.close();
 }, 300_000);
@@ -299,6 +301,7 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
     for (const u of survivors) {
       await waitUntil(`${u} to boot again`, async () => (readBootCount(await t.driver.console(u)) ?? 0) > before.get(u)!, 180_000, 200);
     }
+    survivorsBooted = survivors.length;
     for (const u of survivors.splice(0)) {
       await t.driver.destroy(u);
       expect(await leftovers(t, u)).toEqual({ rbd: [], domains: [], files: [], journal: [] });
