@@ -780,6 +780,18 @@ export class RbdBackend implements ImageBackend {
     }, options.signal);
   }
 
+  /** Validated arguments of `directSnapshot`/`removeDirectSnapshot`, and the temporary snapshot's name. */
+  private directSnapshotArgs(disk: DiskRef, options: DirectSnapshotOptions, op: string) {
+    const id = diskId(disk);
+    const ds = this.options.directSnapshot;
+    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
+    const imageId = options?.imageId;
+    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
+      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, op);
+    return { id, ds, imageId, tmpSnap: `ephemera-direct-${imageId}` };
+  }
+
   /**
    * Snapshots the disk and turns the snapshot into a standalone image in the images pool, as
    * Nova's direct snapshot: snapshot `<disk>@<imageId>`, clone it into `<pool>/<imageId>`,
@@ -790,15 +802,8 @@ export class RbdBackend implements ImageBackend {
    * client and written with the images-pool client. Rolls back on failure.
    */
   async directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult> {
-    const id = diskId(disk);
-    const ds = this.options.directSnapshot;
-    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
-    const imageId = options?.imageId;
-    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
-      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
-    throwIfAborted(options.signal, 'directSnapshot');
+    const { id, ds, imageId, tmpSnap } = this.directSnapshotArgs(disk, options, 'directSnapshot');
     if (!(await this.exists(disk))) throw this.notFound(id);
-    const tmpSnap = `ephemera-direct-${imageId}`;
     let dsIo: IoCtx | undefined;
     let snapMade = false;
     let snapProtected = false;
@@ -876,14 +881,7 @@ export class RbdBackend implements ImageBackend {
    * `busyTimeoutMs`. Idempotent: false when nothing was there (the disk may be gone).
    */
   async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
-    const id = diskId(disk);
-    const ds = this.options.directSnapshot;
-    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
-    const imageId = options?.imageId;
-    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
-      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
-    throwIfAborted(options.signal, 'removeDirectSnapshot');
-    const tmpSnap = `ephemera-direct-${imageId}`;
+    const { id, ds, imageId, tmpSnap } = this.directSnapshotArgs(disk, options, 'removeDirectSnapshot');
     const retry = { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) };
     let removed = false;
     // 1. The image written for Glance first: it may be a clone child of the temporary snapshot.
