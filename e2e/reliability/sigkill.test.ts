@@ -66,8 +66,8 @@ let imageId: string;
 let secretsBefore: string[];
 const snapshotImages = new Set<string>();
 const survivors: string[] = [];
-/** How many survivors the last test booted (the report prints it after they are destroyed). */
-let booted = 0;
+/** How many survivors the last test booted again (the list is emptied as they are destroyed). */
+let survivorsBooted = 0;
 const killed: { op: string; at: string; offsetMs: number; outcome: string; method: SnapMethod; mode: 'group' | 'node' }[] = [];
 /**
  * Ceph zombie watches met (README known failure 11, Ceph tracker 58120): a watch the OSD persisted
@@ -185,7 +185,7 @@ afterAll(async () => {
   const byMethod = (['upload', 'direct'] as const).map((m) => `${m} ${snapKills.filter((k) => k.method === m).length}`).join(', ');
   const nodeOnly = killed.filter((k) => k.mode === 'node').length;
   printReport(`SIGKILL at random points (seed ${seed})`, [
-    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted: ${booted}` },
+    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted again: ${survivorsBooted}` },
     {
       fault: 'Ceph zombie watch (OSD bug) — cleared by operator action pg repeer',
       tries: zombies.length,
@@ -351,7 +351,7 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
     for (const u of survivors) {
       await waitUntil(`${u} to boot again`, async () => (readBootCount(await t.driver.console(u)) ?? 0) > before.get(u)!, 180_000, 200);
     }
-    booted = survivors.length;
+    survivorsBooted = survivors.length;
     for (const u of survivors.splice(0)) {
       const err = await t.driver.destroy(u).then(() => undefined, (e: unknown) => e);
       if (err) {

@@ -42,6 +42,7 @@ import {
 } from '@ephemera/image-backend';
 import {
   connect,
+  ConnectionShutdown,
   DiskQuotaExceeded,
   ImageBusy,
   ImageExists,
@@ -52,6 +53,7 @@ import {
   ObjectNotFound,
   PermissionDenied,
   RbdError,
+  Timeout,
   type Cluster,
   type Image,
   type IoCtx,
@@ -118,6 +120,7 @@ export class RbdBackend implements ImageBackend {
   private readonly inFlight: number;
   private cloneFormatPromise: Promise<{ format: 1 | 2 | undefined; why: string }> | undefined;
   private dsCluster: Promise<Cluster> | undefined;
+  private lockCluster: Promise<{ cluster: Cluster; io: IoCtx }> | undefined;
 
   private constructor(
     private readonly options: RbdBackendOptions,
@@ -264,6 +267,7 @@ export class RbdBackend implements ImageBackend {
     if (format !== 'raw') throw new InvalidArgumentError('options.format', `the rbd backend stores raw disks only, not '${String(format)}'`, { backend: NAME, diskId: id });
     if (options.encryption) throw new UnsupportedOperationError('encryption', 'createBlank', { backend: NAME, diskId: id });
     throwIfAborted(options.signal, 'createBlank');
+    await this.requireMonitor(id);
     try {
       await this.io.create(id, sizeBytes);
     } catch (e) {
@@ -286,6 +290,7 @@ export class RbdBackend implements ImageBackend {
     if (!Number.isSafeInteger(image.size) || image.size <= 0)
       throw new InvalidArgumentError('image.size', `expected a positive size, got ${String(image.size)}`, { backend: NAME, diskId: id });
     throwIfAborted(options.signal, 'createFromImage');
+    await this.requireMonitor(id);
     if (await this.exists(disk)) throw new AlreadyExistsError(`disk ${id} already exists`, { backend: NAME, diskId: id });
     const progress = new ProgressReporter(options.onProgress);
 
@@ -493,16 +498,28 @@ export class RbdBackend implements ImageBackend {
       await img.flush();
       checkDeclared(stream.end(), format, NAME, id);
       throwIfAborted(options.signal, 'createFromImage');
-      await img.close();
+      const done = img;
       img = undefined;
+      await done.close();
       progress.finish(image.size, image.size);
       return { method: 'imported', reason, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
     } catch (e) {
       await stream.close();
+      // Close before removing: an open handle keeps its watch (and the exclusive lock), so the
+      // removal would be EBUSY. close() waits for the in-flight writes (each bounded by
+      // rados_osd_op_timeout) and releases the handle even when the lock release fails (OSD
+      // down); remove() then clears the lock this client left (see removeOwnStaleLock).
       await window.settle();
-      if (img) await img.close().catch(() => undefined);
+      if (img) {
+        const open = img;
+        img = undefined;
+        await open.close().catch(() => undefined);
+      }
       if (created) await this.removeQuietly(id);
       throw this.translate(e, id, options.signal, created ? undefined : 'create');
+    } finally {
+      // Never leave the handle open (e.g. close() of the success path threw).
+      if (img) await img.close().catch(() => undefined);
     }
   }
 
@@ -763,6 +780,18 @@ export class RbdBackend implements ImageBackend {
     }, options.signal);
   }
 
+  /** Validated arguments of `directSnapshot`/`removeDirectSnapshot`, and the temporary snapshot's name. */
+  private directSnapshotArgs(disk: DiskRef, options: DirectSnapshotOptions, op: string) {
+    const id = diskId(disk);
+    const ds = this.options.directSnapshot;
+    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
+    const imageId = options?.imageId;
+    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
+      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
+    throwIfAborted(options.signal, op);
+    return { id, ds, imageId, tmpSnap: `ephemera-direct-${imageId}` };
+  }
+
   /**
    * Snapshots the disk and turns the snapshot into a standalone image in the images pool, as
    * Nova's direct snapshot: snapshot `<disk>@<imageId>`, clone it into `<pool>/<imageId>`,
@@ -773,15 +802,8 @@ export class RbdBackend implements ImageBackend {
    * client and written with the images-pool client. Rolls back on failure.
    */
   async directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult> {
-    const id = diskId(disk);
-    const ds = this.options.directSnapshot;
-    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
-    const imageId = options?.imageId;
-    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
-      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
-    throwIfAborted(options.signal, 'directSnapshot');
+    const { id, ds, imageId, tmpSnap } = this.directSnapshotArgs(disk, options, 'directSnapshot');
     if (!(await this.exists(disk))) throw this.notFound(id);
-    const tmpSnap = `ephemera-direct-${imageId}`;
     let dsIo: IoCtx | undefined;
     let snapMade = false;
     let snapProtected = false;
@@ -859,14 +881,7 @@ export class RbdBackend implements ImageBackend {
    * `busyTimeoutMs`. Idempotent: false when nothing was there (the disk may be gone).
    */
   async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
-    const id = diskId(disk);
-    const ds = this.options.directSnapshot;
-    if (!ds) throw new UnsupportedOperationError('directSnapshot', 'directSnapshot', { backend: NAME, diskId: id });
-    const imageId = options?.imageId;
-    if (typeof imageId !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$/.test(imageId))
-      throw new InvalidArgumentError('options.imageId', 'expected an image id (letters, digits, ., _, -)', { backend: NAME, diskId: id });
-    throwIfAborted(options.signal, 'removeDirectSnapshot');
-    const tmpSnap = `ephemera-direct-${imageId}`;
+    const { id, ds, imageId, tmpSnap } = this.directSnapshotArgs(disk, options, 'removeDirectSnapshot');
     const retry = { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) };
     let removed = false;
     // 1. The image written for Glance first: it may be a clone child of the temporary snapshot.
@@ -1007,7 +1022,14 @@ export class RbdBackend implements ImageBackend {
               await rw.close();
             }
           }
-          await this.io.remove(id);
+          try {
+            await this.io.remove(id);
+          } catch (e) {
+            // An exclusive lock this very client left behind (an image closed while the OSDs were
+            // unreachable) cannot be broken by this client: librbd refuses to blocklist itself.
+            if (!(e instanceof ImageBusy) || !(await this.holdsStaleLock(id))) throw e;
+            await this.removeOwnStaleLock(id);
+          }
           return true;
         } catch (e) {
           if (e instanceof ImageNotFound) return false;
@@ -1048,7 +1070,85 @@ export class RbdBackend implements ImageBackend {
     );
   }
 
+  /**
+   * Resolves when a Ceph monitor answers; `BackendUnavailableError` within `connectTimeoutMs`
+   * otherwise (the contract's optional health check, called by the driver before a spawn).
+   */
+  async checkAvailable(): Promise<void> {
+    await this.requireMonitor();
+  }
+
+  /**
+   * Fails with `BackendUnavailableError` (within `connectTimeoutMs`) when no monitor answers. A
+   * connected client clones and writes on its cached OSD sessions without monitors, but every new
+   * client (QEMU's librbd opening the disk, qemu-img) needs one: without this check a spawn would
+   * create the disk and then hang in the domain start until `client_mount_timeout`.
+   */
+  private async requireMonitor(id?: string): Promise<void> {
+    try {
+      await this.cluster.pingMonitor();
+    } catch (e) {
+      // Any answer (even a refusal such as EACCES for a user without `mon r`) means a monitor is there.
+      if (e instanceof RbdError && !(e instanceof Timeout) && !(e instanceof ConnectionShutdown) && e.code !== 'ENOTCONN') return;
+      const mons = this.monitors.map((m) => `${m.host}:${m.port}`).join(', ');
+      throw new BackendUnavailableError(
+        `the Ceph monitor is unreachable (${mons} did not answer within ${this.options.connectTimeoutMs ?? 10_000} ms)${id ? `: nothing was created for ${id}` : ''}`,
+        { backend: NAME, ...(id ? { diskId: id } : {}), cause: e },
+      );
+    }
+  }
+
+  /**
+   * True when the exclusive lock of `id` is held by THIS client (`client.<instanceId>`), i.e. by a
+   * handle that was closed while the cluster could not be told (the lock release timed out). No
+   * handle of this backend still holds it: a live one keeps a watch, which {@link removeOwnStaleLock}
+   * checks before breaking anything.
+   */
+  private async holdsStaleLock(id: string): Promise<boolean> {
+    let self: string;
+    try {
+      self = `client.${this.cluster.instanceId()}`;
+      const img = await this.io.open(id, { readOnly: true });
+      try {
+        return (await img.lockers()).lockers.some((l) => l.client === self);
+      } finally {
+        await img.close().catch(() => undefined);
+      }
+    } catch {
+      return false;
+    }
+  }
+
+  /**
+   * Removes `id` through a second connection of the same user that does not blocklist on lock
+   * breaks: librbd breaks the stale lock of this client only once its holder has no watch (a
+   * watch the OSD kept lingers `osd_client_watch_timeout`, ~30 s, after the OSD returns: until
+   * then this fails with ImageBusy and the caller retries). Without blocklisting, because the
+   * holder is this process's own connection.
+   */
+  private async removeOwnStaleLock(id: string): Promise<void> {
+    this.lockCluster ??= (async () => {
+      const cluster = await connect({
+        confPath: this.options.confPath,
+        clientId: this.clientId,
+        ...(this.options.keyringPath ? { keyringPath: this.options.keyringPath } : {}),
+        timeoutMs: this.options.connectTimeoutMs ?? 10_000,
+        options: { rbd_blocklist_on_break_lock: 'false' },
+      });
+      try {
+        return { cluster, io: await cluster.openIoCtx(this.pool) };
+      } catch (e) {
+        await cluster.close().catch(() => undefined);
+        throw e;
+      }
+    })();
+    this.lockCluster.catch(() => (this.lockCluster = undefined));
+    const { io } = await this.lockCluster;
+    await io.remove(id);
+  }
+
   async close(): Promise<void> {
+    if (this.lockCluster) await (await this.lockCluster.catch(() => undefined))?.cluster.close().catch(() => undefined);
     if (this.dsCluster) await (await this.dsCluster.catch(() => undefined))?.close().catch(() => undefined);
     await this.cluster.close();
   }

@@ -8,6 +8,7 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <algorithm>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
@@ -444,6 +445,7 @@ class NImage : public Napi::ObjectWrap<NImage> {
                            InstanceMethod<&NImage::Discard>("discard"),
                            InstanceMethod<&NImage::Flush>("flush"),
                            InstanceMethod<&NImage::Watchers>("watchers"),
+                           InstanceMethod<&NImage::Lockers>("lockers"),
                        });
   }
   explicit NImage(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NImage>(info) {
@@ -763,6 +765,68 @@ class NImage : public Napi::ObjectWrap<NImage> {
             a.Set(i, o);
           }
           return a;
+        });
+  }
+
+  // lockers() -> { exclusive, tag, lockers: [{ client, cookie, address }] } (rbd_list_lockers:
+  // the header's lock, which is also the exclusive lock of the exclusive-lock feature).
+  Napi::Value Lockers(const Napi::CallbackInfo& info) {
+    struct L {
+      std::string client, cookie, addr;
+    };
+    struct Out {
+      int exclusive = 0;
+      std::string tag;
+      std::vector<L> lockers;
+    };
+    auto out = std::make_shared<Out>();
+    auto res = res_;
+    return Simple(
+        info, "image.lockers",
+        [out, res] {
+          size_t tag_len = 256, clients_len = 1024, cookies_len = 1024, addrs_len = 1024;
+          for (int attempt = 0; attempt < 8; ++attempt) {
+            std::vector<char> tag(tag_len), clients(clients_len), cookies(cookies_len), addrs(addrs_len);
+            size_t tl = tag_len, cl = clients_len, kl = cookies_len, al = addrs_len;
+            ssize_t n = rbd_list_lockers(res->image, &out->exclusive, tag.data(), &tl, clients.data(), &cl, cookies.data(), &kl,
+                                         addrs.data(), &al);
+            if (n == -ERANGE) {
+              tag_len = std::max(tl, tag_len * 2);
+              clients_len = std::max(cl, clients_len * 2);
+              cookies_len = std::max(kl, cookies_len * 2);
+              addrs_len = std::max(al, addrs_len * 2);
+              continue;
+            }
+            if (n < 0) return static_cast<int>(n);
+            out->tag.assign(tag.data(), strnlen(tag.data(), tl));
+            // Each list holds `n` NUL-terminated strings.
+            const char* c = clients.data();
+            const char* k = cookies.data();
+            const char* a = addrs.data();
+            for (ssize_t i = 0; i < n; ++i) {
+              out->lockers.push_back({c, k, a});
+              c += strlen(c) + 1;
+              k += strlen(k) + 1;
+              a += strlen(a) + 1;
+            }
+            return 0;
+          }
+          return -ERANGE;
+        },
+        [out](Napi::Env env) -> Napi::Value {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("exclusive", Napi::Boolean::New(env, out->exclusive != 0));
+          o.Set("tag", Napi::String::New(env, out->tag));
+          Napi::Array a = Napi::Array::New(env, out->lockers.size());
+          for (size_t i = 0; i < out->lockers.size(); ++i) {
+            Napi::Object l = Napi::Object::New(env);
+            l.Set("client", Napi::String::New(env, out->lockers[i].client));
+            l.Set("cookie", Napi::String::New(env, out->lockers[i].cookie));
+            l.Set("address", Napi::String::New(env, out->lockers[i].addr));
+            a.Set(i, l);
+          }
+          o.Set("lockers", a);
+          return o;
         });
   }
 
@@ -1128,6 +1192,7 @@ class NCluster : public Napi::ObjectWrap<NCluster> {
                            InstanceMethod<&NCluster::PoolStats>("poolStats"),
                            InstanceMethod<&NCluster::OpenIoCtx>("openIoCtx"),
                            InstanceMethod<&NCluster::MonCommand>("monCommand"),
+                           InstanceMethod<&NCluster::InstanceId>("instanceId"),
                        });
   }
   explicit NCluster(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NCluster>(info) {
@@ -1145,6 +1210,15 @@ class NCluster : public Napi::ObjectWrap<NCluster> {
     auto res = res_;
     Job* job = new Job(info.Env(), "cluster.close", "");
     return job->Submit([res] { return res->CloseTree(); });
+  }
+
+  // This client's global id (the `client.<id>` entity of its watches and locks). Synchronous:
+  // rados_get_instance_id only reads the connected client's state.
+  Napi::Value InstanceId(const Napi::CallbackInfo& info) {
+    if (!res_->Acquire()) throw Napi::Error::New(info.Env(), "cluster.instanceId: the cluster is closed");
+    uint64_t id = rados_get_instance_id(res_->cluster);
+    res_->Release();
+    return Num(info.Env(), id);
   }
 
   Napi::Value Fsid(const Napi::CallbackInfo& info) {

@@ -29,6 +29,7 @@
  */
 import { constants as bufferConstants } from 'node:buffer';
 import {
+  handleClosed,
   HandleClosed,
   invalidArgument,
   RbdError,
@@ -281,6 +282,25 @@ export class Cluster implements AsyncDisposable {
   /** True once close() was called (or the cluster was closed at exit). */
   get closed(): boolean {
     return this.#n.isClosed();
+  }
+
+  /**
+   * This client's global id: watches and locks it holds show as `client.<instanceId>` (see
+   * {@link Image.lockers}). Throws {@link HandleClosed} once the cluster is closed.
+   */
+  instanceId(): number {
+    if (this.#n.isClosed()) throw handleClosed('cluster.instanceId', '');
+    return this.#n.instanceId();
+  }
+
+  /**
+   * Asks a monitor for its version: resolves when a monitor answers, rejects with
+   * {@link Timeout} after the connection's `timeoutMs` (`rados_mon_op_timeout`) when none does.
+   * A connected client keeps working on cached OSD sessions without monitors; this tells whether
+   * new clients (e.g. QEMU's librbd) could connect now.
+   */
+  async pingMonitor(): Promise<void> {
+    await this.#n.monCommand(JSON.stringify({ prefix: 'version', format: 'json' }));
   }
 
   /** The cluster's fsid (UUID). */
@@ -599,6 +619,16 @@ export interface SnapshotInfo {
 }
 
 /** A client watching the image (it has it open): explains ImageBusy. */
+/** The lock state of an image ({@link Image.lockers}). */
+export interface ImageLockers {
+  /** True for an exclusive lock (the exclusive-lock feature's), false for shared ones. */
+  exclusive: boolean;
+  /** The lock's tag (`internal` for librbd's exclusive lock). */
+  tag: string;
+  /** The holders: `client` (`client.<id>`), lock `cookie`, `address`. Empty when unlocked. */
+  lockers: { client: string; cookie: string; address: string }[];
+}
+
 export interface Watcher {
   address: string;
   id: number;
@@ -754,6 +784,14 @@ export class Image implements AsyncDisposable {
   /** Clients that have the image open (their watch), e.g. to explain ImageBusy on remove. */
   watchers(): Promise<Watcher[]> {
     return this.#n.watchers();
+  }
+
+  /**
+   * The image's lockers (`rbd_list_lockers`): the exclusive lock of the exclusive-lock feature
+   * (cookie `auto <n>`, tag `internal`) or advisory locks. `client` is `client.<instanceId>`.
+   */
+  lockers(): Promise<ImageLockers> {
+    return this.#n.lockers();
   }
 
   /** Closes the image after its in-flight operations. Idempotent. */

@@ -12,6 +12,7 @@ export interface NativeCluster {
   poolStats(pool: string): Promise<NativePoolStats>;
   openIoCtx(pool: string, namespace: string): Promise<NativeIoCtx>;
   monCommand(json: string): Promise<{ out: string; status: string }>;
+  instanceId(): number;
 }
 export interface NativePoolStats {
   pool: string;
@@ -99,6 +100,7 @@ export interface NativeImage {
   discard(offset: number, length: number): Promise<number>;
   flush(): Promise<number>;
   watchers(): Promise<{ address: string; id: number; cookie: number }[]>;
+  lockers(): Promise<{ exclusive: boolean; tag: string; lockers: { client: string; cookie: string; address: string }[] }>;
 }
 export interface NativeConnectOptions {
   name: string;

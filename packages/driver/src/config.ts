@@ -199,6 +199,10 @@ const DEFS: Record<string, Spec> = {
     type: 'integer', default: 45_000, min: 0,
     description: 'How long removing a disk retries while it is busy (QEMU still closing it; a killed QEMU\'s RBD watch lingers for Ceph\'s 30 s watch timeout, so keep this above 30 s).',
   },
+  'timeouts.libvirtReconnectMs': {
+    type: 'integer', default: 15_000, min: 0,
+    description: 'How long the driver keeps trying to reconnect to libvirt after the connection was lost (libvirtd restarting) before a call fails.',
+  },
   'timeouts.importMs': {
     type: 'integer', default: 30 * 60_000, min: 1000,
     description: 'Upper bound of creating a root disk (clone, download, import, conversion).',
@@ -263,7 +267,7 @@ export interface DriverConfig {
     discard: 'unmap' | 'ignore';
   };
   qos: { totalBytesSec: number; totalIopsSec: number; readBytesSec: number; writeBytesSec: number };
-  timeouts: { startMs: number; stopMs: number; diskBusyMs: number; importMs: number };
+  timeouts: { startMs: number; stopMs: number; diskBusyMs: number; libvirtReconnectMs: number; importMs: number };
   log: { level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent' };
 }
 

@@ -222,7 +222,20 @@ export class Driver {
     this.#reconnecting ??= (async () => {
       try {
         const old = this.#conn;
-        const fresh = await libvirtConnect(this.config.libvirt.uri);
+        // libvirtd restarting refuses connections for a moment: retry, with backoff, for up to
+        // timeouts.libvirtReconnectMs (so a spawn's rollback still reaches it).
+        const deadline = performance.now() + this.config.timeouts.libvirtReconnectMs;
+        let fresh: Connection;
+        for (let delay = 100; ; delay = Math.min(delay * 2, 1_000)) {
+          try {
+            fresh = await libvirtConnect(this.config.libvirt.uri);
+            break;
+          } catch (err) {
+            if (this.#closed || performance.now() + delay > deadline) throw err;
+            this.#log.debug({ err: errMessage(err) }, 'libvirt reconnect failed: retrying');
+            await new Promise((r) => setTimeout(r, delay));
+          }
+        }
         this.#conn = fresh;
         this.#connLost = false;
         this.#watch(fresh);
@@ -442,6 +455,15 @@ export class Driver {
     const log = this.#log.child({ instance: uuid, op: 'spawn' });
     const started = performance.now();
     const timings: Partial<Record<SpawnStep, number>> = {};
+    // Before anything (Glance, the journal, a disk): a backend that cannot serve disks now (e.g. no
+    // Ceph monitor: QEMU could not open an RBD disk and the domain start would hang) fails fast.
+    if (backend.checkAvailable) {
+      try {
+        await backend.checkAvailable();
+      } catch (err) {
+        throw new DriverError('SPAWN_FAILED', `spawn of ${uuid}: backend ${backend.name} is unavailable: ${errMessage(err)}`, { instance: uuid, cause: err });
+      }
+    }
     if (await this.#readRecord(uuid)) throw new DriverError('INSTANCE_EXISTS', `instance ${uuid} exists`, { instance: uuid });
     if (await this.#domain(uuid)) throw new DriverError('INSTANCE_EXISTS', `a libvirt domain with UUID ${uuid} exists`, { instance: uuid });
     for (const b of this.backends.all()) {

@@ -325,6 +325,13 @@ export interface ImageBackend {
   capacity(): Promise<Capacity>;
   /** Describes the disk for the XML generator; `NotFoundError` if missing. */
   diskSource(disk: DiskRef): Promise<DiskSource>;
+  /**
+   * Optional fast health check before an operation creates anything: resolves when the storage
+   * can serve new disks now, else rejects with `BackendUnavailableError` within the backend's
+   * connect timeout (e.g. RBD: no Ceph monitor answers, so QEMU could not open a disk). The
+   * driver calls it at the start of a spawn.
+   */
+  checkAvailable?(): Promise<void>;
   /** Releases connections. Optional. */
   close?(): Promise<void>;
 }

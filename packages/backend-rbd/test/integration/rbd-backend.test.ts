@@ -315,6 +315,26 @@ describe('streamed import', () => {
     expect(await rbdLs('vms')).not.toContain(diskId(d));
     console.log(`qcow2 abort + rollback: ${Math.round(performance.now() - started)} ms`);
   });
+
+  it('closes the image of a raw import aborted with aio writes in flight: no watch or lock of this client is left, so it is removed at once', async () => {
+    const raw = patternBytes(48 * MiB, 64);
+    const ac = new AbortController();
+    const img = sourceImageFromBytes(raw, {
+      chunkBytes: 256 * 1024,
+      onChunk: (done) => {
+        if (done >= 12 * MiB) ac.abort(new Error('test abort'));
+      },
+    });
+    const d = newDisk();
+    const started = performance.now();
+    await expectImageBackendError(backend.createFromImage(d, img, { forceImport: true, signal: ac.signal }), 'ABORTED');
+    const ms = performance.now() - started;
+    // A handle left open would keep its watch: the rollback's removal would retry for busyTimeoutMs
+    // and leave the image behind (EBUSY until this process exits).
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+    expect(ms).toBeLessThan(10_000);
+    console.log(`raw abort + rollback: ${Math.round(ms)} ms`);
+  });
 });
 
 describe('neverDownloadIfOnRbd', () => {
@@ -465,6 +485,12 @@ describe('snapshots, direct snapshot, removal', () => {
     await watcher.close();
     await vms.close();
     await backend.rollbackToSnapshot(d, 's');
+  });
+
+  it('checkAvailable() resolves at once while a monitor answers (monitor stopped: e2e/reliability/storage-faults.test.ts)', async () => {
+    const t0 = performance.now();
+    await backend.checkAvailable();
+    expect(performance.now() - t0).toBeLessThan(1_000);
   });
 
   it('describes the disk as a network rbd source with every monitor and the libvirt secret', async () => {

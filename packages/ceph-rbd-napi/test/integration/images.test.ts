@@ -240,6 +240,37 @@ describe('handle lifetimes', () => {
     await rbdPool.close();
   });
 
+  it('lockers(): the exclusive lock taken by a write names this client (instanceId); pingMonitor answers', async () => {
+    const name = uniq('lockers');
+    const c = await connectAs('admin');
+    const io = await c.openIoCtx('rbd');
+    try {
+      await c.pingMonitor();
+      const me = c.instanceId();
+      expect(Number.isSafeInteger(me) && me > 0).toBe(true);
+      expect(admin.instanceId()).not.toBe(me);
+      await io.create(name, MiB);
+      const img = await io.open(name);
+      await img.write(0, Buffer.alloc(4096, 1)); // acquires the exclusive lock
+      const probe = await admin.openIoCtx('rbd');
+      const seen = await probe.open(name, { readOnly: true });
+      const l = await seen.lockers();
+      expect(l.exclusive).toBe(true);
+      expect(l.tag).toBe('internal');
+      expect(l.lockers).toEqual([expect.objectContaining({ client: `client.${me}`, cookie: expect.stringMatching(/^auto \d+$/) })]);
+      await seen.close();
+      await img.close(); // releases the lock
+      const after = await probe.open(name, { readOnly: true });
+      expect((await after.lockers()).lockers).toEqual([]);
+      await after.close();
+      await probe.remove(name);
+      await probe.close();
+    } finally {
+      await c.close();
+    }
+    expect(() => c.instanceId()).toThrow(HandleClosed);
+  });
+
   it('Symbol.asyncDispose closes handles', async () => {
     const name = uniq('dispose');
     let img: Image;

@@ -3,34 +3,20 @@
 // already removed). A child node process runs the BUILT wrapper (dist) with a `qemu-img convert`
 // that blocks (its source is a FIFO nobody writes); the test SIGKILLs that node process alone.
 import { execFile, spawn } from 'node:child_process';
-import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
+import { mkdtemp, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath, pathToFileURL } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { findSetpriv, withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
+import { qemuImgProcesses } from '../unit/helpers.js';
 
 const exec = promisify(execFile);
 const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', '..');
 const dist = pathToFileURL(join(repo, 'packages', 'qemu-img-wrapper', 'dist', 'index.js')).href;
 let dir: string;
 
-/** Pids of live (not zombie) processes whose command line mentions `needle`. */
-async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const d of await readdir('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8');
-      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes('qemu-img') && cmd.includes(needle) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') pids.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
-}
 
 async function until(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
@@ -55,7 +41,7 @@ async function startChild(fifo: string, dieWithParent: boolean) {
   child.stdout.on('data', (d) => (out += String(d)));
   child.stderr.on('data', (d) => (out += String(d)));
   const exit = new Promise<void>((r) => child.once('exit', () => r()));
-  expect(await until(async () => (await processesMentioning(fifo)).length === 1, 20_000), `qemu-img did not start: ${out}`).toBe(true);
+  expect(await until(async () => (await qemuImgProcesses(fifo)).length === 1, 20_000), `qemu-img did not start: ${out}`).toBe(true);
   return { child, exit, argv: JSON.parse(out.split('\n')[0]!) as string[] };
 }
 
@@ -68,7 +54,7 @@ beforeAll(async () => {
 }, 300_000);
 
 afterAll(async () => {
-  for (const pid of await processesMentioning(dir)) process.kill(pid, 'SIGKILL');
+  for (const pid of await qemuImgProcesses(dir)) process.kill(pid, 'SIGKILL');
   await rm(dir, { recursive: true, force: true });
 });
 
@@ -87,7 +73,7 @@ describe('qemu-img dies with its parent', () => {
     expect(c.argv.slice(0, 4)).toEqual([findSetpriv(), '--pdeathsig', 'KILL', '--']);
     c.child.kill('SIGKILL'); // the node process only, as a crash or an OOM kill does
     await c.exit;
-    expect(await until(async () => (await processesMentioning(fifo)).length === 0, 3_000), 'qemu-img outlived its parent').toBe(true);
+    expect(await until(async () => (await qemuImgProcesses(fifo)).length === 0, 3_000), 'qemu-img outlived its parent').toBe(true);
   }, 60_000);
 
   it('without it (dieWithParent: false) qemu-img outlives a SIGKILLed parent', async () => {
@@ -98,7 +84,7 @@ describe('qemu-img dies with its parent', () => {
     c.child.kill('SIGKILL');
     await c.exit;
     await new Promise((r) => setTimeout(r, 500));
-    const left = await processesMentioning(fifo);
+    const left = await qemuImgProcesses(fifo);
     expect(left).toHaveLength(1);
     process.kill(left[0]!, 'SIGKILL');
   }, 60_000);

@@ -1,5 +1,5 @@
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
@@ -54,4 +54,20 @@ export function* chunks(bytes: Uint8Array, seed: number, max = 70_000): Generato
     yield bytes.subarray(off, Math.min(bytes.length, off + n));
     off += n;
   }
+}
+
+/** Live (not zombie) qemu-img processes whose command line mentions `needle` (from /proc). */
+export async function qemuImgProcesses(needle: string): Promise<number[]> {
+  const pids: number[] = [];
+  for (const d of await readdir('/proc')) {
+    if (!/^\d+$/.test(d)) continue;
+    try {
+      const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8');
+      const stat = await readFile(`/proc/${d}/stat`, 'utf8');
+      if (cmd.includes('qemu-img') && cmd.includes(needle) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') pids.push(Number(d));
+    } catch {
+      // gone
+    }
+  }
+  return pids;
 }

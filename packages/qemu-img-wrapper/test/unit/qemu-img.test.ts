@@ -1,10 +1,10 @@
 import { execFile } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { readFile, readdir, writeFile, stat, truncate } from 'node:fs/promises';
+import { readFile, writeFile, stat, truncate } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import { QemuImg, QemuImgError, UnsafeImageError } from '@ephemera/qemu-img-wrapper';
-import { tempDir, type TempDir } from './helpers.js';
+import { qemuImgProcesses, tempDir, type TempDir } from './helpers.js';
 
 const pexec = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -24,20 +24,6 @@ async function qemuIo(fmt: string, file: string, cmd: string): Promise<void> {
 }
 async function bytesOf(p: string): Promise<Buffer> {
   return readFile(p);
-}
-/** qemu-img processes whose argv mentions `needle` (from /proc). */
-async function processesMentioning(needle: string): Promise<number[]> {
-  const pids: number[] = [];
-  for (const d of await readdir('/proc')) {
-    if (!/^\d+$/.test(d)) continue;
-    try {
-      const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8');
-      if (cmd.includes('qemu-img') && cmd.includes(needle)) pids.push(Number(d));
-    } catch {
-      // gone
-    }
-  }
-  return pids;
 }
 
 beforeAll(async () => {
@@ -199,7 +185,7 @@ describe('convert', () => {
     expect(seen.length).toBeGreaterThan(0);
     expect(seen).not.toContain(100);
     await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
-    expect(await processesMentioning(out)).toEqual([]);
+    expect(await qemuImgProcesses(out)).toEqual([]);
   });
 
   test('an already-aborted signal runs nothing', async () => {
