@@ -1,3 +1,4 @@
+// NOT run by `npm test` (probabilistic: up to 1200 kills, 55-240 s): copy to zombie.test.ts to run it.
 // A Ceph zombie watch on an instance disk (README known failure 11, Ceph tracker 58120): a client
 // SIGKILLed while its WATCH op on the disk's header commits leaves a watch the Pacific OSD
 // persisted but never tracks in memory, so it never times out and rbd_remove stays EBUSY. The
