@@ -1083,9 +1083,10 @@ export class Driver {
     let failures: string[] = [];
     if (e.op === 'destroy') {
       // Finish the whole destroy, not only what was journaled: a crash before the `domain` intent
-      // (or a disk's) was written must not leave the domain. Reverse order: the domain (by UUID)
-      // goes first, then every disk of the instance in every backend, then the files.
-      const sweep: { step: string; resource: JournalResource }[] = [];
+      // (or a disk's, or even the `files` one) was written must not leave the domain or the
+      // instance's files. Reverse order: the domain (by UUID) goes first, then every disk of the
+      // instance in every backend, then the files.
+      const sweep: { step: string; resource: JournalResource }[] = [{ step: 'sweep', resource: { kind: 'file', path: this.#instanceDir(e.instance) } }];
       const listFailures: string[] = [];
       for (const b of this.backends.all()) {
         try {
