@@ -904,8 +904,9 @@ export class RbdBackend implements ImageBackend {
    * `orphaned` (crash recovery: the snapshotting process died): when neither the image nor the
    * temporary snapshot was there, the process may have died inside the snapshot creation, which
    * can still complete (see {@link PROXIED_SNAP_SETTLE_MS}): the disk is watched for the
-   * temporary snapshot (every 200 ms) for 7 s when another client holds its exclusive lock, 1 s
-   * otherwise, and a snapshot that appears is removed. Nothing is waited for when either was
+   * temporary snapshot (every 200 ms) until 7 s after this call began when another client holds
+   * its exclusive lock, 1 s otherwise (the kill preceded the call), and a snapshot that appears is
+   * removed. Nothing is waited for when either was
    * found (the creation had completed: the image is cloned from it).
    */
   async removeDirectSnapshot(disk: DiskRef, options: RemoveDirectSnapshotOptions): Promise<boolean> {
