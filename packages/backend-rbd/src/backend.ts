@@ -27,6 +27,7 @@ import {
   type CreateFromImageOptions,
   type CreateResult,
   type DirectSnapshotOptions,
+  type RemoveDirectSnapshotOptions,
   type DirectSnapshotResult,
   type DiskFormat,
   type DiskInfo,
@@ -73,6 +74,23 @@ function ceph(binary: string, args: string[]): [string, string[]] {
 
 const NAME = 'rbd';
 const MiB = 1024 * 1024;
+/**
+ * How long, after a killed process's direct snapshot, its temporary snapshot may still appear
+ * when another client holds the disk's exclusive lock (a running QEMU). The killed client's
+ * `rbd_snap_create` was then forwarded to that lock owner as a watch-notify; librbd sends it with
+ * a 5 s notify timeout (`Notifier::NOTIFY_TIMEOUT`, src/librbd/watcher/Notifier.cc): the OSD
+ * delivers it to the owner at once or not at all (no redelivery after the timeout), and the owner
+ * then runs the snapshot creation itself (quiesce its I/O, a snapshot id from a monitor, the
+ * header update: tens of ms). 5 s + 2 s for the owner's work. The killed client's own wait for
+ * the owner's answer (`rbd_request_timed_out_seconds`, 30 s) bounds nothing: it is dead.
+ */
+const PROXIED_SNAP_SETTLE_MS = 7_000;
+/**
+ * The same without another lock owner: the killed client did the work itself, and only OSD and
+ * monitor requests it had already sent can still land (each step is sent after the previous one
+ * answered), within the OSD's queueing time.
+ */
+const LOCAL_SNAP_SETTLE_MS = 1_000;
 
 /** Declared formats imported byte for byte (qemu reads them as raw). */
 const RAW_FORMATS = new Set(['raw', 'iso', 'ami', 'ari', 'aki']);
@@ -878,9 +896,21 @@ export class RbdBackend implements ImageBackend {
    * snapshots (unprotecting them), then the temporary snapshot `ephemera-direct-<imageId>` of the
    * disk (unprotecting it). A dead process's watch on the image (it died while writing it) is
    * evicted (blocklisted 60 s) rather than waited out; other busy states are retried up to
-   * `busyTimeoutMs`. Idempotent: false when nothing was there (the disk may be gone).
+   * `busyTimeoutMs`. The temporary snapshot is also purged when it is in the disk's trash
+   * namespace without children (removed while the clone existed, the clone removed since, and the
+   * process killed before librbd purged it). Idempotent: false when nothing was there (the disk
+   * may be gone).
+   *
+   * `orphaned` (crash recovery: the snapshotting process died): when neither the image nor the
+   * temporary snapshot was there, the process may have died inside the snapshot creation, which
+   * can still complete (see {@link PROXIED_SNAP_SETTLE_MS}): the disk is watched for the
+   * temporary snapshot (every 200 ms) until 7 s after this call began when another client holds
+   * its exclusive lock, 1 s otherwise (the kill preceded the call), and a snapshot that appears is
+   * removed. Nothing is waited for when either was
+   * found (the creation had completed: the image is cloned from it).
    */
-  async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
+  async removeDirectSnapshot(disk: DiskRef, options: RemoveDirectSnapshotOptions): Promise<boolean> {
+    const started = Date.now();
     const { id, ds, imageId, tmpSnap } = this.directSnapshotArgs(disk, options, 'removeDirectSnapshot');
     const retry = { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) };
     let removed = false;
@@ -920,11 +950,19 @@ export class RbdBackend implements ImageBackend {
       await dsIo.close().catch(() => undefined);
     }
     // 2. The temporary snapshot on the disk.
-    const snapGone = await retryWhileBusy(async () => {
+    const dropTmpSnap = () => retryWhileBusy(async () => {
       try {
         return await this.withImage(id, {}, async (img) => {
-          const snap = (await img.listSnapshots()).find((x) => x.name === tmpSnap && x.namespace === 'user');
-          if (!snap) return false;
+          const snaps = await img.listSnapshots();
+          let dropped = false;
+          // The temporary snapshot as a trash snapshot: removed while the clone written from it
+          // existed (clone v2), and the clone removed since, but not purged (a kill in between).
+          for (const t of snaps.filter((x) => x.namespace === 'trash' && x.originalName === tmpSnap)) {
+            const children = await img.snapshotChildren(t.id).catch((e: unknown) => (e instanceof ImageNotFound ? [] : Promise.reject(e)));
+            if (children.length === 0) dropped = (await this.purgeTrashSnapshot(id, img, t)) || dropped;
+          }
+          const snap = snaps.find((x) => x.name === tmpSnap && x.namespace === 'user');
+          if (!snap) return dropped;
           await this.dropSnapshot(id, img, snap.name, snap.protected);
           return true;
         });
@@ -933,7 +971,32 @@ export class RbdBackend implements ImageBackend {
         throw e;
       }
     }, retry);
+    let snapGone = await dropTmpSnap();
+    if (options.orphaned && !removed && !snapGone) {
+      // The process may have died inside the snapshot creation, which may still land.
+      const window = (await this.lockedByOther(id)) ? PROXIED_SNAP_SETTLE_MS : LOCAL_SNAP_SETTLE_MS;
+      while (!snapGone && Date.now() - started < window) {
+        throwIfAborted(options.signal, 'removeDirectSnapshot');
+        await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, window - (Date.now() - started)))));
+        snapGone = await dropTmpSnap();
+      }
+    }
     return removed || snapGone;
+  }
+
+  /** True when some client other than this one holds the disk's exclusive lock (false if none, or gone). */
+  private async lockedByOther(id: string): Promise<boolean> {
+    try {
+      const self = `client.${this.cluster.instanceId()}`;
+      const img = await this.io.open(id, { readOnly: true });
+      try {
+        return (await img.lockers()).lockers.some((l) => l.client !== self);
+      } finally {
+        await img.close().catch(() => undefined);
+      }
+    } catch {
+      return false;
+    }
   }
 
   /** Copies `<id>@<snap>` into a new image `name` of `dest` (aio, zero blocks skipped). */
@@ -1010,14 +1073,18 @@ export class RbdBackend implements ImageBackend {
           }
           let snaps: RbdSnapshot[];
           try {
-            snaps = (await img.listSnapshots()).filter((s) => s.namespace === 'user');
+            // User snapshots, and trash ones (checkNoChildren refused those with children).
+            snaps = (await img.listSnapshots()).filter((s) => s.namespace === 'user' || s.namespace === 'trash');
           } finally {
             await img.close();
           }
           if (snaps.length) {
             const rw = await this.io.open(id);
             try {
-              for (const s of snaps) await this.dropSnapshot(id, rw, s.name, s.protected);
+              for (const s of snaps) {
+                if (s.namespace === 'trash') await this.purgeTrashSnapshot(id, rw, s);
+                else await this.dropSnapshot(id, rw, s.name, s.protected);
+              }
             } finally {
               await rw.close();
             }
@@ -1167,8 +1234,19 @@ export class RbdBackend implements ImageBackend {
     }
     try {
       for (const s of await img.listSnapshots()) {
-        if (s.namespace === 'trash')
-          throw new BusyError(`${id} has clone (format 2) children of a removed snapshot: remove or flatten them first`, { backend: NAME, diskId: id });
+        if (s.namespace === 'trash') {
+          // A removed snapshot kept for its clone v2 children; one left without children (a
+          // process killed before librbd purged it) is purged by remove() instead.
+          const children = await img.snapshotChildren(s.id).catch((e: unknown) => {
+            if (e instanceof ImageNotFound) return []; // purged meanwhile
+            throw e;
+          });
+          if (children.length > 0) {
+            const names = children.map((c) => `${c.pool}/${c.image}`).join(', ');
+            throw new BusyError(`${id} has clone (format 2) children (${names}) of a removed snapshot${s.originalName ? ` (${s.originalName})` : ''}: remove or flatten them first`, { backend: NAME, diskId: id });
+          }
+          continue;
+        }
         if (s.namespace !== 'user') continue; // format 2 children need no protection: check all
         const at = await this.io.open(id, { snapshot: s.name, readOnly: true });
         try {
@@ -1202,6 +1280,22 @@ export class RbdBackend implements ImageBackend {
       await img.removeSnapshot(name);
     } catch (e) {
       if (e instanceof ImageNotFound) return;
+      throw e;
+    }
+  }
+
+  /**
+   * Removes a `trash` snapshot (by id: it has no usable name) that has no clone children left;
+   * false when it was already gone. `BusyError` when it still has children.
+   */
+  private async purgeTrashSnapshot(id: string, img: Image, snap: RbdSnapshot): Promise<boolean> {
+    try {
+      await img.removeSnapshotById(snap.id);
+      return true;
+    } catch (e) {
+      if (e instanceof ImageNotFound) return false; // purged meanwhile (by librbd)
+      if (e instanceof ImageBusy)
+        throw new BusyError(`${id}: the removed snapshot ${snap.originalName ?? snap.name} still has clone (format 2) children`, { backend: NAME, diskId: id, cause: e });
       throw e;
     }
   }

@@ -440,6 +440,8 @@ class NImage : public Napi::ObjectWrap<NImage> {
                            InstanceMethod<&NImage::SnapIsProtected>("snapIsProtected"),
                            InstanceMethod<&NImage::SnapRollback>("snapRollback"),
                            InstanceMethod<&NImage::SnapList>("snapList"),
+                           InstanceMethod<&NImage::SnapChildren>("snapChildren"),
+                           InstanceMethod<&NImage::SnapRemoveById>("snapRemoveById"),
                            InstanceMethod<&NImage::Read>("read"),
                            InstanceMethod<&NImage::Write>("write"),
                            InstanceMethod<&NImage::Discard>("discard"),
@@ -681,12 +683,68 @@ class NImage : public Napi::ObjectWrap<NImage> {
     });
   }
 
+  // snapChildren(snapId): clones of the snapshot with this id (any namespace, e.g. a trash
+  // snapshot, which has no usable name), through a second read-only handle set at that id.
+  Napi::Value SnapChildren(const Napi::CallbackInfo& info) {
+    uint64_t snap_id = ArgU64(info, 0, "snapshot id");
+    struct S {
+      std::vector<rbd_linked_image_spec_t> v;
+      size_t n = 0;
+      ~S() {
+        if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
+      }
+    };
+    auto s = std::make_shared<S>();
+    auto res = res_;
+    return Simple(
+        info, "image.snapChildren",
+        [s, res, snap_id] {
+          char id[128] = {0};
+          int rc = rbd_get_id(res->image, id, sizeof(id));
+          if (rc < 0) return rc;
+          rbd_image_t h = nullptr;
+          rc = rbd_open_by_id_read_only(res->ioctx->io, id, &h, nullptr);
+          if (rc < 0) return rc;
+          rc = rbd_snap_set_by_id(h, snap_id);
+          if (rc >= 0) {
+            size_t max = 32;
+            rc = GrowLoop(max, [&] {
+              s->v.assign(max, rbd_linked_image_spec_t{});
+              size_t m = max;
+              int r = rbd_list_children3(h, s->v.data(), &m);
+              if (r == -ERANGE) max = m > max ? m : max * 2;
+              else if (r >= 0) s->n = m;
+              return r;
+            });
+          }
+          rbd_close(h);
+          return rc < 0 ? rc : 0;
+        },
+        [s](Napi::Env env) -> Napi::Value {
+          Napi::Array a = Napi::Array::New(env, s->n);
+          for (size_t i = 0; i < s->n; ++i) a.Set(i, LinkedSpec(env, s->v[i]));
+          return a;
+        },
+        Napi::Value(), res_->Target() + "@" + std::to_string(snap_id));
+  }
+
+  // snapRemoveById(snapId): rbd_snap_remove_by_id, the only way to remove a snapshot of another
+  // namespace (a trash snapshot left without children); EBUSY while it has children.
+  Napi::Value SnapRemoveById(const Napi::CallbackInfo& info) {
+    uint64_t snap_id = ArgU64(info, 0, "snapshot id");
+    auto res = res_;
+    return Simple(
+        info, "image.snapRemoveById", [res, snap_id] { return rbd_snap_remove_by_id(res->image, snap_id); }, nullptr,
+        Napi::Value(), res_->Target() + "@" + std::to_string(snap_id));
+  }
+
   Napi::Value SnapList(const Napi::CallbackInfo& info) {
     struct Snap {
       uint64_t id, size;
       std::string name;
       bool is_protected;
       int ns;
+      std::string original;
     };
     auto out = std::make_shared<std::vector<Snap>>();
     auto res = res_;
@@ -707,7 +765,11 @@ class NImage : public Napi::ObjectWrap<NImage> {
             rbd_snap_namespace_type_t ns = RBD_SNAP_NAMESPACE_TYPE_USER;
             rbd_snap_get_namespace_type(res->image, v[i].id, &ns);
             if (ns == RBD_SNAP_NAMESPACE_TYPE_USER) rbd_snap_is_protected(res->image, v[i].name, &prot);
-            out->push_back({v[i].id, v[i].size, v[i].name ? v[i].name : "", prot != 0, static_cast<int>(ns)});
+            char original[512] = {0};
+            if (ns == RBD_SNAP_NAMESPACE_TYPE_TRASH &&
+                rbd_snap_get_trash_namespace(res->image, v[i].id, original, sizeof(original)) < 0)
+              original[0] = 0;
+            out->push_back({v[i].id, v[i].size, v[i].name ? v[i].name : "", prot != 0, static_cast<int>(ns), original});
           }
           rbd_snap_list_end(v.data());
           return 0;
@@ -723,6 +785,7 @@ class NImage : public Napi::ObjectWrap<NImage> {
             static const char* names[] = {"user", "group", "trash", "mirror"};
             int ns = (*out)[i].ns;
             o.Set("namespace", Napi::String::New(env, ns >= 0 && ns <= 3 ? names[ns] : "unknown"));
+            if (ns == RBD_SNAP_NAMESPACE_TYPE_TRASH) o.Set("originalName", Napi::String::New(env, (*out)[i].original));
             a.Set(i, o);
           }
           return a;

@@ -616,6 +616,8 @@ export interface SnapshotInfo {
    * children still use (librbd deletes it with the last child); `group`/`mirror` otherwise.
    */
   namespace: SnapNamespace;
+  /** For a `trash` snapshot: the name it had as a user snapshot (its own name is a UUID). */
+  originalName?: string;
 }
 
 /** A client watching the image (it has it open): explains ImageBusy. */
@@ -743,8 +745,27 @@ export class Image implements AsyncDisposable {
     await this.#n.snapRollback(name, progressAdapter(opts.onProgress, 'image.snapRollback'));
   }
 
+  /** Every snapshot of the image, of every namespace (see {@link SnapshotInfo.namespace}). */
   async listSnapshots(): Promise<SnapshotInfo[]> {
     return this.#n.snapList();
+  }
+
+  /**
+   * Clones of the snapshot with this id (from {@link listSnapshots}), in every pool. Works for
+   * snapshots of any namespace, e.g. a `trash` snapshot whose name is not usable with `open`.
+   */
+  async snapshotChildren(snapId: number): Promise<LinkedImage[]> {
+    checkUint('image.snapChildren', this.name, 'snapId', snapId);
+    return this.#n.snapChildren(snapId);
+  }
+
+  /**
+   * Removes the snapshot with this id, of any namespace (`rbd snap rm --snap-id`): the way to
+   * purge a `trash` snapshot left without children. ImageBusy while it has children.
+   */
+  async removeSnapshotById(snapId: number): Promise<void> {
+    checkUint('image.snapRemoveById', this.name, 'snapId', snapId);
+    await this.#n.snapRemoveById(snapId);
   }
 
   /** Reads `length` bytes at `offset` (rbd_aio_read); shorter only at the end of the image. */

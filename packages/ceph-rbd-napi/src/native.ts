@@ -94,7 +94,9 @@ export interface NativeImage {
   snapUnprotect(name: string): Promise<void>;
   snapIsProtected(name: string): Promise<boolean>;
   snapRollback(name: string, onProgress?: NativeProgress): Promise<void>;
-  snapList(): Promise<{ id: number; size: number; name: string; protected: boolean; namespace: SnapNamespace }[]>;
+  snapList(): Promise<{ id: number; size: number; name: string; protected: boolean; namespace: SnapNamespace; originalName?: string }[]>;
+  snapChildren(snapId: number): Promise<NativeLinkedImage[]>;
+  snapRemoveById(snapId: number): Promise<void>;
   read(offset: number, buffer: Uint8Array): Promise<number>;
   write(offset: number, buffer: Uint8Array): Promise<number>;
   discard(offset: number, length: number): Promise<number>;

@@ -41,6 +41,7 @@ export type {
   ProgressEvent,
   ProgressPhase,
   RbdAuth,
+  RemoveDirectSnapshotOptions,
   RemoveOptions,
   SnapshotInfo,
   SourceImage,

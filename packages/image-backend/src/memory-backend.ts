@@ -26,6 +26,7 @@ import type {
   ImageLocation,
   ListFilter,
   OperationOptions,
+  RemoveDirectSnapshotOptions,
   RemoveOptions,
   SnapshotInfo,
   SourceImage,
@@ -281,7 +282,7 @@ export class MemoryBackend implements ImageBackend {
   }
 
   /** Forgets the base image a `directSnapshot` made for `options.imageId` (idempotent). */
-  async removeDirectSnapshot(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean> {
+  async removeDirectSnapshot(disk: DiskRef, options: RemoveDirectSnapshotOptions): Promise<boolean> {
     assertValidDiskRef(disk);
     requireCapability(this, 'directSnapshot', 'directSnapshot');
     return this.bases.delete(options.imageId);

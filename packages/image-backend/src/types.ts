@@ -161,6 +161,18 @@ export interface DirectSnapshotOptions extends OperationOptions {
   readonly imageId: string;
 }
 
+/** Options of `removeDirectSnapshot`. */
+export interface RemoveDirectSnapshotOptions extends DirectSnapshotOptions, RemoveOptions {
+  /**
+   * The process that ran `directSnapshot` died (crash recovery), as opposed to a rollback by a
+   * live caller whose calls have returned. Work that process handed to another party (e.g. a
+   * snapshot request forwarded to the storage client that holds the disk's lock) may still
+   * complete after this call looked: the backend then also waits, for a bounded time it
+   * documents, for such work to land, and removes what it creates.
+   */
+  readonly orphaned?: boolean;
+}
+
 /** Filter of `list`. */
 export interface ListFilter {
   /** Only the disks of this instance. */
@@ -313,7 +325,7 @@ export interface ImageBackend {
    * intent before `directSnapshot` and call this when recovering. Idempotent: `false` when
    * nothing was there; the disk itself may be gone.
    */
-  removeDirectSnapshot?(disk: DiskRef, options: DirectSnapshotOptions & RemoveOptions): Promise<boolean>;
+  removeDirectSnapshot?(disk: DiskRef, options: RemoveDirectSnapshotOptions): Promise<boolean>;
   /**
    * Removes the disk and its snapshots. Idempotent (`false` when it did not exist). Retries
    * while the disk is busy, up to `busyTimeoutMs`, then throws `BusyError`.

@@ -8,6 +8,8 @@
  */
 import { execFile } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
+import { mkdtemp, rm } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { StackInfo } from './stack-info.js';
@@ -122,4 +124,28 @@ export async function startPrivateLibvirtd(dir: string): Promise<PrivateLibvirtd
     },
     stop,
   };
+}
+
+/**
+ * Removes the clone v2 image `clonePool/clone` the way a process killed between librbd's two
+ * removal steps leaves things: the clone is gone and detached from its parent, but the parent's
+ * `trash` snapshot (its removed parent snapshot) is not purged although it has no child left.
+ * Done with the real `rbd rm` as a throwaway cephx user that may write `clonePool` and only read
+ * and call rbd class methods in `parentPool`: librbd then detaches the child (a class method)
+ * but cannot open the parent read-write to purge the snapshot, an error it ignores. The user's
+ * key stays in a 0600 temporary keyring file; the user is deleted afterwards.
+ */
+export async function removeCloneKeepingTrashSnapshot(clonePool: string, clone: string, parentPool: string, options: { stack?: StackInfo } = {}): Promise<void> {
+  const s = options.stack ?? loadStack();
+  const entity = `client.eph-keep-trash-${process.pid}-${Date.now()}`;
+  const dir = await mkdtemp(join(tmpdir(), 'eph-keep-trash-'));
+  const keyring = join(dir, 'keyring');
+  try {
+    await cephCli('admin', ['ceph', 'auth', 'get-or-create', entity, 'mon', 'profile rbd', 'osd', `profile rbd pool=${clonePool}, allow rx pool=${parentPool}`, '-o', keyring], { stack: s });
+    const conf = s.ceph.users.admin.confPath;
+    await exec('rbd', ['--conf', conf, '--name', entity, '--keyring', keyring, 'rm', `${clonePool}/${clone}`], 60_000);
+  } finally {
+    await cephCli('admin', ['ceph', 'auth', 'del', entity], { stack: s }).catch(() => undefined);
+    await rm(dir, { recursive: true, force: true });
+  }
 }

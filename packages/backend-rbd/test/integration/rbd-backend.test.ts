@@ -16,7 +16,7 @@ import {
   type DiskRef,
   type ProgressEvent,
 } from '@ephemera/image-backend';
-import { cephCli } from '@ephemera/testkit';
+import { cephCli, removeCloneKeepingTrashSnapshot } from '@ephemera/testkit';
 import { RbdBackend, parseRbdUrl } from '../../src/index.js';
 import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, rbdLs, readDisk, stack } from '../support/stack.js';
 
@@ -461,6 +461,124 @@ describe('snapshots, direct snapshot, removal', () => {
     setTimeout(() => void watcher.close(), 500);
     expect(await backend.remove(d, { busyTimeoutMs: 20_000 })).toBe(true);
     await vms.close();
+  });
+
+  /**
+   * Snapshot `snap` of disk `d`, a clone v2 `images/<clone>` of it, the snapshot removed (it moves
+   * to the disk's trash namespace while the clone exists): the state a direct snapshot passes
+   * through.
+   */
+  async function trashSnapshotWithClone(d: DiskRef, snap: string, clone: string): Promise<void> {
+    const cluster = await adminCluster();
+    const vms = await cluster.openIoCtx('vms');
+    const images = await cluster.openIoCtx('images');
+    try {
+      const img = await vms.open(diskId(d));
+      try {
+        await img.createSnapshot(snap);
+        await images.clone({ parent: { ioctx: vms, image: diskId(d), snap }, dest: { name: clone }, cloneFormat: 2 });
+        await img.removeSnapshot(snap);
+        expect((await img.listSnapshots()).map((s) => [s.namespace, s.originalName])).toEqual([['trash', snap]]);
+      } finally {
+        await img.close();
+      }
+    } finally {
+      await images.close();
+      await vms.close();
+    }
+  }
+
+  async function allSnapshots(d: DiskRef): Promise<string[]> {
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    try {
+      const img = await vms.open(diskId(d), { readOnly: true });
+      try {
+        return (await img.listSnapshots()).map((s) => `${s.namespace}:${s.originalName ?? s.name}`);
+      } finally {
+        await img.close();
+      }
+    } finally {
+      await vms.close();
+    }
+  }
+
+  it('removes a disk whose trash snapshot has no children left (a kill before librbd purged it); refuses while it has', async () => {
+    const d = newDisk();
+    await backend.createBlank(d, 8 * MiB);
+    const clone = `t-trash-${randomUUID()}`;
+    await trashSnapshotWithClone(d, 's', clone);
+    // With its clone v2 child: refused at once, naming the child.
+    const t0 = performance.now();
+    const err = await expectImageBackendError(backend.remove(d, { busyTimeoutMs: 20_000 }), 'BUSY');
+    expect(performance.now() - t0).toBeLessThan(5_000);
+    expect(err.message).toContain(`images/${clone}`);
+    // The clone removed, the trash snapshot not purged: remove() purges it and removes the disk.
+    await removeCloneKeepingTrashSnapshot('images', clone, 'vms');
+    expect(await allSnapshots(d)).toEqual(['trash:s']);
+    expect(await backend.remove(d)).toBe(true);
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+  });
+
+  it('removeDirectSnapshot purges the temporary snapshot left in the trash namespace without children', async () => {
+    const a = stack().ceph.users.admin;
+    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
+    extraBackends.push(b);
+    const d = newDisk();
+    await b.createBlank(d, 8 * MiB);
+    const imageId = randomUUID();
+    // A direct snapshot killed after dropping its temporary snapshot (moved to the trash: the
+    // clone existed) and after its rollback removed the clone, before librbd purged the snapshot.
+    await trashSnapshotWithClone(d, `ephemera-direct-${imageId}`, imageId);
+    await removeCloneKeepingTrashSnapshot('images', imageId, 'vms');
+    expect(await allSnapshots(d)).toEqual([`trash:ephemera-direct-${imageId}`]);
+    expect(await b.removeDirectSnapshot(d, { imageId })).toBe(true);
+    expect(await allSnapshots(d)).toEqual([]);
+    expect(await b.removeDirectSnapshot(d, { imageId })).toBe(false);
+  });
+
+  it('orphaned removeDirectSnapshot waits, bounded, for a temporary snapshot still being created by the lock owner', async () => {
+    const a = stack().ceph.users.admin;
+    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
+    extraBackends.push(b);
+    const d = newDisk();
+    await b.createBlank(d, 8 * MiB);
+    const imageId = randomUUID();
+    const tmpSnap = `ephemera-direct-${imageId}`;
+    // Another client holds the disk's exclusive lock (as a running QEMU does after a write): a
+    // killed driver's snapshot creation was forwarded to it, and it completes it 1.5 s later.
+    const vms = await (await adminCluster()).openIoCtx('vms');
+    const owner = await vms.open(diskId(d));
+    try {
+      await owner.write(0, Buffer.alloc(4096, 1));
+      const probe = await vms.open(diskId(d), { readOnly: true }); // a fresh handle reads the lock state
+      expect((await probe.lockers()).lockers).toHaveLength(1);
+      await probe.close();
+      let t0 = performance.now();
+      const late = new Promise<void>((r) => setTimeout(r, 1_500)).then(() => owner.createSnapshot(tmpSnap));
+      expect(await b.removeDirectSnapshot(d, { imageId, orphaned: true })).toBe(true);
+      await late;
+      const took = performance.now() - t0;
+      expect(took).toBeGreaterThanOrEqual(1_400);
+      expect(took).toBeLessThan(7_000);
+      expect(await allSnapshots(d)).toEqual([]);
+      // Nothing in flight, the lock held by another client: the whole bound (7 s), no more.
+      t0 = performance.now();
+      expect(await b.removeDirectSnapshot(d, { imageId, orphaned: true })).toBe(false);
+      expect(performance.now() - t0).toBeGreaterThanOrEqual(6_900);
+      expect(performance.now() - t0).toBeLessThan(10_000);
+    } finally {
+      await owner.close();
+      await vms.close();
+    }
+    // No lock owner: only the killed client's own requests could still land (1 s).
+    let t1 = performance.now();
+    expect(await b.removeDirectSnapshot(d, { imageId, orphaned: true })).toBe(false);
+    expect(performance.now() - t1).toBeGreaterThanOrEqual(900);
+    expect(performance.now() - t1).toBeLessThan(3_000);
+    // Not orphaned (a live caller's rollback): no wait.
+    t1 = performance.now();
+    expect(await b.removeDirectSnapshot(d, { imageId })).toBe(false);
+    expect(performance.now() - t1).toBeLessThan(900);
   });
 
   it('removes a half-removed disk (directory entry without header, as a kill inside rbd_remove leaves it)', async () => {

@@ -2,7 +2,7 @@
 // known failure 9): the journal names the files and the disk only, yet the domain (by UUID) goes
 // too, and so does a disk of the instance the journal does not name. Real libvirtd and Ceph.
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdir, mkdtemp, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -62,5 +62,20 @@ describe('reconcile of a destroy killed before its domain intent', () => {
     expect(await conn.lookupByUUID(uuid).then(() => true, () => false)).toBe(false);
     expect(await rbd.list({ instance: uuid })).toEqual([]);
     expect((await journal.entries()).filter((e) => e.instance === uuid)).toEqual([]);
+  });
+
+  it('removes the instance files of a destroy killed right after it began (no intent yet)', async () => {
+    const id = randomUUID();
+    const files = join(driver.config.instancesPath, id);
+    await mkdir(files, { recursive: true });
+    await writeFile(join(files, 'instance.json'), '{}');
+    const journal = new Journal(driver.config.stateDir);
+    const op = await journal.begin('destroy', id, { domainName: driver.domainName(id) });
+    await op.abandon(); // SIGKILL right after the begin record (seed 262779950, kill 30)
+
+    const actions = (await driver.reconcile()).filter((a) => a.instance === id);
+    expect(actions.map((a) => a.action)).toEqual(['completed']);
+    expect(await stat(files).then(() => true, () => false)).toBe(false);
+    expect((await journal.entries()).filter((e) => e.instance === id)).toEqual([]);
   });
 });
