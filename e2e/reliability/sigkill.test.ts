@@ -1,5 +1,3 @@
-// NOT run by `npm test` yet (README.md: green for every seed tried since known failure 12 was fixed,
-// but few runs so far): copy to sigkill.test.ts to run it; rename it once it has a longer record.
 // The driver is SIGKILLed at 30 random points across spawn, snapshot and destroy (issue 11). The
 // driver runs in a child process built from dist (fixtures/kill-child.mjs); the kill points are
 // drawn from a seeded PRNG (the seed is printed; EPHEMERA_REL_SEED replays one). Snapshots
