@@ -107,10 +107,14 @@ export function checkUuid(value: unknown, field: string): string {
   return checkPattern(value, field, UUID_RE, 'a UUID');
 }
 
-/** Checks an absolute path (escaped on output; control characters refused). */
+/**
+ * Checks an absolute file path (escaped on output; control characters refused). A bare `/`
+ * names the root directory, never a file, and libvirt's schema (`absFilePath`) refuses it.
+ */
 export function checkAbsPath(value: unknown, field: string): string {
   const s = checkString(value, field);
   if (!s.startsWith('/')) throw new LibvirtXmlError('INVALID_VALUE', field, 'must be an absolute path');
+  if (s === '/') throw new LibvirtXmlError('INVALID_VALUE', field, 'must be an absolute path to a file, not "/"');
   return s;
 }
 
