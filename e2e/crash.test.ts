@@ -5,6 +5,9 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import type { ReconcileAction } from '@ephemera/driver';
+import { connect, type LifecycleEvent } from '@ephemera/libvirt-napi';
+import { clearInstanceZombies } from './reliability/zombie.js';
 import { deleteImage, newUuid, rbdLs, testDriver, uploadGuest, virshDomains, virshSecrets, type TestDriver } from './support.js';
 
 const exec = promisify(execFile);
@@ -67,6 +70,22 @@ async function killDuring(uuid: string, imageId: string, step: string, also?: ()
   }
 }
 
+/**
+ * reconcile() for one instance. A disk that stays busy because of a Ceph zombie watch (the OSD's
+ * bug, e2e/reliability/README.md known failure 11: QEMU destroyed while it was opening a disk can
+ * leave one) is not the driver's fault: it is cleared as an operator would, and reconcile runs
+ * again; the action returned then lists what both runs removed. Any other failure is returned.
+ */
+async function reconcileInstance(uuid: string): Promise<ReconcileAction[]> {
+  const first = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
+  if (!first.some((a) => a.action === 'failed')) return first;
+  const met = await clearInstanceZombies(t.stack, uuid);
+  if (!met.length) return first;
+  for (const m of met) console.log(`Ceph zombie watch on ${m.image} (${m.watchers}): ${m.action}, cleared in ${m.ms} ms`);
+  const second = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
+  return second.map((a) => ({ ...a, removed: [...first.flatMap((f) => f.removed), ...a.removed] }));
+}
+
 async function nothingLeft(uuid: string): Promise<void> {
   expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid))).toEqual([]);
   expect((await virshDomains(t.stack)).filter((d) => d.includes(uuid))).toEqual([]);
@@ -85,22 +104,42 @@ describe('driver killed mid-spawn', () => {
     expect(journal).not.toContain('"t":"done","step":"root-disk"');
     const pending = (await t.driver.journal.entries()).filter((e) => e.instance === uuid);
     expect(pending).toHaveLength(1);
-    const actions = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
+    const actions = await reconcileInstance(uuid);
     expect(actions).toEqual([expect.objectContaining({ op: 'spawn', action: 'rolled-back' })]);
     console.log(`reconcile after a kill during the import removed: ${actions[0]!.removed.join(', ')}`);
     expect(actions[0]!.removed).toContain('disk rbd:disk');
     await nothingLeft(uuid);
   });
 
-  it('while the domain starts: reconcile destroys and undefines it and removes every disk', async () => {
+  it('while the domain starts: reconcile waits for the start, then destroys and undefines it and removes every disk', async () => {
     const uuid = newUuid();
-    await killDuring(uuid, rawImage!, 'start');
-    expect((await virshDomains(t.stack)).filter((d) => d.includes(uuid))).toHaveLength(1);
-    expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid)).sort()).toEqual([`${uuid}_disk`, `${uuid}_disk.swap`]);
-    const actions = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
-    expect(actions).toEqual([expect.objectContaining({ op: 'spawn', action: 'rolled-back' })]);
-    expect(actions[0]!.removed).toEqual(expect.arrayContaining([`domain ${t.driver.domainName(uuid)}`, 'disk rbd:disk', 'disk rbd:disk.swap']));
-    await nothingLeft(uuid);
+    const conn = await connect(t.stack.libvirt.uri);
+    const events: string[] = [];
+    conn.on('lifecycle', (e: LifecycleEvent) => {
+      if (e.domain.uuid === uuid) events.push(`${e.event}/${e.detail}`);
+    });
+    try {
+      // Kill while libvirt is starting the domain (QEMU opening its disks), or once it runs when
+      // the poll missed that window.
+      let killedIn = '';
+      await killDuring(uuid, rawImage!, 'start', async () => {
+        const st = await (await conn.lookupByUUID(uuid)).state().catch(() => undefined);
+        killedIn = st ? `${st.state}/${st.reason}` : '';
+        return killedIn === 'paused/starting_up' || killedIn === 'running/booted';
+      });
+      expect((await virshDomains(t.stack)).filter((d) => d.includes(uuid))).toHaveLength(1);
+      expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid)).sort()).toEqual([`${uuid}_disk`, `${uuid}_disk.swap`]);
+      const actions = await reconcileInstance(uuid);
+      expect(actions).toEqual([expect.objectContaining({ op: 'spawn', action: 'rolled-back' })]);
+      expect(actions[0]!.removed).toEqual(expect.arrayContaining([`domain ${t.driver.domainName(uuid)}`, 'disk rbd:disk', 'disk rbd:disk.swap']));
+      await nothingLeft(uuid);
+      console.log(`killed with the domain ${killedIn}; libvirt events: ${events.join(', ')}`);
+      // Reconcile let libvirt finish the dead driver's start before destroying the domain (a QEMU
+      // killed while it opens an RBD disk can leave a Ceph zombie watch): started, then destroyed.
+      expect(events.filter((e) => e.startsWith('started/') || e.startsWith('stopped/'))).toEqual(['started/booted', 'stopped/destroyed']);
+    } finally {
+      await conn.close();
+    }
   });
 
   it('gc finds a disk with no domain and removes it', async () => {

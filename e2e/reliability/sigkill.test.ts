@@ -36,7 +36,7 @@ import {
   waitUntil,
   type TestDriver,
 } from './support.js';
-import { clearZombieWatchers, zombieWatchers, type RbdWatcher } from './zombie.js';
+import { clearInstanceZombies } from './zombie.js';
 
 const exec = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -196,27 +196,14 @@ afterAll(async () => {
   await t?.close();
 }, 300_000);
 
-/**
- * Looks for zombie watches (listed by `rbd status`, absent from the OSD's `dump_watchers`) on the
- * instance's RBD images and its snapshot images, clears each with the operator remedy and records
- * it. Resolves true when one was met.
- */
+/** Clears the instance's Ceph zombie watches (zombie.ts) and records each; true when one was met. */
 async function clearZombies(uuid: string, snapIds: string[], label: string): Promise<boolean> {
-  const { vms, images } = t.stack.ceph.pools;
-  const candidates = [
-    ...(await rbdLs(t.stack, vms)).filter((n) => n.startsWith(uuid)).map((n) => [vms, n] as const),
-    ...(await rbdLs(t.stack, images)).filter((n) => snapIds.includes(n)).map((n) => [images, n] as const),
-  ];
-  let met = false;
-  for (const [pool, image] of candidates) {
-    const z: RbdWatcher[] = await zombieWatchers(t.stack, pool, image);
-    if (!z.length) continue;
-    met = true;
-    const r = await clearZombieWatchers(t.stack, pool, image, z);
-    zombies.push({ label, image: `${pool}/${image}`, watchers: z.map((w) => `client.${w.client} ${w.address}`).join(', '), action: r.action, ms: r.ms });
-    console.log(`${label}: Ceph zombie watch on ${pool}/${image} (${z.map((w) => `client.${w.client}`).join(', ')}): ${r.action}, cleared in ${r.ms} ms`);
+  const met = await clearInstanceZombies(t.stack, uuid, snapIds);
+  for (const m of met) {
+    zombies.push({ label, ...m });
+    console.log(`${label}: Ceph zombie watch on ${m.image} (${m.watchers}): ${m.action}, cleared in ${m.ms} ms`);
   }
-  return met;
+  return met.length > 0;
 }
 
 /** Violations found after the kills (asserted empty at the end, so one run shows every kind). */

@@ -104,3 +104,39 @@ export async function clearZombieWatchers(stack: StackInfo, pool: string, image:
   for (const z of zombies) await run('ceph', [...admin(stack), 'osd', 'blocklist', 'rm', z.address]).catch(() => undefined);
   return { pgid: map.pgid, action, ms: Math.round(performance.now() - t0) };
 }
+
+/** A zombie watch met and cleared on one image by {@link clearInstanceZombies}. */
+export interface ZombieMet {
+  /** `pool/image`. */
+  image: string;
+  /** The zombies, as `client.N address`. */
+  watchers: string;
+  action: string;
+  ms: number;
+}
+
+async function rbdLs(stack: StackInfo, pool: string): Promise<string[]> {
+  return JSON.parse(await run('rbd', [...admin(stack), 'ls', '--format', 'json', pool])) as string[];
+}
+
+/**
+ * Looks for zombie watches (listed by `rbd status`, absent from the OSD's `dump_watchers`) on an
+ * instance's RBD images (`<uuid>*` in the vms pool) and on the named images of the images pool
+ * (direct-snapshot images), and clears each with the operator remedy. Returns what it met: []
+ * when none, so a disk busy for any other reason still fails the caller's assertions.
+ */
+export async function clearInstanceZombies(stack: StackInfo, uuid: string, imagesPoolNames: readonly string[] = []): Promise<ZombieMet[]> {
+  const { vms, images } = stack.ceph.pools;
+  const candidates = [
+    ...(await rbdLs(stack, vms)).filter((n) => n.startsWith(uuid)).map((n) => [vms, n] as const),
+    ...(imagesPoolNames.length ? (await rbdLs(stack, images)).filter((n) => imagesPoolNames.includes(n)).map((n) => [images, n] as const) : []),
+  ];
+  const met: ZombieMet[] = [];
+  for (const [pool, image] of candidates) {
+    const z = await zombieWatchers(stack, pool, image);
+    if (!z.length) continue;
+    const r = await clearZombieWatchers(stack, pool, image, z);
+    met.push({ image: `${pool}/${image}`, watchers: z.map((w) => `client.${w.client} ${w.address}`).join(', '), action: r.action, ms: r.ms });
+  }
+  return met;
+}

@@ -712,11 +712,35 @@ export class Driver {
     return failures;
   }
 
+  /**
+   * Waits, up to `timeouts.startMs`, while libvirt is still starting `dom` (paused, `starting_up`:
+   * a dead driver's `virDomainCreate` goes on in libvirtd). QEMU opens its disks then, and a QEMU
+   * killed in the middle of opening an RBD image can leave a Ceph zombie watch (tracker 58120)
+   * that keeps the disk busy until an operator clears it. Only for `orphaned` rollbacks: the
+   * driver's own rollback destroys a domain whose start it gave up on on purpose.
+   */
+  async #settleStart(dom: Domain, instance: string, orphaned: boolean): Promise<void> {
+    if (!orphaned) return;
+    const t0 = Date.now();
+    const deadline = t0 + this.config.timeouts.startMs;
+    for (;;) {
+      const st = await dom.state().catch(() => undefined);
+      if (st?.state !== 'paused' || st.reason !== 'starting_up') break;
+      if (Date.now() >= deadline) {
+        this.#log.warn({ instance, waitedMs: Date.now() - t0 }, 'domain still starting after timeouts.startMs; destroying it anyway');
+        return;
+      }
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    if (Date.now() - t0 >= 50) this.#log.info({ instance, waitedMs: Date.now() - t0 }, 'waited for libvirt to finish starting the domain before destroying it');
+  }
+
   async #undo(instance: string, r: JournalResource, orphaned = false): Promise<string | undefined> {
     switch (r.kind) {
       case 'domain': {
         const dom = await this.#domain(r.uuid);
         if (!dom) return undefined;
+        await this.#settleStart(dom, instance, orphaned);
         if (await dom.isActive()) {
           await dom.destroy().catch((err) => {
             if (!isLibvirtError(err, 'VIR_ERR_OPERATION_INVALID')) throw err;
