@@ -19,6 +19,15 @@
 
 namespace ephemera_rbd {
 
+// A list of linked image specs filled by librbd (children), freed with it.
+struct LinkedSpecList {
+  std::vector<rbd_linked_image_spec_t> v;
+  size_t n = 0;
+  ~LinkedSpecList() {
+    if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
+  }
+};
+
 class NCluster;
 class NIoCtx;
 class NImage;
@@ -615,14 +624,7 @@ class NImage : public Napi::ObjectWrap<NImage> {
   }
 
   Napi::Value Children(const Napi::CallbackInfo& info) {
-    struct S {
-      std::vector<rbd_linked_image_spec_t> v;
-      size_t n = 0;
-      ~S() {
-        if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
-      }
-    };
-    auto s = std::make_shared<S>();
+    auto s = std::make_shared<LinkedSpecList>();
     auto res = res_;
     return Simple(
         info, "image.children",
@@ -687,14 +689,7 @@ class NImage : public Napi::ObjectWrap<NImage> {
   // snapshot, which has no usable name), through a second read-only handle set at that id.
   Napi::Value SnapChildren(const Napi::CallbackInfo& info) {
     uint64_t snap_id = ArgU64(info, 0, "snapshot id");
-    struct S {
-      std::vector<rbd_linked_image_spec_t> v;
-      size_t n = 0;
-      ~S() {
-        if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
-      }
-    };
-    auto s = std::make_shared<S>();
+    auto s = std::make_shared<LinkedSpecList>();
     auto res = res_;
     return Simple(
         info, "image.snapChildren",

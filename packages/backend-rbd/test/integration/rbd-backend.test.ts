@@ -29,6 +29,14 @@ const made: DiskRef[] = [];
 const extraBackends: RbdBackend[] = [];
 const imagesPoolLeftovers: string[] = [];
 
+/** A backend whose direct snapshots write the images pool as client.admin (closed after the file). */
+async function adminDirectSnapshotBackend(): Promise<RbdBackend> {
+  const a = stack().ceph.users.admin;
+  const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
+  extraBackends.push(b);
+  return b;
+}
+
 let admin: RbdBackend | undefined;
 /** The backend as client.admin (write caps on images: QEMU may open Glance's snapshots). */
 async function adminBackend(): Promise<RbdBackend> {
@@ -389,9 +397,7 @@ describe('snapshots, direct snapshot, removal', () => {
   });
 
   it('direct-snapshots by clone + flatten when the images-pool client can read the disk pool (admin)', async () => {
-    const a = stack().ceph.users.admin;
-    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
-    extraBackends.push(b);
+    const b = await adminDirectSnapshotBackend();
     const bytes = patternBytes(2 * MiB, 82);
     const d = newDisk();
     await b.createFromImage(d, sourceImageFromBytes(bytes));
@@ -520,9 +526,7 @@ describe('snapshots, direct snapshot, removal', () => {
   });
 
   it('removeDirectSnapshot purges the temporary snapshot left in the trash namespace without children', async () => {
-    const a = stack().ceph.users.admin;
-    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
-    extraBackends.push(b);
+    const b = await adminDirectSnapshotBackend();
     const d = newDisk();
     await b.createBlank(d, 8 * MiB);
     const imageId = randomUUID();
@@ -537,9 +541,7 @@ describe('snapshots, direct snapshot, removal', () => {
   });
 
   it('orphaned removeDirectSnapshot waits, bounded, for a temporary snapshot still being created by the lock owner', async () => {
-    const a = stack().ceph.users.admin;
-    const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
-    extraBackends.push(b);
+    const b = await adminDirectSnapshotBackend();
     const d = newDisk();
     await b.createBlank(d, 8 * MiB);
     const imageId = randomUUID();

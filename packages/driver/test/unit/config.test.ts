@@ -1,7 +1,7 @@
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { CONFIG_SCHEMA, ConfigError, configReference, fromStack, isDriverError, loadConfig, redactConfig } from '@ephemera/driver';
 
 const stack = {
@@ -60,6 +60,7 @@ describe('loadConfig', () => {
 
   it('layers stack < file < env < overrides and records where each value came from', () => {
     const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'c.json');
     writeFileSync(file, JSON.stringify({ images: { type: 'lvm', lvm: { volumeGroup: 'vg0' } }, timeouts: { startMs: 5000 } }));
     const { config, sources } = loadConfig({
