@@ -1,8 +1,8 @@
 // Keyring parsing of the ceph secret helpers (no libvirt needed).
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { keyringPath, readCephKey } from '@ephemera/driver';
 
 const KEY = 'AQBzQ2NnAAAAABAAq0pDd3+Ee0cX5pGg2mRz0w==';
@@ -13,6 +13,7 @@ beforeAll(async () => {
   writeFileSync(join(dir, 'k.keyring'), `[client.nova]\n\tkey = ${KEY}\n\tcaps mon = "profile rbd"\n`);
   writeFileSync(join(dir, 'ceph.conf'), `[global]\nmon_host = 127.0.0.1\n[client]\nkeyring = ${join(dir, 'k.keyring')}\n`);
 });
+afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
 describe('ceph secret', () => {
   it('reads the key from the keyring file; errors never show it', async () => {

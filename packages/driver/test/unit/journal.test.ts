@@ -1,12 +1,19 @@
-import { mkdtempSync, readFileSync, appendFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, onTestFinished } from 'vitest';
 import { Journal, KeyedMutex, parseJournal, processAlive } from '@ephemera/driver';
+
+/** A temp dir removed when the current test finishes. */
+function tempDir(): string {
+  const dir = mkdtempSync(join(tmpdir(), 'eph-j-'));
+  onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+  return dir;
+}
 
 describe('Journal', () => {
   it('writes begin/intent/done durably and deletes committed operations', async () => {
-    const j = new Journal(mkdtempSync(join(tmpdir(), 'eph-j-')));
+    const j = new Journal(tempDir());
     const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e', { backend: 'rbd' });
     await op.intent('root-disk', { kind: 'disk', backend: 'rbd', name: 'disk' });
     const lines = readFileSync(op.path, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
@@ -21,7 +28,7 @@ describe('Journal', () => {
   });
 
   it('keeps a failed rollback for reconcile; tolerates a torn last line', async () => {
-    const j = new Journal(mkdtempSync(join(tmpdir(), 'eph-j-')));
+    const j = new Journal(tempDir());
     const op = await j.begin('destroy', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e');
     await op.intent('domain', { kind: 'domain', uuid: 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e', name: 'x' });
     await op.end('rollback-failed', 'busy');
@@ -67,7 +74,7 @@ describe('KeyedMutex', () => {
 
 describe('Journal end states', () => {
   it('an operation whose end was written but whose file survived a crash still parses as ended', async () => {
-    const j = new Journal(mkdtempSync(join(tmpdir(), 'eph-j-')));
+    const j = new Journal(tempDir());
     const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e');
     const path = op.path;
     const text = readFileSync(path, 'utf8');
