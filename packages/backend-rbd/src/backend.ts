@@ -20,6 +20,7 @@ import {
   parseDiskId,
   readImage,
   retryWhileBusy,
+  sleep,
   throwIfAborted,
   type BackendCapabilities,
   type Capacity,
@@ -66,11 +67,6 @@ import { QemuConvertError, httpSource, rbdTargetUri, runConvert } from './qemu.j
 import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
 import { withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
 
-/** `[file, args]` of a ceph CLI call that dies with this process (setpriv --pdeathsig). */
-function ceph(binary: string, args: string[]): [string, string[]] {
-  const [file, ...rest] = withParentDeathSignal([binary, ...args]);
-  return [file!, rest];
-}
 
 const NAME = 'rbd';
 const MiB = 1024 * 1024;
@@ -388,11 +384,8 @@ export class RbdBackend implements ImageBackend {
     const configured = this.options.cloneFormat ?? 'auto';
     if (configured !== 'auto') return Promise.resolve({ format: configured, why: 'configured' });
     this.cloneFormatPromise ??= new Promise((resolve) => {
-      const args = ['--conf', this.options.confPath, '--id', this.clientId];
-      if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
-      args.push('--connect-timeout', String(Math.max(1, Math.ceil((this.options.connectTimeoutMs ?? 10_000) / 1000))));
-      args.push('osd', 'get-require-min-compat-client');
-      execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => {
+      const connectTimeout = String(Math.max(1, Math.ceil((this.options.connectTimeoutMs ?? 10_000) / 1000)));
+      this.cephCli(['--connect-timeout', connectTimeout, 'osd', 'get-require-min-compat-client'], (err, stdout) => {
         const value = String(stdout ?? '').trim();
         if (err || !value) {
           // Unknown: decided per clone (format 1 if the snapshot is protected, else 2).
@@ -717,13 +710,18 @@ export class RbdBackend implements ImageBackend {
       return;
     }
     for (const addr of addresses) {
-      const args = ['--conf', this.options.confPath, '--id', this.clientId];
-      if (this.options.keyringPath) args.push('--keyring', this.options.keyringPath);
-      args.push('osd', 'blocklist', 'add', addr, '60');
-      await new Promise<void>((resolve) => {
-        execFile(...ceph(this.options.cephBinary ?? 'ceph', args), { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, () => resolve());
-      });
+      await new Promise<void>((resolve) => this.cephCli(['osd', 'blocklist', 'add', addr, '60'], () => resolve()));
     }
+  }
+
+  /**
+   * Runs the ceph CLI as this backend's client (`--conf`, `--id`, `--keyring` then `args`; argv,
+   * 30 s timeout, C locale) under `setpriv --pdeathsig KILL`, so that it dies with this process.
+   */
+  private cephCli(args: string[], callback: (err: Error | null, stdout: string) => void): void {
+    const auth = ['--conf', this.options.confPath, '--id', this.clientId, ...(this.options.keyringPath ? ['--keyring', this.options.keyringPath] : [])];
+    const [file, ...argv] = withParentDeathSignal([this.options.cephBinary ?? 'ceph', ...auth, ...args]);
+    execFile(file!, argv, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => callback(err, String(stdout ?? '')));
   }
 
   // -------------------------------------------------------------------------------------------
@@ -974,28 +972,27 @@ export class RbdBackend implements ImageBackend {
     let snapGone = await dropTmpSnap();
     if (options.orphaned && !removed && !snapGone) {
       // The process may have died inside the snapshot creation, which may still land.
-      const window = (await this.lockedByOther(id)) ? PROXIED_SNAP_SETTLE_MS : LOCAL_SNAP_SETTLE_MS;
+      const window = (await this.lockHolders(id)).others ? PROXIED_SNAP_SETTLE_MS : LOCAL_SNAP_SETTLE_MS;
       while (!snapGone && Date.now() - started < window) {
         throwIfAborted(options.signal, 'removeDirectSnapshot');
-        await new Promise((r) => setTimeout(r, Math.min(200, Math.max(0, window - (Date.now() - started)))));
+        await sleep(Math.min(200, Math.max(0, window - (Date.now() - started))), options.signal);
         snapGone = await dropTmpSnap();
       }
     }
     return removed || snapGone;
   }
 
-  /** True when some client other than this one holds the disk's exclusive lock (false if none, or gone). */
-  private async lockedByOther(id: string): Promise<boolean> {
+  /**
+   * Who holds the disk's exclusive lock: this client (`mine`, `client.<instanceId>`) and/or
+   * others. Both false when it is unlocked, or the disk cannot be read (gone).
+   */
+  private async lockHolders(id: string): Promise<{ mine: boolean; others: boolean }> {
     try {
       const self = `client.${this.cluster.instanceId()}`;
-      const img = await this.io.open(id, { readOnly: true });
-      try {
-        return (await img.lockers()).lockers.some((l) => l.client !== self);
-      } finally {
-        await img.close().catch(() => undefined);
-      }
+      const { lockers } = await this.withImage(id, { readOnly: true }, (img) => img.lockers());
+      return { mine: lockers.some((l) => l.client === self), others: lockers.some((l) => l.client !== self) };
     } catch {
-      return false;
+      return { mine: false, others: false };
     }
   }
 
@@ -1093,8 +1090,10 @@ export class RbdBackend implements ImageBackend {
             await this.io.remove(id);
           } catch (e) {
             // An exclusive lock this very client left behind (an image closed while the OSDs were
-            // unreachable) cannot be broken by this client: librbd refuses to blocklist itself.
-            if (!(e instanceof ImageBusy) || !(await this.holdsStaleLock(id))) throw e;
+            // unreachable: the lock release timed out) cannot be broken by this client: librbd
+            // refuses to blocklist itself. No handle of this backend still holds it: a live one
+            // keeps a watch, which librbd checks before breaking the lock (removeOwnStaleLock).
+            if (!(e instanceof ImageBusy) || !(await this.lockHolders(id)).mine) throw e;
             await this.removeOwnStaleLock(id);
           }
           return true;
@@ -1118,12 +1117,7 @@ export class RbdBackend implements ImageBackend {
   private async busyWithWatchers(e: BusyError, id: string): Promise<BusyError> {
     let watchers: { address: string; id: number }[];
     try {
-      const img = await this.io.open(id, { readOnly: true });
-      try {
-        watchers = await img.watchers();
-      } finally {
-        await img.close().catch(() => undefined);
-      }
+      watchers = await this.withImage(id, { readOnly: true }, (img) => img.watchers());
     } catch {
       return e;
     }
@@ -1162,27 +1156,6 @@ export class RbdBackend implements ImageBackend {
         `the Ceph monitor is unreachable (${mons} did not answer within ${this.options.connectTimeoutMs ?? 10_000} ms)${id ? `: nothing was created for ${id}` : ''}`,
         { backend: NAME, ...(id ? { diskId: id } : {}), cause: e },
       );
-    }
-  }
-
-  /**
-   * True when the exclusive lock of `id` is held by THIS client (`client.<instanceId>`), i.e. by a
-   * handle that was closed while the cluster could not be told (the lock release timed out). No
-   * handle of this backend still holds it: a live one keeps a watch, which {@link removeOwnStaleLock}
-   * checks before breaking anything.
-   */
-  private async holdsStaleLock(id: string): Promise<boolean> {
-    let self: string;
-    try {
-      self = `client.${this.cluster.instanceId()}`;
-      const img = await this.io.open(id, { readOnly: true });
-      try {
-        return (await img.lockers()).lockers.some((l) => l.client === self);
-      } finally {
-        await img.close().catch(() => undefined);
-      }
-    } catch {
-      return false;
     }
   }
 

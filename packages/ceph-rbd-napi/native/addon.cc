@@ -19,15 +19,6 @@
 
 namespace ephemera_rbd {
 
-// A list of linked image specs filled by librbd (children), freed with it.
-struct LinkedSpecList {
-  std::vector<rbd_linked_image_spec_t> v;
-  size_t n = 0;
-  ~LinkedSpecList() {
-    if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
-  }
-};
-
 class NCluster;
 class NIoCtx;
 class NImage;
@@ -419,6 +410,29 @@ static int GrowLoop(size_t& max, F fn) {
 // ---------------------------------------------------------------------------------------------
 // JS wrappers. Each holds a shared_ptr to its Res; GC drops it (the native handle is then
 // released on the pool once nothing else, e.g. an open child or an in-flight op, uses it).
+// The clones of an image (or of the snapshot its handle is set to), filled by librbd
+// (rbd_list_children3) and freed with it.
+struct LinkedSpecList {
+  std::vector<rbd_linked_image_spec_t> v;
+  size_t n = 0;
+  ~LinkedSpecList() {
+    if (n) rbd_linked_image_spec_list_cleanup(v.data(), n);
+  }
+  // Lists the children of `image`, growing the array on ERANGE; 0 or a negative errno.
+  int Fill(rbd_image_t image) {
+    size_t max = 32;
+    int rc = GrowLoop(max, [&] {
+      v.assign(max, rbd_linked_image_spec_t{});
+      size_t m = max;
+      int r = rbd_list_children3(image, v.data(), &m);
+      if (r == -ERANGE) max = m > max ? m : max * 2;
+      else if (r >= 0) n = m;
+      return r;
+    });
+    return rc < 0 ? rc : 0;
+  }
+};
+
 template <typename T, typename R>
 static T* WrapFromExternal(const Napi::CallbackInfo& info, std::shared_ptr<R>& out) {
   if (info.Length() < 1 || !info[0].IsExternal())
@@ -591,6 +605,12 @@ class NImage : public Napi::ObjectWrap<NImage> {
     return o;
   }
 
+  static Napi::Value LinkedSpecs(Napi::Env env, const LinkedSpecList& s) {
+    Napi::Array a = Napi::Array::New(env, s.n);
+    for (size_t i = 0; i < s.n; ++i) a.Set(i, LinkedSpec(env, s.v[i]));
+    return a;
+  }
+
   Napi::Value Parent(const Napi::CallbackInfo& info) {
     struct S {
       rbd_linked_image_spec_t spec{};
@@ -627,24 +647,8 @@ class NImage : public Napi::ObjectWrap<NImage> {
     auto s = std::make_shared<LinkedSpecList>();
     auto res = res_;
     return Simple(
-        info, "image.children",
-        [s, res] {
-          size_t max = 32;
-          int rc = GrowLoop(max, [&] {
-            s->v.assign(max, rbd_linked_image_spec_t{});
-            size_t m = max;
-            int r = rbd_list_children3(res->image, s->v.data(), &m);
-            if (r == -ERANGE) max = m > max ? m : max * 2;
-            else if (r >= 0) s->n = m;
-            return r;
-          });
-          return rc < 0 ? rc : 0;
-        },
-        [s](Napi::Env env) -> Napi::Value {
-          Napi::Array a = Napi::Array::New(env, s->n);
-          for (size_t i = 0; i < s->n; ++i) a.Set(i, LinkedSpec(env, s->v[i]));
-          return a;
-        });
+        info, "image.children", [s, res] { return s->Fill(res->image); },
+        [s](Napi::Env env) { return LinkedSpecs(env, *s); });
   }
 
   Napi::Value SnapOp(const Napi::CallbackInfo& info, const char* op, int (*fn)(rbd_image_t, const char*)) {
@@ -701,25 +705,11 @@ class NImage : public Napi::ObjectWrap<NImage> {
           rc = rbd_open_by_id_read_only(res->ioctx->io, id, &h, nullptr);
           if (rc < 0) return rc;
           rc = rbd_snap_set_by_id(h, snap_id);
-          if (rc >= 0) {
-            size_t max = 32;
-            rc = GrowLoop(max, [&] {
-              s->v.assign(max, rbd_linked_image_spec_t{});
-              size_t m = max;
-              int r = rbd_list_children3(h, s->v.data(), &m);
-              if (r == -ERANGE) max = m > max ? m : max * 2;
-              else if (r >= 0) s->n = m;
-              return r;
-            });
-          }
+          if (rc >= 0) rc = s->Fill(h);
           rbd_close(h);
           return rc < 0 ? rc : 0;
         },
-        [s](Napi::Env env) -> Napi::Value {
-          Napi::Array a = Napi::Array::New(env, s->n);
-          for (size_t i = 0; i < s->n; ++i) a.Set(i, LinkedSpec(env, s->v[i]));
-          return a;
-        },
+        [s](Napi::Env env) { return LinkedSpecs(env, *s); },
         Napi::Value(), res_->Target() + "@" + std::to_string(snap_id));
   }
 

@@ -620,7 +620,6 @@ export interface SnapshotInfo {
   originalName?: string;
 }
 
-/** A client watching the image (it has it open): explains ImageBusy. */
 /** The lock state of an image ({@link Image.lockers}). */
 export interface ImageLockers {
   /** True for an exclusive lock (the exclusive-lock feature's), false for shared ones. */
@@ -631,6 +630,7 @@ export interface ImageLockers {
   lockers: { client: string; cookie: string; address: string }[];
 }
 
+/** A client watching the image (it has it open): explains ImageBusy. */
 export interface Watcher {
   address: string;
   id: number;

@@ -25,6 +25,7 @@ import {
   BACKEND_REGISTRY,
   isImageBackendError,
   isUuid,
+  sleep,
   type BackendRegistry,
   type CreateResult,
   type DiskRef,
@@ -233,7 +234,7 @@ export class Driver {
           } catch (err) {
             if (this.#closed || performance.now() + delay > deadline) throw err;
             this.#log.debug({ err: errMessage(err) }, 'libvirt reconnect failed: retrying');
-            await new Promise((r) => setTimeout(r, delay));
+            await sleep(delay);
           }
         }
         this.#conn = fresh;
@@ -716,11 +717,10 @@ export class Driver {
    * Waits, up to `timeouts.startMs`, while libvirt is still starting `dom` (paused, `starting_up`:
    * a dead driver's `virDomainCreate` goes on in libvirtd). QEMU opens its disks then, and a QEMU
    * killed in the middle of opening an RBD image can leave a Ceph zombie watch (tracker 58120)
-   * that keeps the disk busy until an operator clears it. Only for `orphaned` rollbacks: the
+   * that keeps the disk busy until an operator clears it. For `orphaned` rollbacks only: the
    * driver's own rollback destroys a domain whose start it gave up on on purpose.
    */
-  async #settleStart(dom: Domain, instance: string, orphaned: boolean): Promise<void> {
-    if (!orphaned) return;
+  async #settleStart(dom: Domain, instance: string): Promise<void> {
     const t0 = Date.now();
     const deadline = t0 + this.config.timeouts.startMs;
     for (;;) {
@@ -730,7 +730,7 @@ export class Driver {
         this.#log.warn({ instance, waitedMs: Date.now() - t0 }, 'domain still starting after timeouts.startMs; destroying it anyway');
         return;
       }
-      await new Promise((r) => setTimeout(r, 50));
+      await sleep(50);
     }
     if (Date.now() - t0 >= 50) this.#log.info({ instance, waitedMs: Date.now() - t0 }, 'waited for libvirt to finish starting the domain before destroying it');
   }
@@ -740,7 +740,7 @@ export class Driver {
       case 'domain': {
         const dom = await this.#domain(r.uuid);
         if (!dom) return undefined;
-        await this.#settleStart(dom, instance, orphaned);
+        if (orphaned) await this.#settleStart(dom, instance);
         if (await dom.isActive()) {
           await dom.destroy().catch((err) => {
             if (!isLibvirtError(err, 'VIR_ERR_OPERATION_INVALID')) throw err;
@@ -817,7 +817,7 @@ export class Driver {
         this.#log.warn({ imageId, status }, `Glance image ${imageId} is still ${status} after ${this.config.glance.timeoutMs} ms: deleting it anyway`);
         return;
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
   }
 
