@@ -18,6 +18,7 @@
 import { execFile } from 'node:child_process';
 import { promisify } from 'node:util';
 import type { StackInfo } from '@ephemera/testkit';
+import { rbdLs } from './support.js';
 
 const exec = promisify(execFile);
 
@@ -113,10 +114,6 @@ export interface ZombieMet {
   watchers: string;
   action: string;
   ms: number;
-}
-
-async function rbdLs(stack: StackInfo, pool: string): Promise<string[]> {
-  return JSON.parse(await run('rbd', [...admin(stack), 'ls', '--format', 'json', pool])) as string[];
 }
 
 /**
