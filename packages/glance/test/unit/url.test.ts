@@ -188,3 +188,33 @@ describe('parseLocationUrl: property-based hostile input', () => {
     );
   });
 });
+
+// Issue 16.2/16.3: glance's parser and backend-rbd's must agree (one shared parser in
+// @ephemera/image-backend); backend-rbd's pure.test.ts checks the same examples.
+describe('rbd:// locations: the forms glance and backend-rbd used to disagree on', () => {
+  it('refuses an upper-case scheme (case-sensitive, as glance_store and Nova)', () => {
+    expect(problemOf(`RBD://${FSID}/images/img/snap`)).toBe('bad-scheme');
+    expect(problemOf(`Rbd://legacy`)).toBe('bad-scheme');
+  });
+  it('accepts a percent-encoded space and raw or encoded non-ASCII characters in a part', () => {
+    expect(parseLocationUrl(`rbd://${FSID}/po%20ol/img/snap`)).toMatchObject({ kind: 'rbd', pool: 'po ol', image: 'img' });
+    expect(parseLocationUrl(`rbd://${FSID}/images/imagé/snap`)).toMatchObject({ kind: 'rbd', image: 'imagé' });
+    expect(parseLocationUrl(`rbd://${FSID}/images/imag%C3%A9/snap`)).toMatchObject({ kind: 'rbd', image: 'imagé' });
+  });
+  it('does not percent-decode the legacy one-part form (glance_store does not)', () => {
+    expect(parseLocationUrl('rbd://my%20image')).toEqual({ kind: 'rbd-legacy', scheme: 'rbd', image: 'my%20image', cloneable: false });
+  });
+  it('formatRbdUrl refuses missing, empty and non-string parts with a typed error', () => {
+    const ok = { fsid: FSID, pool: 'images', image: 'img', snapshot: 'snap' };
+    for (const [part, value, problem] of [
+      ['fsid', undefined, 'missing-part'],
+      ['pool', null, 'missing-part'],
+      ['image', 42, 'missing-part'],
+      ['snapshot', '', 'blank-part'],
+    ] as const) {
+      expect(() => formatRbdUrl({ ...ok, [part]: value } as never), `${part}=${String(value)}`).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT', problem, part }),
+      );
+    }
+  });
+});
