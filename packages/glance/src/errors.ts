@@ -166,7 +166,7 @@ export class ImageStateError extends GlanceError {
 }
 
 /** What is wrong with a location URL (the rbd problems are `@ephemera/image-backend`'s). */
-export type LocationProblem = RbdLocationProblem | 'bad-host' | 'not-absolute' | 'credentials';
+export type LocationProblem = RbdLocationProblem | 'double-encoding' | 'bad-host' | 'not-absolute' | 'credentials';
 
 /** A location URL failed strict parsing. `problem` names what is wrong; `part` which piece. */
 export class LocationParseError extends GlanceError {

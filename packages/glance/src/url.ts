@@ -8,7 +8,8 @@
  *
  * `rbd://` locations go to `@ephemera/image-backend`'s `parseRbdLocation`, the parser
  * backend-rbd uses too (so a plan and the backend read a location alike): case-sensitive scheme,
- * four parts each decoded once, the legacy one-part form not decoded, raw non-ASCII accepted.
+ * four parts each decoded once (so `%252e` is the name `%2e` there, no double-encoding rule), the
+ * legacy one-part form not decoded, raw non-ASCII accepted.
  */
 import { InvalidRbdLocationError, parseRbdLocation } from '@ephemera/image-backend';
 import { LocationParseError, type LocationProblem } from './errors.js';

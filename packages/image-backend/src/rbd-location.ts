@@ -11,8 +11,9 @@
  *
  * Stricter than upstream where a name could never work or would be ambiguous (see the table in
  * `test/unit/rbd-location.test.ts`): malformed `%`, NUL and control characters, `.`/`..`,
- * a decoded `/` in any part or `@` in pool or image, blank parts, a second layer of encoding,
- * `?`/`#`, raw ASCII characters RFC 3986 does not allow, a fsid that is not a UUID.
+ * a decoded `/` in any part or `@` in pool or image, blank parts, `?`/`#`, raw ASCII characters
+ * RFC 3986 does not allow, a fsid that is not a UUID. Decoding happens once, as upstream: `%252F`
+ * is the name `%2F` (nothing decodes it again; librbd takes names as bytes).
  * Raw non-ASCII characters are accepted (as an IRI allows) and mean their UTF-8 encoding:
  * Nova and glance_store on Python 3 accept them (`str(uri)` no longer fails there), and librbd
  * and RADOS names are byte strings, so `imagé` and `imag%C3%A9` name the same image.
@@ -43,7 +44,6 @@ export type RbdLocationProblem =
   | 'control-char'
   | 'illegal-char'
   | 'bad-percent-encoding'
-  | 'double-encoding'
   | 'query-or-fragment'
   | 'part-count'
   | 'missing-part'
@@ -64,7 +64,6 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f]/;
 const LONE_SURROGATE_RE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 // RFC 3986 unreserved, sub-delims, ':' '@' '[' ']' and '%' (what glance accepted raw); '/' splits.
 const RAW_ASCII_RE = /^[A-Za-z0-9\-._~!$&'()*+,;=:@[\]%]$/;
-const ENCODED_RE = /%[0-9A-Fa-f]{2}/;
 
 /** A location as safe to show in a message: controls escaped, at most 300 characters. */
 function shown(url: string): string {
@@ -112,8 +111,6 @@ function checkPart(url: string, value: string, part: RbdLocationPart): void {
   if (value.includes('/')) fail('separator-in-part', "contains '/'");
   // '@' separates image and snapshot in `pool/image@snap` (librbd specs, QEMU, libvirt).
   if ((part === 'pool' || part === 'image') && value.includes('@')) fail('separator-in-part', "contains '@'");
-  // Decoding happens once; a name that still looks encoded is refused rather than guessed at.
-  if (ENCODED_RE.test(value)) fail('double-encoding', 'is percent-encoded twice');
   if (part === 'fsid' && !UUID_RE.test(value)) fail('bad-fsid', 'is not a UUID');
 }
 
