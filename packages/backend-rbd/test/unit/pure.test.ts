@@ -160,6 +160,17 @@ describe('options', () => {
     for (const o of bad) await expectImageBackendError(RbdBackend.create(o as never), 'INVALID_ARGUMENT');
   });
 
+  it('RbdBackend.create refuses a clientId without secretUuid and a secretUuid without clientId', async () => {
+    // A missing conf would be BACKEND_UNAVAILABLE: the refusal must come first, before any I/O.
+    const ok = { pool: 'vms', confPath: join(dir, 'missing.conf') };
+    const noSecret = RbdBackend.create({ ...ok, clientId: 'nova' });
+    await expectImageBackendError(noSecret, 'INVALID_ARGUMENT');
+    await expect(noSecret).rejects.toMatchObject({ argument: 'secretUuid' });
+    const noClient = RbdBackend.create({ ...ok, secretUuid: '8e70ab7a-6a5f-46ba-bb10-b691cc1fb11f' });
+    await expectImageBackendError(noClient, 'INVALID_ARGUMENT');
+    await expect(noClient).rejects.toMatchObject({ argument: 'clientId' });
+  });
+
   it('an unreachable conf is BackendUnavailable', async () => {
     await expectImageBackendError(RbdBackend.create({ pool: 'vms', confPath: join(dir, 'missing.conf') }), 'BACKEND_UNAVAILABLE');
   });
