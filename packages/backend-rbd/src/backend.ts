@@ -371,7 +371,7 @@ export class RbdBackend implements ImageBackend {
   private async qemuCanRead(u: RbdUrl): Promise<boolean> {
     try {
       const io = await this.cluster.parentIoCtx(u.pool, '');
-      const img = await io.open(u.image, { snapshot: u.snap });
+      const img = await io.open(u.image, { snapshot: u.snapshot });
       await img.close();
       return true;
     } catch {
@@ -407,7 +407,7 @@ export class RbdBackend implements ImageBackend {
     progress: ProgressReporter,
     started: number,
   ): Promise<{ kind: 'cloned'; result: CreateResult } | { kind: 'import'; reason: string }> {
-    const { pool, image: parentName, snap } = plan.url;
+    const { pool, image: parentName, snapshot: snap } = plan.url;
     const parentLabel = `${pool}/${parentName}@${snap}`;
     // Look at the parent snapshot: it must exist and be readable; its size and protection.
     let parentSize: number;
@@ -601,7 +601,7 @@ export class RbdBackend implements ImageBackend {
           for await (const chunk of stream.chunks()) void chunk; // readImage hashes and counts
         })();
         verify.catch((e: unknown) => stop.abort(e));
-        const convert = runConvert([...args, rbd(direct.pool, direct.image, direct.snap), target], {
+        const convert = runConvert([...args, rbd(direct.pool, direct.image, direct.snapshot), target], {
           ...common,
           signal: stop.signal,
           graceMs: 200,
@@ -646,7 +646,7 @@ export class RbdBackend implements ImageBackend {
       checkDeclared(stream.end(), declared, NAME, id);
       throwIfAborted(options.signal, 'createFromImage');
       progress.finish(image.size, image.size);
-      const via = direct ? `; converted by qemu-img reading ${direct.pool}/${direct.image}@${direct.snap}` : '; converted by qemu-img from the stream';
+      const via = direct ? `; converted by qemu-img reading ${direct.pool}/${direct.image}@${direct.snapshot}` : '; converted by qemu-img from the stream';
       return { method: 'imported', reason: reason + via, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
     } catch (e) {
       if (server) await server.close().catch(() => undefined);
@@ -670,7 +670,7 @@ export class RbdBackend implements ImageBackend {
   /** Reads an RBD snapshot sequentially, a few aio reads ahead. */
   private async *readRbd(u: RbdUrl): AsyncGenerator<Uint8Array> {
     const io = await this.cluster.parentIoCtx(u.pool, '');
-    const img = await io.open(u.image, { snapshot: u.snap, readOnly: true });
+    const img = await io.open(u.image, { snapshot: u.snapshot, readOnly: true });
     const pending: Promise<Buffer>[] = [];
     try {
       const size = await img.size();
@@ -872,7 +872,7 @@ export class RbdBackend implements ImageBackend {
         await img.removeSnapshot(tmpSnap);
       });
       snapMade = false;
-      return { url: formatRbdUrl({ fsid: this.fsid, pool: ds.pool, image: imageId, snap: 'snap' }), metadata: { method } };
+      return { url: formatRbdUrl({ fsid: this.fsid, pool: ds.pool, image: imageId, snapshot: 'snap' }), metadata: { method } };
     } catch (e) {
       if (destMade && dsIo) await removeImageFully(dsIo, imageId).catch(() => undefined);
       if (snapMade) {

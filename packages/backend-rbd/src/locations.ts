@@ -1,46 +1,27 @@
 import { readFile } from 'node:fs/promises';
-import type { NetworkHost } from '@ephemera/image-backend';
+import { InvalidRbdLocationError, parseRbdLocation, type NetworkHost, type RbdLocationParts } from '@ephemera/image-backend';
 
-/** The parts of a Glance rbd store location `rbd://<fsid>/<pool>/<image>/<snap>`. */
-export interface RbdUrl {
-  fsid: string;
-  pool: string;
-  image: string;
-  snap: string;
-}
-
-const FSID_RE = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
-/** What a pool, image or snapshot name may contain once decoded (no separators, no controls). */
-const PART_RE = /^[^/@\s\x00-\x1f\x7f]{1,512}$/;
+/** The parts of a Glance rbd store location `rbd://<fsid>/<pool>/<image>/<snapshot>`. */
+export type RbdUrl = RbdLocationParts;
 
 /**
- * Parses a Glance rbd store location `rbd://<fsid>/<pool>/<image>/<snap>` (each part URL-quoted,
- * as Glance writes them). Returns `undefined` for anything else: other schemes, the legacy
- * `rbd://<image>` form without fsid/pool/snapshot, empty or malformed parts, extra path segments,
- * a query or a fragment. Strict on purpose: a location we clone from must say exactly where.
+ * The four-part location `rbd://<fsid>/<pool>/<image>/<snapshot>` the backend could clone from,
+ * read by `@ephemera/image-backend`'s `parseRbdLocation` (the parser glance's resolver uses too),
+ * or `undefined` for any other location: another scheme, the legacy one-part `rbd://<image>`
+ * (no cluster, pool or snapshot), or one that parser refuses. The backend ignores those.
  */
 export function parseRbdUrl(url: string): RbdUrl | undefined {
-  if (typeof url !== 'string' || !url.startsWith('rbd://') || url.length > 4096) return undefined;
-  const rest = url.slice('rbd://'.length);
-  if (/[?#]/.test(rest)) return undefined;
-  const raw = rest.split('/');
-  if (raw.length !== 4) return undefined;
-  let parts: string[];
   try {
-    parts = raw.map((p) => decodeURIComponent(p));
-  } catch {
-    return undefined;
+    const p = parseRbdLocation(url);
+    return p.kind === 'rbd' ? { fsid: p.fsid, pool: p.pool, image: p.image, snapshot: p.snapshot } : undefined;
+  } catch (err) {
+    if (err instanceof InvalidRbdLocationError) return undefined;
+    throw err;
   }
-  const [fsid, pool, image, snap] = parts as [string, string, string, string];
-  if (!FSID_RE.test(fsid)) return undefined;
-  for (const p of [pool, image, snap]) if (!PART_RE.test(p) || p === '.' || p === '..') return undefined;
-  return { fsid: fsid.toLowerCase(), pool, image, snap };
 }
 
-/** Formats `rbd://<fsid>/<pool>/<image>/<snap>` with each part URL-quoted (Glance's form). */
-export function formatRbdUrl(u: RbdUrl): string {
-  return `rbd://${[u.fsid, u.pool, u.image, u.snap].map((p) => encodeURIComponent(p)).join('/')}`;
-}
+/** Formats `rbd://<fsid>/<pool>/<image>/<snapshot>` (image-backend's `formatRbdLocation`). */
+export { formatRbdLocation as formatRbdUrl } from '@ephemera/image-backend';
 
 /** The msgr v1 port monitors listen on by default. */
 export const DEFAULT_MON_PORT = 6789;

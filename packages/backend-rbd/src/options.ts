@@ -22,13 +22,17 @@ export interface RbdBackendOptions {
   pool: string;
   /** ceph.conf (Nova `images_rbd_ceph_conf`): mon_host and, usually, the keyring path. */
   confPath: string;
-  /** cephx id without `client.` (Nova `rbd_user`). Default `admin`. */
+  /**
+   * cephx id without `client.` (Nova `rbd_user`). Default `admin`. Give it together with
+   * `secretUuid` or not at all (one without the other is refused with `InvalidArgumentError`).
+   */
   clientId?: string;
   /** Keyring *file* of that client (overrides the conf's `keyring`). Never a key. */
   keyringPath?: string;
   /**
    * UUID of the libvirt secret (usage `ceph`) holding `clientId`'s key (Nova `rbd_secret_uuid`):
-   * `diskSource` then carries `auth`. Without it, QEMU must find a key on its own.
+   * `diskSource` then carries `auth`. Required with `clientId`, refused without it; with neither,
+   * disks carry no `auth` and QEMU must find a key on its own (or the cluster has no cephx).
    */
   secretUuid?: string;
   /** Connect and per-operation timeout of the cluster connection (ms). Default 10 000. */
@@ -94,6 +98,15 @@ export function validateOptions(o: RbdBackendOptions): void {
   if (o.keyringPath !== undefined && (typeof o.keyringPath !== 'string' || !o.keyringPath.startsWith('/')))
     throw new InvalidArgumentError('keyringPath', 'expected an absolute path to a keyring file');
   if (o.secretUuid !== undefined && !isUuid(o.secretUuid)) throw new InvalidArgumentError('secretUuid', 'expected a UUID');
+  // The disk's <auth> is clientId + secretUuid: with only one of them QEMU either gets no <auth> at
+  // all or uses the secret as client.admin. Both are half-done cephx configuration: say so now.
+  if (o.clientId !== undefined && o.secretUuid === undefined)
+    throw new InvalidArgumentError(
+      'secretUuid',
+      `clientId '${o.clientId}' is set without secretUuid: disks would carry no <auth>; give the UUID of the libvirt ceph secret holding client.${o.clientId}'s key`,
+    );
+  if (o.secretUuid !== undefined && o.clientId === undefined)
+    throw new InvalidArgumentError('clientId', 'secretUuid is set without clientId: the secret would be used as client.admin; name the cephx user whose key it holds');
   for (const k of ['connectTimeoutMs', 'importBlockBytes', 'importInFlight', 'busyTimeoutMs', 'convertTimeoutMs'] as const) {
     const v = o[k];
     if (v !== undefined && (!Number.isSafeInteger(v) || v <= 0)) throw new InvalidArgumentError(k, 'expected a positive integer');

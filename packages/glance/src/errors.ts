@@ -2,6 +2,7 @@
  * Typed errors of `@ephemera/glance`. Every error carries a stable `code`; errors about an image
  * carry its `imageId`, errors from an HTTP answer carry the `status`. Messages never contain tokens.
  */
+import type { RbdLocationProblem } from '@ephemera/image-backend';
 
 /** Common base: `code` is stable and machine readable. */
 export class GlanceError extends Error {
@@ -164,25 +165,8 @@ export class ImageStateError extends GlanceError {
   }
 }
 
-/** What is wrong with a location URL. */
-export type LocationProblem =
-  | 'empty'
-  | 'too-long'
-  | 'bad-scheme'
-  | 'control-char'
-  | 'nul'
-  | 'illegal-char'
-  | 'bad-percent-encoding'
-  | 'double-encoding'
-  | 'blank-part'
-  | 'part-count'
-  | 'dot-segment'
-  | 'separator-in-part'
-  | 'bad-fsid'
-  | 'bad-host'
-  | 'not-absolute'
-  | 'query-or-fragment'
-  | 'credentials';
+/** What is wrong with a location URL (the rbd problems are `@ephemera/image-backend`'s). */
+export type LocationProblem = RbdLocationProblem | 'double-encoding' | 'bad-host' | 'not-absolute' | 'credentials';
 
 /** A location URL failed strict parsing. `problem` names what is wrong; `part` which piece. */
 export class LocationParseError extends GlanceError {

@@ -5,7 +5,13 @@
  * characters in the raw URL, every `%` followed by two hex digits and decoding to valid UTF-8,
  * no double encoding (`%252e`), no `.` or `..` path parts, no blank parts where a part is required.
  * A bad URL raises {@link LocationParseError} naming the problem; nothing else is ever thrown.
+ *
+ * `rbd://` locations go to `@ephemera/image-backend`'s `parseRbdLocation`, the parser
+ * backend-rbd uses too (so a plan and the backend read a location alike): case-sensitive scheme,
+ * four parts each decoded once (so `%252e` is the name `%2e` there, no double-encoding rule), the
+ * legacy one-part form not decoded, raw non-ASCII accepted.
  */
+import { InvalidRbdLocationError, parseRbdLocation } from '@ephemera/image-backend';
 import { LocationParseError, type LocationProblem } from './errors.js';
 
 /** `rbd://fsid/pool/image/snapshot`: a Glance rbd-store location, cloneable. */
@@ -20,7 +26,7 @@ export interface RbdLocation {
   cloneable: true;
 }
 
-/** `rbd://image`: the legacy one-part form (no cluster, pool or snapshot): understood, not cloneable. */
+/** `rbd://image`: the legacy one-part form (no cluster, pool or snapshot; not percent-decoded): understood, not cloneable. */
 export interface RbdLegacyLocation {
   kind: 'rbd-legacy';
   scheme: 'rbd';
@@ -103,27 +109,18 @@ function decodePart(url: string, raw: string, part: string, pathLike = true): st
   return decoded;
 }
 
-function parseRbd(url: string, rest: string): RbdLocation | RbdLegacyLocation {
-  if (/[?#]/.test(rest)) fail(url, 'query-or-fragment', 'rbd URLs have no query or fragment');
-  const pieces = rest.split('/');
-  if (pieces.length !== 1 && pieces.length !== 4)
-    fail(url, 'part-count', `has ${pieces.length} parts; expected rbd://fsid/pool/image/snapshot (or legacy rbd://image)`);
-  const names = pieces.length === 4 ? ['fsid', 'pool', 'image', 'snapshot'] : ['image'];
-  pieces.forEach((p, i) => {
-    if (p === '') fail(url, 'blank-part', 'is empty', names[i]);
-  });
-  const decoded = pieces.map((p, i) => decodePart(url, p, names[i]!));
-  for (let i = 0; i < decoded.length; i++) {
-    const d = decoded[i]!;
-    if (d.includes('/')) fail(url, 'separator-in-part', "decodes to a '/'", names[i]);
-    if (d.trim() === '') fail(url, 'blank-part', 'is blank', names[i]);
+/** The shared rbd:// parser, its refusal re-raised as this package's {@link LocationParseError}. */
+function parseRbd(url: string): RbdLocation | RbdLegacyLocation {
+  let p;
+  try {
+    p = parseRbdLocation(url);
+  } catch (err) {
+    if (err instanceof InvalidRbdLocationError) fail(url, err.problem, err.detail, err.part);
+    throw err;
   }
-  if (pieces.length === 1) return { kind: 'rbd-legacy', scheme: 'rbd', image: decoded[0]!, cloneable: false };
-  const [fsid, pool, image, snapshot] = decoded as [string, string, string, string];
-  if (!UUID_RE.test(fsid)) fail(url, 'bad-fsid', 'is not a UUID', 'fsid');
-  if (pool.includes('@')) fail(url, 'separator-in-part', "contains '@'", 'pool');
-  if (image.includes('@')) fail(url, 'separator-in-part', "contains '@'", 'image');
-  return { kind: 'rbd', scheme: 'rbd', fsid: fsid.toLowerCase(), pool, image, snapshot, cloneable: true };
+  return p.kind === 'rbd'
+    ? { kind: 'rbd', scheme: 'rbd', fsid: p.fsid, pool: p.pool, image: p.image, snapshot: p.snapshot, cloneable: true }
+    : { kind: 'rbd-legacy', scheme: 'rbd', image: p.image, cloneable: false };
 }
 
 function parseFile(url: string, rest: string): FileLocation {
@@ -186,6 +183,8 @@ export function parseLocationUrl(url: string): ParsedLocation {
   const m = SCHEME_RE.exec(url);
   if (!m) fail(url, 'bad-scheme', "does not start with 'scheme://'");
   const scheme = m[1]!.toLowerCase();
+  // The shared parser has its own character rules and refuses `RBD://` (case-sensitive scheme).
+  if (scheme === 'rbd') return parseRbd(url);
   const rest = url.slice(m[0].length);
   const known = ['rbd', 'file', 'http', 'https', 'glance'].includes(scheme);
   if (!known) return { kind: 'other', scheme };
@@ -194,8 +193,6 @@ export function parseLocationUrl(url: string): ParsedLocation {
     fail(url, 'illegal-char', `character ${JSON.stringify(bad)} must be percent-encoded`);
   }
   switch (scheme) {
-    case 'rbd':
-      return parseRbd(url, rest);
     case 'file':
       return parseFile(url, rest);
     case 'glance': {
@@ -207,15 +204,11 @@ export function parseLocationUrl(url: string): ParsedLocation {
   }
 }
 
-/** Percent-encode like Python's `urllib.parse.quote(s, '')` (what Glance's rbd store does). */
-function quote(s: string): string {
-  return encodeURIComponent(s).replace(/[!'()*]/g, (c) => `%${c.charCodeAt(0).toString(16).toUpperCase()}`);
-}
-
-/** Build `rbd://fsid/pool/image/snapshot` with every part percent-encoded (the inverse of the parser). */
-export function formatRbdUrl(loc: { fsid: string; pool: string; image: string; snapshot: string }): string {
-  return `rbd://${quote(loc.fsid)}/${quote(loc.pool)}/${quote(loc.image)}/${quote(loc.snapshot)}`;
-}
+/**
+ * Build `rbd://fsid/pool/image/snapshot` with every part percent-encoded (the inverse of the
+ * parser); refuses missing or unparseable parts with `InvalidRbdLocationError`.
+ */
+export { formatRbdLocation as formatRbdUrl } from '@ephemera/image-backend';
 
 /** The synthetic location URL for Glance's own download endpoint. */
 export function glanceLocationUrl(imageId: string): string {

@@ -7,6 +7,8 @@
  *   and `BackendRegistry`.
  * - Helpers for backend authors: `readImage` (verified, abortable stream), `ProgressReporter`,
  *   `retryWhileBusy`, disk-name validation.
+ * - Glance `rbd://` locations: `parseRbdLocation` / `formatRbdLocation` (the one parser both
+ *   `@ephemera/glance` and `@ephemera/backend-rbd` use), `InvalidRbdLocationError`.
  * - Testing: `describeBackendConformance` (the shared conformance suite) and `MemoryBackend`
  *   (the in-memory reference backend).
  *
@@ -86,6 +88,9 @@ export {
 
 export type { ReadImageOptions, RetryWhileBusyOptions } from './support.js';
 export { ProgressReporter, processesHoldingOpen, readImage, retryWhileBusy, sleep, throwIfAborted } from './support.js';
+
+export type { ParsedRbdLocation, RbdLocationPart, RbdLocationParts, RbdLocationProblem } from './rbd-location.js';
+export { formatRbdLocation, InvalidRbdLocationError, MAX_RBD_LOCATION_LENGTH, parseRbdLocation } from './rbd-location.js';
 
 export type { BytesImageOptions } from './source-image.js';
 export { patternBytes, sourceImageFromBytes } from './source-image.js';

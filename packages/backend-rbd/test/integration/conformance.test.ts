@@ -37,8 +37,8 @@ describeBackendConformance(
               throw e;
             });
             if (!img) continue;
-            await img.unprotectSnapshot(u.snap);
-            await img.removeSnapshot(u.snap);
+            await img.unprotectSnapshot(u.snapshot);
+            await img.removeSnapshot(u.snapshot);
             await img.close();
             await images.remove(u.image);
           }

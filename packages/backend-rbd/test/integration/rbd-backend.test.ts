@@ -120,7 +120,7 @@ describe('clone from a real Glance upload', () => {
     const bytes = patternBytes(2 * MiB, 21);
     const rec = await glance.upload(bytes);
     const loc = parseRbdUrl(rec.locations![0]!.url)!;
-    expect(loc).toMatchObject({ fsid: backend.fsid, pool: 'images', image: rec.id, snap: 'snap' });
+    expect(loc).toMatchObject({ fsid: backend.fsid, pool: 'images', image: rec.id, snapshot: 'snap' });
     const d = newDisk();
     const events: ProgressEvent[] = [];
     const started = performance.now();

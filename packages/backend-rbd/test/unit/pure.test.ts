@@ -38,10 +38,11 @@ async function collect<T>(it: AsyncIterable<T>): Promise<T[]> {
 describe('rbd:// locations', () => {
   it('parses Glance rbd store locations (URL-quoted parts) and formats them back', () => {
     const u = parseRbdUrl(`rbd://${FSID}/images/9e8f67d9-9029-489a-9b3f-5d532f9d8e53/snap`);
-    expect(u).toEqual({ fsid: FSID, pool: 'images', image: '9e8f67d9-9029-489a-9b3f-5d532f9d8e53', snap: 'snap' });
-    expect(parseRbdUrl(`rbd://${FSID.toUpperCase()}/my%2Dpool/a%3Ab/s`)).toEqual({ fsid: FSID, pool: 'my-pool', image: 'a:b', snap: 's' });
-    expect(parseRbdUrl(`rbd://${FSID}/my%20pool/a/s`)).toBeUndefined(); // whitespace is refused
-    expect(formatRbdUrl({ fsid: FSID, pool: 'my-pool', image: 'a:b', snap: 's' })).toBe(`rbd://${FSID}/my-pool/a%3Ab/s`);
+    expect(u).toEqual({ fsid: FSID, pool: 'images', image: '9e8f67d9-9029-489a-9b3f-5d532f9d8e53', snapshot: 'snap' });
+    expect(parseRbdUrl(`rbd://${FSID.toUpperCase()}/my%2Dpool/a%3Ab/s`)).toEqual({ fsid: FSID, pool: 'my-pool', image: 'a:b', snapshot: 's' });
+    // A decoded space is part of the name, as glance_store and Nova read it (issue 16.2: it was refused here).
+    expect(parseRbdUrl(`rbd://${FSID}/my%20pool/a/s`)).toEqual({ fsid: FSID, pool: 'my pool', image: 'a', snapshot: 's' });
+    expect(formatRbdUrl({ fsid: FSID, pool: 'my-pool', image: 'a:b', snapshot: 's' })).toBe(`rbd://${FSID}/my-pool/a%3Ab/s`);
   });
 
   it('refuses everything else', () => {
@@ -68,11 +69,37 @@ describe('rbd:// locations', () => {
   it('round-trips any well-formed parts (property)', () => {
     const part = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => /^[^/@\s\x00-\x1f\x7f]+$/.test(s) && s !== '.' && s !== '..');
     fc.assert(
-      fc.property(fc.uuid(), part, part, part, (fsid, pool, image, snap) => {
-        const u = { fsid: fsid.toLowerCase(), pool, image, snap };
+      fc.property(fc.uuid(), part, part, part, (fsid, pool, image, snapshot) => {
+        const u = { fsid: fsid.toLowerCase(), pool, image, snapshot };
         expect(parseRbdUrl(formatRbdUrl(u))).toEqual(u);
       }),
     );
+  });
+});
+
+// Issue 16.2/16.3: the backend and glance's resolver must read rbd:// locations alike (one shared
+// parser in @ephemera/image-backend); glance's url.test.ts checks the same examples.
+describe('rbd:// locations: the forms glance and the backend used to disagree on', () => {
+  it('ignores an upper-case scheme, reads po%20ol and non-ASCII parts, never clones a legacy location', () => {
+    expect(parseRbdUrl(`RBD://${FSID}/images/img/snap`)).toBeUndefined();
+    expect(parseRbdUrl(`rbd://${FSID}/po%20ol/img/snap`)).toEqual({ fsid: FSID, pool: 'po ol', image: 'img', snapshot: 'snap' });
+    expect(parseRbdUrl(`rbd://${FSID}/images/imagé/snap`)).toEqual({ fsid: FSID, pool: 'images', image: 'imagé', snapshot: 'snap' });
+    expect(parseRbdUrl(`rbd://${FSID}/images/imag%C3%A9/snap`)).toEqual({ fsid: FSID, pool: 'images', image: 'imagé', snapshot: 'snap' });
+    expect(parseRbdUrl('rbd://my%20image')).toBeUndefined();
+  });
+
+  it('formatRbdUrl refuses missing, empty and non-string parts with a typed error', () => {
+    const ok = { fsid: FSID, pool: 'images', image: 'img', snapshot: 'snap' };
+    for (const [part, value, problem] of [
+      ['fsid', undefined, 'missing-part'],
+      ['pool', null, 'missing-part'],
+      ['image', 42, 'missing-part'],
+      ['snapshot', '', 'blank-part'],
+    ] as const) {
+      expect(() => formatRbdUrl({ ...ok, [part]: value } as never), `${part}=${String(value)}`).toThrow(
+        expect.objectContaining({ code: 'INVALID_ARGUMENT', problem, part }),
+      );
+    }
   });
 });
 
@@ -131,6 +158,17 @@ describe('options', () => {
       { ...ok, directSnapshot: { pool: 'images', clientId: 'glance', confPath: 'x' } },
     ];
     for (const o of bad) await expectImageBackendError(RbdBackend.create(o as never), 'INVALID_ARGUMENT');
+  });
+
+  it('RbdBackend.create refuses a clientId without secretUuid and a secretUuid without clientId', async () => {
+    // A missing conf would be BACKEND_UNAVAILABLE: the refusal must come first, before any I/O.
+    const ok = { pool: 'vms', confPath: join(dir, 'missing.conf') };
+    const noSecret = RbdBackend.create({ ...ok, clientId: 'nova' });
+    await expectImageBackendError(noSecret, 'INVALID_ARGUMENT');
+    await expect(noSecret).rejects.toMatchObject({ argument: 'secretUuid' });
+    const noClient = RbdBackend.create({ ...ok, secretUuid: '8e70ab7a-6a5f-46ba-bb10-b691cc1fb11f' });
+    await expectImageBackendError(noClient, 'INVALID_ARGUMENT');
+    await expect(noClient).rejects.toMatchObject({ argument: 'clientId' });
   });
 
   it('an unreachable conf is BackendUnavailable', async () => {
