@@ -353,7 +353,8 @@ export class RbdBackend implements ImageBackend {
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (RAW_FORMATS.has(format)) return this.importRaw(id, image, format, importReason, options, progress, started);
     if (CONVERT_FORMATS.has(format)) {
-      const { source, skipped } = this.options.convertFromRbd === false ? { source: { kind: 'image-stream' } as const, skipped: [] } : await this.convertSource(image);
+      const { source, skipped } =
+        this.options.convertFromRbd === false ? { source: { kind: 'image-stream' } as const, skipped: [] } : await this.convertSource(image);
       const why = skipped.length ? `${importReason}; ${skipped.join('; ')}` : importReason;
       return this.importConverted(id, image, format, why, options, progress, started, source);
     }
