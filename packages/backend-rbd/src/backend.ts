@@ -99,8 +99,21 @@ interface ClonePlan {
   location: string;
 }
 
-/** What `createFromImage` decided before doing anything. */
-type Decision = { kind: 'clone'; plan: ClonePlan } | { kind: 'import'; reason: string; rbdLocation?: string };
+/**
+ * What `createFromImage` decided before doing anything: clone candidates (every `rbd://` location
+ * in this cluster, in the order given, tried one after the other as Nova's `Rbd.clone` does), or
+ * an import and why.
+ */
+type Decision = { kind: 'clone'; candidates: ClonePlan[] } | { kind: 'import'; reason: string; rbdLocation?: string };
+
+/** Where `qemu-img convert` reads a non-raw image from. */
+type ConvertSource =
+  /** qemu-img opens the snapshot itself (this client has write caps on its pool). */
+  | { kind: 'rbd-direct'; url: RbdUrl }
+  /** The binding reads the snapshot read-only and serves it to qemu-img on the loopback. */
+  | { kind: 'rbd-stream'; url: RbdUrl }
+  /** `SourceImage.open()` (Glance's download), served on the loopback. */
+  | { kind: 'image-stream' };
 
 /**
  * The Ceph RBD image backend, as Nova's `Rbd` image backend:
@@ -312,10 +325,19 @@ export class RbdBackend implements ImageBackend {
     let importReason: string;
     let rbdLocation: string | undefined;
     if (decision.kind === 'clone') {
-      const cloned = await this.tryClone(id, image, decision.plan, options, progress, started);
-      if (cloned.kind === 'cloned') return cloned.result;
-      importReason = cloned.reason;
-      rbdLocation = decision.plan.location;
+      // Every local candidate before any import; each one skipped says why (in the result).
+      const skipped: string[] = [];
+      for (const plan of decision.candidates) {
+        throwIfAborted(options.signal, 'createFromImage');
+        const cloned = await this.tryClone(id, image, plan, options, progress, started);
+        if (cloned.kind === 'cloned') {
+          const r = cloned.result;
+          return skipped.length ? { ...r, reason: `${r.reason}; ${skipped.join('; ')}` } : r;
+        }
+        skipped.push(`skipped ${plan.location}: ${cloned.reason}`);
+      }
+      importReason = `no rbd location in this cluster could be cloned: ${skipped.join('; ')}`;
+      rbdLocation = decision.candidates.map((c) => c.location).join(', ');
     } else {
       importReason = decision.reason;
       rbdLocation = decision.rbdLocation;
@@ -331,9 +353,10 @@ export class RbdBackend implements ImageBackend {
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (RAW_FORMATS.has(format)) return this.importRaw(id, image, format, importReason, options, progress, started);
     if (CONVERT_FORMATS.has(format)) {
-      const here = this.options.convertFromRbd === false ? undefined : this.localRbdLocation(image);
-      const direct = here && (await this.qemuCanRead(here)) ? here : undefined;
-      return this.importConverted(id, image, format, importReason, options, progress, started, direct);
+      const { source, skipped } =
+        this.options.convertFromRbd === false ? { source: { kind: 'image-stream' } as const, skipped: [] } : await this.convertSource(image);
+      const why = skipped.length ? `${importReason}; ${skipped.join('; ')}` : importReason;
+      return this.importConverted(id, image, format, why, options, progress, started, source);
     }
     throw new InvalidArgumentError('image.diskFormat', `the rbd backend cannot import '${image.diskFormat}' images`, { backend: NAME, diskId: id });
   }
@@ -343,7 +366,8 @@ export class RbdBackend implements ImageBackend {
     const rbd = (image.locations ?? [])
       .map((l) => ({ location: l.url, url: parseRbdUrl(l.url) }))
       .filter((l): l is { location: string; url: RbdUrl } => l.url !== undefined);
-    const here = rbd.find((l) => l.url.fsid === this.fsid);
+    const local = this.localRbdLocations(image);
+    const here = local[0];
     const anyRbd = here?.location ?? rbd[0]?.location;
     const withLoc = (reason: string): Decision => ({ kind: 'import', reason, ...(anyRbd ? { rbdLocation: anyRbd } : {}) });
     if (forceImport) return withLoc('forceImport: clone not attempted');
@@ -351,16 +375,40 @@ export class RbdBackend implements ImageBackend {
     if (!here) return withLoc(`rbd location is in another cluster (fsid ${rbd[0]!.url.fsid}, this cluster ${this.fsid})`);
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (format !== 'raw') return withLoc(`image is ${format || 'of unknown format'}, not raw: a clone would hand QEMU ${format} data as a raw disk`);
-    return { kind: 'clone', plan: { url: here.url, location: here.location } };
+    return { kind: 'clone', candidates: local };
   }
 
-  /** The first `rbd://` location of the image in this cluster. */
-  private localRbdLocation(image: SourceImage): RbdUrl | undefined {
+  /** Every `rbd://` location of the image in this cluster, in the order of `image.locations`. */
+  private localRbdLocations(image: SourceImage): ClonePlan[] {
+    const out: ClonePlan[] = [];
     for (const l of image.locations ?? []) {
       const u = parseRbdUrl(l.url);
-      if (u && u.fsid === this.fsid) return u;
+      if (u && u.fsid === this.fsid) out.push({ url: u, location: l.url });
     }
-    return undefined;
+    return out;
+  }
+
+  /**
+   * Where qemu-img reads a non-raw image: the first local `rbd://` snapshot this client can open
+   * read-only (what the resolver's rbd-copy plan promises, `read <pool>/<image>@<snap>`), by
+   * qemu-img itself when it may open it, else through the binding; Glance's stream only when no
+   * local snapshot is readable. Each skipped location says why.
+   */
+  private async convertSource(image: SourceImage): Promise<{ source: ConvertSource; skipped: string[] }> {
+    const skipped: string[] = [];
+    for (const { url, location } of this.localRbdLocations(image)) {
+      try {
+        const io = await this.cluster.parentIoCtx(url.pool, '');
+        const img = await io.open(url.image, { snapshot: url.snapshot, readOnly: true });
+        await img.close();
+      } catch (e) {
+        if (!(e instanceof RbdError)) throw e;
+        skipped.push(`skipped ${location}: ${url.pool}/${url.image}@${url.snapshot} is not readable (${e.code}: ${e.message})`);
+        continue;
+      }
+      return { source: { kind: (await this.qemuCanRead(url)) ? 'rbd-direct' : 'rbd-stream', url }, skipped };
+    }
+    return { source: { kind: 'image-stream' }, skipped };
   }
 
   /**
@@ -537,13 +585,17 @@ export class RbdBackend implements ImageBackend {
   /**
    * Converts a non-raw image with `qemu-img convert -O raw` straight into RBD; nothing is
    * staged on local disk. The inspector vets the first bytes (declared format, no backing or
-   * data file, no encryption, a virtual size) before the target exists. Where qemu-img reads:
-   * - `direct` (an `rbd://` location in this cluster): the Glance snapshot itself, through
-   *   librbd (random access, so any qcow2 layout works), while the same bytes are read through
-   *   the binding to check the declared hash; a mismatch stops qemu-img and removes the target;
-   * - otherwise the source stream, served by a loopback HTTP server with byte ranges from a
-   *   bounded memory window (qemu-img's reads of a qcow2 written by qemu-img are nearly
-   *   sequential); afterwards the rest of the stream is read so its size and hash are checked.
+   * data file, no encryption, a virtual size) before the target exists. Where qemu-img reads
+   * (`from`, see `convertSource`):
+   * - `rbd-direct` (an `rbd://` location in this cluster that qemu may open): the Glance snapshot
+   *   itself, through librbd (random access, so any qcow2 layout works), while the same bytes are
+   *   read through the binding to check the declared hash; a mismatch stops qemu-img and removes
+   *   the target;
+   * - otherwise a stream (`rbd-stream`: that snapshot read read-only through the binding, for a
+   *   client without write caps there; `image-stream`: `SourceImage.open()`), served by a
+   *   loopback HTTP server with byte ranges from a bounded memory window (qemu-img's reads of a
+   *   qcow2 written by qemu-img are nearly sequential); afterwards the rest of the stream is read
+   *   so its size and hash are checked.
    * Any failure removes the target.
    */
   private async importConverted(
@@ -554,9 +606,11 @@ export class RbdBackend implements ImageBackend {
     options: CreateFromImageOptions,
     progress: ProgressReporter,
     started: number,
-    direct: RbdUrl | undefined,
+    from: ConvertSource,
   ): Promise<CreateResult> {
-    const source: SourceImage = direct ? { ...image, open: async () => this.readRbd(direct) } : image;
+    const direct = from.kind === 'rbd-direct' ? from.url : undefined;
+    const fromRbd = from.kind === 'image-stream' ? undefined : from.url;
+    const source: SourceImage = fromRbd ? { ...image, open: async () => this.readRbd(fromRbd) } : image;
     // Direct: progress comes from qemu-img only (the hash read runs alongside).
     const stream = new InspectedStream(
       readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[Symbol.asyncIterator](),
@@ -646,7 +700,12 @@ export class RbdBackend implements ImageBackend {
       checkDeclared(stream.end(), declared, NAME, id);
       throwIfAborted(options.signal, 'createFromImage');
       progress.finish(image.size, image.size);
-      const via = direct ? `; converted by qemu-img reading ${direct.pool}/${direct.image}@${direct.snapshot}` : '; converted by qemu-img from the stream';
+      const via =
+        from.kind === 'rbd-direct'
+          ? `; converted by qemu-img reading ${from.url.pool}/${from.url.image}@${from.url.snapshot}`
+          : from.kind === 'rbd-stream'
+            ? `; converted by qemu-img from the stream of ${from.url.pool}/${from.url.image}@${from.url.snapshot} (read-only through librbd)`
+            : '; converted by qemu-img from the stream';
       return { method: 'imported', reason: reason + via, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
     } catch (e) {
       if (server) await server.close().catch(() => undefined);

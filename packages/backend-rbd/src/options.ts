@@ -67,8 +67,9 @@ export interface RbdBackendOptions {
    * that snapshot through librbd (random access: any qcow2 layout), while the backend reads the
    * same bytes to verify the declared hash. Used only when this client may open that snapshot
    * the way QEMU does (`rbd_open` registers a watch: write caps on the images pool); a client
-   * with `profile rbd-read-only` there always converts from the stream. Default true; false
-   * always converts from the stream.
+   * with `profile rbd-read-only` there reads the snapshot read-only through the binding and
+   * serves it to qemu-img as a stream. Default true; false always converts from
+   * `SourceImage.open()`.
    */
   convertFromRbd?: boolean;
   /** Monitors for `diskSource` (default: every monitor of the conf's `mon_host`, v1 addresses). */

@@ -177,6 +177,71 @@ describe('clone from a real Glance upload', () => {
   });
 });
 
+describe('several rbd locations in this cluster (tried in order, as Nova does)', () => {
+  /** An image in the images pool whose snapshot `snap` was made and then removed. */
+  async function snapshotGone(): Promise<string> {
+    const name = `ephemera-snap-gone-${randomUUID()}`;
+    const images = await (await adminCluster()).openIoCtx(stack().ceph.pools.images);
+    try {
+      await images.create(name, MiB);
+      imagesPoolLeftovers.push(name);
+      const img = await images.open(name);
+      try {
+        await img.createSnapshot('snap');
+        await img.removeSnapshot('snap');
+      } finally {
+        await img.close();
+      }
+    } finally {
+      await images.close();
+    }
+    return `rbd://${backend.fsid}/${stack().ceph.pools.images}/${name}/snap`;
+  }
+
+  it('clones from the second location when the first one\'s snapshot is gone and a third pool is not readable, with and without neverDownloadIfOnRbd', async () => {
+    const bytes = patternBytes(MiB, 25);
+    const rec = await glance.upload(bytes);
+    const gone = await snapshotGone();
+    // client.ephemera has no caps on the rbd pool: EPERM, not ENOENT.
+    const noCaps = `rbd://${backend.fsid}/${stack().ceph.pools.rbd}/${randomUUID()}/snap`;
+    const good = rec.locations![0]!.url;
+    const strict = await newBackend({ neverDownloadIfOnRbd: true });
+    extraBackends.push(strict);
+    for (const b of [backend, strict]) {
+      const d = newDisk();
+      let opened = 0;
+      const src = glance.source(rec, { locations: [{ url: gone, metadata: {} }, { url: noCaps, metadata: {} }, { url: good, metadata: {} }] });
+      const res = await b.createFromImage(d, { ...src, open: (o) => (opened++, src.open(o)) });
+      expect(res.method).toBe('cloned');
+      expect(res.reason).toMatch(new RegExp(`^clone format \\d of images/${rec.id}@snap`));
+      // Why each earlier location was skipped, in order.
+      expect(res.reason).toContain(`skipped ${gone}: `);
+      expect(res.reason).toMatch(/skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EPERM|skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EACCES/);
+      expect(res.reason!.indexOf(gone)).toBeLessThan(res.reason!.indexOf(noCaps));
+      expect(opened).toBe(0);
+      expect((await b.info(d)).parent).toBe(`images/${rec.id}@snap`);
+      expect(Buffer.from(await readDisk(d, MiB)).equals(Buffer.from(bytes))).toBe(true);
+      expect(await b.remove(d)).toBe(true);
+    }
+  });
+
+  it('with neverDownloadIfOnRbd, refuses only after every local location failed, and names each reason', async () => {
+    const rec = await glance.upload(patternBytes(MiB, 26));
+    const [g1, g2] = [await snapshotGone(), await snapshotGone()];
+    const strict = await newBackend({ neverDownloadIfOnRbd: true });
+    extraBackends.push(strict);
+    const d = newDisk();
+    const err = await expectImageBackendError(
+      strict.createFromImage(d, glance.source(rec, { locations: [{ url: g1, metadata: {} }, { url: g2, metadata: {} }] })),
+      'INVALID_ARGUMENT',
+    );
+    expect(err.message).toContain(g1);
+    expect(err.message).toContain(g2);
+    expect(err.message).toMatch(/neverDownloadIfOnRbd/);
+    expect(await strict.exists(d)).toBe(false);
+  });
+});
+
 describe('streamed import', () => {
   it('imports a qcow2 Glance image through qemu-img from the stream: content byte-equal to the raw original, never cloned', async () => {
     const raw = sparseImage(31);
@@ -199,6 +264,29 @@ describe('streamed import', () => {
     const back = await readDisk(d, raw.length);
     expect(Buffer.compare(Buffer.from(back), Buffer.from(raw))).toBe(0);
     console.log(`qcow2 import (${q.length} bytes, virtual ${raw.length}): ${ms} ms`);
+  });
+
+  it('converts a qcow2 on RBD as a read-only client from images/<id>@snap (what the rbd-copy plan says), never downloading it', async () => {
+    const raw = sparseImage(32);
+    const rec = await glance.upload(await qcow2Of(raw), 'qcow2');
+    // First location: a snapshot this client cannot read (no caps on the rbd pool); skipped, said why.
+    const noCaps = `rbd://${backend.fsid}/${stack().ceph.pools.rbd}/${randomUUID()}/snap`;
+    const src = glance.source(rec, { locations: [{ url: noCaps, metadata: {} }, ...rec.locations!] });
+    let opened = 0;
+    const d = newDisk();
+    const res = await backend.createFromImage(d, { ...src, open: (o) => (opened++, src.open(o)) });
+    expect(res.method).toBe('imported');
+    expect(opened).toBe(0);
+    expect(res.reason).toContain(`converted by qemu-img from the stream of images/${rec.id}@snap (read-only through librbd)`);
+    expect(res.reason).toContain(`skipped ${noCaps}: `);
+    expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
+    // Without any readable rbd location, the image's own stream (Glance) is the source.
+    const d2 = newDisk();
+    let opened2 = 0;
+    const src2 = glance.source(rec, { locations: [{ url: noCaps, metadata: {} }] });
+    const res2 = await backend.createFromImage(d2, { ...src2, open: (o) => (opened2++, src2.open(o)) });
+    expect(opened2).toBe(1);
+    expect(res2.reason).toMatch(/converted by qemu-img from the stream$/);
   });
 
   it('imports raw with aio writes, skipping all-zero blocks (thin), verified against the Glance hash', async () => {
