@@ -68,7 +68,10 @@ export interface Flavor {
   ephemeralGiB?: number;
   /** Blank swap disk (`disk.swap`); 0 = none. */
   swapMiB?: number;
-  /** Nova-style extra specs (`quota:disk_total_iops_sec`, ...), override `qos.*`. */
+  /**
+   * Nova-style extra specs (`quota:disk_total_iops_sec`, ...), override `qos.*`. Limits QEMU would
+   * refuse at start (a `*_max` without its base or below it) are INVALID_ARGUMENT before anything exists.
+   */
   extraSpecs?: Record<string, string>;
 }
 

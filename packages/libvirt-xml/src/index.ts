@@ -25,7 +25,7 @@ export type {
 export { checkHost, diskElement, diskXml } from './disk.js';
 
 export type { IoTune } from './iotune.js';
-export { checkIoTune, iotuneFromFlavor } from './iotune.js';
+export { IOTUNE_VALUE_MAX, checkIoTune, iotuneFromFlavor } from './iotune.js';
 
 export type { DomainSpec, InstanceMetadata, LifecycleAction, NetworkSpec } from './domain.js';
 export { EPHEMERA_METADATA_NS, checkDomainName, domainElement, domainXml } from './domain.js';

@@ -16,8 +16,8 @@ export interface ResolverGlance {
 export interface ResolveOptions {
   signal?: AbortSignal;
   /**
-   * When no clone is possible and `target.localStore` is set, ask Glance to copy the image into
-   * that store (copy-image import) and resolve again.
+   * When no clone is possible (or no location is usable at all) and `target.localStore` is set,
+   * ask Glance to copy the image into that store (copy-image import) and resolve again, once.
    */
   copyToLocalStore?: boolean;
   /** Options of the copy-image import (timeout, poll interval). */
@@ -47,20 +47,34 @@ export class ImageResolver {
   /**
    * Walk the image's locations, `direct_url` and the Glance download; ask every handler that knows
    * the scheme; rank accepted options by cost, then by `target.preferredStores`, then by the order
-   * Glance listed them. Throws {@link NoUsablePlanError} when nothing is usable.
+   * Glance listed them. Throws {@link NoUsablePlanError} when nothing is usable (with
+   * `copyToLocalStore`: not even after the copy).
    */
   async resolve(imageId: string, target: ResolveTarget, opts: ResolveOptions = {}): Promise<Plan> {
-    const plan = await this.#resolveOnce(imageId, target, opts.signal);
-    if (!opts.copyToLocalStore || !target.localStore || plan.options.some((o) => o.method === 'clone')) return plan;
+    const store = opts.copyToLocalStore ? target.localStore : undefined;
+    let plan: Plan | undefined;
+    let unusable: NoUsablePlanError | undefined;
     try {
-      await this.#glance.copyImage(imageId, [target.localStore], { ...opts.copy, ...(opts.signal ? { signal: opts.signal } : {}) });
+      plan = await this.#resolveOnce(imageId, target, opts.signal);
+    } catch (err) {
+      // Nothing usable yet: a copy into the local store may be, so copy first and plan again
+      // (Nova's clone(copy_to_store=True)).
+      if (!(err instanceof NoUsablePlanError) || !store) throw err;
+      unusable = err;
+    }
+    if (!store || plan?.options.some((o) => o.method === 'clone')) return plan!;
+    try {
+      await this.#glance.copyImage(imageId, [store], { ...opts.copy, ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
       if (!(err instanceof GlanceError)) throw err;
-      plan.declined.push({ handler: 'copy-image', location: `store ${target.localStore}`, source: 'glance', reason: err.message });
+      const refusal: DeclinedOption = { handler: 'copy-image', location: `store ${store}`, source: 'glance', reason: err.message };
+      if (!plan) throw new NoUsablePlanError(imageId, [...unusable!.declined, refusal]);
+      plan.declined.push(refusal);
       return plan;
     }
+    // Once only: still nothing usable after the copy is the same NoUsablePlanError.
     const again = await this.#resolveOnce(imageId, target, opts.signal);
-    again.copiedToStore = target.localStore;
+    again.copiedToStore = store;
     return again;
   }
 

@@ -21,6 +21,7 @@ import {
   FileHandler,
   GlanceDownloadHandler,
   HttpDownloadHandler,
+  NoUsablePlanError,
   formatPlan,
   type GlanceImage,
 } from '@ephemera/glance';
@@ -206,6 +207,35 @@ describe('GlanceClient against a private glance-api', () => {
     expect(plan.copiedToStore).toBe('slow');
     expect(plan.chosen).toMatchObject({ handler: 'file', store: 'slow', method: 'copy' });
     expect(formatPlan(plan)).toContain('copied into store slow first');
+  });
+
+  it('resolver: with no usable location at all, copy-to-store copies first and plans again once', async () => {
+    // A node that reads only file:// copies under the slow store and has no Glance download handler.
+    const resolver = new ImageResolver(client, [new FileHandler()]);
+    const target = { backend: 'lvm' as const, fileDirs: [g.storeDirs.slow], localStore: 'slow' };
+    const copy = { pollIntervalMs: 200, timeoutMs: 60_000 };
+    const img = await uploadRaw(randomBytes(1 << 20));
+    const unusable = await resolver.resolve(img.id, target).catch((e: unknown) => e);
+    expect(unusable).toBeInstanceOf(NoUsablePlanError);
+    expect((await client.getImage(img.id)).stores).toBe('fast');
+
+    const plan = await resolver.resolve(img.id, target, { copyToLocalStore: true, copy });
+    expect(plan.copiedToStore).toBe('slow');
+    expect(plan.chosen).toMatchObject({ handler: 'file', store: 'slow', method: 'copy', location: `file://${join(g.storeDirs.slow, img.id)}` });
+    expect((await client.getImage(img.id)).stores?.split(',').sort()).toEqual(['fast', 'slow']);
+
+    // Still unusable after the copy (no file directory at all): the same typed error, after one copy.
+    const other = await uploadRaw(randomBytes(1 << 20));
+    const err = await resolver.resolve(other.id, { ...target, fileDirs: [] }, { copyToLocalStore: true, copy }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoUsablePlanError);
+    expect((err as NoUsablePlanError).declined).toContainEqual(
+      expect.objectContaining({ handler: 'file', location: `file://${join(g.storeDirs.slow, other.id)}`, reason: 'no file directories are allowed on this node' }),
+    );
+    expect((await client.getImage(other.id)).stores?.split(',').sort()).toEqual(['fast', 'slow']);
+    // Exactly one copy-image (the task may still say `processing` once the store is listed).
+    expect(await client.imageTasks(other.id)).toEqual([
+      expect.objectContaining({ type: 'api_image_import', input: expect.objectContaining({ import_req: expect.objectContaining({ method: { name: 'copy-image' } }) }) }),
+    ]);
   });
 
   it('a file:// location outside the allowed directories (or escaping by symlink) is refused', async () => {

@@ -142,6 +142,79 @@ describe('resolver', () => {
   });
 });
 
+describe('copy into the local store when no location is usable (Nova clone(copy_to_store=True))', () => {
+  const remoteUrl = `rbd://${REMOTE}/images/${ID}/snap`;
+  const localUrl = `rbd://${LOCAL}/images/${ID}/snap`;
+  // No Glance download handler: a node that only clones/copies from Ceph or fetches over http.
+  const noDownload = () => [new RbdCloneHandler(readable), new RbdCopyHandler(readable), new HttpDownloadHandler(), new FileHandler()];
+  /** A Glance whose copy-image adds `after` to the image's locations; counts the calls. */
+  function copying(before: ImageLocationEntry[], after: ImageLocationEntry[] = []) {
+    const calls = { getImage: 0, copyImage: [] as string[][] };
+    let locations = before;
+    const g: ResolverGlance = {
+      getImage: async () => {
+        calls.getImage++;
+        return img();
+      },
+      getLocations: async () => ({ imageId: ID, locations, source: 'image' as const }),
+      copyImage: async (_id, stores) => {
+        calls.copyImage.push(stores);
+        locations = [...locations, ...after];
+        return img();
+      },
+    };
+    return { g, calls };
+  }
+  const target: ResolveTarget = { ...rbdTarget, localStore: 'local', allowHttp: false };
+
+  it('copies first, then plans again once', async () => {
+    const { g, calls } = copying([loc(remoteUrl), loc('http://example.org/i.raw')], [loc(localUrl, { store: 'local' })]);
+    const plan = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true });
+    expect(calls.copyImage).toEqual([['local']]);
+    expect(calls.getImage).toBe(2);
+    expect(plan.copiedToStore).toBe('local');
+    expect(plan.chosen).toMatchObject({ handler: 'rbd-clone', method: 'clone', store: 'local', location: localUrl });
+    expect(formatPlan(plan)).toContain('copied into store local first');
+  });
+
+  it('still nothing usable after the copy: the same NoUsablePlanError, after one copy and one more plan', async () => {
+    const { g, calls } = copying([loc(remoteUrl)], [loc('http://example.org/copy.raw', { store: 'local' })]);
+    const err = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoUsablePlanError);
+    expect(calls.copyImage).toEqual([['local']]);
+    expect(calls.getImage).toBe(2);
+    expect((err as NoUsablePlanError).declined).toContainEqual(
+      expect.objectContaining({ handler: 'http-download', location: 'http://example.org/copy.raw', reason: 'plain http is not allowed on this node' }),
+    );
+  });
+
+  it('a failed copy gives NoUsablePlanError listing the copy-image failure with the refusals', async () => {
+    const { g, calls } = copying([loc(remoteUrl)]);
+    g.copyImage = async (_id, stores) => {
+      calls.copyImage.push(stores);
+      const { ImageImportError } = await import('@ephemera/glance');
+      throw new ImageImportError(ID, ['local']);
+    };
+    const err = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(NoUsablePlanError);
+    expect(calls.copyImage).toEqual([['local']]);
+    expect((err as NoUsablePlanError).declined).toEqual(
+      expect.arrayContaining([
+        expect.objectContaining({ handler: 'rbd-clone', location: remoteUrl }),
+        expect.objectContaining({ handler: 'copy-image', location: 'store local', reason: expect.stringContaining('import failed for store(s) local') }),
+      ]),
+    );
+  });
+
+  it('without copy-to-store (or without a local store) nothing is copied', async () => {
+    for (const [t, opts] of [[target, {}], [rbdTarget, { copyToLocalStore: true }]] as const) {
+      const { g, calls } = copying([loc(remoteUrl)], [loc(localUrl, { store: 'local' })]);
+      await expect(new ImageResolver(g, noDownload()).resolve(ID, t, opts)).rejects.toBeInstanceOf(NoUsablePlanError);
+      expect(calls.copyImage).toEqual([]);
+    }
+  });
+});
+
 describe('file handler on real files', () => {
   let root: string;
   beforeAll(async () => {

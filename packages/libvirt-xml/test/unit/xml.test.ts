@@ -5,6 +5,7 @@ import {
   LibvirtXmlError,
   diskXml,
   domainXml,
+  checkIoTune,
   iotuneFromFlavor,
 } from '@ephemera/libvirt-xml';
 import { attr, find, parseXml, validateDomains } from '../xml-tools.js';
@@ -239,6 +240,61 @@ describe('iotuneFromFlavor', () => {
   it('refuses malformed values and contradictions', () => {
     expect(() => iotuneFromFlavor({ 'quota:disk_read_bytes_sec': '10MB' })).toThrow(/quota:disk_read_bytes_sec: expected a non-negative integer/);
     expect(() => iotuneFromFlavor({ 'quota:disk_total_iops_sec': '1', 'quota:disk_read_iops_sec': '2' })).toThrow(/cannot be combined/);
+  });
+
+  // QEMU's throttle_is_valid() refuses these at domain start although libvirt defines them.
+  const refusedSpecs: [string, Record<string, string>, string, RegExp][] = [
+    ['a read bytes max without its base', { 'quota:disk_read_bytes_sec_max': '2048' }, 'quota:disk_read_bytes_sec_max', /needs quota:disk_read_bytes_sec/],
+    ['a write bytes max without its base', { 'quota:disk_write_bytes_sec_max': '2048', 'quota:disk_read_bytes_sec': '1024' }, 'quota:disk_write_bytes_sec_max', /needs quota:disk_write_bytes_sec/],
+    ['a total bytes max without its base', { 'quota:disk_total_bytes_sec_max': '2048' }, 'quota:disk_total_bytes_sec_max', /needs quota:disk_total_bytes_sec/],
+    ['a total iops max without its base', { 'quota:disk_total_iops_sec_max': '20' }, 'quota:disk_total_iops_sec_max', /needs quota:disk_total_iops_sec/],
+    ['a read iops max without its base', { 'quota:disk_read_iops_sec_max': '20' }, 'quota:disk_read_iops_sec_max', /needs quota:disk_read_iops_sec/],
+    ['a write iops max with its base at 0 (no limit)', { 'quota:disk_write_iops_sec': '0', 'quota:disk_write_iops_sec_max': '20' }, 'quota:disk_write_iops_sec_max', /needs quota:disk_write_iops_sec/],
+    ['a read bytes max below its base', { 'quota:disk_read_bytes_sec': '4096', 'quota:disk_read_bytes_sec_max': '4095' }, 'quota:disk_read_bytes_sec_max', /4095 is below quota:disk_read_bytes_sec \(4096\)/],
+    ['a total iops max below its base', { 'quota:disk_total_iops_sec': '500', 'quota:disk_total_iops_sec_max': '100' }, 'quota:disk_total_iops_sec_max', /below quota:disk_total_iops_sec/],
+    ['a limit above QEMU\'s 1e15', { 'quota:disk_total_bytes_sec': '1000000000000001' }, 'quota:disk_total_bytes_sec', /0\.\.1000000000000000/],
+    ['a size without any iops limit', { 'quota:disk_size_iops_sec': '4096', 'quota:disk_total_bytes_sec': '1024' }, 'quota:disk_size_iops_sec', /needs an iops limit/],
+  ];
+  it.each(refusedSpecs)('refuses %s, naming the extra spec', (_what, specs, key, re) => {
+    const err = (() => {
+      try {
+        iotuneFromFlavor(specs);
+      } catch (e) {
+        return e;
+      }
+      return undefined;
+    })();
+    expect(err).toBeInstanceOf(LibvirtXmlError);
+    expect(err).toMatchObject({ field: key });
+    expect((err as Error).message).toMatch(new RegExp(`^${key}: `));
+    expect((err as Error).message).toMatch(re);
+  });
+
+  it('accepts maxima equal to or above their base', () => {
+    expect(
+      iotuneFromFlavor({
+        'quota:disk_read_bytes_sec': '1024', 'quota:disk_read_bytes_sec_max': '1024',
+        'quota:disk_write_bytes_sec': '1024', 'quota:disk_write_bytes_sec_max': '4096',
+        'quota:disk_total_iops_sec': '100', 'quota:disk_total_iops_sec_max': '1000',
+      }),
+    ).toEqual({ readBytesSec: 1024, readBytesSecMax: 1024, writeBytesSec: 1024, writeBytesSecMax: 4096, totalIopsSec: 100, totalIopsSecMax: 1000 });
+  });
+});
+
+describe('iotune limits QEMU would refuse at start are refused when the XML is built', () => {
+  const disk = (iotune: DiskSpec['iotune']): DiskSpec => ({ source: { type: 'file', path: '/x', format: 'raw' }, target: { dev: 'vda', bus: 'virtio' }, iotune });
+  const refusedTunes: [string, NonNullable<DiskSpec['iotune']>, string, RegExp][] = [
+    ['a max without its base', { readIopsSecMax: 10 }, 'iotune.readIopsSecMax', /needs readIopsSec/],
+    ['a max below its base', { totalBytesSec: 10, totalBytesSecMax: 9 }, 'iotune.totalBytesSecMax', /below totalBytesSec/],
+    ['a burst length without its max', { writeBytesSec: 10, writeBytesSecMaxLength: 5 }, 'iotune.writeBytesSecMaxLength', /needs writeBytesSecMax/],
+    ['a burst length too long for its max', { totalIopsSec: 1, totalIopsSecMax: 1e14, totalIopsSecMaxLength: 11 }, 'iotune.totalIopsSecMaxLength', /1000000000000000/],
+    ['a value above 1e15', { readBytesSec: 1e15 + 1 }, 'iotune.readBytesSec', /0\.\.1000000000000000/],
+    ['total and read burst lengths together', { totalIopsSec: 1, totalIopsSecMax: 2, totalIopsSecMaxLength: 3, readIopsSecMaxLength: 3 }, 'iotune.readIopsSecMaxLength', /needs readIopsSecMax/],
+  ];
+  it.each(refusedTunes)('refuses %s', (_what, iotune, field, re) => {
+    expect(() => diskXml(disk(iotune))).toThrow(LibvirtXmlError);
+    expect(() => diskXml(disk(iotune))).toThrow(re);
+    expect(() => checkIoTune(iotune)).toThrow(expect.objectContaining({ field }));
   });
 });
 
