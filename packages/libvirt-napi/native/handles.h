@@ -1,7 +1,6 @@
 // Handles: externals with type tags. Libvirt objects are reference counted; a job takes its own
 // reference on the JS thread and drops it on the worker, and finalizers free on the worker (the
 // last reference to a remote connection closes it with an RPC).
-
 #pragma once
 
 #include <napi.h>

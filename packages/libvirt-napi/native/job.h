@@ -13,9 +13,7 @@
 
 namespace ephemera_libvirt {
 
-// ---------------------------------------------------------------------------------------------
 // Per-environment state: the completion thread-safe function.
-
 struct Job;
 
 struct EnvState {

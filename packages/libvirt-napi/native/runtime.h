@@ -16,7 +16,6 @@ namespace ephemera_libvirt {
 void BlockAllSignals();
 
 // Worker pool (process-wide, leaked on purpose so no destructor races with exit()).
-
 class Pool {
  public:
   static Pool& Get() {
