@@ -2,7 +2,20 @@
   "targets": [
     {
       "target_name": "ceph_rbd_napi",
-      "sources": ["native/addon.cc"],
+      "sources": [
+        "native/addon.cc",
+        "native/args.cc",
+        "native/errors.cc",
+        "native/library.cc",
+        "native/cluster.cc",
+        "native/ioctx.cc",
+        "native/image.cc",
+        "native/snapshot.cc",
+        "native/clone.cc",
+        "native/trash.cc",
+        "native/watchers.cc",
+        "native/aio.cc"
+      ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "cflags!": ["-fno-exceptions"],
       "cflags_cc!": ["-fno-exceptions"],

@@ -171,6 +171,7 @@ function progressAdapter(cb: ProgressCallback | undefined, operation: string): N
 /**
  * Sets the number of native threads that run blocking librados/librbd calls (default 8, or
  * `EPHEMERA_RBD_THREADS`). They are separate from libuv's pool used by `fs` and `dns`.
+ * Binding only (no librbd call).
  */
 export function setWorkerThreads(threads: number): void {
   if (!Number.isInteger(threads) || threads < 1 || threads > 1024) {
@@ -179,12 +180,15 @@ export function setWorkerThreads(threads: number): void {
   native().setWorkerThreads(threads);
 }
 
-/** The current number of native worker threads. */
+/** The current number of native worker threads. Binding only (no librbd call). */
 export function workerThreads(): number {
   return native().workerThreads();
 }
 
-/** Versions of the librbd and librados the addon runs against. Throws NativeLoadError if absent. */
+/**
+ * Versions of the librbd and librados the addon runs against. Throws NativeLoadError if absent.
+ * Implements rbd_version() and rados_version().
+ */
 export function libraryVersions(): { librbd: string; librados: string } {
   return native().version();
 }
@@ -212,7 +216,10 @@ export interface ConnectOptions {
   options?: Readonly<Record<string, string>>;
 }
 
-/** Connects to a cluster. Rejects with Timeout, PermissionDenied, ImageNotFound (missing conf/keyring)... */
+/**
+ * Connects to a cluster. Rejects with Timeout, PermissionDenied, ImageNotFound (missing conf/keyring)...
+ * Implements rados_create2(), rados_conf_set() and rados_connect().
+ */
 export async function connect(opts: ConnectOptions): Promise<Cluster> {
   const op = 'connect';
   if (opts === null || typeof opts !== 'object') throw invalidArgument(op, '', 'options object required');
@@ -279,7 +286,7 @@ export class Cluster implements AsyncDisposable {
     this.clientId = clientId;
   }
 
-  /** True once close() was called (or the cluster was closed at exit). */
+  /** True once close() was called (or the cluster was closed at exit). Binding only (no librados call). */
   get closed(): boolean {
     return this.#n.isClosed();
   }
@@ -287,6 +294,7 @@ export class Cluster implements AsyncDisposable {
   /**
    * This client's global id: watches and locks it holds show as `client.<instanceId>` (see
    * {@link Image.lockers}). Throws {@link HandleClosed} once the cluster is closed.
+   * Implements rados_get_instance_id().
    */
   instanceId(): number {
     if (this.#n.isClosed()) throw handleClosed('cluster.instanceId', '');
@@ -298,17 +306,21 @@ export class Cluster implements AsyncDisposable {
    * {@link Timeout} after the connection's `timeoutMs` (`rados_mon_op_timeout`) when none does.
    * A connected client keeps working on cached OSD sessions without monitors; this tells whether
    * new clients (e.g. QEMU's librbd) could connect now.
+   * Implements rados_mon_command().
    */
   async pingMonitor(): Promise<void> {
     await this.#n.monCommand(JSON.stringify({ prefix: 'version', format: 'json' }));
   }
 
-  /** The cluster's fsid (UUID). */
+  /** The cluster's fsid (UUID). Implements rados_cluster_fsid(). */
   fsid(): Promise<string> {
     return this.#n.fsid();
   }
 
-  /** Usage and capacity of `pool`. Rejects with ImageNotFound when the pool does not exist. */
+  /**
+   * Usage and capacity of `pool`. Rejects with ImageNotFound when the pool does not exist.
+   * Implements rados_ioctx_pool_stat(), rbd_pool_stats_get() and rados_mon_command().
+   */
   async poolStats(pool: string): Promise<PoolStats> {
     checkName('cluster.poolStats', 'pool', pool);
     const s = await this.#n.poolStats(pool);
@@ -337,7 +349,10 @@ export class Cluster implements AsyncDisposable {
     };
   }
 
-  /** Opens an I/O context on `pool` (and optional RADOS `namespace`). ImageNotFound if no such pool. */
+  /**
+   * Opens an I/O context on `pool` (and optional RADOS `namespace`). ImageNotFound if no such pool.
+   * Implements rados_ioctx_create().
+   */
   async openIoCtx(pool: string, namespace = ''): Promise<IoCtx> {
     checkName('cluster.openIoCtx', 'pool', pool);
     if (typeof namespace !== 'string' || namespace.includes('\0')) {
@@ -362,6 +377,7 @@ export class Cluster implements AsyncDisposable {
   /**
    * Closes the connection: no new operation is accepted, in-flight ones finish, then every open
    * IoCtx and Image of this cluster is closed, then the connection. Idempotent.
+   * Implements rados_shutdown().
    */
   close(): Promise<void> {
     return this.#n.close();
@@ -459,16 +475,17 @@ export class IoCtx implements AsyncDisposable {
     return io.#n;
   }
 
+  /** Binding only (no librados call). */
   get closed(): boolean {
     return this.#n.isClosed();
   }
 
-  /** Names of the images in this pool/namespace. */
+  /** Names of the images in this pool/namespace. Implements rbd_list2(). */
   async list(): Promise<string[]> {
     return (await this.#n.list()).map((s) => s.name);
   }
 
-  /** Creates an image of `size` bytes. ImageExists if the name is taken. */
+  /** Creates an image of `size` bytes. ImageExists if the name is taken. Implements rbd_create4(). */
   async create(name: string, size: number, opts: CreateOptions = {}): Promise<void> {
     const op = 'ioctx.create';
     checkName(op, 'image name', name);
@@ -479,6 +496,7 @@ export class IoCtx implements AsyncDisposable {
   /**
    * Clones `parent.image@parent.snap` into `dest.name` (copy-on-write). With clone format 1 the
    * snapshot must be protected (else InvalidArgument).
+   * Implements rbd_clone3().
    */
   async clone(opts: CloneOptions): Promise<void> {
     const op = 'ioctx.clone';
@@ -503,26 +521,27 @@ export class IoCtx implements AsyncDisposable {
   /**
    * Removes an image and its data. ImageHasSnapshots if it has snapshots, ImageBusy if it is
    * open elsewhere (see {@link Image.watchers}) or has clone children.
+   * Implements rbd_remove().
    */
   async remove(name: string, opts: { onProgress?: ProgressCallback } = {}): Promise<void> {
     checkName('ioctx.remove', 'image name', name);
     await this.#n.remove(name, progressAdapter(opts.onProgress, 'ioctx.remove'));
   }
 
-  /** Renames an image within this pool. */
+  /** Renames an image within this pool. Implements rbd_rename(). */
   async rename(from: string, to: string): Promise<void> {
     checkName('ioctx.rename', 'source name', from);
     checkName('ioctx.rename', 'destination name', to);
     await this.#n.rename(from, to);
   }
 
-  /** Moves an image to the trash (removable after `delaySeconds`, default 0). */
+  /** Moves an image to the trash (removable after `delaySeconds`, default 0). Implements rbd_trash_move(). */
   async trashMove(name: string, opts: { delaySeconds?: number } = {}): Promise<void> {
     checkName('ioctx.trashMove', 'image name', name);
     await this.#n.trashMove(name, checkUint('ioctx.trashMove', name, 'delaySeconds', opts.delaySeconds ?? 0));
   }
 
-  /** The trash of this pool/namespace. */
+  /** The trash of this pool/namespace. Implements rbd_trash_list(). */
   async trashList(): Promise<TrashEntry[]> {
     return (await this.#n.trashList()).map((t) => ({
       id: t.id,
@@ -533,20 +552,23 @@ export class IoCtx implements AsyncDisposable {
     }));
   }
 
-  /** Restores a trashed image (by trash id), optionally under a new name. */
+  /** Restores a trashed image (by trash id), optionally under a new name. Implements rbd_trash_restore(). */
   async trashRestore(id: string, name = ''): Promise<void> {
     checkName('ioctx.trashRestore', 'trash id', id);
     if (typeof name !== 'string' || name.includes('\0')) throw invalidArgument('ioctx.trashRestore', id, 'name must be a string');
     await this.#n.trashRestore(id, name);
   }
 
-  /** Permanently removes a trashed image (`force` ignores its deferment time). */
+  /** Permanently removes a trashed image (`force` ignores its deferment time). Implements rbd_trash_remove(). */
   async trashRemove(id: string, opts: { force?: boolean; onProgress?: ProgressCallback } = {}): Promise<void> {
     checkName('ioctx.trashRemove', 'trash id', id);
     await this.#n.trashRemove(id, opts.force === true, progressAdapter(opts.onProgress, 'ioctx.trashRemove'));
   }
 
-  /** Opens an image. ImageNotFound if it (or the snapshot) does not exist. */
+  /**
+   * Opens an image. ImageNotFound if it (or the snapshot) does not exist.
+   * Implements rbd_open() and rbd_open_read_only().
+   */
   async open(name: string, opts: OpenOptions = {}): Promise<Image> {
     checkName('ioctx.open', 'image name', name);
     if (opts.snapshot !== undefined) checkName('ioctx.open', 'snapshot', opts.snapshot);
@@ -555,7 +577,7 @@ export class IoCtx implements AsyncDisposable {
     return new Image(n, this, name, opts.snapshot ?? null, readOnly);
   }
 
-  /** Closes this ioctx after closing its open images. Idempotent. */
+  /** Closes this ioctx after closing its open images. Idempotent. Implements rados_ioctx_destroy(). */
   close(): Promise<void> {
     return this.#n.close();
   }
@@ -657,10 +679,12 @@ export class Image implements AsyncDisposable {
     this.readOnly = readOnly;
   }
 
+  /** Binding only (no librbd call). */
   get closed(): boolean {
     return this.#n.isClosed();
   }
 
+  /** Implements rbd_stat(). */
   async stat(): Promise<ImageStat> {
     const s = await this.#n.stat();
     return {
@@ -680,72 +704,93 @@ export class Image implements AsyncDisposable {
     };
   }
 
-  /** Size in bytes. */
+  /** Size in bytes. Implements rbd_get_size(). */
   size(): Promise<number> {
     return this.#n.size();
   }
 
+  /** Implements rbd_get_features(). */
   async features(): Promise<ImageFeatures> {
     const mask = await this.#n.features();
     return { mask, names: featureNames(mask) };
   }
 
-  /** Grows or shrinks the image (`allowShrink: false` rejects a shrink with InvalidArgument). */
+  /**
+   * Grows or shrinks the image (`allowShrink: false` rejects a shrink with InvalidArgument).
+   * Implements rbd_resize2().
+   */
   async resize(size: number, opts: { allowShrink?: boolean; onProgress?: ProgressCallback } = {}): Promise<void> {
     checkUint('image.resize', this.name, 'size', size);
     await this.#n.resize(size, opts.allowShrink !== false, progressAdapter(opts.onProgress, 'image.resize'));
   }
 
-  /** Copies all data from the parent so the clone no longer depends on it. InvalidArgument without a parent. */
+  /**
+   * Copies all data from the parent so the clone no longer depends on it. InvalidArgument without a parent.
+   * Implements rbd_flatten().
+   */
   async flatten(opts: { onProgress?: ProgressCallback } = {}): Promise<void> {
     await this.#n.flatten(progressAdapter(opts.onProgress, 'image.flatten'));
   }
 
-  /** The parent image and snapshot of a clone, or null. */
+  /** The parent image and snapshot of a clone, or null. Implements rbd_get_parent(). */
   async parent(): Promise<ParentInfo | null> {
     return this.#n.parent();
   }
 
-  /** Clones of the snapshot this image is opened at (open with `{ snapshot }`), in every pool. */
+  /**
+   * Clones of the snapshot this image is opened at (open with `{ snapshot }`), in every pool.
+   * Implements rbd_list_children3().
+   */
   async children(): Promise<LinkedImage[]> {
     return this.#n.children();
   }
 
+  /** Implements rbd_snap_create(). */
   async createSnapshot(name: string): Promise<void> {
     checkName('image.snapCreate', 'snapshot name', name);
     await this.#n.snapCreate(name);
   }
 
-  /** Removes a snapshot. ImageBusy if protected, ImageHasSnapshots-style errors as librbd reports. */
+  /**
+   * Removes a snapshot. ImageBusy if protected, ImageHasSnapshots-style errors as librbd reports.
+   * Implements rbd_snap_remove().
+   */
   async removeSnapshot(name: string): Promise<void> {
     checkName('image.snapRemove', 'snapshot name', name);
     await this.#n.snapRemove(name);
   }
 
-  /** Protects a snapshot (needed for clone format 1). ImageBusy if already protected. */
+  /** Protects a snapshot (needed for clone format 1). ImageBusy if already protected. Implements rbd_snap_protect(). */
   async protectSnapshot(name: string): Promise<void> {
     checkName('image.snapProtect', 'snapshot name', name);
     await this.#n.snapProtect(name);
   }
 
-  /** Unprotects a snapshot. ImageBusy while it has children; InvalidArgument if not protected. */
+  /**
+   * Unprotects a snapshot. ImageBusy while it has children; InvalidArgument if not protected.
+   * Implements rbd_snap_unprotect().
+   */
   async unprotectSnapshot(name: string): Promise<void> {
     checkName('image.snapUnprotect', 'snapshot name', name);
     await this.#n.snapUnprotect(name);
   }
 
+  /** Implements rbd_snap_is_protected(). */
   async isSnapshotProtected(name: string): Promise<boolean> {
     checkName('image.snapIsProtected', 'snapshot name', name);
     return this.#n.snapIsProtected(name);
   }
 
-  /** Reverts the image's content to the snapshot. */
+  /** Reverts the image's content to the snapshot. Implements rbd_snap_rollback(). */
   async rollbackToSnapshot(name: string, opts: { onProgress?: ProgressCallback } = {}): Promise<void> {
     checkName('image.snapRollback', 'snapshot name', name);
     await this.#n.snapRollback(name, progressAdapter(opts.onProgress, 'image.snapRollback'));
   }
 
-  /** Every snapshot of the image, of every namespace (see {@link SnapshotInfo.namespace}). */
+  /**
+   * Every snapshot of the image, of every namespace (see {@link SnapshotInfo.namespace}).
+   * Implements rbd_snap_list().
+   */
   async listSnapshots(): Promise<SnapshotInfo[]> {
     return this.#n.snapList();
   }
@@ -753,6 +798,7 @@ export class Image implements AsyncDisposable {
   /**
    * Clones of the snapshot with this id (from {@link listSnapshots}), in every pool. Works for
    * snapshots of any namespace, e.g. a `trash` snapshot whose name is not usable with `open`.
+   * Implements rbd_list_children3() at rbd_snap_set_by_id().
    */
   async snapshotChildren(snapId: number): Promise<LinkedImage[]> {
     checkUint('image.snapChildren', this.name, 'snapId', snapId);
@@ -762,13 +808,17 @@ export class Image implements AsyncDisposable {
   /**
    * Removes the snapshot with this id, of any namespace (`rbd snap rm --snap-id`): the way to
    * purge a `trash` snapshot left without children. ImageBusy while it has children.
+   * Implements rbd_snap_remove_by_id().
    */
   async removeSnapshotById(snapId: number): Promise<void> {
     checkUint('image.snapRemoveById', this.name, 'snapId', snapId);
     await this.#n.snapRemoveById(snapId);
   }
 
-  /** Reads `length` bytes at `offset` (rbd_aio_read); shorter only at the end of the image. */
+  /**
+   * Reads `length` bytes at `offset` (rbd_aio_read); shorter only at the end of the image.
+   * Implements rbd_aio_read().
+   */
   async read(offset: number, length: number): Promise<Buffer> {
     checkUint('image.read', this.name, 'offset', offset);
     checkUint('image.read', this.name, 'length', length);
@@ -782,6 +832,7 @@ export class Image implements AsyncDisposable {
   /**
    * Writes `data` at `offset` (rbd_aio_write). The buffer is referenced, not copied, until the
    * promise settles: do not modify it meanwhile.
+   * Implements rbd_aio_write().
    */
   async write(offset: number, data: Uint8Array): Promise<void> {
     checkUint('image.write', this.name, 'offset', offset);
@@ -790,19 +841,22 @@ export class Image implements AsyncDisposable {
     await this.#n.write(offset, data);
   }
 
-  /** Deallocates a range (reads as zeros afterwards). */
+  /** Deallocates a range (reads as zeros afterwards). Implements rbd_aio_discard(). */
   async discard(offset: number, length: number): Promise<void> {
     checkUint('image.discard', this.name, 'offset', offset);
     checkUint('image.discard', this.name, 'length', length);
     await this.#n.discard(offset, length);
   }
 
-  /** Waits until previous writes are durable. */
+  /** Waits until previous writes are durable. Implements rbd_aio_flush(). */
   async flush(): Promise<void> {
     await this.#n.flush();
   }
 
-  /** Clients that have the image open (their watch), e.g. to explain ImageBusy on remove. */
+  /**
+   * Clients that have the image open (their watch), e.g. to explain ImageBusy on remove.
+   * Implements rbd_watchers_list().
+   */
   watchers(): Promise<Watcher[]> {
     return this.#n.watchers();
   }
@@ -810,12 +864,13 @@ export class Image implements AsyncDisposable {
   /**
    * The image's lockers (`rbd_list_lockers`): the exclusive lock of the exclusive-lock feature
    * (cookie `auto <n>`, tag `internal`) or advisory locks. `client` is `client.<instanceId>`.
+   * Implements rbd_list_lockers().
    */
   lockers(): Promise<ImageLockers> {
     return this.#n.lockers();
   }
 
-  /** Closes the image after its in-flight operations. Idempotent. */
+  /** Closes the image after its in-flight operations. Idempotent. Implements rbd_close(). */
   close(): Promise<void> {
     return this.#n.close();
   }

@@ -4,7 +4,7 @@ import { fileURLToPath } from 'node:url';
 
 import { nativeErrorFactory } from './errors.js';
 
-/** Shape of the compiled addon (native/addon.cc). Internal: use the classes in index.ts. */
+/** Shape of the compiled addon (native/*.cc, registered in native/addon.cc). Internal: use the classes in index.ts. */
 export interface NativeCluster {
   close(): Promise<void>;
   isClosed(): boolean;

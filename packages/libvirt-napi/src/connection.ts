@@ -55,7 +55,10 @@ export function parseVersion(number: number): LibvirtVersion {
   };
 }
 
-/** Version of the libvirt client library this process loaded (local, no connection needed). */
+/**
+ * Version of the libvirt client library this process loaded (local, no connection needed).
+ * Implements virGetVersion().
+ */
 export function libvirtVersion(): LibvirtVersion {
   return parseVersion(binding().getVersion());
 }
@@ -136,44 +139,47 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     return this.#lost;
   }
 
-  /** Whether the connection is usable (a local check, no round trip). */
+  /** Whether the connection is usable (a local check, no round trip). Implements virConnectIsAlive(). */
   isAlive(): boolean {
     return !this.#closed && this.#handle !== undefined && binding().isAlive(this.#handle);
   }
 
-  /** Keep the process alive while this connection can deliver events. */
+  /** Keep the process alive while this connection can deliver events. Binding only (no libvirt call). */
   ref(): this {
     if (this.#handle !== undefined) binding().setEventsRef(this.#handle, true);
     return this;
   }
 
-  /** Undo `ref()` (the default: an open connection does not keep the process alive). */
+  /** Undo `ref()` (the default: an open connection does not keep the process alive). Binding only (no libvirt call). */
   unref(): this {
     if (this.#handle !== undefined) binding().setEventsRef(this.#handle, false);
     return this;
   }
 
-  /** Version of the libvirt library the daemon side uses. */
+  /** Version of the libvirt library the daemon side uses. Implements virConnectGetLibVersion(). */
   async libVersion(): Promise<LibvirtVersion> {
     return parseVersion(await binding().libVersion(this.#h));
   }
 
-  /** Version of the hypervisor (e.g. QEMU 7.2.0 is 7002000). */
+  /** Version of the hypervisor (e.g. QEMU 7.2.0 is 7002000). Implements virConnectGetVersion(). */
   async hypervisorVersion(): Promise<LibvirtVersion> {
     return parseVersion(await binding().hypervisorVersion(this.#h));
   }
 
-  /** The host name of the hypervisor host. */
+  /** The host name of the hypervisor host. Implements virConnectGetHostname(). */
   hostname(): Promise<string> {
     return binding().hostname(this.#h);
   }
 
-  /** The host capabilities XML. */
+  /** The host capabilities XML. Implements virConnectGetCapabilities(). */
   capabilities(): Promise<string> {
     return binding().capabilities(this.#h);
   }
 
-  /** The domain capabilities XML for an emulator/arch/machine/virt type. */
+  /**
+   * The domain capabilities XML for an emulator/arch/machine/virt type.
+   * Implements virConnectGetDomainCapabilities().
+   */
   domainCapabilities(options: DomainCapabilitiesOptions = {}): Promise<string> {
     return binding().domainCapabilities(
       this.#h,
@@ -185,50 +191,59 @@ export class Connection extends EventEmitter<ConnectionEvents> {
     );
   }
 
-  /** All domains matching `flags` (`ListDomainsFlags`; 0 = all). */
+  /** All domains matching `flags` (`ListDomainsFlags`; 0 = all). Implements virConnectListAllDomains(). */
   async listAllDomains(flags = 0): Promise<Domain[]> {
     const raw = await binding().listAllDomains(this.#h, flags);
     return raw.map((r) => new Domain(this, r));
   }
 
-  /** Defines (or updates) a persistent domain from XML (`DefineFlags`); does not start it. */
+  /**
+   * Defines (or updates) a persistent domain from XML (`DefineFlags`); does not start it.
+   * Implements virDomainDefineXMLFlags().
+   */
   async defineXML(xml: string, flags = 0): Promise<Domain> {
     return new Domain(this, await binding().defineXML(this.#h, xml, flags));
   }
 
-  /** Creates and starts a transient domain from XML (`StartFlags`). */
+  /** Creates and starts a transient domain from XML (`StartFlags`). Implements virDomainCreateXML(). */
   async createXML(xml: string, flags = 0): Promise<Domain> {
     return new Domain(this, await binding().createXML(this.#h, xml, flags));
   }
 
-  /** Looks a domain up by name (rejects with `VIR_ERR_NO_DOMAIN`). */
+  /** Looks a domain up by name (rejects with `VIR_ERR_NO_DOMAIN`). Implements virDomainLookupByName(). */
   async lookupByName(name: string): Promise<Domain> {
     return new Domain(this, await binding().lookupByName(this.#h, name));
   }
 
-  /** Looks a domain up by UUID (rejects with `VIR_ERR_NO_DOMAIN`). */
+  /** Looks a domain up by UUID (rejects with `VIR_ERR_NO_DOMAIN`). Implements virDomainLookupByUUIDString(). */
   async lookupByUUID(uuid: string): Promise<Domain> {
     return new Domain(this, await binding().lookupByUUID(this.#h, uuid));
   }
 
-  /** Defines (or updates) a secret from XML; set its value with `secret.setValue()`. */
+  /**
+   * Defines (or updates) a secret from XML; set its value with `secret.setValue()`.
+   * Implements virSecretDefineXML().
+   */
   async defineSecret(xml: string, flags = 0): Promise<Secret> {
     return new Secret(this, await binding().defineSecret(this.#h, xml, flags));
   }
 
-  /** Looks a secret up by usage, e.g. `('ceph', 'client.nova secret')` (rejects with `VIR_ERR_NO_SECRET`). */
+  /**
+   * Looks a secret up by usage, e.g. `('ceph', 'client.nova secret')` (rejects with `VIR_ERR_NO_SECRET`).
+   * Implements virSecretLookupByUsage().
+   */
   async lookupSecretByUsage(type: SecretUsageType, usage: string): Promise<Secret> {
     const code = SECRET_USAGE_CODES.get(type);
     if (code === undefined) throw new TypeError(`unknown secret usage type: ${String(type)}`);
     return new Secret(this, await binding().lookupSecretByUsage(this.#h, usage, code));
   }
 
-  /** Looks a secret up by UUID (rejects with `VIR_ERR_NO_SECRET`). */
+  /** Looks a secret up by UUID (rejects with `VIR_ERR_NO_SECRET`). Implements virSecretLookupByUUIDString(). */
   async lookupSecretByUUID(uuid: string): Promise<Secret> {
     return new Secret(this, await binding().lookupSecretByUUID(this.#h, uuid));
   }
 
-  /** All secrets matching `flags` (`ListSecretsFlags`; 0 = all). */
+  /** All secrets matching `flags` (`ListSecretsFlags`; 0 = all). Implements virConnectListAllSecrets(). */
   async listAllSecrets(flags = 0): Promise<Secret[]> {
     const raw = await binding().listAllSecrets(this.#h, flags);
     return raw.map((r) => new Secret(this, r));
@@ -293,6 +308,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   /**
    * Deregisters the event callbacks and closes the connection. Idempotent. Domains and secrets
    * obtained from it become unusable once they are garbage-collected or the connection is gone.
+   * Implements virConnectClose().
    */
   async close(): Promise<void> {
     if (this.#closed) return;
@@ -305,6 +321,7 @@ export class Connection extends EventEmitter<ConnectionEvents> {
  * Opens a connection to `uri` (e.g. `qemu:///system`, `qemu+unix:///system?socket=/path`,
  * `test:///default`). Rejects with a LibvirtError if libvirt cannot connect, and with a
  * LibvirtLoadError if the native addon is missing.
+ * Implements virConnectOpenAuth().
  */
 export async function connect(uri: string, options: ConnectOptions = {}): Promise<Connection> {
   const b = binding();

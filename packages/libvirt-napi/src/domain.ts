@@ -52,79 +52,94 @@ export class Domain {
     return this.#uuid;
   }
 
-  /** Current state with its reason, e.g. `{ state: 'shutoff', reason: 'destroyed' }`. */
+  /**
+   * Current state with its reason, e.g. `{ state: 'shutoff', reason: 'destroyed' }`.
+   * Implements virDomainGetState().
+   */
   async state(): Promise<DomainStateInfo> {
     const [state, reason] = await this.#run((h) => binding().domainState(h));
     return domainStateInfo(state, reason);
   }
 
-  /** Resource snapshot (state, memory, vCPUs, CPU time). */
+  /** Resource snapshot (state, memory, vCPUs, CPU time). Implements virDomainGetInfo(). */
   async info(): Promise<DomainInfo> {
     const raw = await this.#run((h) => binding().domainInfo(h));
     return { ...raw, state: DOMAIN_STATES[raw.state] ?? 'nostate' };
   }
 
-  /** The domain XML (`DomainXMLFlags`, e.g. `INACTIVE` for the persistent definition). */
+  /**
+   * The domain XML (`DomainXMLFlags`, e.g. `INACTIVE` for the persistent definition).
+   * Implements virDomainGetXMLDesc().
+   */
   xml(flags = 0): Promise<string> {
     return this.#run((h) => binding().domainXML(h, flags));
   }
 
-  /** Domain id while running, -1 when not running. */
+  /** Domain id while running, -1 when not running. Implements virDomainGetID(). */
   id(): Promise<number> {
     return this.#run((h) => binding().domainID(h));
   }
 
-  /** Whether the domain is running (or paused). */
+  /** Whether the domain is running (or paused). Implements virDomainIsActive(). */
   isActive(): Promise<boolean> {
     return this.#run((h) => binding().domainIsActive(h));
   }
 
-  /** Whether the domain has a persistent definition. */
+  /** Whether the domain has a persistent definition. Implements virDomainIsPersistent(). */
   isPersistent(): Promise<boolean> {
     return this.#run((h) => binding().domainIsPersistent(h));
   }
 
-  /** Starts a defined domain (`StartFlags`). */
+  /** Starts a defined domain (`StartFlags`). Implements virDomainCreateWithFlags(). */
   create(flags = 0): Promise<void> {
     return this.#run((h) => binding().domainCreate(h, flags));
   }
 
-  /** Asks the guest to shut down (ACPI by default; `ShutdownFlags`). Returns before it has stopped. */
+  /**
+   * Asks the guest to shut down (ACPI by default; `ShutdownFlags`). Returns before it has stopped.
+   * Implements virDomainShutdownFlags().
+   */
   shutdown(flags = 0): Promise<void> {
     return this.#run((h) => binding().domainShutdown(h, flags));
   }
 
-  /** Powers the domain off immediately (`DestroyFlags`). */
+  /** Powers the domain off immediately (`DestroyFlags`). Implements virDomainDestroyFlags(). */
   destroy(flags = 0): Promise<void> {
     return this.#run((h) => binding().domainDestroy(h, flags));
   }
 
-  /** Asks the guest to reboot (`RebootFlags`). */
+  /** Asks the guest to reboot (`RebootFlags`). Implements virDomainReboot(). */
   reboot(flags = 0): Promise<void> {
     return this.#run((h) => binding().domainReboot(h, flags));
   }
 
-  /** Pauses the domain's vCPUs. */
+  /** Pauses the domain's vCPUs. Implements virDomainSuspend(). */
   suspend(): Promise<void> {
     return this.#run((h) => binding().domainSuspend(h));
   }
 
-  /** Resumes a paused domain. */
+  /** Resumes a paused domain. Implements virDomainResume(). */
   resume(): Promise<void> {
     return this.#run((h) => binding().domainResume(h));
   }
 
-  /** Removes the persistent definition (`UndefineFlags`); a running domain becomes transient. */
+  /**
+   * Removes the persistent definition (`UndefineFlags`); a running domain becomes transient.
+   * Implements virDomainUndefineFlags().
+   */
   undefine(flags = 0): Promise<void> {
     return this.#run((h) => binding().domainUndefine(h, flags));
   }
 
-  /** Hot-plugs and/or persists a device (`DeviceModifyFlags`: `LIVE`, `CONFIG`; 0 = current state). */
+  /**
+   * Hot-plugs and/or persists a device (`DeviceModifyFlags`: `LIVE`, `CONFIG`; 0 = current state).
+   * Implements virDomainAttachDeviceFlags().
+   */
   attachDevice(xml: string, flags = 0): Promise<void> {
     return this.#run((h) => binding().domainAttachDevice(h, xml, flags));
   }
 
-  /** Detaches a device (`DeviceModifyFlags`). */
+  /** Detaches a device (`DeviceModifyFlags`). Implements virDomainDetachDeviceFlags(). */
   detachDevice(xml: string, flags = 0): Promise<void> {
     return this.#run((h) => binding().domainDetachDevice(h, xml, flags));
   }
@@ -132,6 +147,7 @@ export class Domain {
   /**
    * Resizes a running domain's disk to `bytes` (the size is always in bytes;
    * `disk` is the target dev, e.g. `'vda'`, or the source path).
+   * Implements virDomainBlockResize().
    */
   blockResize(disk: string, bytes: number | bigint, flags = 0): Promise<void> {
     if (typeof bytes === 'number' && (!Number.isSafeInteger(bytes) || bytes < 0)) {

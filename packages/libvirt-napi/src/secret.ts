@@ -46,7 +46,7 @@ export class Secret {
     return this.#usageID;
   }
 
-  /** The secret's definition XML (libvirt never includes the value). */
+  /** The secret's definition XML (libvirt never includes the value). Implements virSecretGetXMLDesc(). */
   xml(): Promise<string> {
     return this.#run((h) => binding().secretXML(h, 0));
   }
@@ -54,6 +54,7 @@ export class Secret {
   /**
    * Sets the secret's value to `bytes` (raw bytes; for a Ceph key pass the decoded key:
    * `Buffer.from(keyBase64, 'base64')`). The caller keeps ownership of `bytes`.
+   * Implements virSecretSetValue().
    */
   setValue(bytes: Uint8Array): Promise<void> {
     if (!(bytes instanceof Uint8Array)) {
@@ -62,7 +63,7 @@ export class Secret {
     return this.#run((h) => binding().secretSetValue(h, bytes, 0));
   }
 
-  /** Deletes the secret. */
+  /** Deletes the secret. Implements virSecretUndefine(). */
   undefine(): Promise<void> {
     return this.#run((h) => binding().secretUndefine(h));
   }
