@@ -34,7 +34,8 @@ export class ImageFormatError extends Error {
  * Why an image was judged unsafe to hand to qemu-img.
  * - `backing-file`: the image names a backing (parent) file.
  * - `data-file`: a qcow2 external data file (feature bit or header extension).
- * - `vmdk-extent`: a VMDK whose extents name other files (flat/descriptor extents).
+ * - `vmdk-extent`: a VMDK whose extents name other files: a text descriptor, a non-SPARSE extent,
+ *   not exactly one extent, or an extent name that is not a bare file name (the image itself).
  * - `vmdk-create-type`: a VMDK createType other than monolithicSparse/streamOptimized.
  * - `format-mismatch`: the declared format differs from the detected one.
  * - `unknown-feature`: unknown incompatible feature bits.

@@ -309,10 +309,12 @@ interface Descriptor {
   parentCid: string | undefined;
   parentHint: string | undefined;
   extents: VmdkExtent[];
+  /** Extent lines with values no reader should accept (a negative sector count). */
+  malformed: string[];
 }
 
 function parseDescriptor(text: string): Descriptor {
-  const d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [] };
+  const d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
   const nul = text.indexOf('\0');
   if (nul >= 0) text = text.slice(0, nul);
   for (const raw of text.split(/\r?\n/)) {
@@ -326,17 +328,32 @@ function parseDescriptor(text: string): Descriptor {
       else if (key === 'parentfilenamehint') d.parentHint = kv[2];
       continue;
     }
-    const ext = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)")?/.exec(line);
+    // Shaped like qemu's sscanf("%10s %" SCNd64 " %10s \"%511[^\n\r\"]\""), but any access word
+    // and any case count: a line we skipped could still be one some reader follows.
+    const ext = /^(\S+)\s+([+-]?\d+)\s+(\S+)(?:\s+"([^"\r\n]*)")?/.exec(line);
     if (ext) {
+      const sectors = Number(ext[2]);
+      if (sectors < 0) d.malformed.push(line);
       d.extents.push({
         access: ext[1]!,
-        sectors: Number(ext[2]),
+        sectors: Math.max(0, sectors),
         type: ext[3]!,
         filename: ext[4],
       });
     }
   }
   return d;
+}
+
+/**
+ * True when an extent names the image itself. A stream has no file name and Glance stores images
+ * under their id, not the name qemu-img wrote, so "itself" is a bare name in the image's own
+ * directory: no directory part, no protocol prefix (qemu opens `nbd:...`/`json:...` as URLs).
+ */
+function isOwnExtentName(name: string | undefined): boolean {
+  if (name === undefined || name === '' || name === '.' || name === '..') return false;
+  // eslint-disable-next-line no-control-regex
+  return !/[/\\:\x00-\x1f\x7f]/.test(name);
 }
 
 function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<InspectedImage>): void {
@@ -349,6 +366,19 @@ function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<I
   }
   if (d.extents.length > 1) {
     issues.push({ reason: 'vmdk-extent', message: `vmdk descriptor lists ${d.extents.length} extents` });
+  }
+  if (d.extents.length === 0) {
+    issues.push({ reason: 'vmdk-extent', message: 'vmdk descriptor lists no extent' });
+  }
+  const foreign = d.extents.find((e) => !isOwnExtentName(e.filename));
+  if (foreign) {
+    issues.push({
+      reason: 'vmdk-extent',
+      message: `vmdk extent ${JSON.stringify(foreign.filename ?? null)} is not the image itself (a bare file name)`,
+    });
+  }
+  if (d.malformed.length) {
+    issues.push({ reason: 'vmdk-extent', message: `vmdk extent line ${JSON.stringify(d.malformed[0])} is malformed` });
   }
   if (d.parentHint !== undefined || (d.parentCid !== undefined && d.parentCid.toLowerCase() !== 'ffffffff')) {
     extra.backingFile = d.parentHint ?? '';
@@ -384,7 +414,7 @@ function parseVmdkSparse(r: RegionReader): InspectedImage {
     });
   }
   const extra: Partial<InspectedImage> = {};
-  let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [] };
+  let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
   if (descOffset !== 0) {
     if (!Number.isSafeInteger(descOffset * 512) || !Number.isSafeInteger(descSize * 512)) {
       throw new ImageFormatError('invalid-header', 'vmdk descriptor location is out of range', F);
