@@ -6,8 +6,10 @@
  * - `limits`: the headers ask for more reading than the inspector allows (header bomb).
  * - `stream-order`: a streamed image needs a header region that has already streamed past.
  * - `io`: reading the file failed.
+ * - `empty`: the input has no data, or fewer than 512 bytes (one sector) that no format claims.
  */
 export type ImageFormatErrorReason =
+  | 'empty'
   | 'truncated'
   | 'invalid-header'
   | 'unknown-format'

@@ -723,15 +723,17 @@ function parseRawLike(r: RegionReader, head: Uint8Array): InspectedImage {
     return result('iso', r, size, { format: 'iso', volumeBytes: blocks * blockSize }, [], extra);
   }
   const size = requireSize(r);
-  if (size >= 512) {
-    const t = r.tail(512);
-    if (startsWith(t, 'conectix') && t.length === 512 && u32be(t, 60) === 2) {
-      try {
-        const img = parseVhdFooter(r, t, true);
-        if (img.details.format === 'vhd' && img.details.subformat === 'fixed') return img;
-      } catch (e) {
-        if (!(e instanceof ImageFormatError)) throw e;
-      }
+  if (size < 512) {
+    // No format claimed it and it cannot hold even one sector: a cut-off upload, not a disk.
+    throw new ImageFormatError('empty', `the image holds only ${size} bytes, less than one 512-byte sector`);
+  }
+  const t = r.tail(512);
+  if (startsWith(t, 'conectix') && t.length === 512 && u32be(t, 60) === 2) {
+    try {
+      const img = parseVhdFooter(r, t, true);
+      if (img.details.format === 'vhd' && img.details.subformat === 'fixed') return img;
+    } catch (e) {
+      if (!(e instanceof ImageFormatError)) throw e;
     }
   }
   return result('raw', r, size, { format: 'raw' }, [], extra);
@@ -743,6 +745,8 @@ function parseRawLike(r: RegionReader, head: Uint8Array): InspectedImage {
  */
 export function detectFormat(r: RegionReader): InspectedImage {
   const head = r.read(0, 512);
+  // read() returns nothing only at the end of the input: there is no data at all.
+  if (head.length === 0) throw new ImageFormatError('empty', 'the image is empty (0 bytes)');
   if (startsWith(head, 'QFI\xfb')) return parseQcow2(r);
   if (startsWith(head, 'QED\0')) return parseQed(r);
   if (startsWith(head, 'KDMV')) return parseVmdkSparse(r);
