@@ -307,6 +307,7 @@ describe('VMDK descriptors may name no file but the image itself', () => {
     ['monolithicSparse', 'parent directory', (o: string) => o.replace('"m1234.vmdk"', '"../xx.vmdk"')],
     ['monolithicSparse', 'protocol prefix', (o: string) => o.replace('"m1234.vmdk"', '"nbd:h:1090"')],
     ['monolithicSparse', 'signed sector count, host path', (o: string) => o.replace('2048', '+248').replace('"m1234.vmdk"', '"/etc/hosts"')],
+    ['monolithicSparse', 'negative sector count', (o: string) => o.replace('2048', '-248')],
     ['monolithicSparse', 'lower-case access, host path', (o: string) => o.replace('RW', 'rw').replace('"m1234.vmdk"', '"/etc/hosts"')],
   ])('%s extent naming another file (%s) is refused as vmdk-extent', async (subformat, _what, line) => {
     const name = `${subformat === 'streamOptimized' ? 's' : 'm'}1234.vmdk`;
