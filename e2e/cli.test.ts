@@ -1,7 +1,7 @@
 // The `ephemera` command (built bin) against the dev stack: upload, explain, boot, list, console,
 // snapshot, destroy, gc, reconcile; --json output and exit codes.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm } from 'node:fs/promises';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -87,6 +87,33 @@ describe('ephemera CLI on the dev stack', () => {
     expect(JSON.parse((await ephemera('reconcile', '--json')).stdout)).toEqual([]);
     const gc = JSON.parse((await ephemera('gc', '--json')).stdout);
     expect(gc.removed).toEqual([]);
+  });
+
+  it('an empty image: upload refused (exit 2, no Glance record), boot of an empty Glance image refused (exit 6), nothing left', async () => {
+    const name = `e2e-empty-${uuid.slice(0, 8)}`;
+    const empty = join(stateDir, 'empty.img');
+    await writeFile(empty, new Uint8Array(0));
+    const up = await ephemera('image', 'upload', empty, '--name', name, '--json');
+    expect(up.code, up.stdout + up.stderr).toBe(2);
+    expect(JSON.parse(up.stdout).error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/empty/) });
+    const listed = JSON.parse((await ephemera('image', 'list', '--json')).stdout) as { name?: string }[];
+    expect(listed.filter((i) => i.name === name)).toEqual([]);
+
+    // An empty image that reached Glance some other way.
+    const glance = new GlanceClient({ url: loadStack().glance.url });
+    const rec = await glance.createImage({ name, disk_format: 'raw', container_format: 'bare' });
+    images.push(rec.id);
+    await glance.upload(rec.id, new Uint8Array(0));
+    expect(await glance.waitForStatus(rec.id, ['active'], { timeoutMs: 120_000 })).toMatchObject({ size: 0 });
+    for (const backend of ['rbd', 'qcow2']) {
+      const vm = newUuid();
+      const boot = await ephemera('boot', '--image', rec.id, '--name', `empty-${backend}`, '--uuid', vm, '--flavor', 'vcpus=1,ram=64,root=1,swap=8', '--backend', backend, '--json');
+      expect(boot.code, `${backend}: ${boot.stdout}${boot.stderr}`).toBe(6);
+      expect(JSON.parse(boot.stdout).error).toMatchObject({ code: 'IMAGE_UNUSABLE', message: expect.stringMatching(/empty/) });
+      expect((await ephemera('show', vm)).code).toBe(4);
+      expect((await virshDomains(loadStack())).filter((d) => d.includes(vm))).toEqual([]);
+      expect((await rbdLs(loadStack(), loadStack().ceph.pools.vms)).filter((n) => n.includes(vm))).toEqual([]);
+    }
   });
 
   it('exit codes: unknown image 4, bad flavor 2, unknown command 2', async () => {

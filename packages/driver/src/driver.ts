@@ -509,6 +509,8 @@ export class Driver {
           throw this.#imageError(req.image, err);
         }
         if (image.status !== 'active') throw new DriverError('IMAGE_UNUSABLE', `Glance image ${req.image} is ${image.status}, not active`, { instance: uuid });
+        // No backend can make a disk of nothing: refuse before anything is created.
+        if (image.size === 0) throw new DriverError('IMAGE_UNUSABLE', `Glance image ${req.image} is empty (0 bytes)`, { instance: uuid });
         const plan = await this.plan(req.image, backend.name, signal);
         return { image, plan };
       });

@@ -5,7 +5,7 @@ import { basename } from 'node:path';
 import { Transform } from 'node:stream';
 import { GlanceClient, KeystoneTokenProvider, NoAuth, StaticToken, type GlanceClientOptions, type GlanceImage, type TokenProvider } from '@ephemera/glance';
 import type { ProgressEvent } from '@ephemera/image-backend';
-import { inspectImageFile } from '@ephemera/qemu-img-wrapper';
+import { ImageFormatError, inspectImageFile } from '@ephemera/qemu-img-wrapper';
 import type { DriverConfig } from './config.js';
 import { DriverError } from './errors.js';
 
@@ -55,7 +55,11 @@ export async function uploadImage(glance: GlanceClient, path: string, opts: Uplo
     throw new DriverError('INVALID_ARGUMENT', `cannot read ${path}: ${err.code ?? err.message}`);
   });
   if (!st.isFile()) throw new DriverError('INVALID_ARGUMENT', `${path} is not a file`);
-  const inspected = await inspectImageFile(path);
+  const inspected = await inspectImageFile(path).catch((err: unknown) => {
+    // Unparseable or empty: the file is no image to upload (as a wrong format is).
+    if (err instanceof ImageFormatError) throw new DriverError('INVALID_ARGUMENT', `${path} is not a usable image: ${err.message}`, { cause: err });
+    throw err;
+  });
   const detected = inspected.format;
   if (detected !== 'raw' && detected !== 'qcow2') throw new DriverError('INVALID_ARGUMENT', `${path} is ${detected}: only raw and qcow2 images are uploaded`);
   if (inspected.backingFile) throw new DriverError('INVALID_ARGUMENT', `${path} names a backing file: refusing to upload it`);

@@ -6,8 +6,10 @@
  * - `limits`: the headers ask for more reading than the inspector allows (header bomb).
  * - `stream-order`: a streamed image needs a header region that has already streamed past.
  * - `io`: reading the file failed.
+ * - `empty`: the input has no data, or fewer than 512 bytes (one sector) that no format claims.
  */
 export type ImageFormatErrorReason =
+  | 'empty'
   | 'truncated'
   | 'invalid-header'
   | 'unknown-format'
@@ -34,7 +36,8 @@ export class ImageFormatError extends Error {
  * Why an image was judged unsafe to hand to qemu-img.
  * - `backing-file`: the image names a backing (parent) file.
  * - `data-file`: a qcow2 external data file (feature bit or header extension).
- * - `vmdk-extent`: a VMDK whose extents name other files (flat/descriptor extents).
+ * - `vmdk-extent`: a VMDK whose extents name other files: a text descriptor, a non-SPARSE extent,
+ *   not exactly one extent, or an extent name that is not a bare file name (the image itself).
  * - `vmdk-create-type`: a VMDK createType other than monolithicSparse/streamOptimized.
  * - `format-mismatch`: the declared format differs from the detected one.
  * - `unknown-feature`: unknown incompatible feature bits.

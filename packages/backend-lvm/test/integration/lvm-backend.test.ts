@@ -162,6 +162,22 @@ describe('LvmBackend on a real VG', () => {
     expect(await lvm.lvs(d.instance)).toEqual([]);
   });
 
+  it('refuses an empty image and raw data shorter than one sector (UnsafeImage invalid-image-empty, nothing left)', async () => {
+    const d = disk();
+    for (const [bytes, diskFormat] of [
+      [new Uint8Array(0), 'raw'],
+      [new Uint8Array(0), 'qcow2'],
+      [patternBytes(100, 5), 'raw'],
+    ] as const) {
+      let err: unknown;
+      await fx.backend.createFromImage(d, sourceImageFromBytes(bytes, { diskFormat })).catch((e: unknown) => (err = e));
+      expect(isImageBackendError(err), `${diskFormat} ${bytes.length} bytes: ${String(err)}`).toBe(true);
+      expect(err, `${diskFormat} ${bytes.length} bytes`).toMatchObject({ code: 'UNSAFE_IMAGE', reason: 'invalid-image-empty' });
+      expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
+      expect(await lvm.lvs(d.instance)).toEqual([]);
+    }
+  });
+
   it('resizes in place, and relocates when the next extents are taken, keeping the data and zeroing the new space', async () => {
     const instance = randomUUID();
     const a: DiskRef = { instance, name: 'disk' };

@@ -143,6 +143,36 @@ describe('image cache and overlays', () => {
     await assertNoLeftovers();
   });
 
+  it('refuses an empty image, a sub-sector raw image and a vmdk naming a host file; leaves nothing', async () => {
+    const vmdk = await qemuImageBytes(fx.root, 'vmdk', ['@', '1M']);
+    const ext = Buffer.from(vmdk).indexOf(Buffer.from('SPARSE "'));
+    expect(ext).toBeGreaterThan(0);
+    const name = Buffer.from(vmdk).subarray(ext + 8, Buffer.from(vmdk).indexOf('"', ext + 8));
+    // Same length as qemu-img's own name: the descriptor keeps its size.
+    const hostile = '/etc/hosts'.padStart(name.length, '/');
+    vmdk.set(new TextEncoder().encode(hostile), ext + 8);
+    const cases: { bytes: Uint8Array; diskFormat: string; reason: string }[] = [
+      { bytes: new Uint8Array(0), diskFormat: 'raw', reason: 'invalid-image-empty' },
+      { bytes: new Uint8Array(0), diskFormat: 'qcow2', reason: 'invalid-image-empty' },
+      { bytes: new Uint8Array(0), diskFormat: 'vmdk', reason: 'invalid-image-empty' },
+      { bytes: patternBytes(100, 3), diskFormat: 'raw', reason: 'invalid-image-empty' },
+      { bytes: vmdk, diskFormat: 'vmdk', reason: 'vmdk-extent' },
+    ];
+    const before = await baseNames();
+    for (const c of cases) {
+      const d = newDisk();
+      const err = (await expectImageBackendError(
+        fx.backend.createFromImage(d, sourceImageFromBytes(c.bytes, { diskFormat: c.diskFormat })),
+        'UNSAFE_IMAGE',
+      )) as UnsafeImageError;
+      expect(err.reason, `${c.diskFormat} ${c.bytes.length} bytes: ${err.message}`).toBe(c.reason);
+      expect(await fx.backend.exists(d)).toBe(false);
+      expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
+    }
+    expect(await baseNames()).toEqual(before);
+    await assertNoLeftovers();
+  });
+
   it('converts vmdk, vhdx and vdi images into raw bases (whatever forceRaw says)', async () => {
     const own = await createFixture({ forceRaw: false });
     try {

@@ -309,10 +309,12 @@ interface Descriptor {
   parentCid: string | undefined;
   parentHint: string | undefined;
   extents: VmdkExtent[];
+  /** Extent lines with values no reader should accept (a negative sector count). */
+  malformed: string[];
 }
 
 function parseDescriptor(text: string): Descriptor {
-  const d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [] };
+  const d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
   const nul = text.indexOf('\0');
   if (nul >= 0) text = text.slice(0, nul);
   for (const raw of text.split(/\r?\n/)) {
@@ -326,17 +328,32 @@ function parseDescriptor(text: string): Descriptor {
       else if (key === 'parentfilenamehint') d.parentHint = kv[2];
       continue;
     }
-    const ext = /^(RW|RDONLY|NOACCESS)\s+(\d+)\s+(\S+)(?:\s+"([^"]*)")?/.exec(line);
+    // Shaped like qemu's sscanf("%10s %" SCNd64 " %10s \"%511[^\n\r\"]\""), but any access word
+    // and any case count: a line we skipped could still be one some reader follows.
+    const ext = /^(\S+)\s+([+-]?\d+)\s+(\S+)(?:\s+"([^"\r\n]*)")?/.exec(line);
     if (ext) {
+      const sectors = Number(ext[2]);
+      if (sectors < 0) d.malformed.push(line);
       d.extents.push({
         access: ext[1]!,
-        sectors: Number(ext[2]),
+        sectors: Math.max(0, sectors),
         type: ext[3]!,
         filename: ext[4],
       });
     }
   }
   return d;
+}
+
+/**
+ * True when an extent names the image itself. A stream has no file name and Glance stores images
+ * under their id, not the name qemu-img wrote, so "itself" is a bare name in the image's own
+ * directory: no directory part, no protocol prefix (qemu opens `nbd:...`/`json:...` as URLs).
+ */
+function isOwnExtentName(name: string | undefined): boolean {
+  if (name === undefined || name === '' || name === '.' || name === '..') return false;
+  // eslint-disable-next-line no-control-regex
+  return !/[/\\:\x00-\x1f\x7f]/.test(name);
 }
 
 function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<InspectedImage>): void {
@@ -349,6 +366,19 @@ function descriptorIssues(d: Descriptor, issues: SafetyIssue[], extra: Partial<I
   }
   if (d.extents.length > 1) {
     issues.push({ reason: 'vmdk-extent', message: `vmdk descriptor lists ${d.extents.length} extents` });
+  }
+  if (d.extents.length === 0) {
+    issues.push({ reason: 'vmdk-extent', message: 'vmdk descriptor lists no extent' });
+  }
+  const foreign = d.extents.find((e) => !isOwnExtentName(e.filename));
+  if (foreign) {
+    issues.push({
+      reason: 'vmdk-extent',
+      message: `vmdk extent ${JSON.stringify(foreign.filename ?? null)} is not the image itself (a bare file name)`,
+    });
+  }
+  if (d.malformed.length) {
+    issues.push({ reason: 'vmdk-extent', message: `vmdk extent line ${JSON.stringify(d.malformed[0])} is malformed` });
   }
   if (d.parentHint !== undefined || (d.parentCid !== undefined && d.parentCid.toLowerCase() !== 'ffffffff')) {
     extra.backingFile = d.parentHint ?? '';
@@ -384,7 +414,7 @@ function parseVmdkSparse(r: RegionReader): InspectedImage {
     });
   }
   const extra: Partial<InspectedImage> = {};
-  let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [] };
+  let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
   if (descOffset !== 0) {
     if (!Number.isSafeInteger(descOffset * 512) || !Number.isSafeInteger(descSize * 512)) {
       throw new ImageFormatError('invalid-header', 'vmdk descriptor location is out of range', F);
@@ -693,15 +723,17 @@ function parseRawLike(r: RegionReader, head: Uint8Array): InspectedImage {
     return result('iso', r, size, { format: 'iso', volumeBytes: blocks * blockSize }, [], extra);
   }
   const size = requireSize(r);
-  if (size >= 512) {
-    const t = r.tail(512);
-    if (startsWith(t, 'conectix') && t.length === 512 && u32be(t, 60) === 2) {
-      try {
-        const img = parseVhdFooter(r, t, true);
-        if (img.details.format === 'vhd' && img.details.subformat === 'fixed') return img;
-      } catch (e) {
-        if (!(e instanceof ImageFormatError)) throw e;
-      }
+  if (size < 512) {
+    // No format claimed it and it cannot hold even one sector: a cut-off upload, not a disk.
+    throw new ImageFormatError('empty', `the image holds only ${size} bytes, less than one 512-byte sector`);
+  }
+  const t = r.tail(512);
+  if (startsWith(t, 'conectix') && t.length === 512 && u32be(t, 60) === 2) {
+    try {
+      const img = parseVhdFooter(r, t, true);
+      if (img.details.format === 'vhd' && img.details.subformat === 'fixed') return img;
+    } catch (e) {
+      if (!(e instanceof ImageFormatError)) throw e;
     }
   }
   return result('raw', r, size, { format: 'raw' }, [], extra);
@@ -713,6 +745,8 @@ function parseRawLike(r: RegionReader, head: Uint8Array): InspectedImage {
  */
 export function detectFormat(r: RegionReader): InspectedImage {
   const head = r.read(0, 512);
+  // read() returns nothing only at the end of the input: there is no data at all.
+  if (head.length === 0) throw new ImageFormatError('empty', 'the image is empty (0 bytes)');
   if (startsWith(head, 'QFI\xfb')) return parseQcow2(r);
   if (startsWith(head, 'QED\0')) return parseQed(r);
   if (startsWith(head, 'KDMV')) return parseVmdkSparse(r);

@@ -3,7 +3,10 @@ import { readFile, writeFile } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
+  ImageFormatError,
   ImageInspector,
+  QemuImg,
+  checkImageFile,
   inspectImageBuffer,
   inspectImageFile,
   inspectImageStream,
@@ -283,8 +286,56 @@ describe('inspector detects images made by qemu-img, with the virtual size qemu 
     expect(img).toMatchObject({ format: 'raw', virtualSize: 41_000, inputSize: 41_000 });
   });
 
-  test('empty input is a zero-byte raw image', () => {
-    expect(inspectImageBuffer(new Uint8Array(0))).toMatchObject({ format: 'raw', virtualSize: 0 });
+  test('empty input is an ImageFormatError (empty) in every mode, not a zero-byte raw disk', async () => {
+    const path = dir.file('empty.img');
+    await writeFile(path, new Uint8Array(0));
+    const runs: [string, () => unknown][] = [
+      ['ImageInspector.end() with no data', () => new ImageInspector().end()],
+      [
+        'ImageInspector.end() after empty chunks',
+        () => {
+          const insp = new ImageInspector();
+          insp.push(new Uint8Array(0));
+          insp.push(new Uint8Array(0));
+          return insp.end();
+        },
+      ],
+      ['inspectImageStream([])', () => inspectImageStream([])],
+      ['inspectImageBuffer(0 bytes)', () => inspectImageBuffer(new Uint8Array(0))],
+      ['inspectImageFile(empty file)', () => inspectImageFile(path)],
+      ['checkImageFile(empty file) declared raw', () => checkImageFile(path, { declaredFormat: 'raw' })],
+    ];
+    for (const [what, run] of runs) {
+      const err = await (async () => run())().then(
+        (v) => v,
+        (e: unknown) => e,
+      );
+      expect(err, what).toBeInstanceOf(ImageFormatError);
+      expect(err, what).toMatchObject({ reason: 'empty', message: expect.stringMatching(/empty/) });
+    }
+    // qemu-img never runs on it.
+    const argvs: unknown[] = [];
+    await expect(new QemuImg({ onExec: (a) => argvs.push(a) }).info(path, { format: 'raw' })).rejects.toMatchObject({ reason: 'empty' });
+    expect(argvs).toEqual([]);
+  });
+
+  test('data shorter than one 512-byte sector that no format claims is refused as empty; one sector is raw', async () => {
+    for (const n of [1, 100, 511]) {
+      const bytes = new Uint8Array(n).fill(0x41);
+      const path = dir.file(`short-${n}.img`);
+      await writeFile(path, bytes);
+      for (const run of [() => inspectImageFile(path), async () => inspectImageBuffer(bytes), () => inspectImageStream(chunks(bytes, n, 7))]) {
+        const err = await run().then(
+          (v) => v,
+          (e: unknown) => e,
+        );
+        expect(err, `${n} bytes`).toBeInstanceOf(ImageFormatError);
+        expect(err, `${n} bytes`).toMatchObject({ reason: 'empty' });
+      }
+    }
+    const sector = new Uint8Array(512);
+    expect(inspectImageBuffer(sector)).toMatchObject({ format: 'raw', virtualSize: 512, issues: [] });
+    expect(await inspectImageStream([sector])).toMatchObject({ format: 'raw', virtualSize: 512, inputSize: 512 });
   });
 });
 

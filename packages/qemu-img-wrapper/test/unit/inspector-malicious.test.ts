@@ -271,3 +271,84 @@ describe('truncated and malformed headers are ImageFormatErrors', () => {
     await expect(inspectImageFile(dir.file('nope'))).rejects.toMatchObject({ name: 'ImageFormatError', reason: 'io' });
   });
 });
+
+describe('VMDK descriptors may name no file but the image itself', () => {
+  /** Inspects in every mode (file, buffer, stream) and returns the safetyCheck verdicts. */
+  async function verdicts(path: string): Promise<unknown[]> {
+    const bytes = new Uint8Array(await readFile(path));
+    const out: unknown[] = [];
+    for (const img of [await inspectImageFile(path), inspectImageBuffer(bytes), await inspectImageStream(chunks(bytes, 11, 700))]) {
+      try {
+        out.push(safetyCheck(img, { declaredFormat: 'vmdk' }));
+      } catch (e) {
+        out.push(e);
+      }
+    }
+    return out;
+  }
+
+  /** A qemu-made VMDK named `name` (10 characters) whose extent line is replaced by `line`. */
+  async function withExtentLine(subformat: string, name: string, line: (orig: string) => string): Promise<string> {
+    const f = dir.file(name);
+    await qemuImg('create', '-q', '-f', 'vmdk', '-o', `subformat=${subformat}`, f, '1M');
+    const orig = `RW 2048 SPARSE "${name}"`;
+    const at = await find(f, text(orig));
+    expect(at, 'qemu-img wrote the extent line').toBeGreaterThan(0);
+    const repl = line(orig);
+    // Same length: the descriptor keeps its size and NUL padding.
+    expect(repl.length).toBe(orig.length);
+    await patch(f, [[at, text(repl)]]);
+    return f;
+  }
+
+  test.each([
+    ['monolithicSparse', 'absolute host path', (o: string) => o.replace('"m1234.vmdk"', '"/etc/hosts"')],
+    ['streamOptimized', 'absolute host path', (o: string) => o.replace('"s1234.vmdk"', '"/etc/hosts"')],
+    ['monolithicSparse', 'parent directory', (o: string) => o.replace('"m1234.vmdk"', '"../xx.vmdk"')],
+    ['monolithicSparse', 'protocol prefix', (o: string) => o.replace('"m1234.vmdk"', '"nbd:h:1090"')],
+    ['monolithicSparse', 'signed sector count, host path', (o: string) => o.replace('2048', '+248').replace('"m1234.vmdk"', '"/etc/hosts"')],
+    ['monolithicSparse', 'negative sector count', (o: string) => o.replace('2048', '-248')],
+    ['monolithicSparse', 'lower-case access, host path', (o: string) => o.replace('RW', 'rw').replace('"m1234.vmdk"', '"/etc/hosts"')],
+  ])('%s extent naming another file (%s) is refused as vmdk-extent', async (subformat, _what, line) => {
+    const name = `${subformat === 'streamOptimized' ? 's' : 'm'}1234.vmdk`;
+    const f = await withExtentLine(subformat, name, line);
+    for (const v of await verdicts(f)) {
+      expect(v, f).toBeInstanceOf(UnsafeImageError);
+      expect((v as UnsafeImageError).issues.map((i) => i.reason)).toContain('vmdk-extent');
+      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+    }
+  });
+
+  test('an embedded descriptor with no extent line is refused', async () => {
+    const f = await withExtentLine('monolithicSparse', 'n1234.vmdk', (o) => '#'.padEnd(o.length, ' '));
+    for (const v of await verdicts(f)) {
+      expect(v, f).toBeInstanceOf(UnsafeImageError);
+      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+    }
+  });
+
+  test('the images qemu-img makes (their own file name as the extent) are still accepted', async () => {
+    for (const subformat of ['monolithicSparse', 'streamOptimized']) {
+      const f = await withExtentLine(subformat, `ok-${subformat.slice(0, 2)}.vmdk`, (o) => o);
+      for (const v of await verdicts(f)) {
+        expect(v, `${subformat}: ${String(v)}`).not.toBeInstanceOf(Error);
+        expect(v).toMatchObject({ format: 'vmdk', virtualSize: 1024 * 1024, issues: [] });
+      }
+    }
+  });
+
+  test.each([
+    ['monolithicFlat', 'RW 2048 FLAT "disk-flat.vmdk" 0'],
+    ['vmfs', 'RW 2048 VMFS "disk-flat.vmdk"'],
+    ['twoGbMaxExtentSparse', 'RW 2048 SPARSE "disk-s001.vmdk"'],
+    ['twoGbMaxExtentFlat', 'RW 2048 FLAT "disk-f001.vmdk" 0'],
+    ['monolithicSparse', 'RW 2048 SPARSE "disk.vmdk"'],
+  ])('a descriptor-only VMDK (%s) is refused: its extents are other files', async (createType, extent) => {
+    const f = dir.file(`desc-${createType}.vmdk`);
+    await writeFile(f, `# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="${createType}"\n${extent}\n`);
+    for (const v of await verdicts(f)) {
+      expect(v, f).toBeInstanceOf(UnsafeImageError);
+      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+    }
+  });
+});
