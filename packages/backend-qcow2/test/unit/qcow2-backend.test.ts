@@ -259,8 +259,12 @@ describe('single flight in one process', () => {
 
     const img2 = countingSource(patternBytes(4 * MiB, 23), { chunkBytes: 64 * 1024, delayMs: 5 });
     const acs = [new AbortController(), new AbortController()];
-    const both = acs.map((c) => fx.backend.createFromImage(newDisk(), img2, { signal: c.signal }));
-    setTimeout(() => acs.forEach((c) => c.abort(new Error('test'))), 60);
+    // Abort once the shared fetch is under way (a timer alone can fire before it opened the source on a loaded machine).
+    const abortAll = () => acs.forEach((c) => c.abort(new Error('test')));
+    const onProgress = (e: ProgressEvent) => {
+      if (e.phase === 'download' && img2.opens() === 1) abortAll();
+    };
+    const both = acs.map((c) => fx.backend.createFromImage(newDisk(), img2, { signal: c.signal, onProgress }));
     for (const p of both) await expectImageBackendError(p, 'ABORTED');
     expect(await fx.backend.cachedBase(img2.id)).toBeUndefined();
     await assertNoLeftovers();
