@@ -39,6 +39,8 @@ interface GlobalOpts {
 
 type GlanceImageLike = Awaited<ReturnType<ReturnType<typeof glanceClient>['getImage']>>;
 
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
 class CliError extends Error {
   constructor(readonly code: string, message: string) {
     super(message);
@@ -222,7 +224,11 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     .option('--uuid <uuid>', 'instance UUID (default: a new one)')
     .option('--force-import', 'never clone: import a full copy')
     .action(async (o: { image: string; name: string; flavor: string; backend?: string; uuid?: string; forceImport?: boolean }) => {
+      // Usage errors before the driver connects to anything (and long before a journal entry).
       const flavor = parseFlavor(o.flavor);
+      if (!UUID_RE.test(o.image)) throw new CliError('INVALID_ARGUMENT', `--image ${JSON.stringify(o.image)} is not a Glance image id (a UUID)`);
+      if (o.uuid !== undefined && !UUID_RE.test(o.uuid)) throw new CliError('INVALID_ARGUMENT', `--uuid ${JSON.stringify(o.uuid)} is not a UUID`);
+      if (o.name.length === 0 || o.name.length > 255 || /[\0-\x1f\x7f]/.test(o.name)) throw new CliError('INVALID_ARGUMENT', '--name must be 1..255 printable characters');
       await withDriver(async (d) => {
         const json = globals().json;
         const bar = new ProgressBar('root disk', io.stderr, !json);

@@ -34,7 +34,7 @@ import {
 } from '@ephemera/image-backend';
 import { connect as libvirtConnect, isLibvirtError, type Connection, type Domain, type DomainState } from '@ephemera/libvirt-napi';
 import { domainXml, iotuneFromFlavor, type DiskSpec, type IoTune } from '@ephemera/libvirt-xml';
-import { defineCephSecret, findCephSecret, undefineSecret } from './ceph.js';
+import { defineCephSecret, findCephSecret, readCephKey, undefineSecret } from './ceph.js';
 import type { DriverConfig } from './config.js';
 import { DriverError, isDriverError } from './errors.js';
 import type { DriverEvents, SpawnStep } from './events.js';
@@ -432,8 +432,9 @@ export class Driver {
     int(f.rootGiB, 'rootGiB', 0, 65536);
     int(f.ephemeralGiB ?? 0, 'ephemeralGiB', 0, 65536);
     int(f.swapMiB ?? 0, 'swapMiB', 0, 1024 * 1024);
-    if (typeof req.image !== 'string' || !/^[A-Za-z0-9_.-]{1,128}$/.test(req.image)) {
-      throw new DriverError('INVALID_ARGUMENT', 'image must be a Glance image id', { instance: uuid });
+    // Glance image ids are UUIDs: anything else is a usage error, found before the journal.
+    if (typeof req.image !== 'string' || !isUuid(req.image)) {
+      throw new DriverError('INVALID_ARGUMENT', `image ${JSON.stringify(req.image)} is not a Glance image id (a UUID)`, { instance: uuid });
     }
     const name = inst.name ?? uuid;
     if (typeof name !== 'string' || name.length === 0 || name.length > 255 || /[\0-\x1f\x7f]/.test(name)) {
@@ -465,6 +466,7 @@ export class Driver {
         throw new DriverError('SPAWN_FAILED', `spawn of ${uuid}: backend ${backend.name} is unavailable: ${errMessage(err)}`, { instance: uuid, cause: err });
       }
     }
+    await this.#checkSecret(backend);
     if (await this.#readRecord(uuid)) throw new DriverError('INSTANCE_EXISTS', `instance ${uuid} exists`, { instance: uuid });
     if (await this.#domain(uuid)) throw new DriverError('INSTANCE_EXISTS', `a libvirt domain with UUID ${uuid} exists`, { instance: uuid });
     for (const b of this.backends.all()) {
@@ -605,6 +607,10 @@ export class Driver {
       await op.end(failures.length ? 'rollback-failed' : 'rolled-back', errMessage(err)).catch(() => undefined);
       this.#emitter.emit('lifecycle', { instance: uuid, state: 'error', detail: errMessage(err) });
       if (isDriverError(err)) throw err;
+      // The backend's inspector refused the image's content: the image is unusable (exit 6), not a driver failure.
+      if (isImageBackendError(err, 'UNSAFE_IMAGE')) {
+        throw new DriverError('IMAGE_UNUSABLE', `unusable image ${req.image}: ${errMessage(err)} (${String((err as { reason?: unknown }).reason ?? 'unsafe')})${failures.length ? `; rollback left: ${failures.join('; ')}` : ''}`, { instance: uuid, cause: err });
+      }
       throw new DriverError('SPAWN_FAILED', `spawn of ${uuid} failed: ${errMessage(err)}${failures.length ? `; rollback left: ${failures.join('; ')}` : ''}`, { instance: uuid, cause: err });
     } finally {
       this.#active.delete(op.opId);
@@ -644,6 +650,24 @@ export class Driver {
       memballoon: false,
       metadata: { instanceId: uuid, displayName: name, imageId, ...(flavor.name ? { flavor: flavor.name } : {}) },
     });
+  }
+
+  /**
+   * Checks, before anything is journaled or created, that the ceph secret an RBD disk will name
+   * is usable: libvirt holds it under the configured UUID, or it can be defined (no other UUID for
+   * the user, a keyring with the user's key). Otherwise the spawn fails with INVALID_CONFIG.
+   */
+  async #checkSecret(backend: ImageBackend): Promise<void> {
+    const c = this.ceph;
+    if (backend.name !== 'rbd' || !c.secretUuid) return;
+    const existing = await findCephSecret(await this.#lv(), c.secretUuid, c.user);
+    if (existing === c.secretUuid) return;
+    if (existing !== undefined) {
+      throw new DriverError('INVALID_CONFIG', `libvirt already has a ceph secret for client.${c.user} with UUID ${existing}; set images.rbd.secretUuid to it`);
+    }
+    if (!c.keyringPath) throw new DriverError('INVALID_CONFIG', `libvirt has no ceph secret ${c.secretUuid} and there is no keyring for client.${c.user} to define it: set images.rbd.keyring`);
+    // Only proves the key can be read (the error names the file, never the key); zeroed at once.
+    (await readCephKey(c.keyringPath, c.user)).fill(0);
   }
 
   /** Defines the ceph secret when libvirt does not have it (journaled, so rollback can remove it). */
