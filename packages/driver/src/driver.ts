@@ -528,6 +528,8 @@ export class Driver {
         throw new DriverError('INSTANCE_EXISTS', `backend ${b.name} already holds disks of ${uuid} (run gc or reconcile)`, { instance: uuid });
       }
     }
+    // Aborted before anything exists (e.g. while the CLI reconciled): nothing to journal or undo.
+    if (req.signal?.aborted) throw new DriverError('ABORTED', `spawn of ${uuid} aborted before it began (${errMessage(req.signal.reason)})`, { instance: uuid });
     const flavor = req.flavor;
     const domainName = this.domainName(uuid);
     const op = await this.journal.begin('spawn', uuid, { name, imageId: req.image, backend: backend.name, domainName, flavor });
@@ -540,7 +542,8 @@ export class Driver {
       const t = performance.now();
       this.#emitter.emit('step', { instance: uuid, op: 'spawn', step: s, status: 'started' });
       try {
-        signal.throwIfAborted();
+        // The caller's abort only: timeouts.importMs bounds the image transfer, not the steps.
+        req.signal?.throwIfAborted();
         const v = await fn();
         const ms = performance.now() - t;
         timings[s] = ms;
@@ -573,7 +576,7 @@ export class Driver {
       }
 
       // 2. instance directory (console log, record)
-      signal.throwIfAborted();
+      req.signal?.throwIfAborted();
       const dir = this.#instanceDir(uuid);
       await op.intent('instance-dir', { kind: 'file', path: dir });
       await mkdir(dir, { recursive: true, mode: 0o750 });
