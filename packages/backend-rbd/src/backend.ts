@@ -621,7 +621,18 @@ export class RbdBackend implements ImageBackend {
     let server: LoopbackImageServer | undefined;
     try {
       const head = await stream.readHead();
-      if (!head) throw new UnsafeImageError('format-undecided', `image ${image.id}: its ${format} headers could not be vetted from the first bytes`, { backend: NAME, diskId: id });
+      if (!head) {
+        // The inspector found no header it knows at offset 0: for formats whose header is there,
+        // that means the content is not what Glance declares (say so, not just "undecided").
+        const atStart = ['qcow2', 'vmdk', 'vdi', 'vhdx', 'qed'].includes(declared);
+        throw new UnsafeImageError(
+          atStart ? 'format-mismatch' : 'format-undecided',
+          atStart
+            ? `image ${image.id}: declared ${declared} but it does not start with a ${declared} header (the content looks like raw data)`
+            : `image ${image.id}: its ${format} headers could not be vetted from the first bytes`,
+          { backend: NAME, diskId: id },
+        );
+      }
       const vetted = checkDeclared(head, declared, NAME, id);
       const virtualSize = vetted.virtualSize;
       if (virtualSize === undefined || !Number.isSafeInteger(virtualSize) || virtualSize <= 0)

@@ -20,6 +20,10 @@ export const EXIT = {
   PARTIAL: 8,
   /** The backend cannot do that (e.g. resize on a backend without the capability). */
   UNSUPPORTED: 9,
+  /** Interrupted by SIGINT (Ctrl-C): the operation was aborted and rolled back (128 + 2). */
+  INTERRUPTED: 130,
+  /** Terminated by SIGTERM: the operation was aborted and rolled back (128 + 15). */
+  TERMINATED: 143,
 } as const;
 
 /** The exit code for an error (by its `code`). */

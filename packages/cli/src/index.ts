@@ -6,7 +6,7 @@
  *
  * @packageDocumentation
  */
-export type { CliIo } from './program.js';
+export type { CliIo, RunOptions } from './program.js';
 export { buildProgram, repoRoot, run } from './program.js';
 export { EXIT, exitCodeFor } from './exit-codes.js';
 export { FLAVORS, parseFlavor } from './flavors.js';

@@ -16,6 +16,8 @@ import {
   type ConfigInput,
   type Driver,
   type DriverConfig,
+  type InstanceInfo,
+  type PendingOperation,
   type StackInfoLike,
 } from '@ephemera/driver';
 import { EXIT, exitCodeFor } from './exit-codes.js';
@@ -38,6 +40,8 @@ interface GlobalOpts {
 }
 
 type GlanceImageLike = Awaited<ReturnType<ReturnType<typeof glanceClient>['getImage']>>;
+
+const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 
 class CliError extends Error {
   constructor(readonly code: string, message: string) {
@@ -79,11 +83,18 @@ Configuration: --config FILE (JSON) or $EPHEMERA_CONFIG, then EPHEMERA_* variabl
 with the dev stack up, its stack.json provides the defaults (--no-stack ignores it).
 
 Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration/unreachable service, 4 not found,
-5 already exists, 6 image unusable, 7 timeout, 8 partial failure (run reconcile), 9 unsupported.
+5 already exists, 6 image unusable, 7 timeout, 8 partial failure (run reconcile), 9 unsupported,
+130/143 interrupted by SIGINT/SIGTERM (the operation was rolled back; a second signal exits at once).
 `;
 
+/** Options of {@link run} and {@link buildProgram}. */
+export interface RunOptions {
+  /** Aborts the running operation (`bin.ts` wires SIGINT/SIGTERM to it); a spawn rolls back. */
+  signal?: AbortSignal;
+}
+
 /** Builds the program; `run()` executes it. */
-export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode: 0 }): Command {
+export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode: 0 }, opts: RunOptions = {}): Command {
   const program = new Command('ephemera');
   const out = (s: string): void => void io.stdout.write(s.endsWith('\n') ? s : `${s}\n`);
   const err = (s: string): void => void io.stderr.write(s.endsWith('\n') ? s : `${s}\n`);
@@ -112,9 +123,16 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     if (globals().json) out(JSON.stringify(json, null, 2));
     else out(text());
   };
-  const withDriver = async <T>(fn: (d: Driver) => Promise<T>, extra: ConfigInput = {}, reconcile = false): Promise<T> => {
-    const d = await createDriver({ config: config(extra), reconcile });
+  // Commands that change state reconcile first (docs/operations.md: reconcile runs when the driver
+  // starts), so a crashed run's leftovers do not get in their way; read-only ones (list, show,
+  // console, explain, gc without --delete) change nothing and show unfinished operations instead.
+  const withDriver = async <T>(fn: (d: Driver) => Promise<T>, extra: ConfigInput = {}, reconcile = true): Promise<T> => {
+    const d = await createDriver({ config: config(extra), reconcile: false });
     try {
+      if (reconcile) {
+        const done = (await d.reconcile()).filter((a) => a.action !== 'skipped');
+        for (const a of done) err(`reconcile: ${a.op} ${a.instance} of a process that is gone: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`);
+      }
       return await fn(d);
     } finally {
       await d.close();
@@ -208,7 +226,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
         const plan = await d.plan(id, o.backend);
         const { image: img, ...rest } = plan;
         out(JSON.stringify({ ...rest, image: { id: img.id, name: img.name, disk_format: img.disk_format, size: img.size } }, null, 2));
-      });
+      }, {}, false);
     });
 
   // ------------------------------------------------------------ instances
@@ -222,7 +240,11 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     .option('--uuid <uuid>', 'instance UUID (default: a new one)')
     .option('--force-import', 'never clone: import a full copy')
     .action(async (o: { image: string; name: string; flavor: string; backend?: string; uuid?: string; forceImport?: boolean }) => {
+      // Usage errors before the driver connects to anything (and long before a journal entry).
       const flavor = parseFlavor(o.flavor);
+      if (!UUID_RE.test(o.image)) throw new CliError('INVALID_ARGUMENT', `--image ${JSON.stringify(o.image)} is not a Glance image id (a UUID)`);
+      if (o.uuid !== undefined && !UUID_RE.test(o.uuid)) throw new CliError('INVALID_ARGUMENT', `--uuid ${JSON.stringify(o.uuid)} is not a UUID`);
+      if (o.name.length === 0 || o.name.length > 255 || /[\0-\x1f\x7f]/.test(o.name)) throw new CliError('INVALID_ARGUMENT', '--name must be 1..255 printable characters');
       await withDriver(async (d) => {
         const json = globals().json;
         const bar = new ProgressBar('root disk', io.stderr, !json);
@@ -238,6 +260,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
           flavor,
           ...(o.backend ? { backend: o.backend } : {}),
           ...(o.forceImport ? { forceImport: true } : {}),
+          ...(opts.signal ? { signal: opts.signal } : {}),
         });
         print(r, () =>
           [
@@ -246,17 +269,36 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
             `steps: ${Object.entries(r.timings).map(([k, v]) => `${k} ${Math.round(v!)} ms`).join(', ')}; total ${Math.round(r.totalMs)} ms`,
             `console: ${r.instance.consolePath}`,
           ].join('\n'));
-      }, o.backend ? { images: { type: o.backend } } : {}, true);
+      }, o.backend ? { images: { type: o.backend } } : {});
     });
   program
     .command('list')
     .description('list instances with their state')
     .action(async () => {
       await withDriver(async (d) => {
-        const all = await d.list();
-        print(all, () =>
-          all.map((i) => `${i.uuid}  ${i.name.padEnd(20)} ${i.state.padEnd(8)} ${i.backend.padEnd(6)} root ${i.rootDisk.method}  image ${i.imageId}`).join('\n') || '(no instances)');
-      });
+        const instances = await d.list();
+        const ops = await d.operations();
+        const opOf = (uuid: string): PendingOperation | undefined => ops.find((p) => p.instance === uuid);
+        // Instances with a record, then those whose spawn is in flight or was interrupted (no
+        // record yet): otherwise a VM a killed `boot` left running is listed nowhere.
+        type Row = (InstanceInfo | Pick<PendingOperation, 'name' | 'imageId' | 'backend' | 'state'> & { uuid: string }) & { operation?: PendingOperation };
+        const rows: Row[] = instances.map((i) => {
+          const op = opOf(i.uuid);
+          return op ? { ...i, operation: op } : i;
+        });
+        for (const p of ops) {
+          if (p.op !== 'spawn' || instances.some((i) => i.uuid === p.instance) || rows.some((r) => r.uuid === p.instance)) continue;
+          rows.push({ uuid: p.instance, name: p.name ?? p.instance, state: p.state, ...(p.imageId ? { imageId: p.imageId } : {}), ...(p.backend ? { backend: p.backend } : {}), operation: p });
+        }
+        const opText = (p: PendingOperation): string =>
+          p.status === 'in-progress' ? `${p.op} in progress (pid ${p.pid})` : `${p.op} ${p.status} (pid ${p.pid} is gone): run \`ephemera reconcile\``;
+        print(rows, () =>
+          rows.map((i) => {
+            const head = `${i.uuid}  ${(i.name ?? '').padEnd(20)} ${i.state.padEnd(8)} ${(i.backend ?? '?').padEnd(6)}`;
+            const tail = 'rootDisk' in i ? `root ${i.rootDisk.method}  image ${i.imageId}` : `image ${i.imageId ?? '?'}`;
+            return `${head} ${tail}${i.operation ? `  [${opText(i.operation)}]` : ''}`;
+          }).join('\n') || '(no instances)');
+      }, {}, false);
     });
   program
     .command('show <instance>')
@@ -265,7 +307,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
       await withDriver(async (d) => {
         const i = await d.get(ref);
         print(i, () => JSON.stringify(i, null, 2));
-      });
+      }, {}, false);
     });
   program
     .command('console <instance>')
@@ -288,7 +330,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
         }
         if (globals().json) out(JSON.stringify({ instance: ref, console: text }));
         else io.stdout.write(text);
-      });
+      }, {}, false);
     });
   program
     .command('destroy <instance...>')
@@ -344,7 +386,12 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
           r.orphans.length === 0
             ? 'no orphan disks'
             : r.orphans.map((x) => `${r.removed.includes(x.id) ? 'removed' : 'orphan '} ${x.backend}:${x.id} ${bytes(x.sizeBytes)}`).join('\n') + (o.delete ? '' : '\n(run with --delete to remove them)'));
-      });
+        // Disks of unfinished operations are not orphans: say where they are.
+        if (!o.delete && !globals().json) {
+          const stale = (await d.operations()).filter((p) => p.status !== 'in-progress');
+          if (stale.length) err(`${stale.length} unfinished operation(s) of processes that are gone hold disks: run \`ephemera reconcile\` (or gc --delete)`);
+        }
+      }, {}, !!o.delete);
     });
   program
     .command('reconcile')
@@ -354,7 +401,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
         const r = await d.reconcile();
         print(r, () => (r.length === 0 ? 'journal is clean' : r.map((a) => `${a.op} ${a.instance}: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`).join('\n')));
         if (r.some((a) => a.action === 'failed')) state.exitCode = EXIT.PARTIAL;
-      });
+      }, {}, false);
     });
   program
     .command('config')
@@ -371,9 +418,9 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
 }
 
 /** Runs the command line; resolves to the exit code (never calls process.exit). */
-export async function run(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }): Promise<number> {
+export async function run(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }, opts: RunOptions = {}): Promise<number> {
   const state = { exitCode: EXIT.OK as number };
-  const program = buildProgram(io, state);
+  const program = buildProgram(io, state, opts);
   const wantsJson = argv.includes('--json');
   try {
     await program.parseAsync(argv, { from: 'user' });
@@ -385,7 +432,9 @@ export async function run(argv: string[], io: CliIo = { stdout: process.stdout, 
       if (wantsJson) io.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
       return code === EXIT.FAILURE ? EXIT.USAGE : code;
     }
-    const code = exitCodeFor(e);
+    // Stopped by a signal: 128 + its number (the reason says which), like a shell reports it.
+    const interrupted = opts.signal?.aborted ? (opts.signal.reason as { exitCode?: unknown })?.exitCode : undefined;
+    const code = typeof interrupted === 'number' ? interrupted : exitCodeFor(e);
     const errCode = (e as { code?: string }).code ?? 'FAILURE';
     const message = e instanceof Error ? e.message : String(e);
     if (wantsJson) io.stdout.write(`${JSON.stringify({ error: { code: errCode, message } })}\n`);

@@ -128,7 +128,7 @@ const DEFS: Record<string, Spec> = {
   },
   'glance.url': {
     type: 'url', default: 'http://127.0.0.1:9292', nova: '[glance] api_servers',
-    description: 'Glance endpoint (no `/v2`).',
+    description: 'Glance endpoint; a trailing `/v2` (as in a service catalog) is stripped, as OpenStack clients do.',
   },
   'glance.auth': {
     type: 'enum', values: ['none', 'token', 'keystone'], default: 'none', nova: '[glance] auth_type',

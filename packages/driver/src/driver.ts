@@ -34,7 +34,7 @@ import {
 } from '@ephemera/image-backend';
 import { connect as libvirtConnect, isLibvirtError, type Connection, type Domain, type DomainState } from '@ephemera/libvirt-napi';
 import { domainXml, iotuneFromFlavor, type DiskSpec, type IoTune } from '@ephemera/libvirt-xml';
-import { defineCephSecret, findCephSecret, undefineSecret } from './ceph.js';
+import { defineCephSecret, findCephSecret, readCephKey, undefineSecret } from './ceph.js';
 import type { DriverConfig } from './config.js';
 import { DriverError, isDriverError } from './errors.js';
 import type { DriverEvents, SpawnStep } from './events.js';
@@ -145,6 +145,28 @@ export interface ReconcileAction {
   action: 'rolled-back' | 'completed' | 'skipped' | 'failed';
   removed: string[];
   error?: string;
+}
+
+/**
+ * An operation the journal holds that has not finished: `in-progress` (its process, maybe this
+ * one, is alive), `interrupted` (its process is gone: `reconcile()` finishes it) or
+ * `rollback-failed` (its rollback left something: `reconcile()` retries).
+ */
+export interface PendingOperation {
+  opId: string;
+  op: string;
+  instance: string;
+  status: 'in-progress' | 'interrupted' | 'rollback-failed';
+  pid: number;
+  startedAt: string;
+  /** Steps that finished, in order. */
+  done: string[];
+  /** The instance's name, image and backend, when the operation recorded them (spawn). */
+  name?: string;
+  imageId?: string;
+  backend?: string;
+  /** libvirt state of the instance's domain, or `missing`. */
+  state: DomainState | 'missing';
 }
 
 /** What gc found. */
@@ -345,6 +367,38 @@ export class Driver {
     return out.sort((a, b) => a.createdAt.localeCompare(b.createdAt));
   }
 
+  /**
+   * Unfinished operations in the journal (read-only: nothing is rolled back), so that callers can
+   * show instances whose spawn is in flight or was interrupted before it wrote the record.
+   */
+  async operations(): Promise<PendingOperation[]> {
+    const out: PendingOperation[] = [];
+    for (const e of await this.journal.entries()) {
+      if (e.end === 'committed' || e.end === 'rolled-back') continue;
+      const alive = this.#active.has(e.opId) || (e.pid !== process.pid && processAlive(e.pid));
+      const dom = await this.#domain(e.instance);
+      const st = dom ? (await dom.state().catch(() => undefined))?.state : undefined;
+      const str = (k: string): string | undefined => (typeof e.data[k] === 'string' ? (e.data[k] as string) : undefined);
+      const name = str('name');
+      const imageId = str('imageId');
+      const backend = str('backend');
+      out.push({
+        opId: e.opId,
+        op: e.op,
+        instance: e.instance,
+        status: e.end === 'rollback-failed' ? 'rollback-failed' : alive ? 'in-progress' : 'interrupted',
+        pid: e.pid,
+        startedAt: e.startedAt,
+        done: [...e.done],
+        ...(name !== undefined ? { name } : {}),
+        ...(imageId !== undefined ? { imageId } : {}),
+        ...(backend !== undefined ? { backend } : {}),
+        state: dom ? (st ?? 'missing') : 'missing',
+      });
+    }
+    return out;
+  }
+
   /** One instance by UUID or name; `INSTANCE_NOT_FOUND` when unknown, `INVALID_ARGUMENT` when a name is ambiguous. */
   async get(ref: string): Promise<InstanceInfo> {
     if (isUuid(ref)) {
@@ -435,8 +489,9 @@ export class Driver {
     int(f.rootGiB, 'rootGiB', 0, 65536);
     int(f.ephemeralGiB ?? 0, 'ephemeralGiB', 0, 65536);
     int(f.swapMiB ?? 0, 'swapMiB', 0, 1024 * 1024);
-    if (typeof req.image !== 'string' || !/^[A-Za-z0-9_.-]{1,128}$/.test(req.image)) {
-      throw new DriverError('INVALID_ARGUMENT', 'image must be a Glance image id', { instance: uuid });
+    // Glance image ids are UUIDs: anything else is a usage error, found before the journal.
+    if (typeof req.image !== 'string' || !isUuid(req.image)) {
+      throw new DriverError('INVALID_ARGUMENT', `image ${JSON.stringify(req.image)} is not a Glance image id (a UUID)`, { instance: uuid });
     }
     const name = inst.name ?? uuid;
     if (typeof name !== 'string' || name.length === 0 || name.length > 255 || /[\0-\x1f\x7f]/.test(name)) {
@@ -468,6 +523,7 @@ export class Driver {
         throw new DriverError('SPAWN_FAILED', `spawn of ${uuid}: backend ${backend.name} is unavailable: ${errMessage(err)}`, { instance: uuid, cause: err });
       }
     }
+    await this.#checkSecret(backend);
     if (await this.#readRecord(uuid)) throw new DriverError('INSTANCE_EXISTS', `instance ${uuid} exists`, { instance: uuid });
     if (await this.#domain(uuid)) throw new DriverError('INSTANCE_EXISTS', `a libvirt domain with UUID ${uuid} exists`, { instance: uuid });
     for (const b of this.backends.all()) {
@@ -475,6 +531,8 @@ export class Driver {
         throw new DriverError('INSTANCE_EXISTS', `backend ${b.name} already holds disks of ${uuid} (run gc or reconcile)`, { instance: uuid });
       }
     }
+    // Aborted before anything exists (e.g. while the CLI reconciled): nothing to journal or undo.
+    if (req.signal?.aborted) throw new DriverError('ABORTED', `spawn of ${uuid} aborted before it began (${errMessage(req.signal.reason)})`, { instance: uuid });
     const flavor = req.flavor;
     const domainName = this.domainName(uuid);
     const op = await this.journal.begin('spawn', uuid, { name, imageId: req.image, backend: backend.name, domainName, flavor });
@@ -482,10 +540,13 @@ export class Driver {
     this.#emitter.emit('lifecycle', { instance: uuid, state: 'spawning' });
     log.info({ opId: op.opId, image: req.image, backend: backend.name, flavor }, 'spawn: begin');
 
+    const signal = req.signal ? AbortSignal.any([req.signal, AbortSignal.timeout(this.config.timeouts.importMs)]) : AbortSignal.timeout(this.config.timeouts.importMs);
     const step = async <T>(s: SpawnStep, fn: () => Promise<T>): Promise<T> => {
       const t = performance.now();
       this.#emitter.emit('step', { instance: uuid, op: 'spawn', step: s, status: 'started' });
       try {
+        // The caller's abort only: timeouts.importMs bounds the image transfer, not the steps.
+        req.signal?.throwIfAborted();
         const v = await fn();
         const ms = performance.now() - t;
         timings[s] = ms;
@@ -497,7 +558,6 @@ export class Driver {
         throw err;
       }
     };
-    const signal = req.signal ? AbortSignal.any([req.signal, AbortSignal.timeout(this.config.timeouts.importMs)]) : AbortSignal.timeout(this.config.timeouts.importMs);
 
     try {
       // 1. the image and the plan
@@ -521,6 +581,7 @@ export class Driver {
       }
 
       // 2. instance directory (console log, record)
+      req.signal?.throwIfAborted();
       const dir = this.#instanceDir(uuid);
       await op.intent('instance-dir', { kind: 'file', path: dir });
       await mkdir(dir, { recursive: true, mode: 0o750 });
@@ -575,9 +636,11 @@ export class Driver {
       // 7. start and wait until it runs
       await step('start', async () => {
         await op.intent('start', { kind: 'domain', uuid, name: domainName });
-        await this.#start(uuid);
+        await this.#start(uuid, req.signal);
         await op.done('start');
       });
+      // An abort that came while the domain started still undoes the spawn (the caller gave up).
+      req.signal?.throwIfAborted();
 
       const record: InstanceRecord = {
         uuid,
@@ -605,11 +668,21 @@ export class Driver {
       this.#emitter.emit('lifecycle', { instance: uuid, state: 'running' });
       return { instance: await this.#info(record), rootDisk: record.rootDisk, timings, totalMs };
     } catch (err) {
-      log.warn({ err: errMessage(err) }, 'spawn failed: rolling back');
-      const failures = await this.#rollback(uuid, op.intents, log);
+      const aborted = req.signal?.aborted === true;
+      log.warn({ err: errMessage(err), aborted }, aborted ? 'spawn aborted: rolling back' : 'spawn failed: rolling back');
+      // Aborted while libvirtd may still be starting the domain: the rollback lets that start
+      // finish before destroying it, as reconcile does for a dead driver's start.
+      const failures = await this.#rollback(uuid, op.intents, log, [], false, aborted);
       await op.end(failures.length ? 'rollback-failed' : 'rolled-back', errMessage(err)).catch(() => undefined);
       this.#emitter.emit('lifecycle', { instance: uuid, state: 'error', detail: errMessage(err) });
+      if (aborted) {
+        throw new DriverError(failures.length ? 'ROLLBACK_FAILED' : 'ABORTED', `spawn of ${uuid} aborted (${errMessage(req.signal!.reason)})${failures.length ? `; rollback left: ${failures.join('; ')} (run reconcile)` : '; rolled back'}`, { instance: uuid, cause: err });
+      }
       if (isDriverError(err)) throw err;
+      // The backend's inspector refused the image's content: the image is unusable (exit 6), not a driver failure.
+      if (isImageBackendError(err, 'UNSAFE_IMAGE')) {
+        throw new DriverError('IMAGE_UNUSABLE', `unusable image ${req.image}: ${errMessage(err)} (${String((err as { reason?: unknown }).reason ?? 'unsafe')})${failures.length ? `; rollback left: ${failures.join('; ')}` : ''}`, { instance: uuid, cause: err });
+      }
       throw new DriverError('SPAWN_FAILED', `spawn of ${uuid} failed: ${errMessage(err)}${failures.length ? `; rollback left: ${failures.join('; ')}` : ''}`, { instance: uuid, cause: err });
     } finally {
       this.#active.delete(op.opId);
@@ -651,6 +724,24 @@ export class Driver {
     });
   }
 
+  /**
+   * Checks, before anything is journaled or created, that the ceph secret an RBD disk will name
+   * is usable: libvirt holds it under the configured UUID, or it can be defined (no other UUID for
+   * the user, a keyring with the user's key). Otherwise the spawn fails with INVALID_CONFIG.
+   */
+  async #checkSecret(backend: ImageBackend): Promise<void> {
+    const c = this.ceph;
+    if (backend.name !== 'rbd' || !c.secretUuid) return;
+    const existing = await findCephSecret(await this.#lv(), c.secretUuid, c.user);
+    if (existing === c.secretUuid) return;
+    if (existing !== undefined) {
+      throw new DriverError('INVALID_CONFIG', `libvirt already has a ceph secret for client.${c.user} with UUID ${existing}; set images.rbd.secretUuid to it`);
+    }
+    if (!c.keyringPath) throw new DriverError('INVALID_CONFIG', `libvirt has no ceph secret ${c.secretUuid} and there is no keyring for client.${c.user} to define it: set images.rbd.keyring`);
+    // Only proves the key can be read (the error names the file, never the key); zeroed at once.
+    (await readCephKey(c.keyringPath, c.user)).fill(0);
+  }
+
   /** Defines the ceph secret when libvirt does not have it (journaled, so rollback can remove it). */
   async #ensureSecret(op: JournalOp, uuid: string): Promise<void> {
     const c = this.ceph;
@@ -666,8 +757,12 @@ export class Driver {
     this.#log.info({ instance: op.instance, secretUuid: uuid }, `defined libvirt ceph secret for client.${c.user}`);
   }
 
-  /** Starts a defined domain and waits for libvirt's `started` event (or a running state). */
-  async #start(uuid: string): Promise<void> {
+  /**
+   * Starts a defined domain and waits for libvirt's `started` event (or a running state). An
+   * abort of `signal` stops the wait at once (ABORTED); libvirtd's start goes on, and the caller's
+   * rollback settles it (`#settleStart`) before destroying the domain.
+   */
+  async #start(uuid: string, signal?: AbortSignal): Promise<void> {
     const dom = await this.#domain(uuid);
     if (!dom) throw new DriverError('INSTANCE_NOT_FOUND', `no domain ${uuid}`, { instance: uuid });
     const ms = this.config.timeouts.startMs;
@@ -682,16 +777,35 @@ export class Driver {
       timedOut = true;
       dom.destroy().catch(() => undefined);
     }, ms);
+    let onAbort: (() => void) | undefined;
     try {
-      await dom.create();
-      await started;
+      signal?.throwIfAborted();
+      const run = (async () => {
+        await dom.create();
+        await started;
+      })();
+      if (signal) {
+        run.catch(() => undefined);
+        await Promise.race([
+          run,
+          new Promise<never>((_, reject) => {
+            onAbort = () => reject(signal.reason);
+            signal.addEventListener('abort', onAbort, { once: true });
+          }),
+        ]);
+      } else {
+        await run;
+      }
     } catch (err) {
       ac.abort();
+      if (signal?.aborted) throw new DriverError('ABORTED', `start of domain ${uuid} aborted`, { instance: uuid, cause: err });
       const st = timedOut ? undefined : await dom.state().catch(() => undefined);
       if (st && (st.state === 'running' || (st.state === 'shutoff' && st.reason === 'shutdown'))) return;
       const code = timedOut || (err as Error).name === 'TimeoutError' ? 'TIMEOUT' : 'SPAWN_FAILED';
       throw new DriverError(code, `domain ${uuid} did not start${timedOut ? ` within ${ms} ms` : ''}: ${errMessage(err)}`, { instance: uuid, cause: err });
     } finally {
+      if (onAbort) signal?.removeEventListener('abort', onAbort);
+      // Aborted: the rollback's #settleStart bounds the wait for libvirtd's start instead.
       clearTimeout(timer);
     }
   }
@@ -700,7 +814,7 @@ export class Driver {
    * Undoes the resources of `intents` in reverse order; returns what could not be removed.
    * `orphaned`: the operation's process died (reconcile), so work it handed to others may still land.
    */
-  async #rollback(instance: string, intents: { step: string; resource: JournalResource }[], log: Logger, removed: string[] = [], orphaned = false): Promise<string[]> {
+  async #rollback(instance: string, intents: { step: string; resource: JournalResource }[], log: Logger, removed: string[] = [], orphaned = false, settle = orphaned): Promise<string[]> {
     const failures: string[] = [];
     const seen = new Set<string>();
     for (const { resource } of [...intents].reverse()) {
@@ -708,7 +822,7 @@ export class Driver {
       if (seen.has(key)) continue;
       seen.add(key);
       try {
-        const what = await this.#undo(instance, resource, orphaned);
+        const what = await this.#undo(instance, resource, orphaned, settle);
         if (what) removed.push(what);
       } catch (err) {
         failures.push(`${resource.kind}: ${errMessage(err)}`);
@@ -722,8 +836,9 @@ export class Driver {
    * Waits, up to `timeouts.startMs`, while libvirt is still starting `dom` (paused, `starting_up`:
    * a dead driver's `virDomainCreate` goes on in libvirtd). QEMU opens its disks then, and a QEMU
    * killed in the middle of opening an RBD image can leave a Ceph zombie watch (tracker 58120)
-   * that keeps the disk busy until an operator clears it. For `orphaned` rollbacks only: the
-   * driver's own rollback destroys a domain whose start it gave up on on purpose.
+   * that keeps the disk busy until an operator clears it. For `orphaned` rollbacks and the
+   * rollback of an aborted spawn (whose start goes on in libvirtd); a start the driver gave up on
+   * at its deadline was destroyed on purpose.
    */
   async #settleStart(dom: Domain, instance: string): Promise<void> {
     const t0 = Date.now();
@@ -740,12 +855,12 @@ export class Driver {
     if (Date.now() - t0 >= 50) this.#log.info({ instance, waitedMs: Date.now() - t0 }, 'waited for libvirt to finish starting the domain before destroying it');
   }
 
-  async #undo(instance: string, r: JournalResource, orphaned = false): Promise<string | undefined> {
+  async #undo(instance: string, r: JournalResource, orphaned = false, settle = orphaned): Promise<string | undefined> {
     switch (r.kind) {
       case 'domain': {
         const dom = await this.#domain(r.uuid);
         if (!dom) return undefined;
-        if (orphaned) await this.#settleStart(dom, instance);
+        if (settle) await this.#settleStart(dom, instance);
         if (await dom.isActive()) {
           await dom.destroy().catch((err) => {
             if (!isLibvirtError(err, 'VIR_ERR_OPERATION_INVALID')) throw err;

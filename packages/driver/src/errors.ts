@@ -13,7 +13,9 @@ export type DriverErrorCode =
   | 'TIMEOUT'
   | 'UNSUPPORTED'
   | 'JOURNAL'
-  | 'ROLLBACK_FAILED';
+  | 'ROLLBACK_FAILED'
+  /** The caller's `AbortSignal` stopped the operation; what it had made was rolled back. */
+  | 'ABORTED';
 
 /** The base error of `@ephemera/driver`. */
 export class DriverError extends Error {

@@ -39,6 +39,7 @@ export type {
   CephContext,
   Flavor,
   GcReport,
+  PendingOperation,
   InstanceDisk,
   InstanceInfo,
   InstanceRecord,

@@ -205,7 +205,9 @@ export class GlanceClient {
       throw new TypeError(`GlanceClient: bad url ${JSON.stringify(opts.url)}`);
     }
     if (u.protocol !== 'http:' && u.protocol !== 'https:') throw new TypeError('GlanceClient: url must be http(s)');
-    this.url = `${u.origin}${u.pathname.replace(/\/+$/, '')}`;
+    // Requests add `/v2/...` themselves; an endpoint given with its version (`.../v2`, as the
+    // service catalog lists it) is stripped to the root, as the OpenStack clients do.
+    this.url = `${u.origin}${u.pathname.replace(/\/+$/, '').replace(/\/v2(\.\d+)?$/, '')}`;
     this.#auth = opts.auth ?? new NoAuth();
     this.#timeoutMs = opts.timeoutMs ?? 30_000;
     this.#idleTimeoutMs = opts.idleTimeoutMs ?? 60_000;

@@ -411,3 +411,13 @@ describe('auth', () => {
     await expect(q.token()).rejects.toBeInstanceOf(GlanceAuthError);
   });
 });
+
+describe('GlanceClient url', () => {
+  it('strips a trailing /v2 (or /v2/, /v2.1) as the OpenStack clients do, and keeps a path prefix', () => {
+    expect(new GlanceClient({ url: 'http://127.0.0.1:9292/v2' }).url).toBe('http://127.0.0.1:9292');
+    expect(new GlanceClient({ url: 'http://127.0.0.1:9292/v2/' }).url).toBe('http://127.0.0.1:9292');
+    expect(new GlanceClient({ url: 'https://cloud.example/image/v2.1' }).url).toBe('https://cloud.example/image');
+    expect(new GlanceClient({ url: 'https://cloud.example/image/' }).url).toBe('https://cloud.example/image');
+    expect(new GlanceClient({ url: 'https://cloud.example/v2x' }).url).toBe('https://cloud.example/v2x');
+  });
+});
