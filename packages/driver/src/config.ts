@@ -344,14 +344,22 @@ function setPath(obj: Record<string, unknown>, key: string, value: unknown): voi
   cur[parts[parts.length - 1]!] = value;
 }
 
-/** Every dotted leaf key of a nested input (for unknown-key detection). */
-function leafKeys(obj: unknown, prefix = ''): string[] {
+/**
+ * Every dotted leaf key of a nested input (for unknown-key detection). A key that itself contains
+ * a dot (`{"images.rbd.pool": ...}`, at any level) is refused: values are only read from nested
+ * objects, so accepting it would silently ignore the value.
+ */
+function leafKeys(obj: unknown, source: ConfigSource, prefix = ''): string[] {
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return prefix ? [prefix] : [];
   const out: string[] = [];
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
+    if (k.includes('.')) {
+      const nested = `${key.split('.').map((p) => `{${JSON.stringify(p)}: `).join('')}...${'}'.repeat(key.split('.').length)}`;
+      throw new ConfigError(key, `unknown option ${JSON.stringify(k)} (from ${source}): dotted keys are not read, nest them: ${nested}`);
+    }
     if (DEFS[key] !== undefined) out.push(key);
-    else if (typeof v === 'object' && v !== null && !Array.isArray(v)) out.push(...leafKeys(v, key));
+    else if (typeof v === 'object' && v !== null && !Array.isArray(v)) out.push(...leafKeys(v, source, key));
     else out.push(key);
   }
   return out;
@@ -480,7 +488,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   for (const [source, layer] of layers) {
-    for (const key of leafKeys(layer)) {
+    for (const key of leafKeys(layer, source)) {
       const spec = CONFIG_SCHEMA.find((s) => s.key === key);
       if (!spec) throw new ConfigError(key, `unknown option (from ${source})`);
       const raw = getPath(layer, key);
