@@ -445,6 +445,8 @@ export interface LoadConfigOptions {
   file?: string;
   /** Environment to read `EPHEMERA_*` variables from (default `process.env`; `{}` to ignore it). */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The caller's own defaults (e.g. the CLI's quieter `log.level`): over the built-in ones, under everything else. */
+  defaults?: ConfigInput;
   /** Dev stack defaults (see {@link fromStack}), applied over the built-in defaults. */
   stack?: StackInfoLike;
   /** Applied last (e.g. CLI flags). */
@@ -452,13 +454,14 @@ export interface LoadConfigOptions {
 }
 
 /**
- * Loads and validates the configuration: built-in defaults, then `stack`, then the JSON `file`,
+ * Loads and validates the configuration: built-in defaults, then the caller's `defaults`, then `stack`, then the JSON `file`,
  * then `EPHEMERA_*` environment variables, then `overrides`. Unknown keys and bad values throw a
  * {@link ConfigError} naming the key and where the value came from.
  */
 export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
   const layers: [ConfigSource, ConfigInput][] = [];
+  if (options.defaults) layers.push(['default', options.defaults]);
   if (options.stack) layers.push(['stack', fromStack(options.stack)]);
   const file = options.file ?? env.EPHEMERA_CONFIG;
   if (file) {

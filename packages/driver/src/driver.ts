@@ -600,7 +600,8 @@ export class Driver {
       this.#emitter.emit('lifecycle', { instance: uuid, state: 'running' });
       return { instance: await this.#info(record), rootDisk: record.rootDisk, timings, totalMs };
     } catch (err) {
-      log.warn({ err: errMessage(err) }, 'spawn failed: rolling back');
+      // info, not warn: the error itself reaches the caller (the CLI prints it); at warn it was printed twice.
+      log.info({ err: errMessage(err) }, 'spawn failed: rolling back');
       const failures = await this.#rollback(uuid, op.intents, log);
       await op.end(failures.length ? 'rollback-failed' : 'rolled-back', errMessage(err)).catch(() => undefined);
       this.#emitter.emit('lifecycle', { instance: uuid, state: 'error', detail: errMessage(err) });
