@@ -80,7 +80,7 @@ const DEFS: Record<string, Spec> = {
   },
   'images.rbd.secretUuid': {
     type: 'uuid', default: undefined, nova: '[libvirt] rbd_secret_uuid',
-    description: 'UUID of the libvirt ceph secret holding the user\'s key. Defined by the driver (once) when missing. Default: derived from the user name.',
+    description: 'UUID of the libvirt ceph secret holding the user\'s key. Defined by the driver (once) when missing. Unset: a stable UUID derived from `images.rbd.user` and the `images.rbd.cephConf` path (`defaultSecretUuid()`), so hosts sharing both share the secret.',
   },
   'images.rbd.imagePools': {
     type: 'string[]', default: ['images'],
