@@ -129,6 +129,21 @@ describe('loadConfig', () => {
     expect((err as Error).message).toContain('from file');
   });
 
+  it('the caller\'s defaults sit above the built-in ones and under the file, the environment and overrides', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ log: { level: 'error' } }));
+    const defaults = { log: { level: 'warn' } };
+    const only = loadConfig({ env: {}, defaults });
+    expect(only.config.log.level).toBe('warn');
+    expect(only.sources['log.level']).toBe('default');
+    expect(loadConfig({ env: {}, defaults, file }).config.log.level).toBe('error');
+    expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file }).config.log.level).toBe('info');
+    expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file, overrides: { log: { level: 'debug' } } }).config.log.level).toBe('debug');
+    expect(() => loadConfig({ env: {}, defaults: { log: { level: 'loud' } } })).toThrow(ConfigError);
+  });
+
   it('names the environment variable of a bad env value', () => {
     expect(() => loadConfig({ env: { EPHEMERA_IMAGES_USE_COW_IMAGES: 'maybe' } })).toThrow(/EPHEMERA_IMAGES_USE_COW_IMAGES/);
   });
