@@ -147,6 +147,10 @@ describe('ephemera CLI: version, unreachable services, log level', () => {
     const j = await ephemeraEnv(env, '--no-stack', 'image', 'show', newUuid(), '--json');
     expect(j.code).toBe(3);
     expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'GLANCE_CONNECTION', message: expect.stringContaining(`connect ECONNREFUSED 127.0.0.1:${port}`) });
+    // Through the driver too: the spawn's wrapping error keeps the exit code of its cause.
+    const boot = await ephemeraEnv(env, 'boot', '--image', newUuid(), '--name', 'x');
+    expect(boot.code, boot.stderr).toBe(3);
+    expect(boot.stderr).toContain(`Glance http://127.0.0.1:${port} `);
   });
 
   it('log level precedence: --log-level > EPHEMERA_LOG_LEVEL > file log.level > default warn', async () => {
