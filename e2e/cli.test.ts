@@ -1,7 +1,8 @@
 // The `ephemera` command (built bin) against the dev stack: upload, explain, boot, list, console,
 // snapshot, destroy, gc, reconcile; --json output and exit codes.
 import { execFile } from 'node:child_process';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
@@ -18,8 +19,15 @@ const images: string[] = [];
 const uuid = newUuid();
 
 async function ephemera(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  return ephemeraEnv({}, ...args);
+}
+
+/** The CLI with extra environment variables (`undefined` removes one). */
+async function ephemeraEnv(env: Record<string, string | undefined>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+  const fullEnv = { ...process.env, ...env };
+  for (const [k, v] of Object.entries(fullEnv)) if (v === undefined) delete fullEnv[k];
   try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], { timeout: 300_000, maxBuffer: 16 << 20 });
+    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], { timeout: 300_000, maxBuffer: 16 << 20, env: fullEnv });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -121,5 +129,94 @@ describe('ephemera CLI on the dev stack', () => {
     expect((await ephemera('boot', '--image', 'x', '--name', 'x', '--flavor', 'huge')).code).toBe(2);
     expect((await ephemera('fly')).code).toBe(2);
     expect((await ephemera('image', 'show', newUuid())).code).toBe(4);
+  });
+});
+
+/** A loopback port nothing listens on (bound, then closed). */
+async function closedPort(): Promise<number> {
+  const srv = createServer();
+  await new Promise<void>((r) => srv.listen(0, '127.0.0.1', () => r()));
+  const { port } = srv.address() as { port: number };
+  await new Promise<void>((r) => srv.close(() => r()));
+  return port;
+}
+
+/** pino lines (JSON objects with a numeric level) in a stderr text. */
+function pinoLines(stderr: string): { level: number; msg: string }[] {
+  return stderr.split('\n').flatMap((l) => {
+    try {
+      const o = JSON.parse(l) as { level?: unknown; msg?: string };
+      return typeof o.level === 'number' ? [{ level: o.level, msg: o.msg ?? '' }] : [];
+    } catch {
+      return [];
+    }
+  });
+}
+
+describe('ephemera CLI: version, unreachable services, log level', () => {
+  it('--version and -V print the CLI package version and exit 0', async () => {
+    const { version } = JSON.parse(await readFile(join(repo, 'packages/cli/package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const r = await ephemera(flag);
+      expect(r.code, r.stderr).toBe(0);
+      expect(r.stdout.trim()).toBe(version);
+    }
+  });
+
+  it('an unreachable Glance exits 3 naming the endpoint and the cause', async () => {
+    const port = await closedPort();
+    const env = { EPHEMERA_GLANCE_URL: `http://127.0.0.1:${port}`, EPHEMERA_GLANCE_RETRIES: '1' };
+    const r = await ephemeraEnv(env, '--no-stack', 'image', 'list');
+    expect(r.code, r.stderr).toBe(3);
+    expect(r.stderr).toContain(`http://127.0.0.1:${port}`);
+    expect(r.stderr).toContain(`connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect(r.stderr).not.toContain('fetch failed');
+    const j = await ephemeraEnv(env, '--no-stack', 'image', 'show', newUuid(), '--json');
+    expect(j.code).toBe(3);
+    expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'GLANCE_CONNECTION', message: expect.stringContaining(`connect ECONNREFUSED 127.0.0.1:${port}`) });
+    // Through the driver too: the spawn's wrapping error keeps the exit code of its cause.
+    const boot = await ephemeraEnv(env, 'boot', '--image', newUuid(), '--name', 'x');
+    expect(boot.code, boot.stderr).toBe(3);
+    expect(boot.stderr).toContain(`Glance http://127.0.0.1:${port} `);
+  });
+
+  it('log level precedence: --log-level > EPHEMERA_LOG_LEVEL > file log.level > default warn', async () => {
+    const file = join(stateDir, 'log-config.json');
+    await writeFile(file, JSON.stringify({ log: { level: 'error' } }));
+    const level = async (env: Record<string, string | undefined>, ...args: string[]): Promise<string> => {
+      const r = await ephemeraEnv({ EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined, ...env }, ...args, 'config');
+      expect(r.code, r.stderr).toBe(0);
+      return (JSON.parse(r.stdout) as { log: { level: string } }).log.level;
+    };
+    expect(await level({})).toBe('warn');
+    expect(await level({}, '--config', file)).toBe('error');
+    expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file)).toBe('info');
+    expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file, '--log-level', 'trace')).toBe('trace');
+  });
+
+  it('debug lines appear with --log-level debug, EPHEMERA_LOG_LEVEL=debug or the file\'s log.level, and not by default', async () => {
+    const file = join(stateDir, 'debug-config.json');
+    await writeFile(file, JSON.stringify({ log: { level: 'debug' } }));
+    const clean = { EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined };
+    for (const [env, args] of [
+      [clean, ['--log-level', 'debug']],
+      [{ ...clean, EPHEMERA_LOG_LEVEL: 'debug' }, []],
+      [clean, ['--config', file]],
+    ] as const) {
+      const r = await ephemeraEnv(env, ...args, 'list', '--json');
+      expect(r.code, r.stderr).toBe(0);
+      expect(pinoLines(r.stderr).filter((l) => l.level === 20).length, r.stderr).toBeGreaterThan(0);
+    }
+    const quiet = await ephemeraEnv(clean, 'list', '--json');
+    expect(quiet.code, quiet.stderr).toBe(0);
+    expect(pinoLines(quiet.stderr)).toEqual([]);
+  });
+
+  it('a failed spawn prints its error once (no pino line repeating it)', async () => {
+    const image = newUuid();
+    const r = await ephemeraEnv({ EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined }, 'boot', '--image', image, '--name', 'x');
+    expect(r.code).toBe(4);
+    expect(r.stderr.split(image).length - 1, r.stderr).toBe(1);
+    expect(pinoLines(r.stderr)).toEqual([]);
   });
 });

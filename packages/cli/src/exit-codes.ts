@@ -6,7 +6,7 @@ export const EXIT = {
   FAILURE: 1,
   /** Bad usage: unknown command or option, missing argument, malformed value. */
   USAGE: 2,
-  /** The configuration is invalid or a service (libvirt, Ceph, Glance) is unreachable with it. */
+  /** The configuration is invalid or a service (libvirt, Ceph, Glance) is unreachable or does not answer with it. */
   CONFIG: 3,
   /** The instance or image does not exist. */
   NOT_FOUND: 4,
@@ -26,38 +26,110 @@ export const EXIT = {
   TERMINATED: 143,
 } as const;
 
-/** The exit code for an error (by its `code`). */
+/** One of {@link EXIT}'s values. */
+export type ExitCode = (typeof EXIT)[keyof typeof EXIT];
+
+/** The short meaning of each exit code, as `--help` and the README list them. */
+export const EXIT_MEANINGS: Readonly<Record<ExitCode, string>> = {
+  0: 'ok',
+  1: 'failure',
+  2: 'usage',
+  3: 'configuration or unreachable service',
+  4: 'not found',
+  5: 'already exists',
+  6: 'image unusable',
+  7: 'timeout',
+  8: 'partial failure (run reconcile)',
+  9: 'unsupported',
+  130: 'interrupted by SIGINT',
+  143: 'terminated by SIGTERM (the operation was rolled back; a second signal exits at once)',
+};
+
+/**
+ * The single table from error `code` to exit code: every code of every package (the unit test
+ * walks `DRIVER_ERROR_CODES`, `GLANCE_ERROR_CODES`, `IMAGE_BACKEND_ERROR_CODES` and
+ * `LIBVIRT_XML_ERROR_CODES`), the CLI's own and commander's. A code not listed exits 1: the
+ * bindings' errno names and libvirt's numbers are wrapped by the backends and the driver first.
+ */
+export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCode>> = {
+  // commander and the CLI itself
+  'commander.unknownOption': EXIT.USAGE,
+  'commander.unknownCommand': EXIT.USAGE,
+  'commander.missingArgument': EXIT.USAGE,
+  'commander.missingMandatoryOptionValue': EXIT.USAGE,
+  'commander.optionMissingArgument': EXIT.USAGE,
+  'commander.invalidArgument': EXIT.USAGE,
+  'commander.excessArguments': EXIT.USAGE,
+  'commander.conflictingOption': EXIT.USAGE,
+  FAILURE: EXIT.FAILURE,
+  // @ephemera/driver
+  INVALID_CONFIG: EXIT.CONFIG,
+  INVALID_ARGUMENT: EXIT.USAGE,
+  INSTANCE_NOT_FOUND: EXIT.NOT_FOUND,
+  INSTANCE_EXISTS: EXIT.CONFLICT,
+  INSTANCE_STATE: EXIT.FAILURE,
+  IMAGE_NOT_FOUND: EXIT.NOT_FOUND,
+  IMAGE_UNUSABLE: EXIT.IMAGE_UNUSABLE,
+  SPAWN_FAILED: EXIT.FAILURE,
+  TIMEOUT: EXIT.TIMEOUT,
+  UNSUPPORTED: EXIT.UNSUPPORTED,
+  JOURNAL: EXIT.FAILURE,
+  ROLLBACK_FAILED: EXIT.PARTIAL,
+  // @ephemera/image-backend (INVALID_ARGUMENT above)
+  NOT_FOUND: EXIT.NOT_FOUND,
+  ALREADY_EXISTS: EXIT.CONFLICT,
+  BUSY: EXIT.FAILURE,
+  INSUFFICIENT_CAPACITY: EXIT.FAILURE,
+  UNSAFE_IMAGE: EXIT.IMAGE_UNUSABLE,
+  IMAGE_SOURCE: EXIT.FAILURE,
+  UNSUPPORTED_OPERATION: EXIT.UNSUPPORTED,
+  BACKEND_UNAVAILABLE: EXIT.CONFIG,
+  ABORTED: EXIT.FAILURE,
+  INCOMPATIBLE_PLUGIN: EXIT.CONFIG,
+  UNKNOWN_BACKEND: EXIT.CONFIG,
+  DUPLICATE_BACKEND: EXIT.CONFIG,
+  // @ephemera/glance: a request Glance does not answer in time is an unresponsive service (3),
+  // not one of our own waits (7, e.g. an import that does not finish).
+  GLANCE_HTTP: EXIT.FAILURE,
+  GLANCE_BAD_ANSWER: EXIT.FAILURE,
+  GLANCE_NOT_FOUND: EXIT.NOT_FOUND,
+  GLANCE_CONFLICT: EXIT.CONFLICT,
+  GLANCE_AUTH: EXIT.CONFIG,
+  GLANCE_CONNECTION: EXIT.CONFIG,
+  GLANCE_TIMEOUT: EXIT.CONFIG,
+  GLANCE_ABORTED: EXIT.FAILURE,
+  GLANCE_BAD_IMAGE_ID: EXIT.USAGE,
+  GLANCE_CHECKSUM_MISMATCH: EXIT.IMAGE_UNUSABLE,
+  GLANCE_SIZE_MISMATCH: EXIT.IMAGE_UNUSABLE,
+  GLANCE_IMPORT_FAILED: EXIT.FAILURE,
+  GLANCE_IMPORT_TIMEOUT: EXIT.TIMEOUT,
+  GLANCE_IMAGE_STATE: EXIT.IMAGE_UNUSABLE,
+  GLANCE_BAD_LOCATION: EXIT.IMAGE_UNUSABLE,
+  GLANCE_NO_PLAN: EXIT.IMAGE_UNUSABLE,
+  // @ephemera/libvirt-xml: the driver validates instance definitions up front as INVALID_ARGUMENT
+  INVALID_VALUE: EXIT.USAGE,
+  INVALID_COMBINATION: EXIT.USAGE,
+  MISSING_VALUE: EXIT.USAGE,
+};
+
+function lookup(err: unknown): ExitCode {
+  const code = (err as { code?: unknown } | null | undefined)?.code;
+  return typeof code === 'string' && Object.hasOwn(EXIT_CODE_BY_ERROR, code) ? EXIT_CODE_BY_ERROR[code]! : EXIT.FAILURE;
+}
+
+/**
+ * The exit code for an error (by its `code`). A generic failure (e.g. `SPAWN_FAILED`) whose cause is
+ * an unreachable service or a timeout takes that cause's code: "Glance is down" stays 3 through the
+ * driver's wrapping. Other causes are not followed (a disk not found inside a spawn is not "not found").
+ */
 export function exitCodeFor(err: unknown): number {
-  const code = (err as { code?: unknown })?.code;
-  switch (code) {
-    case 'INVALID_ARGUMENT':
-    case 'commander.unknownOption':
-    case 'commander.unknownCommand':
-    case 'commander.missingArgument':
-    case 'commander.missingMandatoryOptionValue':
-    case 'commander.optionMissingArgument':
-    case 'commander.invalidArgument':
-    case 'commander.excessArguments':
-      return EXIT.USAGE;
-    case 'INVALID_CONFIG':
-      return EXIT.CONFIG;
-    case 'INSTANCE_NOT_FOUND':
-    case 'IMAGE_NOT_FOUND':
-    case 'NOT_FOUND':
-      return EXIT.NOT_FOUND;
-    case 'INSTANCE_EXISTS':
-    case 'ALREADY_EXISTS':
-      return EXIT.CONFLICT;
-    case 'IMAGE_UNUSABLE':
-      return EXIT.IMAGE_UNUSABLE;
-    case 'TIMEOUT':
-      return EXIT.TIMEOUT;
-    case 'ROLLBACK_FAILED':
-      return EXIT.PARTIAL;
-    case 'UNSUPPORTED':
-    case 'UNSUPPORTED_OPERATION':
-      return EXIT.UNSUPPORTED;
-    default:
-      return EXIT.FAILURE;
+  const own = lookup(err);
+  if (own !== EXIT.FAILURE) return own;
+  let cause = (err as { cause?: unknown } | null | undefined)?.cause;
+  for (let depth = 0; depth < 5 && cause !== undefined && cause !== null; depth++) {
+    const c = lookup(cause);
+    if (c === EXIT.CONFIG || c === EXIT.TIMEOUT) return c;
+    cause = (cause as { cause?: unknown }).cause;
   }
+  return own;
 }

@@ -8,6 +8,7 @@
  */
 export type { CliIo, RunOptions } from './program.js';
 export { buildProgram, repoRoot, run } from './program.js';
-export { EXIT, exitCodeFor } from './exit-codes.js';
+export type { ExitCode } from './exit-codes.js';
+export { EXIT, EXIT_CODE_BY_ERROR, EXIT_MEANINGS, exitCodeFor } from './exit-codes.js';
 export { FLAVORS, parseFlavor } from './flavors.js';
 export { ProgressBar, bytes } from './progress.js';

@@ -20,7 +20,7 @@ import {
   type PendingOperation,
   type StackInfoLike,
 } from '@ephemera/driver';
-import { EXIT, exitCodeFor } from './exit-codes.js';
+import { EXIT, EXIT_MEANINGS, exitCodeFor } from './exit-codes.js';
 import { FLAVORS, parseFlavor } from './flavors.js';
 import { ProgressBar, bytes } from './progress.js';
 
@@ -67,6 +67,11 @@ function stackJson(env: CliIo['env']): StackInfoLike | undefined {
   return JSON.parse(readFileSync(join(dir, 'stack.json'), 'utf8')) as StackInfoLike;
 }
 
+/** This package's version (package.json is one level above both src/ and dist/). */
+function cliVersion(): string {
+  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
+}
+
 const EXAMPLES = `
 Examples:
   $ ephemera stack up                                   # the dev stack (Ceph, Glance, libvirtd)
@@ -82,10 +87,20 @@ Examples:
 Configuration: --config FILE (JSON) or $EPHEMERA_CONFIG, then EPHEMERA_* variables; on a checkout
 with the dev stack up, its stack.json provides the defaults (--no-stack ignores it).
 
-Exit codes: 0 ok, 1 failure, 2 usage, 3 configuration/unreachable service, 4 not found,
-5 already exists, 6 image unusable, 7 timeout, 8 partial failure (run reconcile), 9 unsupported,
-130/143 interrupted by SIGINT/SIGTERM (the operation was rolled back; a second signal exits at once).
+${exitCodesHelp()}
 `;
+
+/** The help's "Exit codes:" paragraph, from the exit-code table (wrapped at 100 columns). */
+function exitCodesHelp(): string {
+  const lines = ['Exit codes:'];
+  for (const item of Object.entries(EXIT_MEANINGS).map(([n, m]) => `${n} ${m}`)) {
+    const last = lines[lines.length - 1]!;
+    if (`${last} ${item},`.length > 100) lines.push(`${item},`);
+    else lines[lines.length - 1] = `${last} ${item},`;
+  }
+  lines[lines.length - 1] = lines[lines.length - 1]!.replace(/,$/, '.');
+  return lines.join('\n');
+}
 
 /** Options of {@link run} and {@link buildProgram}. */
 export interface RunOptions {
@@ -105,7 +120,8 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     .option('--no-stack', 'ignore the dev stack\'s stack.json defaults')
     .option('--state-dir <dir>', 'driver state directory (journal, instance records, consoles)')
     .option('--json', 'machine-readable output (one JSON document on stdout)')
-    .addOption(new Option('--log-level <level>', 'driver log level (pino, on stderr)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(new Option('--log-level <level>', 'driver log level (pino, on stderr; default $EPHEMERA_LOG_LEVEL, the file\'s log.level, else warn)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .version(cliVersion(), '-V, --version', 'print the version of ephemera')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', EXAMPLES)
     .exitOverride()
@@ -115,9 +131,11 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
   const config = (extra: ConfigInput = {}): DriverConfig => {
     const g = globals();
     const stack = g.stack ? stackJson(io.env) : undefined;
-    const overrides: ConfigInput = { log: { level: g.logLevel ?? 'warn' }, ...extra };
+    // The CLI is quieter than the driver's default, but only as a default: EPHEMERA_LOG_LEVEL and
+    // the file's log.level win over it, --log-level over everything.
+    const overrides: ConfigInput = { ...(g.logLevel ? { log: { level: g.logLevel } } : {}), ...extra };
     if (g.stateDir) overrides.stateDir = g.stateDir;
-    return loadConfig({ ...(g.config ? { file: g.config } : {}), env: io.env, ...(stack ? { stack } : {}), overrides }).config;
+    return loadConfig({ ...(g.config ? { file: g.config } : {}), env: io.env, ...(stack ? { stack } : {}), defaults: { log: { level: 'warn' } }, overrides }).config;
   };
   const print = (json: unknown, text: () => string): void => {
     if (globals().json) out(JSON.stringify(json, null, 2));

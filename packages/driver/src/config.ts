@@ -80,7 +80,7 @@ const DEFS: Record<string, Spec> = {
   },
   'images.rbd.secretUuid': {
     type: 'uuid', default: undefined, nova: '[libvirt] rbd_secret_uuid',
-    description: 'UUID of the libvirt ceph secret holding the user\'s key. Defined by the driver (once) when missing. Default: derived from the user name.',
+    description: 'UUID of the libvirt ceph secret holding the user\'s key. Defined by the driver (once) when missing. Unset: a stable UUID derived from `images.rbd.user` and the `images.rbd.cephConf` path (`defaultSecretUuid()`), so hosts sharing both share the secret.',
   },
   'images.rbd.imagePools': {
     type: 'string[]', default: ['images'],
@@ -344,14 +344,22 @@ function setPath(obj: Record<string, unknown>, key: string, value: unknown): voi
   cur[parts[parts.length - 1]!] = value;
 }
 
-/** Every dotted leaf key of a nested input (for unknown-key detection). */
-function leafKeys(obj: unknown, prefix = ''): string[] {
+/**
+ * Every dotted leaf key of a nested input (for unknown-key detection). A key that itself contains
+ * a dot (`{"images.rbd.pool": ...}`, at any level) is refused: values are only read from nested
+ * objects, so accepting it would silently ignore the value.
+ */
+function leafKeys(obj: unknown, source: ConfigSource, prefix = ''): string[] {
   if (typeof obj !== 'object' || obj === null || Array.isArray(obj)) return prefix ? [prefix] : [];
   const out: string[] = [];
   for (const [k, v] of Object.entries(obj)) {
     const key = prefix ? `${prefix}.${k}` : k;
+    if (k.includes('.')) {
+      const nested = `${key.split('.').map((p) => `{${JSON.stringify(p)}: `).join('')}...${'}'.repeat(key.split('.').length)}`;
+      throw new ConfigError(key, `unknown option ${JSON.stringify(k)} (from ${source}): dotted keys are not read, nest them: ${nested}`);
+    }
     if (DEFS[key] !== undefined) out.push(key);
-    else if (typeof v === 'object' && v !== null && !Array.isArray(v)) out.push(...leafKeys(v, key));
+    else if (typeof v === 'object' && v !== null && !Array.isArray(v)) out.push(...leafKeys(v, source, key));
     else out.push(key);
   }
   return out;
@@ -437,6 +445,8 @@ export interface LoadConfigOptions {
   file?: string;
   /** Environment to read `EPHEMERA_*` variables from (default `process.env`; `{}` to ignore it). */
   env?: Readonly<Record<string, string | undefined>>;
+  /** The caller's own defaults (e.g. the CLI's quieter `log.level`): over the built-in ones, under everything else. */
+  defaults?: ConfigInput;
   /** Dev stack defaults (see {@link fromStack}), applied over the built-in defaults. */
   stack?: StackInfoLike;
   /** Applied last (e.g. CLI flags). */
@@ -444,13 +454,14 @@ export interface LoadConfigOptions {
 }
 
 /**
- * Loads and validates the configuration: built-in defaults, then `stack`, then the JSON `file`,
+ * Loads and validates the configuration: built-in defaults, then the caller's `defaults`, then `stack`, then the JSON `file`,
  * then `EPHEMERA_*` environment variables, then `overrides`. Unknown keys and bad values throw a
  * {@link ConfigError} naming the key and where the value came from.
  */
 export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
   const env = options.env ?? process.env;
   const layers: [ConfigSource, ConfigInput][] = [];
+  if (options.defaults) layers.push(['default', options.defaults]);
   if (options.stack) layers.push(['stack', fromStack(options.stack)]);
   const file = options.file ?? env.EPHEMERA_CONFIG;
   if (file) {
@@ -480,7 +491,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
     }
   }
   for (const [source, layer] of layers) {
-    for (const key of leafKeys(layer)) {
+    for (const key of leafKeys(layer, source)) {
       const spec = CONFIG_SCHEMA.find((s) => s.key === key);
       if (!spec) throw new ConfigError(key, `unknown option (from ${source})`);
       const raw = getPath(layer, key);

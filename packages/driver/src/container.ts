@@ -18,7 +18,7 @@ import { BACKEND_REGISTRY, BackendRegistry, IMAGE_BACKEND, pluginNamed, type Ima
 import { connect as libvirtConnect, type Connection } from '@ephemera/libvirt-napi';
 import { BUILTIN_BACKENDS, type BackendPlugin } from './backends.js';
 import { LibrbdProbe, defaultSecretUuid, keyringPath } from './ceph.js';
-import { loadConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
+import { loadConfig, redactConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
 import { Driver, type CephContext } from './driver.js';
 import { DriverError } from './errors.js';
 import { glanceAuth, glanceClientOptions } from './images.js';
@@ -61,6 +61,7 @@ export interface DriverHandle {
 export async function createDriverContainer(opts: CreateDriverOptions = {}): Promise<DriverHandle> {
   const config = opts.config ?? loadConfig(opts.configOptions).config;
   const logger = opts.logger ?? createLogger(config.log.level);
+  logger.debug({ config: redactConfig(config) }, 'driver configuration');
   const given = new Map((opts.backends ?? []).map((b) => [b.name, b]));
   const wanted = [...new Set([config.images.type, ...config.images.enabled])].filter((n) => !given.has(n));
   const plugins = new Map<string, BackendPlugin>(Object.entries(BUILTIN_BACKENDS));
@@ -86,6 +87,7 @@ export async function createDriverContainer(opts: CreateDriverOptions = {}): Pro
       ceph.cluster = cluster;
       ceph.fsid = await cluster.fsid();
       ceph.secretUuid = r.secretUuid ?? defaultSecretUuid(r.user, r.cephConf);
+      logger.debug({ user: r.user, cephConf: r.cephConf, keyring: ceph.keyringPath, fsid: ceph.fsid, secretUuid: ceph.secretUuid }, 'connected to Ceph');
     }
 
     let libvirt: Connection;
@@ -95,6 +97,7 @@ export async function createDriverContainer(opts: CreateDriverOptions = {}): Pro
       throw new DriverError('INVALID_CONFIG', `cannot connect to libvirt at ${config.libvirt.uri}: ${(err as Error).message}`, { cause: err });
     }
     closers.push(() => libvirt.close());
+    logger.debug({ uri: config.libvirt.uri }, 'connected to libvirt');
 
     const backends: ImageBackend[] = [...given.values()];
     for (const name of wanted) {

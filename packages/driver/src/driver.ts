@@ -669,7 +669,8 @@ export class Driver {
       return { instance: await this.#info(record), rootDisk: record.rootDisk, timings, totalMs };
     } catch (err) {
       const aborted = req.signal?.aborted === true;
-      log.warn({ err: errMessage(err), aborted }, aborted ? 'spawn aborted: rolling back' : 'spawn failed: rolling back');
+      // info, not warn: the error itself reaches the caller (the CLI prints it); at warn it was printed twice.
+      log.info({ err: errMessage(err), aborted }, aborted ? 'spawn aborted: rolling back' : 'spawn failed: rolling back');
       // Aborted while libvirtd may still be starting the domain: the rollback lets that start
       // finish before destroying it, as reconcile does for a dead driver's start.
       const failures = await this.#rollback(uuid, op.intents, log, [], false, aborted);

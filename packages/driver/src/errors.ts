@@ -1,21 +1,25 @@
 /** Typed errors of the driver. Every error has a stable `code` (and the CLI an exit code per code). */
 
-/** Stable error codes of {@link DriverError}. */
-export type DriverErrorCode =
-  | 'INVALID_CONFIG'
-  | 'INVALID_ARGUMENT'
-  | 'INSTANCE_NOT_FOUND'
-  | 'INSTANCE_EXISTS'
-  | 'INSTANCE_STATE'
-  | 'IMAGE_NOT_FOUND'
-  | 'IMAGE_UNUSABLE'
-  | 'SPAWN_FAILED'
-  | 'TIMEOUT'
-  | 'UNSUPPORTED'
-  | 'JOURNAL'
-  | 'ROLLBACK_FAILED'
+/** Every stable error code of {@link DriverError} (the CLI maps each one to an exit code). */
+export const DRIVER_ERROR_CODES = [
+  'INVALID_CONFIG',
+  'INVALID_ARGUMENT',
+  'INSTANCE_NOT_FOUND',
+  'INSTANCE_EXISTS',
+  'INSTANCE_STATE',
+  'IMAGE_NOT_FOUND',
+  'IMAGE_UNUSABLE',
+  'SPAWN_FAILED',
+  'TIMEOUT',
+  'UNSUPPORTED',
+  'JOURNAL',
+  'ROLLBACK_FAILED',
   /** The caller's `AbortSignal` stopped the operation; what it had made was rolled back. */
-  | 'ABORTED';
+  'ABORTED',
+] as const;
+
+/** Stable error codes of {@link DriverError}. */
+export type DriverErrorCode = (typeof DRIVER_ERROR_CODES)[number];
 
 /** The base error of `@ephemera/driver`. */
 export class DriverError extends Error {

@@ -21,7 +21,7 @@ export type { CephUserLike, ConfigInput, ConfigSource, DriverConfig, LoadConfigO
 export { CONFIG_SCHEMA, configReference, configValue, fromStack, loadConfig, redactConfig } from './config.js';
 
 export type { DriverErrorCode } from './errors.js';
-export { ConfigError, DriverError, isDriverError } from './errors.js';
+export { ConfigError, DRIVER_ERROR_CODES, DriverError, isDriverError } from './errors.js';
 
 export type { DriverEvents, DriverProgressEvent, InstanceLifecycleEvent, SpawnStep, StepEvent } from './events.js';
 

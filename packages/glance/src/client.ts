@@ -396,6 +396,7 @@ export class GlanceClient {
     const { res, controller } = raw;
     if (res.status === 204 || !res.body) throw new ImageStateError(imageId, image.status, 'Glance returned no data');
     const idleMs = this.#idleTimeoutMs;
+    const endpoint = this.url;
     const userSignal = opts.signal;
 
     let settle!: { resolve: (r: DownloadResult) => void; reject: (e: unknown) => void };
@@ -435,7 +436,7 @@ export class GlanceClient {
           try {
             chunk = await reader.read();
           } catch (err) {
-            throw mapFetchError(err, controller, userSignal, imageId, `download of image ${imageId} broke after ${bytes} bytes`, idleMs);
+            throw mapFetchError(err, controller, userSignal, imageId, `download of image ${imageId} broke after ${bytes} bytes`, idleMs, endpoint);
           }
           if (chunk.done) break;
           arm();
@@ -659,7 +660,7 @@ export class GlanceClient {
     const raw = await this.#request(spec);
     const text = await raw.res.text().catch((err: unknown) => {
       raw.done();
-      throw mapFetchError(err, raw.controller, spec.signal, spec.imageId, `reading ${spec.method} ${spec.path}`, spec.timeoutMs ?? this.#timeoutMs);
+      throw mapFetchError(err, raw.controller, spec.signal, spec.imageId, `reading ${spec.method} ${spec.path}`, spec.timeoutMs ?? this.#timeoutMs, this.url);
     });
     raw.done();
     if (!text) return undefined as T;
@@ -757,7 +758,7 @@ export class GlanceClient {
       return { res, controller, done };
     } catch (err) {
       done();
-      throw mapFetchError(err, controller, spec.signal, spec.imageId, `${spec.method} ${spec.path}`, timeoutMs);
+      throw mapFetchError(err, controller, spec.signal, spec.imageId, `${spec.method} ${spec.path}`, timeoutMs, this.url);
     }
   }
 }
@@ -807,6 +808,26 @@ function httpError(status: number, method: string, path: string, body: string, i
   return new GlanceHttpError(status, method, path, body, imageId !== undefined ? { imageId } : {});
 }
 
+/**
+ * What actually went wrong under a fetch failure: undici's own message is only "fetch failed", the
+ * socket's error (`connect ECONNREFUSED 127.0.0.1:9292`, `getaddrinfo ENOTFOUND host`) is its cause,
+ * or several of them in an AggregateError when every address of a name was refused.
+ */
+function causeText(err: unknown): string {
+  const parts: string[] = [];
+  let e: unknown = err;
+  for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
+    const msg = (e as Error).message;
+    const inner = (e as { errors?: unknown }).errors;
+    if (Array.isArray(inner) && inner.length) parts.push(inner.map((x) => (x as Error)?.message ?? String(x)).join(', '));
+    else if (msg && msg !== 'fetch failed') parts.push(msg);
+    e = (e as { cause?: unknown }).cause;
+  }
+  const code = errnoOf(err);
+  const text = parts.length ? parts[parts.length - 1]! : '';
+  return text ? (code && !text.includes(code) ? `${text} (${code})` : text) : (code ?? 'connection failed');
+}
+
 function mapFetchError(
   err: unknown,
   controller: AbortController,
@@ -814,14 +835,13 @@ function mapFetchError(
   imageId: string | undefined,
   what: string,
   timeoutMs: number,
+  endpoint: string,
 ): GlanceError {
   if (err instanceof GlanceError) return err;
   if (controller.signal.aborted && controller.signal.reason === TIMEOUT)
-    return new GlanceTimeoutError(`${what}: no answer within ${timeoutMs} ms`, timeoutMs, withId(imageId, err));
+    return new GlanceTimeoutError(`Glance ${endpoint} ${what}: no answer within ${timeoutMs} ms`, timeoutMs, withId(imageId, err));
   if (userSignal?.aborted) return new GlanceAbortedError(`${what}: aborted`, withId(imageId, userSignal.reason));
-  const code = errnoOf(err);
-  const detail = [(err as Error)?.message, code].filter(Boolean).join(' ');
-  return new GlanceConnectionError(`${what}: ${detail || 'connection failed'}`, withId(imageId, err));
+  return new GlanceConnectionError(`Glance ${endpoint} ${what}: ${causeText(err)}`, withId(imageId, err));
 }
 
 async function* toAsyncIterable(data: Exclude<UploadBody, Uint8Array>): AsyncGenerator<Uint8Array> {

@@ -4,16 +4,39 @@
  */
 import type { RbdLocationProblem } from '@ephemera/image-backend';
 
+/** Every stable code a {@link GlanceError} can carry (the CLI maps each one to an exit code). */
+export const GLANCE_ERROR_CODES = [
+  'GLANCE_HTTP',
+  'GLANCE_BAD_ANSWER',
+  'GLANCE_NOT_FOUND',
+  'GLANCE_CONFLICT',
+  'GLANCE_AUTH',
+  'GLANCE_CONNECTION',
+  'GLANCE_TIMEOUT',
+  'GLANCE_ABORTED',
+  'GLANCE_BAD_IMAGE_ID',
+  'GLANCE_CHECKSUM_MISMATCH',
+  'GLANCE_SIZE_MISMATCH',
+  'GLANCE_IMPORT_FAILED',
+  'GLANCE_IMPORT_TIMEOUT',
+  'GLANCE_IMAGE_STATE',
+  'GLANCE_BAD_LOCATION',
+  'GLANCE_NO_PLAN',
+] as const;
+
+/** A stable code of {@link GlanceError}. */
+export type GlanceErrorCode = (typeof GLANCE_ERROR_CODES)[number];
+
 /** Common base: `code` is stable and machine readable. */
 export class GlanceError extends Error {
   /** Stable machine-readable code, e.g. `GLANCE_NOT_FOUND`. */
-  readonly code: string;
+  readonly code: GlanceErrorCode;
   /** The image the failed operation was about, when there was one. */
   readonly imageId?: string;
   /** HTTP status of Glance's answer, when there was an answer. */
   readonly status?: number;
 
-  constructor(code: string, message: string, opts: { imageId?: string; status?: number; cause?: unknown } = {}) {
+  constructor(code: GlanceErrorCode, message: string, opts: { imageId?: string; status?: number; cause?: unknown } = {}) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
     this.code = code;
@@ -36,7 +59,7 @@ export class GlanceHttpError extends GlanceError {
     method: string,
     path: string,
     body: string,
-    opts: { imageId?: string; code?: string } = {},
+    opts: { imageId?: string; code?: GlanceErrorCode } = {},
   ) {
     const excerpt = body.replace(/\s+/g, ' ').trim().slice(0, 500);
     super(opts.code ?? 'GLANCE_HTTP', `Glance ${method} ${path} answered ${status}${excerpt ? `: ${excerpt}` : ''}`, {

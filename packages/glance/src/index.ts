@@ -44,6 +44,7 @@ export type {
 export {
   ChecksumMismatchError,
   displayUrl,
+  GLANCE_ERROR_CODES,
   GlanceAbortedError,
   GlanceAuthError,
   GlanceConflictError,
@@ -59,7 +60,7 @@ export {
   NoUsablePlanError,
   SizeMismatchError,
 } from './errors.js';
-export type { LocationProblem } from './errors.js';
+export type { GlanceErrorCode, LocationProblem } from './errors.js';
 
 // URLs
 /** Strict location URL parsing. */

@@ -4,21 +4,25 @@
  * loaded (where `instanceof` would not).
  */
 
+/** Every error code this contract defines (e.g. for a table that maps each code to an exit status). */
+export const IMAGE_BACKEND_ERROR_CODES = [
+  'NOT_FOUND',
+  'ALREADY_EXISTS',
+  'BUSY',
+  'INSUFFICIENT_CAPACITY',
+  'UNSAFE_IMAGE',
+  'IMAGE_SOURCE',
+  'UNSUPPORTED_OPERATION',
+  'BACKEND_UNAVAILABLE',
+  'INVALID_ARGUMENT',
+  'ABORTED',
+  'INCOMPATIBLE_PLUGIN',
+  'UNKNOWN_BACKEND',
+  'DUPLICATE_BACKEND',
+] as const;
+
 /** Every error code this contract defines. */
-export type ImageBackendErrorCode =
-  | 'NOT_FOUND'
-  | 'ALREADY_EXISTS'
-  | 'BUSY'
-  | 'INSUFFICIENT_CAPACITY'
-  | 'UNSAFE_IMAGE'
-  | 'IMAGE_SOURCE'
-  | 'UNSUPPORTED_OPERATION'
-  | 'BACKEND_UNAVAILABLE'
-  | 'INVALID_ARGUMENT'
-  | 'ABORTED'
-  | 'INCOMPATIBLE_PLUGIN'
-  | 'UNKNOWN_BACKEND'
-  | 'DUPLICATE_BACKEND';
+export type ImageBackendErrorCode = (typeof IMAGE_BACKEND_ERROR_CODES)[number];
 
 /** Extra context an error may carry. Never put secrets (cephx keys) here. */
 export interface ImageBackendErrorOptions {
@@ -216,22 +220,8 @@ export function isImageBackendError(err: unknown, code?: ImageBackendErrorCode):
   if (err instanceof ImageBackendError) return code === undefined || err.code === code;
   if (typeof err !== 'object' || err === null || !(err instanceof Error)) return false;
   const c = (err as { code?: unknown }).code;
-  if (typeof c !== 'string' || !KNOWN_CODES.has(c as ImageBackendErrorCode)) return false;
+  if (typeof c !== 'string' || !KNOWN_CODES.has(c)) return false;
   return code === undefined || c === code;
 }
 
-const KNOWN_CODES = new Set<ImageBackendErrorCode>([
-  'NOT_FOUND',
-  'ALREADY_EXISTS',
-  'BUSY',
-  'INSUFFICIENT_CAPACITY',
-  'UNSAFE_IMAGE',
-  'IMAGE_SOURCE',
-  'UNSUPPORTED_OPERATION',
-  'BACKEND_UNAVAILABLE',
-  'INVALID_ARGUMENT',
-  'ABORTED',
-  'INCOMPATIBLE_PLUGIN',
-  'UNKNOWN_BACKEND',
-  'DUPLICATE_BACKEND',
-]);
+const KNOWN_CODES: ReadonlySet<string> = new Set<string>(IMAGE_BACKEND_ERROR_CODES);

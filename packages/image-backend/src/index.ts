@@ -58,6 +58,7 @@ export {
   BackendUnavailableError,
   BusyError,
   DuplicateBackendError,
+  IMAGE_BACKEND_ERROR_CODES,
   ImageBackendError,
   ImageSourceError,
   IncompatiblePluginError,

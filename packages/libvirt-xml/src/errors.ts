@@ -1,11 +1,13 @@
-/** Why a spec was refused. */
-export type LibvirtXmlErrorCode =
-  /** A value is malformed or contains characters that are never allowed (control characters...). */
-  | 'INVALID_VALUE'
-  /** Values that are fine alone but not together (io=native with cache=writeback, auth on a file disk...). */
-  | 'INVALID_COMBINATION'
-  /** A required value is missing. */
-  | 'MISSING_VALUE';
+/**
+ * Every reason a spec can be refused: `INVALID_VALUE` (a value is malformed or contains characters
+ * that are never allowed, control characters...), `INVALID_COMBINATION` (values that are fine alone
+ * but not together: io=native with cache=writeback, auth on a file disk...), `MISSING_VALUE` (a
+ * required value is missing).
+ */
+export const LIBVIRT_XML_ERROR_CODES = ['INVALID_VALUE', 'INVALID_COMBINATION', 'MISSING_VALUE'] as const;
+
+/** Why a spec was refused (see {@link LIBVIRT_XML_ERROR_CODES}). */
+export type LibvirtXmlErrorCode = (typeof LIBVIRT_XML_ERROR_CODES)[number];
 
 /**
  * Raised by every builder for a spec it will not turn into XML. Nothing is ever emitted for a

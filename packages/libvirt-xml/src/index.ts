@@ -7,7 +7,7 @@
  */
 
 export type { LibvirtXmlErrorCode } from './errors.js';
-export { LibvirtXmlError } from './errors.js';
+export { LIBVIRT_XML_ERROR_CODES, LibvirtXmlError } from './errors.js';
 
 export type {
   BlockSourceSpec,

@@ -1,6 +1,13 @@
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
-import { describe, expect, it } from 'vitest';
-import { EXIT, FLAVORS, ProgressBar, bytes, exitCodeFor, parseFlavor, run, type CliIo } from '@ephemera/cli';
+import { describe, expect, it, onTestFinished } from 'vitest';
+import { EXIT, EXIT_CODE_BY_ERROR, FLAVORS, ProgressBar, bytes, exitCodeFor, parseFlavor, run, type CliIo } from '@ephemera/cli';
+import { DRIVER_ERROR_CODES } from '@ephemera/driver';
+import { GLANCE_ERROR_CODES } from '@ephemera/glance';
+import { IMAGE_BACKEND_ERROR_CODES } from '@ephemera/image-backend';
+import { LIBVIRT_XML_ERROR_CODES } from '@ephemera/libvirt-xml';
 
 function io(env: Record<string, string> = {}): CliIo & { out: () => string; err: () => string } {
   const stdout = new PassThrough();
@@ -86,5 +93,85 @@ describe('ephemera config --reference / --schema', () => {
     expect(await run(['config', '--schema'], b)).toBe(EXIT.OK);
     const schema = JSON.parse(b.out());
     expect(schema.find((o: { key: string }) => o.key === 'images.type')).toMatchObject({ env: 'EPHEMERA_IMAGES_TYPE', default: 'rbd' });
+  });
+});
+
+describe('exit codes: one table for every error code of every package', () => {
+  const packages: Record<string, readonly string[]> = {
+    '@ephemera/driver': DRIVER_ERROR_CODES,
+    '@ephemera/glance': GLANCE_ERROR_CODES,
+    '@ephemera/image-backend': IMAGE_BACKEND_ERROR_CODES,
+    '@ephemera/libvirt-xml': LIBVIRT_XML_ERROR_CODES,
+  };
+  /** The "Exit codes:" paragraph of a text, up to the next blank line. */
+  const section = (text: string): string => /Exit codes:([\s\S]*?)(\n\s*\n|$)/.exec(text)?.[1] ?? '';
+
+  it('every code is in the table and maps to an exit code documented in --help and the README', async () => {
+    const h = io();
+    expect(await run(['--help'], h)).toBe(EXIT.OK);
+    const help = section(h.out());
+    const readme = section(readFileSync(resolve(import.meta.dirname, '../../README.md'), 'utf8'));
+    const documented = new Set(Object.values(EXIT));
+    let walked = 0;
+    for (const [pkg, codes] of Object.entries(packages)) {
+      expect(codes.length, pkg).toBeGreaterThan(0);
+      for (const code of codes) {
+        walked++;
+        expect(Object.hasOwn(EXIT_CODE_BY_ERROR, code), `${pkg} ${code} is not in the exit-code table`).toBe(true);
+        const exit = exitCodeFor(Object.assign(new Error('x'), { code }));
+        expect(exit).toBe(EXIT_CODE_BY_ERROR[code]);
+        expect(documented.has(exit as (typeof EXIT)[keyof typeof EXIT]), `${code} -> ${exit}`).toBe(true);
+        expect(help, `exit ${exit} (${code}) in --help`).toMatch(new RegExp(`(^|[\\s,])${exit} [a-z]`));
+        expect(readme, `exit ${exit} (${code}) in the README`).toContain(`\`${exit}\``);
+      }
+    }
+    expect(walked).toBeGreaterThan(40);
+  });
+
+  it('Glance connection errors and timeouts are "unreachable service" (3); Glance not found 4, conflict 5', () => {
+    expect(exitCodeFor({ code: 'GLANCE_CONNECTION' })).toBe(EXIT.CONFIG);
+    expect(exitCodeFor({ code: 'GLANCE_TIMEOUT' })).toBe(EXIT.CONFIG);
+    expect(exitCodeFor({ code: 'GLANCE_AUTH' })).toBe(EXIT.CONFIG);
+    expect(exitCodeFor({ code: 'GLANCE_NOT_FOUND' })).toBe(EXIT.NOT_FOUND);
+    expect(exitCodeFor({ code: 'GLANCE_CONFLICT' })).toBe(EXIT.CONFLICT);
+    expect(exitCodeFor({ code: 'GLANCE_NO_PLAN' })).toBe(EXIT.IMAGE_UNUSABLE);
+    expect(exitCodeFor({ code: 'BACKEND_UNAVAILABLE' })).toBe(EXIT.CONFIG);
+  });
+
+  it('a generic wrapper (SPAWN_FAILED) takes the exit code of an unreachable service or timeout in its cause', () => {
+    const glanceDown = Object.assign(new Error('spawn failed'), { code: 'SPAWN_FAILED', cause: Object.assign(new Error('refused'), { code: 'GLANCE_CONNECTION' }) });
+    expect(exitCodeFor(glanceDown)).toBe(EXIT.CONFIG);
+    const notFoundInside = Object.assign(new Error('spawn failed'), { code: 'SPAWN_FAILED', cause: Object.assign(new Error('x'), { code: 'NOT_FOUND' }) });
+    expect(exitCodeFor(notFoundInside)).toBe(EXIT.FAILURE);
+    expect(exitCodeFor({ code: 'ENOENT' })).toBe(EXIT.FAILURE);
+    expect(exitCodeFor({ code: 42 })).toBe(EXIT.FAILURE);
+  });
+});
+
+describe('--version and the log level', () => {
+  it('--version and -V print the package version, exit 0', async () => {
+    const { version } = JSON.parse(readFileSync(resolve(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    for (const flag of ['--version', '-V']) {
+      const x = io();
+      expect(await run([flag], x)).toBe(EXIT.OK);
+      expect(x.out().trim()).toBe(version);
+    }
+  });
+
+  it('log.level precedence: --log-level > EPHEMERA_LOG_LEVEL > the file > the CLI default (warn)', async () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eph-cli-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ log: { level: 'error' } }));
+    const level = async (env: Record<string, string>, ...args: string[]): Promise<string> => {
+      const x = io(env);
+      expect(await run(['--no-stack', ...args, 'config'], x), x.err()).toBe(EXIT.OK);
+      return JSON.parse(x.out()).log.level;
+    };
+    expect(await level({})).toBe('warn');
+    expect(await level({}, '--config', file)).toBe('error');
+    expect(await level({ EPHEMERA_CONFIG: file })).toBe('error');
+    expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file)).toBe('info');
+    expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file, '--log-level', 'debug')).toBe('debug');
   });
 });

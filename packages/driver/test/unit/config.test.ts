@@ -106,6 +106,44 @@ describe('loadConfig', () => {
     expect((err as ConfigError).key).toBe(key);
   });
 
+  it.each([
+    [{ 'images.rbd.pool': 'other' }, 'images.rbd.pool'],
+    [{ images: { 'rbd.pool': 'other' } }, 'images.rbd.pool'],
+    [{ images: { rbd: { 'pool.x': 'other' } } }, 'images.rbd.pool.x'],
+    [{ 'log.level': 'debug' }, 'log.level'],
+    [{ 'nope.deeper': 1 }, 'nope.deeper'],
+  ])('a dotted key %j in a config file throws naming %s (nested keys only)', (content, key) => {
+    const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify(content));
+    let err: unknown;
+    try {
+      loadConfig({ env: {}, file });
+    } catch (e) {
+      err = e;
+    }
+    expect(err).toBeInstanceOf(ConfigError);
+    expect((err as ConfigError).key).toBe(key);
+    expect((err as Error).message).toMatch(/unknown option/);
+    expect((err as Error).message).toContain('from file');
+  });
+
+  it('the caller\'s defaults sit above the built-in ones and under the file, the environment and overrides', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const file = join(dir, 'c.json');
+    writeFileSync(file, JSON.stringify({ log: { level: 'error' } }));
+    const defaults = { log: { level: 'warn' } };
+    const only = loadConfig({ env: {}, defaults });
+    expect(only.config.log.level).toBe('warn');
+    expect(only.sources['log.level']).toBe('default');
+    expect(loadConfig({ env: {}, defaults, file }).config.log.level).toBe('error');
+    expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file }).config.log.level).toBe('info');
+    expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file, overrides: { log: { level: 'debug' } } }).config.log.level).toBe('debug');
+    expect(() => loadConfig({ env: {}, defaults: { log: { level: 'loud' } } })).toThrow(ConfigError);
+  });
+
   it('names the environment variable of a bad env value', () => {
     expect(() => loadConfig({ env: { EPHEMERA_IMAGES_USE_COW_IMAGES: 'maybe' } })).toThrow(/EPHEMERA_IMAGES_USE_COW_IMAGES/);
   });

@@ -166,6 +166,30 @@ describe('retries', () => {
     expect((err as Error).message).toContain('ECONNREFUSED');
   });
 
+  it('connection errors name the endpoint and the cause (refused, DNS), never just "fetch failed"', async () => {
+    const s = await serve(() => undefined);
+    const url = s.url;
+    await new Promise<void>((r) => servers.pop()!.close(() => r()));
+    const port = new URL(url).port;
+    const refused = await new GlanceClient({ url, retry: fast }).getImage(randomUUID()).catch((e: unknown) => e);
+    expect(refused).toMatchObject({ code: 'GLANCE_CONNECTION' });
+    expect((refused as Error).message).toContain(`Glance ${url} `);
+    expect((refused as Error).message).toContain(`connect ECONNREFUSED 127.0.0.1:${port}`);
+    expect((refused as Error).message).not.toContain('fetch failed');
+    const dns = await new GlanceClient({ url: 'http://glance.invalid:9292', retry: { attempts: 1 } }).getImage(randomUUID()).catch((e: unknown) => e);
+    expect(dns).toMatchObject({ code: 'GLANCE_CONNECTION' });
+    expect((dns as Error).message).toContain('http://glance.invalid:9292');
+    expect((dns as Error).message).toMatch(/getaddrinfo (ENOTFOUND|EAI_AGAIN) glance\.invalid/);
+  });
+
+  it('a request timeout names the endpoint', async () => {
+    const s = await serve(() => undefined);
+    const err = await new GlanceClient({ url: s.url, timeoutMs: 150, retry: { attempts: 1 } }).listImages().next().catch((e: unknown) => e);
+    expect(err).toMatchObject({ code: 'GLANCE_TIMEOUT' });
+    expect((err as Error).message).toContain(`Glance ${s.url} `);
+    expect((err as Error).message).toContain('no answer within 150 ms');
+  });
+
   it('a silent server times out (typed), and the timeout is retried', async () => {
     const s = await serve(() => undefined);
     const c = new GlanceClient({ url: s.url, timeoutMs: 150, retry: { attempts: 2, baseDelayMs: 5 } });
