@@ -3,6 +3,6 @@
  * - `stack.ts`: reach the dev stack described by `stack.json` (owned by tools/stack).
  * - `guest.ts`: build the bootable guest image (owned by tools/guest-image).
  */
-export type { CephUser, StackInfo } from './stack-info.js';
+export type { CephUser, StackHost, StackInfo } from './stack-info.js';
 export * from './stack.js';
 export * from './guest.js';
