@@ -2,9 +2,10 @@
 // libvirtd (own namespace, socket, host_uuid, migration address) to the shared stack; a running
 // domain with an RBD disk moves live between the two with virsh (`--p2p --tunnelled`), and back.
 // `stop|start libvirtd@2` and `status` handle the second host. Every test removes what it creates
-// (host 2 itself stays: hosts go only with `down`).
+// (host 2 itself stays: hosts go only with `down`). A second, private stack is brought up with
+// EPHEMERA_STACK_HOSTS=2 from nothing and taken down again.
 import { execFile } from 'node:child_process';
-import { mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -117,7 +118,12 @@ describe('tools/stack with two hosts', () => {
     <video><model type='none'/></video><memballoon model='none'/>
   </devices>
 </domain>`);
-    const migrate = (from: string, to: string) => virsh(from, ['migrate', '--live', '--p2p', '--tunnelled', '--persistent', '--undefinesource', name, to], 180_000);
+    const timings: string[] = [];
+    const migrate = async (from: string, to: string) => {
+      const t0 = performance.now();
+      await virsh(from, ['migrate', '--live', '--p2p', '--tunnelled', '--persistent', '--undefinesource', name, to], 180_000);
+      timings.push(`${((performance.now() - t0) / 1000).toFixed(1)} s`);
+    };
     const runsOn = async (on: { libvirtUri: string; pid: number | null }, off: { libvirtUri: string }) => {
       expect((await virsh(on.libvirtUri, ['domstate', name])).trim()).toBe('running');
       expect(await virsh(on.libvirtUri, ['dominfo', name])).toMatch(/Persistent:\s+yes/);
@@ -143,6 +149,7 @@ describe('tools/stack with two hosts', () => {
       await runsOn(h1, h2);
       // The same guest all along: it printed its line once (no reboot), and the log kept it.
       expect(readFileSync(serial, 'utf8').split(line).length - 1).toBe(1);
+      console.log(`virsh migrate --live --p2p --tunnelled wall time: 1 -> 2 ${timings[0]}, 2 -> 1 ${timings[1]}`);
     } finally {
       for (const h of stack.hosts) {
         await virsh(h.libvirtUri, ['destroy', name]).catch(() => {});
@@ -172,5 +179,45 @@ describe('tools/stack with two hosts', () => {
     expect(await virsh(after.hosts[1].libvirtUri, ['capabilities'])).toContain(`<uuid>${after.hosts[1].hostUuid}</uuid>`);
     expect(await virsh(after.hosts[1].libvirtUri, ['secret-list'])).toContain(after.libvirt.cephSecretUuid);
     await expect(stackCommand(['stop', 'libvirtd@3'])).rejects.toThrow(/this stack has 2 host\(s\)/);
+  });
+});
+
+describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack)', () => {
+  // Short path: the libvirt socket path lives under it (unix socket paths are limited to 107 bytes).
+  const dir = mkdtempSync('/tmp/eph-2h-');
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}) => new Promise<string>((resolvePromise, reject) => {
+    execFile('bash', ['tools/stack', ...args], { timeout: 300_000, env: { ...process.env, EPHEMERA_STACK_DIR: dir, ...env } }, (err, stdout, stderr) => {
+      if (err) reject(new Error(`tools/stack ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
+      else resolvePromise(String(stdout));
+    });
+  });
+  afterAll(async () => {
+    if (existsSync(dir)) await run(['down']).catch(() => {});
+    rmSync(dir, { recursive: true, force: true });
+  });
+
+  it('starts both hosts from nothing; down stops both libvirtds and their domains', async () => {
+    const out = await run(['up'], { EPHEMERA_STACK_HOSTS: '2' });
+    expect(out).toMatch(/^stack up in .*libvirtd@2 /);
+    expect(out).toContain('hosts: 2\n');
+    const info = loadStack(dir);
+    expect(info.hosts.map((h) => h.service)).toEqual(['libvirtd', 'libvirtd@2']);
+    expect(Object.keys(info.pids).sort()).toEqual(['glance', 'libvirtd', 'libvirtd@2', 'mgr', 'mon', 'osd']);
+    expect((await run(['status'])).split('\n').find((l) => l.startsWith('libvirtd@2 '))).toMatch(/pid \d+ .* ok$/);
+    const h2 = info.hosts[1];
+    expect(await virsh(h2.libvirtUri, ['secret-list'])).toContain(info.libvirt.cephSecretUuid);
+    const name = `twohost-down-${process.pid}`;
+    const xml = join(work, `${name}.xml`);
+    writeFileSync(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
+  <os><type arch='x86_64' machine='pc'>hvm</type></os>
+  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+    await virsh(h2.libvirtUri, ['create', xml]);
+    const [qemu] = qemuPids(name);
+    expect(mountNs(qemu)).toBe(mountNs(h2.pid!));
+
+    expect(await run(['down'])).toMatch(/^stack down in/);
+    expect(existsSync(dir)).toBe(false);
+    const running = (p: number) => { try { return !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; } };
+    for (const p of [...Object.values(info.pids), qemu]) expect(running(p)).toBe(false);
   });
 });
