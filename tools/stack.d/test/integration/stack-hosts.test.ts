@@ -181,7 +181,8 @@ describe('tools/stack with two hosts', () => {
 
 describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack)', () => {
   // Short path: the libvirt socket path lives under it (unix socket paths are limited to 107 bytes).
-  const dir = mkdtempSync('/tmp/eph-2h-');
+  // Made in the test, so a run that filters this test out leaves no directory behind.
+  let dir = '';
   const run = (args: string[], env: NodeJS.ProcessEnv = {}) => new Promise<string>((resolvePromise, reject) => {
     execFile('bash', ['tools/stack', ...args], { timeout: 300_000, env: { ...process.env, EPHEMERA_STACK_DIR: dir, ...env } }, (err, stdout, stderr) => {
       if (err) reject(new Error(`tools/stack ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
@@ -189,11 +190,13 @@ describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack)', () => {
     });
   });
   afterAll(async () => {
+    if (!dir) return;
     if (existsSync(dir)) await run(['down']).catch(() => {});
     rmSync(dir, { recursive: true, force: true });
   });
 
   it('starts both hosts from nothing; down stops both libvirtds and their domains', async () => {
+    dir = mkdtempSync('/tmp/eph-2h-');
     const out = await run(['up'], { EPHEMERA_STACK_HOSTS: '2' });
     expect(out).toMatch(/^stack up in .*libvirtd@2 /);
     expect(out).toContain('hosts: 2\n');
