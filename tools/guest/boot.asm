@@ -15,6 +15,13 @@
 ; SeaBIOS implements that by writing SLP_EN|SLP_TYP=0 (S5) to the ACPI PM1a control register.
 ; If a disk access fails, ACPI is missing (no RSDP: libvirt needs <features><acpi/>) or the
 ; power-off returns, it prints `EPHEMERA-ERROR read|write|no-acpi|poweroff` and halts.
+;
+; Assembled with -DCOUNT (tools/guest-image --mode count), it does not power off: after the
+; EPHEMERA-BOOTS line it prints `EPHEMERA-COUNT <n>` (n = 0, 1, 2, ... decimal, uint32) every
+; 100 ms for as long as it runs. The clock is the PIT (channel 0 reprogrammed to 100 Hz, ten of
+; its interrupts per line, hlt in between): the PIT runs in virtual time under TCG and KVM alike
+; and migrates with the guest, where a calibrated loop would depend on the vCPU's speed (TCG is
+; ~50x slower, and load varies) and keep a host CPU busy.
 
 bits 16
 org 0x7c00
@@ -104,6 +111,70 @@ main:
     mov si, crlf
     call puts
 
+%ifdef COUNT
+    ; Own IRQ0 handler (IVT entry 8: the PIC's base vector is 8 after SeaBIOS), PIT channel 0 in
+    ; mode 2 at 1193182 / 11932 = 100.0 Hz, IRQ0 unmasked.
+    cli
+    mov word [8*4], irq0
+    mov word [8*4+2], 0
+    mov al, 0x34                ; channel 0, lobyte/hibyte, mode 2 (rate generator), binary
+    out 0x43, al
+    mov ax, 11932
+    out 0x40, al
+    mov al, ah
+    out 0x40, al
+    in al, 0x21
+    and al, 0xfe
+    out 0x21, al
+    sti
+    xor esi, esi                ; the counter printed next
+    xor edi, edi                ; tick at which it is due (absolute: a late line never shifts the next)
+.count:
+    push si
+    mov si, msg_count
+    call puts
+    pop si
+    mov eax, esi
+    call putdec32
+    push si
+    mov si, crlf
+    call puts
+    pop si
+    inc esi
+    add edi, 10
+.wait:
+    hlt                         ; until the next interrupt (IF=1): the vCPU idles between ticks
+    mov eax, [ticks]
+    sub eax, edi
+    js .wait
+    jmp .count
+
+irq0:
+    inc dword [cs:ticks]
+    push ax
+    mov al, 0x20
+    out 0x20, al                ; EOI to the master PIC
+    pop ax
+    iret
+
+; putdec32: EAX as unsigned decimal
+putdec32:
+    mov ebx, 10
+    xor cx, cx
+.div:
+    xor edx, edx
+    div ebx
+    push dx
+    inc cx
+    test eax, eax
+    jnz .div
+.out:
+    pop ax
+    add al, '0'
+    call putc
+    loop .out
+    ret
+%else
     ; Power-off needs ACPI (SeaBIOS's APM power-off writes the PM1a control register it found in
     ; the FADT; without ACPI, e.g. libvirt without <features><acpi/>, it would halt forever):
     ; look for the RSDP signature "RSD PTR " on a 16-byte boundary in E000:0000..F000:FFFF.
@@ -146,6 +217,7 @@ main:
 err_apm:
     mov si, msg_eapm
     jmp fail
+%endif
 err_read:
     mov si, msg_eread
     jmp fail
@@ -208,12 +280,19 @@ putdec:
 msg_boot    db 13, 10, 'EPHEMERA-BOOT', 13, 10, 0
 msg_marker  db 'EPHEMERA-MARKER ', 0
 msg_boots   db 'EPHEMERA-BOOTS ', 0
+%ifdef COUNT
+msg_count   db 'EPHEMERA-COUNT ', 0
+ticks       dd 0
+%else
 msg_off     db 'EPHEMERA-POWEROFF', 13, 10, 0
+%endif
 msg_err     db 'EPHEMERA-ERROR ', 0
 msg_eread   db 'read', 13, 10, 0
 msg_ewrite  db 'write', 13, 10, 0
+%ifndef COUNT
 msg_eapm    db 'poweroff', 13, 10, 0
 msg_eacpi   db 'no-acpi', 13, 10, 0
+%endif
 crlf        db 13, 10, 0
 drive       db 0x80
 

@@ -2,7 +2,7 @@
 // Builds Ephemera's bootable test guest image (see tools/guest/boot.asm for the disk layout and
 // what the guest prints), cached by content in <repo>/.cache/guest-image/<hash>.<format>.
 // Usage: tools/guest-image [--marker TEXT] [--size BYTES|64K|256M|1G] [--fill zero|random]
-//                          [--format raw|qcow2] [--out PATH]
+//                          [--format raw|qcow2] [--mode poweroff|count] [--out PATH]
 // Prints the path of the image on stdout (the cached file, or PATH with --out).
 // The cached file is shared: never boot it in place (the guest writes its boot counter to its own
 // disk); boot a copy, a qcow2 overlay, an RBD clone, or use --out.
@@ -38,15 +38,16 @@ function parseSize(text) {
 }
 
 function parseArgs(argv) {
-  const opts = { marker: DEFAULT_MARKER, size: DEFAULT_SIZE, fill: 'zero', format: 'raw', out: undefined };
+  const opts = { marker: DEFAULT_MARKER, size: DEFAULT_SIZE, fill: 'zero', format: 'raw', mode: 'poweroff', out: undefined };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') {
       process.stdout.write(
         'usage: tools/guest-image [--marker TEXT] [--size BYTES|256M|1G] [--fill zero|random]\n' +
-          '                         [--format raw|qcow2] [--out PATH]\n' +
+          '                         [--format raw|qcow2] [--mode poweroff|count] [--out PATH]\n' +
           'Builds (once, cached by content) a BIOS-bootable test disk that prints\n' +
-          '"EPHEMERA-MARKER <marker>" on COM1 and powers off. Prints the image path.\n',
+          '"EPHEMERA-MARKER <marker>" on COM1 and powers off (--mode count: prints\n' +
+          '"EPHEMERA-COUNT <n>" every 100 ms instead, forever). Prints the image path.\n',
       );
       process.exit(0);
     }
@@ -62,6 +63,7 @@ function parseArgs(argv) {
       case '--size': opts.size = parseSize(value()); break;
       case '--fill': opts.fill = value(); break;
       case '--format': opts.format = value(); break;
+      case '--mode': opts.mode = value(); break;
       case '--out': opts.out = resolve(value()); break;
       default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     }
@@ -71,13 +73,14 @@ function parseArgs(argv) {
   }
   if (!['zero', 'random'].includes(opts.fill)) throw new UsageError('--fill must be zero or random');
   if (!['raw', 'qcow2'].includes(opts.format)) throw new UsageError('--format must be raw or qcow2');
+  if (!['poweroff', 'count'].includes(opts.mode)) throw new UsageError('--mode must be poweroff or count');
   return opts;
 }
 
 function cacheKey(opts) {
   const h = createHash('sha256');
   for (const f of ['boot.asm', 'build.mjs']) h.update(readFileSync(join(here, f))).update('\0');
-  h.update(JSON.stringify({ v: 1, marker: opts.marker, size: opts.size, fill: opts.fill, format: opts.format }));
+  h.update(JSON.stringify({ v: 1, marker: opts.marker, size: opts.size, fill: opts.fill, format: opts.format, mode: opts.mode }));
   return h.digest('hex').slice(0, 24);
 }
 
@@ -89,7 +92,9 @@ function fillStream() {
 
 async function buildRaw(path, opts, work) {
   const bootBin = join(work, 'boot.bin');
-  await run('nasm', ['-f', 'bin', '-o', bootBin, join(here, 'boot.asm')], { timeout: 30_000 });
+  // --mode count assembles boot.asm's COUNT variant; poweroff is the same code as before modes.
+  const defines = opts.mode === 'count' ? ['-DCOUNT'] : [];
+  await run('nasm', ['-f', 'bin', ...defines, '-o', bootBin, join(here, 'boot.asm')], { timeout: 30_000 });
   const boot = readFileSync(bootBin);
   if (boot.length !== SECTOR || boot.readUInt16LE(510) !== 0xaa55) {
     throw new Error(`nasm produced a bad boot sector (${boot.length} bytes)`);
@@ -124,7 +129,7 @@ async function build(opts) {
     await mkdir(cacheDir, { recursive: true });
     const work = await mkdtemp(join(cacheDir, '.build-'));
     try {
-      process.stderr.write(`guest-image: building ${target} (${opts.size} bytes, fill ${opts.fill}, ${opts.format})\n`);
+      process.stderr.write(`guest-image: building ${target} (${opts.size} bytes, fill ${opts.fill}, ${opts.format}, ${opts.mode})\n`);
       const raw = join(work, 'image.raw');
       await buildRaw(raw, opts, work);
       let result = raw;

@@ -3,7 +3,7 @@
 // change it). Plain Node ESM with no npm dependencies: it runs before `npm ci`.
 //
 // The work is split by service in tools/lib/stack/: ceph.mjs, glance.mjs, libvirtd.mjs (one
-// instance per root, so a stack can later run one per compute host), stack.mjs (the stack as a
+// instance per root), hosts.mjs (the compute hosts: one libvirtd each), stack.mjs (the stack as a
 // whole: state.json, stack.json and the commands), process.mjs (daemons by pid) and util.mjs.
 import { main } from './stack/stack.mjs';
 import { StackError } from './stack/util.mjs';

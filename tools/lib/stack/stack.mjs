@@ -8,6 +8,7 @@
 //   libvirt/     etc/ run/ lib/ cache/ log/ (bind-mounted over the compiled-in paths inside
 //                libvirtd's own mount namespace) and sock/ (the client socket)
 //   log/         every daemon's log (<svc>.out is its stdout/stderr)
+//   host<N>/     compute host N > 1 (hosts.mjs): libvirt/ as above, its logs in log/host<N>/
 // Processes are tracked by pid (no systemd) and identified by their command line, which always
 // contains the state directory.
 import { randomUUID } from 'node:crypto';
@@ -22,11 +23,14 @@ import {
   defineCephSecret, destroyDomains, ensureLibvirtQemuUser, libvirtdLogs, libvirtdPaths, libvirtdReady,
   pidsInNamespaces, probeAccel, saveLibvirtCaps, startLibvirtd, writeLibvirtConfig,
 } from './libvirtd.mjs';
+import { ensureHosts, hostOfService, hostPaths, hostService, hostStateDir, newHost, requestedHosts } from './hosts.mjs';
 import { allPids, mountNs, pidAlive, procCmdline, rssBytes, serviceError, terminate, waitFor } from './process.mjs';
 import { HOST, REPO, StackError, now, pickPorts, readJson, secs, sleep, tail, writeAtomic } from './util.mjs';
 
 const DIR = resolve(process.env.EPHEMERA_STACK_DIR || join(REPO, '.stack'));
-const SERVICES = ['mon', 'mgr', 'osd', 'glance', 'libvirtd'];
+const BASE_SERVICES = ['mon', 'mgr', 'osd', 'glance'];
+/** Every service of the stack: Ceph's, Glance, then one libvirtd per host (`libvirtd`, `libvirtd@2`, ...). */
+const services = (st) => [...BASE_SERVICES, ...ensureHosts(st).map((h) => hostService(h.id))];
 
 /** The layout of a stack's state directory; each service module owns its own subdirectory. */
 function stackPaths(dir) {
@@ -41,6 +45,9 @@ function stackPaths(dir) {
   };
 }
 const P = stackPaths(DIR);
+/** Host `id`'s libvirtd instance (host 1: P.libvirtd). */
+const HP = (id) => (id === 1 ? P.libvirtd : hostPaths(DIR, P.log, id));
+const hostOf = (st, svc) => ensureHosts(st).find((h) => h.id === hostOfService(svc));
 
 /** One of this stack's processes (its command line names the state directory). */
 const alive = (pid) => pidAlive(pid, DIR);
@@ -56,7 +63,7 @@ function saveState(st) { writeAtomic(P.state, `${JSON.stringify(st, null, 2)}\n`
 function serviceLogs(svc) {
   if (isCeph(svc)) return cephLogs(P.ceph, svc);
   if (svc === 'glance') return glanceLogs(P.glance);
-  if (svc === 'libvirtd') return libvirtdLogs(P.libvirtd);
+  if (hostOfService(svc)) return libvirtdLogs(HP(hostOfService(svc)));
   return [join(P.log, `${svc}.out`)];
 }
 
@@ -65,23 +72,29 @@ const READY = {
   mgr: () => cephReady.mgr(P.ceph),
   osd: () => cephReady.osd(P.ceph),
   glance: (st) => glanceReady(st.ports.glance),
-  libvirtd: (st) => libvirtdReady(st.libvirtUri),
 };
+const ready = (st, svc) => (hostOfService(svc) ? libvirtdReady(HP(hostOfService(svc)).uri) : READY[svc](st));
 const READY_TIMEOUT = { mon: 60_000, mgr: 90_000, osd: 120_000, glance: 90_000, libvirtd: 60_000 };
+const readyTimeout = (svc) => READY_TIMEOUT[hostOfService(svc) ? 'libvirtd' : svc];
 
-const defineStackSecret = (st) => defineCephSecret(st.libvirtUri, st.secretUuid, P.ceph.keyring('ephemera'), P.libvirtd.root);
+/** The same ceph secret (UUID and key) on every host, so an RBD disk's domain can move between them. */
+const defineStackSecret = (st, svc) => {
+  const l = HP(hostOfService(svc));
+  return defineCephSecret(l.uri, st.secretUuid, P.ceph.keyring('ephemera'), l.root);
+};
 
 /** Starts one service (on an already bootstrapped state dir); `waitService` waits until it answers. */
 async function startService(st, svc) {
   // Configs are regenerated from the state, so a fixed generator reaches a running stack on restart.
   if (isCeph(svc)) writeCephConfs(st, P.ceph);
   if (svc === 'glance') writeGlanceConfig(st, P.glance, P.ceph.userConf('glance'));
-  if (svc === 'libvirtd') writeLibvirtConfig(P.libvirtd);
+  const host = hostOf(st, svc);
+  if (host) writeLibvirtConfig(HP(host.id), host);
   let handle;
   if (isCeph(svc)) handle = startCephDaemon(P.ceph, svc);
   else if (svc === 'glance') handle = startGlance(P.glance);
-  else if (svc === 'libvirtd') handle = startLibvirtd(P.libvirtd);
-  else throw new StackError(`unknown service ${svc} (one of ${SERVICES.join(', ')})`);
+  else if (host) handle = startLibvirtd(HP(host.id));
+  else throw new StackError(`unknown service ${svc} (one of ${services(st).join(', ')})`);
   if (!handle.pid) {
     await sleep(10);
     throw serviceError(svc, handle.exited ?? 'failed to start', serviceLogs(svc));
@@ -93,18 +106,19 @@ async function startService(st, svc) {
 
 async function waitService(st, svc, handle) {
   const t0 = now();
-  await waitFor(svc, handle, () => READY[svc](st), READY_TIMEOUT[svc], 'health check', serviceLogs(svc));
-  if (svc === 'libvirtd') {
-    const ns = mountNs(st.pids.libvirtd);
-    if (ns && !st.libvirtNs.includes(ns)) { st.libvirtNs.push(ns); saveState(st); }
-    saveLibvirtCaps(P.libvirtd);
+  await waitFor(svc, handle, () => ready(st, svc), readyTimeout(svc), 'health check', serviceLogs(svc));
+  const host = hostOf(st, svc);
+  if (host) {
+    const ns = mountNs(st.pids[svc]);
+    if (ns && !host.libvirtNs.includes(ns)) { host.libvirtNs.push(ns); saveState(st); }
+    saveLibvirtCaps(HP(host.id));
   }
   return now() - t0;
 }
 
 async function stopService(st, svc) {
   const pid = st.pids[svc];
-  if (svc === 'libvirtd') {
+  if (hostOfService(svc)) {
     // A real libvirtd restart leaves domains running; so does this (qemu stays in the old namespace).
     await terminate([alive(pid) ? pid : 0], 15_000);
   } else {
@@ -120,9 +134,9 @@ async function health(st) {
   const checks = {
     ...(await cephStatusChecks(P.ceph, alive(st.pids?.mon))),
     glance: () => READY.glance(st),
-    libvirtd: () => READY.libvirtd(st),
   };
-  await Promise.all(SERVICES.map(async (svc) => {
+  for (const h of ensureHosts(st)) checks[hostService(h.id)] = () => libvirtdReady(HP(h.id).uri);
+  await Promise.all(services(st).map(async (svc) => {
     const pid = st.pids?.[svc];
     const isAlive = alive(pid);
     let answers = false;
@@ -154,6 +168,17 @@ function writeStackJson(st) {
     },
     glance: { url: glanceUrl(st.ports.glance), port: st.ports.glance, pool: 'images' },
     libvirt: { uri: st.libvirtUri, accel: st.accel, domainType: st.accel === 'kvm' ? 'kvm' : 'qemu', cephSecretUuid: st.secretUuid },
+    // Host 1 is what `libvirt` describes; every host shares Ceph, Glance and the ceph secret.
+    hosts: ensureHosts(st).map((h) => ({
+      id: h.id,
+      service: hostService(h.id),
+      libvirtUri: HP(h.id).uri,
+      hostUuid: h.hostUuid,
+      stateDir: hostStateDir(DIR, h.id),
+      migrationAddress: h.migrationAddress,
+      migrationPorts: { min: h.migrationPorts[0], max: h.migrationPorts[1] },
+      pid: st.pids[hostService(h.id)] ?? null,
+    })),
     pids: { ...st.pids },
   };
   writeAtomic(P.stackJson, `${JSON.stringify(info, null, 2)}\n`);
@@ -166,7 +191,7 @@ function writeStackJson(st) {
 /** Kills whatever a previous (failed or foreign-booted) stack in DIR left running. */
 async function killLeftovers(st) {
   const ours = allPids().filter((p) => p !== process.pid && p !== process.ppid && alive(p) && isStackDaemon(p));
-  const inNs = pidsInNamespaces(st?.libvirtNs, P.libvirtd.root);
+  const inNs = st ? ensureHosts(st).flatMap((h) => pidsInNamespaces(h.libvirtNs, HP(h.id).root)) : [];
   await terminate([...new Set([...Object.values(st?.pids ?? {}).filter((p) => alive(p)), ...ours, ...inNs])]);
 }
 
@@ -176,7 +201,7 @@ function isStackDaemon(pid) {
   return /ceph-(mon|mgr|osd)|glance-api|libvirtd|unshare|qemu-system/.test(cmd);
 }
 
-async function bootstrap(timings) {
+async function bootstrap(timings, hostCount) {
   const t0 = now();
   const st = loadState();
   if (st) await killLeftovers(st);
@@ -197,11 +222,11 @@ async function bootstrap(timings) {
     libvirtUri: P.libvirtd.uri,
     accel: 'tcg',
     pids: {},
-    libvirtNs: [],
   };
+  s.hosts = Array.from({ length: hostCount }, (_, i) => newHost(s, i + 1));
   writeCephConfig(s, P.ceph);
   writeGlanceConfig(s, P.glance, P.ceph.userConf('glance'));
-  writeLibvirtConfig(P.libvirtd);
+  for (const h of s.hosts) writeLibvirtConfig(HP(h.id), h);
   saveState(s);
   timings.config = now() - t0;
 
@@ -230,9 +255,13 @@ async function bootstrap(timings) {
     })();
     const libvirtChain = (async () => {
       await ensureLibvirtQemuUser();
-      const l = await startService(s, 'libvirtd'); started.push('libvirtd');
-      await step('libvirtd', () => waitService(s, 'libvirtd', l));
-      await step('ceph secret', () => defineStackSecret(s));
+      // The hosts' libvirtds start side by side (the secret needs only the keyring, not the cluster).
+      await Promise.all(s.hosts.map(async (h) => {
+        const svc = hostService(h.id);
+        const l = await startService(s, svc); started.push(svc);
+        await step(svc, () => waitService(s, svc, l));
+        await step(`ceph secret${h.id === 1 ? '' : `@${h.id}`}`, () => defineStackSecret(s, svc));
+      }));
     })();
     const accelChain = step('accel probe', async () => {
       const a = await probeAccel(DIR);
@@ -253,18 +282,24 @@ async function bootstrap(timings) {
   return s;
 }
 
-async function cmdUp() {
+async function cmdUp(args) {
   const t0 = now();
   const timings = {};
+  const want = requestedHosts(args);
   let st = loadState();
   let fresh = false;
+  let added = 0;
   if (!st?.bootstrapped) {
-    st = await bootstrap(timings);
+    st = await bootstrap(timings, want ?? 1);
     fresh = true;
   } else {
+    // A stack never loses hosts here (a test may be using them): `--hosts N` means at least N.
+    const hosts = ensureHosts(st);
+    while (want && hosts.length < want) { hosts.push(newHost(st, hosts.length + 1)); added++; }
+    if (added) saveState(st);
     // Reuse: start whatever is not running, in dependency order; wait for what is.
     const h = await health(st);
-    const bad = SERVICES.filter((s) => !(h[s].alive && h[s].answers));
+    const bad = services(st).filter((s) => !(h[s].alive && h[s].answers));
     if (bad.length) {
       const handles = {};
       for (const svc of bad) {
@@ -272,7 +307,7 @@ async function cmdUp() {
         if (svc === 'mon') timings.mon = await waitService(st, 'mon', handles.mon);
       }
       await Promise.all(bad.filter((s) => s !== 'mon').map(async (svc) => { timings[svc] = await waitService(st, svc, handles[svc]); }));
-      if (bad.includes('libvirtd')) await defineStackSecret(st);
+      for (const svc of bad.filter(hostOfService)) await defineStackSecret(st, svc);
     }
   }
   writeStackJson(st);
@@ -280,6 +315,8 @@ async function cmdUp() {
   const detail = Object.entries(timings).map(([k, v]) => `${k} ${secs(v)}`).join(', ');
   process.stdout.write(`stack ${fresh ? 'up' : 'already up'} in ${secs(total)}${detail ? ` (${detail})` : ''}: ${P.stackJson}\n`);
   if (fresh) process.stdout.write(`object store ${st.objectStore}, accel ${st.accel} (${st.accelHow}), glance ${glanceUrl(st.ports.glance)}, libvirt ${st.libvirtUri}\n`);
+  if (fresh || added) process.stdout.write(`hosts: ${st.hosts.length}${added ? ` (${added} added)` : ''}\n`);
+  if (want && st.hosts.length > want) process.stdout.write(`hosts: ${st.hosts.length} (more than the ${want} asked for; hosts go only with down)\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -291,9 +328,10 @@ async function cmdDown() {
   rmSync(P.stackJson, { force: true });
   if (st) {
     const running = (svc) => (alive(st.pids?.[svc]) ? st.pids[svc] : 0);
-    if (running('libvirtd')) await destroyDomains(st.libvirtUri);
+    const libvirtds = ensureHosts(st).map((h) => hostService(h.id));
+    await Promise.all(libvirtds.filter(running).map((svc) => destroyDomains(HP(hostOfService(svc)).uri)));
     // The OSD says goodbye to the mon on SIGTERM (and waits 5 s for a mon that is gone): mon last.
-    await Promise.all([terminate([running('osd')], 15_000), terminate(['glance', 'libvirtd', 'mgr'].map(running), 15_000)]);
+    await Promise.all([terminate([running('osd')], 15_000), terminate(['glance', ...libvirtds, 'mgr'].map(running), 15_000)]);
     await terminate([running('mon')], 15_000);
   }
   await killLeftovers(st);
@@ -310,15 +348,15 @@ async function cmdStatus(args) {
     return 1;
   }
   const h = await health(st);
-  const ok = SERVICES.every((s) => h[s].alive && h[s].answers);
+  const ok = services(st).every((s) => h[s].alive && h[s].answers);
   if (json) process.stdout.write(`${JSON.stringify({ dir: DIR, healthy: ok, services: h }, null, 2)}\n`);
   else if (!quiet) {
     let rss = 0;
-    for (const s of SERVICES) {
+    for (const s of services(st)) {
       const x = h[s];
       rss += x.rss;
       const state = !x.alive ? 'not running' : x.answers ? 'ok' : `not answering${x.error ? `: ${x.error}` : ''}`;
-      process.stdout.write(`${s.padEnd(9)} pid ${String(x.pid ?? '-').padEnd(8)} ${(x.rss / 2 ** 20).toFixed(0).padStart(5)} MiB  ${state}\n`);
+      process.stdout.write(`${s.padEnd(11)} pid ${String(x.pid ?? '-').padEnd(8)} ${(x.rss / 2 ** 20).toFixed(0).padStart(5)} MiB  ${state}\n`);
     }
     process.stdout.write(`${ok ? 'healthy' : 'NOT healthy'}: ${DIR} (RSS total ${(rss / 2 ** 20).toFixed(0)} MiB)\n`);
   }
@@ -340,16 +378,19 @@ async function cmdEnv() {
 }
 
 async function cmdService(cmd, svc) {
-  if (!SERVICES.includes(svc)) throw new StackError(`usage: tools/stack ${cmd} <${SERVICES.join('|')}>`);
   const st = loadState();
   if (!st?.bootstrapped) throw new StackError(`no stack at ${DIR}: run tools/stack up`);
+  if (hostOfService(svc)) svc = hostService(hostOfService(svc)); // libvirtd@1 is libvirtd
+  if (!services(st).includes(svc)) {
+    throw new StackError(`usage: tools/stack ${cmd} <${services(st).join('|')}>${hostOfService(svc) ? ` (this stack has ${st.hosts.length} host(s): up --hosts N adds hosts)` : ''}`);
+  }
   const t0 = now();
   if (cmd === 'stop' || cmd === 'restart') await stopService(st, svc);
   if (cmd === 'start' || cmd === 'restart') {
     if (!alive(st.pids[svc])) {
       const handle = await startService(st, svc);
       await waitService(st, svc, handle);
-      if (svc === 'libvirtd') await defineStackSecret(st);
+      if (hostOfService(svc)) await defineStackSecret(st, svc);
     } else {
       await waitService(st, svc, undefined);
     }
@@ -399,11 +440,12 @@ async function cmdPrivateLibvirtd(action, root) {
 }
 
 const USAGE = `usage: tools/stack <command>
-  up                         bring the stack up (reuses a healthy one), write stack.json
+  up [--hosts N]             bring the stack up (reuses a healthy one), write stack.json; N compute
+                             hosts (default $EPHEMERA_STACK_HOSTS or 1; on a running stack: adds hosts)
   down                       stop everything the stack started, remove its directory
   status [--quiet|--json]    each service: pid alive + answers; --quiet: exit 0 only when healthy
   env                        shell export lines (EPHEMERA_STACK_DIR, CEPH_CONF, LIBVIRT_DEFAULT_URI, ...)
-  start|stop|restart <svc>   one service: ${SERVICES.join(', ')}
+  start|stop|restart <svc>   one service: ${BASE_SERVICES.join(', ')}, libvirtd (host 1), libvirtd@N (host N)
   private-libvirtd start|stop|restart <dir>   an extra libvirtd for tests (prints {"uri","pid"})
 state dir: ${DIR}
 `;
@@ -412,7 +454,7 @@ state dir: ${DIR}
 export async function main(argv) {
   const [cmd, ...args] = argv;
   switch (cmd) {
-    case 'up': await cmdUp(); return 0;
+    case 'up': await cmdUp(args); return 0;
     case 'down': await cmdDown(); return 0;
     case 'status': return cmdStatus(args);
     case 'env': await cmdEnv(); return 0;

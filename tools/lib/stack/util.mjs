@@ -84,18 +84,24 @@ function portFree(port) {
   });
 }
 
+/** Compute hosts a stack can have: each gets MIGRATION_PORTS ports of the block's second half. */
+export const MAX_HOSTS = 8;
+export const MIGRATION_PORTS = 4;
+const BLOCK = 64;
+
 /**
- * Picks a block of 32 free loopback ports below the kernel's ephemeral range (so no outgoing
+ * Picks a block of 64 free loopback ports below the kernel's ephemeral range (so no outgoing
  * connection can squat them later), at a random offset so two stacks rarely even try the same block.
+ * The first 32 are Ceph's and Glance's, the last 32 the compute hosts' migration ports.
  */
 export async function pickPorts() {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20000 + 32 * Math.floor(Math.random() * ((32000 - 20000) / 32));
-    const all = Array.from({ length: 32 }, (_, i) => base + i);
+    const base = 20000 + BLOCK * Math.floor(Math.random() * ((32000 - 20000) / BLOCK));
+    const all = Array.from({ length: BLOCK }, (_, i) => base + i);
     const free = await Promise.all(all.map(portFree));
     if (free.every(Boolean)) {
-      return { monV2: base, monV1: base + 1, glance: base + 2, msMin: base + 8, msMax: base + 31 };
+      return { monV2: base, monV1: base + 1, glance: base + 2, msMin: base + 8, msMax: base + 31, migration: base + 32 };
     }
   }
-  throw new StackError('could not find 32 free loopback ports between 20000 and 32000');
+  throw new StackError(`could not find ${BLOCK} free loopback ports between 20000 and 32000`);
 }

@@ -8,6 +8,9 @@
  * off through APM (ACPI S5), so libvirt reports the domain `shutoff` with reason `shutdown`.
  * The power-off needs ACPI: a libvirt domain must have `<features><acpi/></features>` (without it
  * libvirt passes `-no-acpi` and the guest prints `EPHEMERA-ERROR no-acpi` and halts instead).
+ * With `mode: 'count'` it does not power off: after `EPHEMERA-BOOTS <n>` it prints
+ * `EPHEMERA-COUNT <i>` (i = 0, 1, 2, ...) every 100 ms (PIT-timed) until it is stopped, so a test
+ * can tell a guest that kept running (the count goes on) from one that rebooted (it starts at 0 again).
  * Boots under `-machine pc` and `q35`, TCG and KVM, from IDE/SATA/virtio disks, file or RBD.
  * The cached image is shared: boot a copy, an overlay or a clone, never the cached file itself.
  */
@@ -28,6 +31,8 @@ export interface GuestImageOptions {
   fill?: 'zero' | 'random';
   /** Output format. Default `raw`. */
   format?: 'raw' | 'qcow2';
+  /** `poweroff` (default): power off after the boot lines; `count`: print a counter every 100 ms, forever. */
+  mode?: 'poweroff' | 'count';
   /** Copy the image to this path (a private, bootable copy) instead of returning the cached file. */
   out?: string;
 }
@@ -36,6 +41,8 @@ export interface GuestImageOptions {
 export const MARKER_PREFIX = 'EPHEMERA-MARKER ';
 /** Prefix of the serial line with the boot count after this boot: `EPHEMERA-BOOTS <n>`. */
 export const BOOTS_PREFIX = 'EPHEMERA-BOOTS ';
+/** Prefix of the counting guest's lines (`mode: 'count'`): `EPHEMERA-COUNT <n>`, every 100 ms. */
+export const COUNT_PREFIX = 'EPHEMERA-COUNT ';
 /** The line the guest prints right before it powers off. */
 export const POWEROFF_LINE = 'EPHEMERA-POWEROFF';
 /** Byte offset of the marker sector (sector 1) on the guest disk. */
@@ -55,6 +62,7 @@ export function guestImage(opts: GuestImageOptions = {}): Promise<string> {
   if (opts.size !== undefined) args.push('--size', String(opts.size));
   if (opts.fill !== undefined) args.push('--fill', opts.fill);
   if (opts.format !== undefined) args.push('--format', opts.format);
+  if (opts.mode !== undefined) args.push('--mode', opts.mode);
   if (opts.out !== undefined) args.push('--out', opts.out);
   return new Promise((resolvePath, reject) => {
     execFile(
@@ -113,6 +121,19 @@ export function readBootCount(serialLogText: string): number | undefined {
     if (m) return Number(m[1]);
   }
   return undefined;
+}
+
+/**
+ * The counter values a counting guest printed (`EPHEMERA-COUNT <n>` lines, complete lines only), in
+ * log order: `[0, 1, 2, ...]` for one guest that kept running; a reboot starts again at 0.
+ */
+export function readCounts(serialLogText: string): number[] {
+  const out: number[] = [];
+  for (const line of completeLines(serialLogText)) {
+    const m = /EPHEMERA-COUNT (\d+)$/.exec(line);
+    if (m) out.push(Number(m[1]));
+  }
+  return out;
 }
 
 /** Whether the guest announced its power-off (it prints this right before powering off). */

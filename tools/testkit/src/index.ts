@@ -4,7 +4,7 @@
  * - `guest.ts`: build the bootable guest image (owned by tools/guest-image).
  * - `native-layout.ts`: the layout and doc rules of the native addons (checked by their unit tests).
  */
-export type { CephUser, StackInfo } from './stack-info.js';
+export type { CephUser, StackHost, StackInfo } from './stack-info.js';
 export * from './stack.js';
 export * from './guest.js';
 export * from './native-layout.js';

@@ -12,6 +12,30 @@ export interface CephUser {
   confPath: string;
 }
 
+/**
+ * One compute host of the stack (`tools/stack up --hosts N`): its own libvirtd (own mount
+ * namespace, socket, fixed host UUID) and Ephemera state directory; Ceph, Glance and the libvirt
+ * ceph secret (same UUID and key) are shared by all hosts.
+ */
+export interface StackHost {
+  /** 1, 2, ...: host 1 is the stack's `libvirt` (the default host). */
+  id: number;
+  /** Its libvirtd's service name for `tools/stack start|stop|restart`: `libvirtd` (host 1), `libvirtd@<id>`. */
+  service: string;
+  /** URI of its libvirtd, e.g. `qemu+unix:///system?socket=<dir>/host2/libvirt/sock/libvirt-sock`. */
+  libvirtUri: string;
+  /** Its fixed libvirt host UUID (`host_uuid`; distinct per host, as live migration requires). */
+  hostUuid: string;
+  /** Its own Ephemera state directory (host 1: `<dir>/ephemera`; not created by the stack). */
+  stateDir: string;
+  /** Loopback address its libvirtd gives for incoming (non-tunnelled) migration: `127.0.0.<id+1>`. */
+  migrationAddress: string;
+  /** Its libvirtd's `migration_port_min`/`max` (distinct per host). */
+  migrationPorts: { min: number; max: number };
+  /** Pid of its libvirtd, or null while stopped. */
+  pid: number | null;
+}
+
 export interface StackInfo {
   /** Absolute path of the stack's state directory. */
   dir: string;
@@ -51,6 +75,8 @@ export interface StackInfo {
     /** UUID of a libvirt ceph secret holding client.ephemera's key, defined at `up`. */
     cephSecretUuid: string;
   };
-  /** Process ids the stack started, by service name. */
+  /** The compute hosts, host 1 first (one unless `up --hosts N` or `$EPHEMERA_STACK_HOSTS`). */
+  hosts: StackHost[];
+  /** Process ids the stack started, by service name (`libvirtd@<id>` for hosts after the first). */
   pids: Record<string, number>;
 }

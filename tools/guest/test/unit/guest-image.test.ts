@@ -8,10 +8,12 @@ import { afterAll, describe, expect, it } from 'vitest';
 import {
   BOOT_COUNTER_OFFSET,
   MARKER_OFFSET,
+  COUNT_PREFIX,
   MARKER_PREFIX,
   guestImage,
   markerSector,
   readBootCount,
+  readCounts,
   readMarker,
   sawPoweroff,
 } from '@ephemera/testkit';
@@ -89,6 +91,22 @@ describe('tools/guest-image', () => {
     expect(paths.size).toBe(4);
   });
 
+  it('builds the counting guest with --mode count: other boot code, same layout, own cache entry', async () => {
+    const marker = uniqueMarker('count');
+    const poweroff = await build({ marker, size: 64 * 1024 });
+    const count = await build({ marker, size: 64 * 1024, mode: 'count' });
+    expect(await build({ marker, size: 64 * 1024, mode: 'poweroff' })).toBe(poweroff);
+    expect(count).not.toBe(poweroff);
+    const [p0, c0] = [sector(poweroff, 0), sector(count, 0)];
+    expect(c0.readUInt16LE(510)).toBe(0xaa55);
+    expect(c0.equals(p0)).toBe(false);
+    // Its boot code has the counter line and not the power-off line; the other sectors are the same.
+    expect(c0.includes(Buffer.from(COUNT_PREFIX))).toBe(true);
+    expect(c0.includes(Buffer.from('EPHEMERA-POWEROFF'))).toBe(false);
+    expect(p0.includes(Buffer.from('EPHEMERA-POWEROFF'))).toBe(true);
+    expect(readFileSync(count).subarray(512).equals(readFileSync(poweroff).subarray(512))).toBe(true);
+  });
+
   it('pads with sparse zeros by default', async () => {
     const path = await build({ marker: uniqueMarker('sparse'), size: 64 * 1024 * 1024 });
     const st = statSync(path);
@@ -154,6 +172,7 @@ describe('tools/guest-image', () => {
     await expect(guestImage({ marker: 'x'.repeat(256) })).rejects.toThrow(/printable ASCII/);
     await expect(guestImage({ fill: 'ones' as 'zero' })).rejects.toThrow(/--fill must be/);
     await expect(guestImage({ format: 'vmdk' as 'raw' })).rejects.toThrow(/--format must be/);
+    await expect(guestImage({ mode: 'reboot' as 'count' })).rejects.toThrow(/--mode must be poweroff or count/);
     expect(readdirSync(cacheDir).sort()).toEqual(before);
     expect(before.some((f) => f.startsWith('.build-'))).toBe(false);
     expect(basename(cacheDir)).toBe('guest-image');
@@ -179,6 +198,14 @@ describe('serial log parsing', () => {
     expect(readMarker('EPHEMERA-MARKER EPHEMERA-GUEST x\r\n')).toBe('EPHEMERA-GUEST x');
     expect(readBootCount('EPHEMERA-BOOTS 1')).toBeUndefined();
     expect(sawPoweroff('EPHEMERA-POWEROFF')).toBe(false);
+  });
+
+  it('reads the counting guest\'s counter lines in order, complete lines only', () => {
+    expect(COUNT_PREFIX).toBe('EPHEMERA-COUNT ');
+    const counting = 'EPHEMERA-BOOTS 1\r\nEPHEMERA-COUNT 0\r\nEPHEMERA-COUNT 1\r\nEPHEMERA-COUNT 2\r\nEPHEMERA-COUNT 3';
+    expect(readCounts(counting)).toEqual([0, 1, 2]);
+    expect(readCounts(`${counting}\r\nEPHEMERA-BOOT\r\nEPHEMERA-COUNT 0\r\n`)).toEqual([0, 1, 2, 3, 0]);
+    expect(readCounts(log)).toEqual([]);
   });
 
   it('finds the marker after BIOS output on the same line', () => {
