@@ -3,6 +3,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   HandleClosed,
+  InvalidArgument,
   METADATA_VALUE_MAX_BYTES,
   PermissionDenied,
   ReadOnlyImage,
@@ -187,6 +188,14 @@ describe('image metadata (rbd_metadata_*)', () => {
       await images.close();
     }
     expect(await img.metadataList()).toEqual([['glance.owner', 'admin']]);
+  });
+
+  it('a conf_ key is a librbd config override: an unknown option is refused with InvalidArgument and not stored', async () => {
+    const { img } = await freshImage(vms, 'meta-conf');
+    const err = await img.metadataSet('conf_no_such_option', '1').catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(InvalidArgument);
+    expect((err as InvalidArgument).operation).toBe('image.metadataSet');
+    expect(await img.metadataList()).toEqual([]);
   });
 
   it('a closed image rejects every metadata call with HandleClosed', async () => {
