@@ -94,7 +94,8 @@ describe('image metadata (rbd_metadata_*)', () => {
   it('lists every pair past librbd pages (150 keys), and start (exclusive) / max select a window', async () => {
     const { img } = await freshImage(vms, 'meta-many');
     const keys = Array.from({ length: 150 }, (_, i) => `k${String(i).padStart(3, '0')}`);
-    for (const k of keys) await img.metadataSet(k, `value of ${k}`);
+    // Concurrent sets: each is its own job on the worker threads.
+    await Promise.all(keys.map((k) => img.metadataSet(k, `value of ${k}`)));
     const all = await img.metadataList();
     expect(all.map(([k]) => k)).toEqual(keys);
     expect(all.every(([k, v]) => v === `value of ${k}`)).toBe(true);
@@ -111,7 +112,7 @@ describe('image metadata (rbd_metadata_*)', () => {
     expect(await img.metadataGet('big')).toBe(big);
     expect(await rbdCli('image-meta', 'get', `vms/${name}`, 'big')).toBe(`${big}\n`);
     const values = Array.from({ length: 70 }, (_, i) => String(i % 10).repeat(8192));
-    for (let i = 0; i < values.length; i++) await img.metadataSet(`v${String(i).padStart(2, '0')}`, values[i]!);
+    await Promise.all(values.map((v, i) => img.metadataSet(`v${String(i).padStart(2, '0')}`, v)));
     const listed = await img.metadataList();
     expect(listed.length).toBe(71);
     expect(listed[0]).toEqual(['big', big]);
