@@ -149,16 +149,16 @@ function checkUint(operation: string, target: string, what: string, v: unknown):
 export const METADATA_KEY_MAX_BYTES = 255;
 
 /**
- * Largest image metadata value, in UTF-8 bytes. Pairs live in the image header's omap, which
- * every open and every `rbd image-meta list` reads: keep them small (ownership records, tags).
+ * Largest image metadata value, in UTF-8 bytes. Pairs live in the omap of the image's one
+ * header object (one OSD, read whole by `rbd image-meta list`): records and tags, not data.
  */
 export const METADATA_VALUE_MAX_BYTES = 64 * 1024;
 
-// librbd takes C strings: a NUL would cut them, and a lone surrogate has no UTF-8 form (Node
-// would store U+FFFD instead, so the key read back would differ from the one given).
 // In unicode mode a surrogate pair is one code point, so only lone surrogates match.
 const loneSurrogate = /\p{Cs}/u;
 
+// librbd takes C strings: a NUL would cut them, and a lone surrogate has no UTF-8 form (Node
+// would store U+FFFD instead, so the key read back would differ from the one given).
 function checkMetadataString(operation: string, target: string, what: string, v: unknown, maxBytes: number, allowEmpty: boolean): string {
   if (typeof v !== 'string') throw invalidArgument(operation, target, `${what} must be a string`);
   if (!allowEmpty && v.length === 0) throw invalidArgument(operation, target, `${what} must not be empty`);
