@@ -14,7 +14,8 @@
         "native/clone.cc",
         "native/trash.cc",
         "native/watchers.cc",
-        "native/aio.cc"
+        "native/aio.cc",
+        "native/metadata.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],
       "cflags!": ["-fno-exceptions"],

@@ -1,5 +1,5 @@
 // NativeImage: the class, and the calls about the image itself (stat, size, features, resize,
-// close). The other methods are in snapshot.cc, clone.cc, watchers.cc and aio.cc.
+// close). The other methods are in snapshot.cc, clone.cc, watchers.cc, aio.cc and metadata.cc.
 #include <napi.h>
 #include <rbd/librbd.h>
 
@@ -38,6 +38,10 @@ Napi::Function NImage::Define(Napi::Env env) {
                          InstanceMethod<&NImage::Flush>("flush"),
                          InstanceMethod<&NImage::Watchers>("watchers"),
                          InstanceMethod<&NImage::Lockers>("lockers"),
+                         InstanceMethod<&NImage::MetadataGet>("metadataGet"),
+                         InstanceMethod<&NImage::MetadataSet>("metadataSet"),
+                         InstanceMethod<&NImage::MetadataRemove>("metadataRemove"),
+                         InstanceMethod<&NImage::MetadataList>("metadataList"),
                      });
 }
 

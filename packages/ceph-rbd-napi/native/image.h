@@ -1,6 +1,6 @@
 // NativeImage: an open RBD image (rbd_image_t). Its methods live by concept in image.cc (the
-// image itself), snapshot.cc, clone.cc (parent and children), watchers.cc (watchers, lockers)
-// and aio.cc (reads and writes).
+// image itself), snapshot.cc, clone.cc (parent and children), watchers.cc (watchers, lockers),
+// aio.cc (reads and writes) and metadata.cc (key/value metadata).
 #pragma once
 
 #include <napi.h>
@@ -72,6 +72,11 @@ class NImage : public Napi::ObjectWrap<NImage> {
   Napi::Value Write(const Napi::CallbackInfo& info);
   Napi::Value Discard(const Napi::CallbackInfo& info);
   Napi::Value Flush(const Napi::CallbackInfo& info);
+  // metadata.cc
+  Napi::Value MetadataGet(const Napi::CallbackInfo& info);
+  Napi::Value MetadataSet(const Napi::CallbackInfo& info);
+  Napi::Value MetadataRemove(const Napi::CallbackInfo& info);
+  Napi::Value MetadataList(const Napi::CallbackInfo& info);
 };
 
 }  // namespace ephemera_rbd

@@ -142,6 +142,37 @@ function checkUint(operation: string, target: string, what: string, v: unknown):
   return v;
 }
 
+/**
+ * Longest image metadata key, in UTF-8 bytes. librbd sets no limit; this one catches a value
+ * passed as a key and keeps keys usable as `rbd image-meta` arguments.
+ */
+export const METADATA_KEY_MAX_BYTES = 255;
+
+/**
+ * Largest image metadata value, in UTF-8 bytes. Pairs live in the omap of the image's one
+ * header object (one OSD, read whole by `rbd image-meta list`): records and tags, not data.
+ */
+export const METADATA_VALUE_MAX_BYTES = 64 * 1024;
+
+// In unicode mode a surrogate pair is one code point, so only lone surrogates match.
+const loneSurrogate = /\p{Cs}/u;
+
+// librbd takes C strings: a NUL would cut them, and a lone surrogate has no UTF-8 form (Node
+// would store U+FFFD instead, so the key read back would differ from the one given).
+function checkMetadataString(operation: string, target: string, what: string, v: unknown, maxBytes: number, allowEmpty: boolean): string {
+  if (typeof v !== 'string') throw invalidArgument(operation, target, `${what} must be a string`);
+  if (!allowEmpty && v.length === 0) throw invalidArgument(operation, target, `${what} must not be empty`);
+  if (v.includes('\0')) throw invalidArgument(operation, target, `${what} must not contain NUL`);
+  if (loneSurrogate.test(v)) throw invalidArgument(operation, target, `${what} must be well-formed Unicode (no lone surrogate)`);
+  const bytes = Buffer.byteLength(v, 'utf8');
+  if (bytes > maxBytes) throw invalidArgument(operation, target, `${what} is ${bytes} bytes in UTF-8, at most ${maxBytes} allowed`);
+  return v;
+}
+
+function checkMetadataKey(operation: string, target: string, key: unknown): string {
+  return checkMetadataString(operation, target, 'key', key, METADATA_KEY_MAX_BYTES, false);
+}
+
 /** Progress of a long operation: monotonic, the last call has `done === total` (fraction 1). */
 export interface Progress {
   done: number;
@@ -659,6 +690,14 @@ export interface Watcher {
   cookie: number;
 }
 
+/** Options of {@link Image.metadataList}. */
+export interface MetadataListOptions {
+  /** List only keys after this one (exclusive), e.g. the last key of a previous call. Default: from the first key. */
+  start?: string;
+  /** At most this many pairs; 0 or absent means all. */
+  max?: number;
+}
+
 const maxBufferLength = bufferConstants.MAX_LENGTH;
 
 /** An open RBD image (librbd `rbd_image_t`). */
@@ -868,6 +907,60 @@ export class Image implements AsyncDisposable {
    */
   lockers(): Promise<ImageLockers> {
     return this.#n.lockers();
+  }
+
+  /**
+   * The value of image metadata `key`, or `undefined` when the key is not set (an expected
+   * answer, e.g. an image no Ephemera host owns; librbd's ENOENT would otherwise read as
+   * ImageNotFound). Works on read-only and snapshot opens: metadata belongs to the image, so
+   * an open at a snapshot reads the head's current pairs.
+   * Implements rbd_metadata_get().
+   */
+  async metadataGet(key: string): Promise<string | undefined> {
+    checkMetadataKey('image.metadataGet', this.name, key);
+    return this.#n.metadataGet(key);
+  }
+
+  /**
+   * Sets image metadata `key` to `value` (replacing any previous value). Keys are at most
+   * {@link METADATA_KEY_MAX_BYTES}, values at most {@link METADATA_VALUE_MAX_BYTES} bytes of
+   * UTF-8, neither may contain NUL. Keys starting with `conf_` are librbd config overrides
+   * applied to every client that opens the image: do not use that prefix for data.
+   * ReadOnlyImage (EROFS) on an image opened read-only or at a snapshot.
+   * Implements rbd_metadata_set().
+   */
+  async metadataSet(key: string, value: string): Promise<void> {
+    const op = 'image.metadataSet';
+    checkMetadataKey(op, this.name, key);
+    checkMetadataString(op, this.name, 'value', value, METADATA_VALUE_MAX_BYTES, true);
+    await this.#n.metadataSet(key, value);
+  }
+
+  /**
+   * Removes image metadata `key`: `true` when it was removed, `false` when it was not set (so a
+   * rollback can call it unconditionally). ReadOnlyImage (EROFS) on a read-only or snapshot open.
+   * Implements rbd_metadata_remove().
+   */
+  async metadataRemove(key: string): Promise<boolean> {
+    checkMetadataKey('image.metadataRemove', this.name, key);
+    return this.#n.metadataRemove(key);
+  }
+
+  /**
+   * The image's metadata as `[key, value]` pairs in key order (RADOS orders keys by their UTF-8
+   * bytes; `new Map(pairs)` or `Object.fromEntries(pairs)` for lookups). All pairs by default,
+   * fetched from librbd in pages of 64; `start` lists only keys after it (exclusive), `max`
+   * caps the number of pairs (0 or absent: no cap).
+   * Implements rbd_metadata_list().
+   */
+  async metadataList(opts: MetadataListOptions = {}): Promise<[string, string][]> {
+    const op = 'image.metadataList';
+    if (opts === null || typeof opts !== 'object') throw invalidArgument(op, this.name, 'options must be an object');
+    const start = opts.start ?? '';
+    if (typeof start !== 'string' || start.includes('\0')) throw invalidArgument(op, this.name, 'start must be a string without NUL');
+    if (loneSurrogate.test(start)) throw invalidArgument(op, this.name, 'start must be well-formed Unicode (no lone surrogate)');
+    const max = checkUint(op, this.name, 'max', opts.max ?? 0);
+    return this.#n.metadataList(start, max);
   }
 
   /** Closes the image after its in-flight operations. Idempotent. Implements rbd_close(). */

@@ -103,6 +103,11 @@ export interface NativeImage {
   flush(): Promise<number>;
   watchers(): Promise<{ address: string; id: number; cookie: number }[]>;
   lockers(): Promise<{ exclusive: boolean; tag: string; lockers: { client: string; cookie: string; address: string }[] }>;
+  metadataGet(key: string): Promise<string | undefined>;
+  metadataSet(key: string, value: string): Promise<void>;
+  metadataRemove(key: string): Promise<boolean>;
+  /** Pairs after `start` (exclusive, '' = from the first key), at most `max` (0 = all). */
+  metadataList(start: string, max: number): Promise<[string, string][]>;
 }
 export interface NativeConnectOptions {
   name: string;
