@@ -16,6 +16,11 @@ export interface RbdImage {
   user: string;
   /** ceph.conf with mon_host and a keyring path for `user`. */
   confPath: string;
+  /**
+   * A keyring *file* for `user` when ceph.conf names none (a path, never a key). Only the `rbd:`
+   * URI spelling can carry it (QEMU's rbd driver passes unknown keys to librados).
+   */
+  keyringPath?: string;
 }
 
 /** An RBD location as passed to {@link QemuImg} methods. */
@@ -25,11 +30,42 @@ export interface RbdLocation extends RbdImage {
   syntax?: 'uri' | 'json';
 }
 
+/** An HTTP(S) source read by QEMU's curl driver (a source only; the format comes from `-f`). */
+export interface HttpLocation {
+  type: 'http';
+  url: string;
+  /** curl driver `readahead` in bytes. */
+  readaheadBytes?: number;
+  /** curl driver `timeout` in seconds. */
+  timeoutSeconds?: number;
+}
+
 /**
  * Where an image lives: a local path (file or block device; always made absolute, so a name
- * like `nbd:x` or `-f` can never be taken for a protocol or an option) or an RBD image.
+ * like `nbd:x` or `-f` can never be taken for a protocol or an option), an RBD image or an
+ * HTTP(S) source.
  */
-export type ImageLocation = string | RbdLocation;
+export type ImageLocation = string | RbdLocation | HttpLocation;
+
+/** Builds an {@link HttpLocation}. */
+export function httpLocation(url: string, options: { readaheadBytes?: number; timeoutSeconds?: number } = {}): HttpLocation {
+  return { type: 'http', url, ...options };
+}
+
+/** The `json:` spelling of an HTTP(S) source for QEMU's curl driver. */
+export function httpJson(h: Omit<HttpLocation, 'type'>): string {
+  if (typeof h.url !== 'string' || !/^https?:\/\/[^\s]+$/.test(h.url)) throw bad('HTTP location must be an http:// or https:// URL');
+  const file: Record<string, unknown> = { driver: h.url.startsWith('https:') ? 'https' : 'http', url: h.url };
+  for (const [k, v] of [
+    ['readahead', h.readaheadBytes],
+    ['timeout', h.timeoutSeconds],
+  ] as const) {
+    if (v === undefined) continue;
+    if (!Number.isSafeInteger(v) || v <= 0) throw bad(`HTTP ${k} must be a positive integer`);
+    file[k] = v;
+  }
+  return `json:${JSON.stringify({ file })}`;
+}
 
 /** Builds an {@link RbdLocation}. */
 export function rbdLocation(image: RbdImage, syntax: 'uri' | 'json' = 'uri'): RbdLocation {
@@ -57,6 +93,7 @@ function validate(t: RbdImage): void {
   for (const [k, v] of [
     ['namespace', t.namespace],
     ['snapshot', t.snapshot],
+    ['keyringPath', t.keyringPath],
   ] as const) {
     if (v !== undefined && (typeof v !== 'string' || !NAME_RE.test(v))) {
       throw bad(`RBD ${k} must be a non-empty single-line string`);
@@ -83,7 +120,8 @@ export function rbdUri(t: RbdImage): string {
   if (t.namespace) s += `${escName(t.namespace)}/`;
   s += escName(t.image);
   if (t.snapshot) s += `@${escName(t.snapshot)}`;
-  return `${s}:id=${escValue(t.user)}:conf=${escValue(t.confPath)}`;
+  s += `:id=${escValue(t.user)}:conf=${escValue(t.confPath)}`;
+  return t.keyringPath ? `${s}:keyring=${escValue(t.keyringPath)}` : s;
 }
 
 /**
@@ -92,6 +130,7 @@ export function rbdUri(t: RbdImage): string {
  */
 export function rbdJson(t: RbdImage): string {
   validate(t);
+  if (t.keyringPath !== undefined) throw bad('an RBD keyringPath needs the rbd: URI spelling');
   const o: Record<string, string> = { driver: 'rbd', pool: t.pool };
   if (t.namespace) o['namespace'] = t.namespace;
   o['image'] = t.image;
@@ -108,6 +147,7 @@ export function renderLocation(loc: ImageLocation): string {
     return resolve(loc);
   }
   if (loc && loc.type === 'rbd') return loc.syntax === 'json' ? rbdJson(loc) : rbdUri(loc);
+  if (loc && loc.type === 'http') return httpJson(loc);
   throw bad('unknown image location');
 }
 
@@ -143,6 +183,7 @@ export function renderImageOpts(loc: ImageLocation, format: string): string {
     return `driver=${optValue(format)},file.driver=file,file.filename=${optValue(renderLocation(loc))}`;
   }
   renderLocation(loc); // validates
+  if (loc.type === 'http' || loc.keyringPath !== undefined) throw bad('--image-opts spells local and keyring-less RBD images only');
   let s = `driver=${optValue(format)},file.driver=rbd,file.pool=${optValue(loc.pool)}`;
   if (loc.namespace) s += `,file.namespace=${optValue(loc.namespace)}`;
   s += `,file.image=${optValue(loc.image)}`;

@@ -147,6 +147,12 @@ export interface ConvertOptions extends CommonOptions {
    * wrapper.
    */
   cleanup?: (target: ImageLocation) => Promise<void> | void;
+  /** On an abort, before any kill: see `RunSpec.onAbort` (SIGTERM then waits `killGraceMs`). */
+  onAbort?: () => void;
+  /** Called before each signal sent to qemu-img (e.g. its librbd watch then lingers). */
+  onKill?: () => void;
+  /** Overrides the SIGTERM-to-SIGKILL grace for this call. */
+  killGraceMs?: number;
 }
 
 /** Result of {@link QemuImg.check}. */
@@ -280,7 +286,7 @@ export class QemuImg {
       okExitCodes?: number[];
       onStdout?: (t: string) => void;
       long?: boolean;
-    },
+    } & Pick<ConvertOptions, 'onAbort' | 'onKill' | 'killGraceMs'>,
   ): Promise<RunResult> {
     const timeout = opts.timeoutMs ?? (opts.long ? 0 : this.timeoutMs);
     return runQemuImg({
@@ -293,7 +299,9 @@ export class QemuImg {
       timeoutMs: timeout > 0 ? timeout : undefined,
       signal: opts.signal,
       limits: opts.limits ? this.limits : undefined,
-      killGraceMs: this.killGraceMs,
+      killGraceMs: opts.killGraceMs ?? this.killGraceMs,
+      onAbort: opts.onAbort,
+      onKill: opts.onKill,
       okExitCodes: opts.okExitCodes,
       onStdout: opts.onStdout,
       onExec: this.onExec,
@@ -436,7 +444,7 @@ export class QemuImg {
   private async withProgress(
     command: string,
     args: string[],
-    options: CommonOptions & { onProgress?: (p: number) => void },
+    options: CommonOptions & { onProgress?: (p: number) => void } & Pick<ConvertOptions, 'onAbort' | 'onKill' | 'killGraceMs'>,
     onFailure?: () => Promise<void>,
   ): Promise<void> {
     const parser = new ProgressParser();

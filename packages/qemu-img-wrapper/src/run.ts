@@ -29,6 +29,14 @@ export interface RunSpec {
   okExitCodes?: readonly number[];
   onStdout?: (text: string) => void;
   onExec?: (argv: readonly string[]) => void;
+  /**
+   * Called once when `signal` fires, before any kill: a chance to make qemu-img fail on its own
+   * (e.g. fail its HTTP source) so it closes its handles cleanly. SIGTERM then follows after
+   * `killGraceMs`, SIGKILL after twice that. Without it SIGTERM is sent at once.
+   */
+  onAbort?: () => void;
+  /** Called before each signal sent to the still running child (a killed client leaves state behind). */
+  onKill?: () => void;
 }
 
 export interface RunResult {
@@ -80,6 +88,7 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
     let why: 'timeout' | 'aborted' | undefined;
     let spawnError: Error | undefined;
     let killTimer: NodeJS.Timeout | undefined;
+    let termTimer: NodeJS.Timeout | undefined;
     child.stdout.setEncoding('utf8');
     child.stderr.setEncoding('utf8');
     child.stdout.on('data', (t: string) => {
@@ -94,11 +103,32 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
       stderr = append(stderr, t, MAX_STDERR);
     });
 
+    const signalChild = (sig: NodeJS.Signals): void => {
+      if (child.exitCode !== null || child.signalCode !== null) return;
+      try {
+        spec.onKill?.();
+      } catch {
+        // A listener's exception must not break process supervision.
+      }
+      child.kill(sig);
+    };
     const kill = (reason: 'timeout' | 'aborted'): void => {
       if (why) return;
       why = reason;
-      child.kill('SIGTERM');
-      killTimer = setTimeout(() => child.kill('SIGKILL'), spec.killGraceMs);
+      // Cooperative first on an abort when the caller can make qemu-img fail on its own.
+      const cooperative = reason === 'aborted' && spec.onAbort !== undefined;
+      if (cooperative) {
+        try {
+          spec.onAbort!();
+        } catch {
+          // A listener's exception must not break process supervision.
+        }
+      }
+      const termAfter = cooperative ? spec.killGraceMs : 0;
+      if (termAfter === 0) signalChild('SIGTERM');
+      else termTimer = setTimeout(() => signalChild('SIGTERM'), termAfter);
+      killTimer = setTimeout(() => signalChild('SIGKILL'), termAfter + spec.killGraceMs);
+      termTimer?.unref();
       killTimer.unref();
     };
     const timer = spec.timeoutMs ? setTimeout(() => kill('timeout'), spec.timeoutMs) : undefined;
@@ -111,6 +141,7 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
     child.on('close', (code, sig) => {
       if (timer) clearTimeout(timer);
       if (killTimer) clearTimeout(killTimer);
+      if (termTimer) clearTimeout(termTimer);
       spec.signal?.removeEventListener('abort', onAbort);
       const err = stderr.trim();
       if (spawnError) {
@@ -122,7 +153,19 @@ export function runQemuImg(spec: RunSpec): Promise<RunResult> {
           }),
         );
       } else if (why === 'aborted') {
-        reject(fail({ kind: 'aborted', exitCode: code, signal: sig, stderr: err, message: `qemu-img ${spec.command} aborted` }));
+        // The abort's reason (the caller's own error) is the cause and is named in the message.
+        const reason: unknown = spec.signal?.reason;
+        const because = reason instanceof Error && reason.message ? `: ${reason.message}` : '';
+        reject(
+          fail({
+            kind: 'aborted',
+            exitCode: code,
+            signal: sig,
+            stderr: err,
+            message: `qemu-img ${spec.command} aborted${because}`,
+            ...(reason !== undefined ? { cause: reason } : {}),
+          }),
+        );
       } else if (why === 'timeout') {
         reject(
           fail({

@@ -8,8 +8,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patternBytes } from '@ephemera/image-backend';
 import { LoopbackImageServer, RangeUnavailableError } from '../../src/index.js';
-import { createServer, type Server } from 'node:http';
-import { httpSource, runConvert } from '../../src/qemu.js';
+import { httpSource } from '../../src/qemu.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -107,36 +106,5 @@ describe('LoopbackImageServer', () => {
     } finally {
       await srv.close();
     }
-  });
-
-  it('runConvert kills a qemu-img stuck on a silent server when stopped (SIGTERM after the grace), and says so', async () => {
-    // The server accepts and never answers: qemu's curl driver would wait for its own timeout.
-    const sockets: import('node:net').Socket[] = [];
-    const silent: Server = createServer(() => undefined);
-    silent.on('connection', (c) => sockets.push(c));
-    await new Promise<void>((r) => silent.listen(0, '127.0.0.1', r));
-    const port = (silent.address() as { port: number }).port;
-    const ac = new AbortController();
-    let cooperative = 0;
-    let kills = 0;
-    const started = performance.now();
-    setTimeout(() => ac.abort(new Error('stop')), 500);
-    try {
-      await expect(
-        runConvert(['-f', 'qcow2', '-O', 'raw', httpSource(`http://127.0.0.1:${port}/x`, { timeoutSeconds: 600 }), join(dir, 'never.raw')], {
-          timeoutMs: 60_000,
-          signal: ac.signal,
-          graceMs: 300,
-          onAbort: () => cooperative++,
-          onKill: () => kills++,
-        }),
-      ).rejects.toThrow('stop');
-    } finally {
-      for (const c of sockets) c.destroy();
-      await new Promise<void>((r) => silent.close(() => r()));
-    }
-    expect(cooperative).toBe(1);
-    expect(kills).toBeGreaterThanOrEqual(1);
-    expect(performance.now() - started).toBeLessThan(5_000);
   });
 });

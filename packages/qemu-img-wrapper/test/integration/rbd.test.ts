@@ -125,7 +125,7 @@ describe('qemu-img against the stack Ceph cluster as client.ephemera', () => {
           if (p > 0) ac.abort();
         },
         cleanup: async (t) => {
-          if (typeof t === 'string') throw new Error('expected an RBD target');
+          if (typeof t === 'string' || t.type !== 'rbd') throw new Error('expected an RBD target');
           cleaned.push(t.image);
           await rbdRmAfterKill(t.image);
         },

@@ -1,0 +1,13 @@
+import type { CloneFormatPolicy } from './clone.js';
+import type { RbdBackendOptions } from './options.js';
+import type { RbdOps } from './rbd-ops.js';
+
+/** What the backend's concerns (clone, import, direct snapshot) share: mechanics and configuration. */
+export interface RbdContext {
+  ops: RbdOps;
+  options: RbdBackendOptions;
+  /** The cluster's fsid, lower case. */
+  fsid: string;
+  /** The clone format the cluster allows (read once, see `cloneFormatPolicy`). */
+  cloneFormat(): Promise<CloneFormatPolicy>;
+}

@@ -1,0 +1,295 @@
+import {
+  AbortedError,
+  ImageSourceError,
+  InvalidArgumentError,
+  UnsafeImageError,
+  readImage,
+  throwIfAborted,
+  type CreateFromImageOptions,
+  type CreateResult,
+  type ProgressReporter,
+  type SourceImage,
+} from '@ephemera/image-backend';
+import { RbdError, type Image } from '@ephemera/ceph-rbd-napi';
+import { QemuImg, QemuImgError, httpLocation, type ImageLocation } from '@ephemera/qemu-img-wrapper';
+import { localRbdLocations } from './clone.js';
+import type { RbdContext } from './context.js';
+import { NAME } from './errors.js';
+import type { RbdUrl } from './locations.js';
+import { LoopbackImageServer, RangeUnavailableError } from './loopback.js';
+import { rbdTarget } from './qemu.js';
+import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
+
+/** Declared formats imported byte for byte (qemu reads them as raw). */
+export const RAW_FORMATS = new Set(['raw', 'iso', 'ami', 'ari', 'aki']);
+/** Declared formats converted with qemu-img (vetted by the inspector first). */
+export const CONVERT_FORMATS = new Set(['qcow2', 'vmdk', 'vhd', 'vpc', 'vhdx', 'vdi', 'qed']);
+
+/** Where `qemu-img convert` reads a non-raw image from. */
+export type ConvertSource =
+  /** qemu-img opens the snapshot itself (this client has write caps on its pool). */
+  | { kind: 'rbd-direct'; url: RbdUrl }
+  /** The binding reads the snapshot read-only and serves it to qemu-img on the loopback. */
+  | { kind: 'rbd-stream'; url: RbdUrl }
+  /** `SourceImage.open()` (Glance's download), served on the loopback. */
+  | { kind: 'image-stream' };
+
+/** One create from an image: the disk, the image, the caller's options, progress and start time. */
+export interface ImportJob {
+  id: string;
+  image: SourceImage;
+  /** Declared disk format, lower case. */
+  format: string;
+  /** Why the image is imported (not cloned): part of the result's reason. */
+  reason: string;
+  options: CreateFromImageOptions;
+  progress: ProgressReporter;
+  started: number;
+}
+
+/**
+ * Where qemu-img reads a non-raw image: the first local `rbd://` snapshot this client can open
+ * read-only (what the resolver's rbd-copy plan promises, `read <pool>/<image>@<snap>`), by
+ * qemu-img itself when it may open it, else through the binding; Glance's stream only when no
+ * local snapshot is readable. Each skipped location says why.
+ */
+export async function convertSource(ctx: RbdContext, image: SourceImage): Promise<{ source: ConvertSource; skipped: string[] }> {
+  const skipped: string[] = [];
+  for (const { url, location } of localRbdLocations(image, ctx.fsid)) {
+    try {
+      await ctx.ops.probeSnapshot(url, true);
+    } catch (e) {
+      if (!(e instanceof RbdError)) throw e;
+      skipped.push(`skipped ${location}: ${url.pool}/${url.image}@${url.snapshot} is not readable (${e.code}: ${e.message})`);
+      continue;
+    }
+    return { source: { kind: (await qemuCanRead(ctx, url)) ? 'rbd-direct' : 'rbd-stream', url }, skipped };
+  }
+  return { source: { kind: 'image-stream' }, skipped };
+}
+
+/**
+ * Whether qemu-img could open this snapshot as our client: QEMU's rbd driver always uses
+ * `rbd_open`, which registers a watch and so needs write caps on the pool (a Nova-style
+ * `profile rbd-read-only pool=images` user cannot; the stream path is used then).
+ */
+async function qemuCanRead(ctx: RbdContext, u: RbdUrl): Promise<boolean> {
+  try {
+    await ctx.ops.probeSnapshot(u, false);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/**
+ * Streams a raw image into a new RBD image: the inspector vets the first bytes before
+ * anything is created; blocks of `importBlockBytes` are written with up to `importInFlight`
+ * aio writes in flight; all-zero blocks are skipped (the new image reads as zeros already);
+ * the declared hash is checked as the bytes pass (`readImage`). Any failure removes the image.
+ */
+export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<CreateResult> {
+  const { ops } = ctx;
+  const { id, image, format, reason, options, progress, started } = job;
+  const size = Math.max(options.sizeBytes ?? 0, image.size);
+  if (options.sizeBytes !== undefined && options.sizeBytes < image.size)
+    throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image (${image.size} bytes)`, { backend: NAME, diskId: id });
+  const stream = new InspectedStream(readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator]());
+  let created = false;
+  let img: Image | undefined;
+  const window = new Window(ops.cfg.inFlight);
+  try {
+    const head = await stream.readHead();
+    if (head) checkDeclared(head, format, NAME, id); // e.g. qcow2 declared raw: refused, nothing created
+    await ops.io.create(id, size);
+    created = true;
+    img = await ops.io.open(id);
+    let offset = 0;
+    for await (const block of blocks(stream.chunks(), ops.cfg.blockBytes)) {
+      const at = offset;
+      offset += block.length;
+      if (isAllZero(block)) continue;
+      const target = img;
+      await window.push(() => target.write(at, block));
+    }
+    await window.drain();
+    await img.flush();
+    checkDeclared(stream.end(), format, NAME, id);
+    throwIfAborted(options.signal, 'createFromImage');
+    const done = img;
+    img = undefined;
+    await done.close();
+    progress.finish(image.size, image.size);
+    return { method: 'imported', reason, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+  } catch (e) {
+    await stream.close();
+    // Close before removing: an open handle keeps its watch (and the exclusive lock), so the
+    // removal would be EBUSY. close() waits for the in-flight writes (each bounded by
+    // rados_osd_op_timeout) and releases the handle even when the lock release fails (OSD
+    // down); removeDisk() then clears the lock this client left (see removeOwnStaleLock).
+    await window.settle();
+    if (img) {
+      const open = img;
+      img = undefined;
+      await open.close().catch(() => undefined);
+    }
+    if (created) await ops.removeQuietly(id);
+    throw ops.translate(e, id, options.signal, created ? undefined : 'create');
+  } finally {
+    // Never leave the handle open (e.g. close() of the success path threw).
+    if (img) await img.close().catch(() => undefined);
+  }
+}
+
+/**
+ * Converts a non-raw image with `qemu-img convert -O raw` (through `@ephemera/qemu-img-wrapper`)
+ * straight into RBD; nothing is staged on local disk. The inspector vets the first bytes
+ * (declared format, no backing or data file, no encryption, a virtual size) before the target
+ * exists. Where qemu-img reads (`from`, see {@link convertSource}):
+ * - `rbd-direct` (an `rbd://` location in this cluster that qemu may open): the Glance snapshot
+ *   itself, through librbd (random access, so any qcow2 layout works), while the same bytes are
+ *   read through the binding to check the declared hash; a mismatch stops qemu-img and removes
+ *   the target;
+ * - otherwise a stream (`rbd-stream`: that snapshot read read-only through the binding, for a
+ *   client without write caps there; `image-stream`: `SourceImage.open()`), served by a
+ *   loopback HTTP server with byte ranges from a bounded memory window (qemu-img's reads of a
+ *   qcow2 written by qemu-img are nearly sequential); afterwards the rest of the stream is read
+ *   so its size and hash are checked.
+ * Any failure removes the target.
+ */
+export async function importConverted(ctx: RbdContext, job: ImportJob, from: ConvertSource): Promise<CreateResult> {
+  const { ops, options: o } = ctx;
+  const { id, image, format, reason, options, progress, started } = job;
+  const direct = from.kind === 'rbd-direct' ? from.url : undefined;
+  const fromRbd = from.kind === 'image-stream' ? undefined : from.url;
+  const source: SourceImage = fromRbd ? { ...image, open: async () => ops.readSnapshot(fromRbd) } : image;
+  // Direct: progress comes from qemu-img only (the hash read runs alongside).
+  const stream = new InspectedStream(
+    readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[Symbol.asyncIterator](),
+  );
+  const declared = format === 'vpc' ? 'vhd' : format;
+  let created = false;
+  let killed = false;
+  let server: LoopbackImageServer | undefined;
+  try {
+    const head = await stream.readHead();
+    if (!head) {
+      // The inspector found no header it knows at offset 0: for formats whose header is there,
+      // that means the content is not what Glance declares (say so, not just "undecided").
+      const atStart = ['qcow2', 'vmdk', 'vdi', 'vhdx', 'qed'].includes(declared);
+      throw new UnsafeImageError(
+        atStart ? 'format-mismatch' : 'format-undecided',
+        atStart
+          ? `image ${image.id}: declared ${declared} but it does not start with a ${declared} header (the content looks like raw data)`
+          : `image ${image.id}: its ${format} headers could not be vetted from the first bytes`,
+        { backend: NAME, diskId: id },
+      );
+    }
+    const vetted = checkDeclared(head, declared, NAME, id);
+    const virtualSize = vetted.virtualSize;
+    if (virtualSize === undefined || !Number.isSafeInteger(virtualSize) || virtualSize <= 0)
+      throw new UnsafeImageError('virtual-size', `image ${image.id}: no valid virtual size in its header`, { backend: NAME, diskId: id });
+    if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize)
+      throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image's virtual size ${virtualSize}`, { backend: NAME, diskId: id });
+    const size = Math.max(options.sizeBytes ?? 0, virtualSize);
+    await ops.io.create(id, size);
+    created = true;
+    const rbd = (pool: string, name: string, snapshot?: string): ImageLocation =>
+      rbdTarget({
+        pool,
+        image: name,
+        ...(snapshot ? { snapshot } : {}),
+        user: ops.cfg.clientId,
+        confPath: o.confPath,
+        ...(o.keyringPath ? { keyringPath: o.keyringPath } : {}),
+      });
+    const target = rbd(ops.cfg.pool, id);
+    const qemuImg = new QemuImg(o.qemuImgBinary ? { binary: o.qemuImgBinary } : {});
+    // The inspector vetted the source above: qemu-img gets its format and never probes; the
+    // target exists already and reads as zeros.
+    const convert = (src: ImageLocation, extra: { signal: AbortSignal; killGraceMs: number; onAbort?: () => void }): Promise<void> =>
+      qemuImg.convert(src, target, {
+        untrusted: false,
+        sourceFormat: vetted.qemuFormat,
+        targetFormat: 'raw',
+        noCreate: true,
+        targetIsZero: true,
+        timeoutMs: o.convertTimeoutMs ?? 3_600_000,
+        onProgress: (pct: number) => progress.report('convert', Math.floor((pct / 100) * virtualSize), virtualSize),
+        onKill: () => (killed = true),
+        ...extra,
+      });
+    if (direct) {
+      const stop = new AbortController();
+      const onAbort = (): void => stop.abort(options.signal?.reason);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      const verify = (async () => {
+        for await (const chunk of stream.chunks()) void chunk; // readImage hashes and counts
+      })();
+      verify.catch((e: unknown) => stop.abort(e));
+      const [c, v] = await Promise.allSettled([
+        convert(rbd(direct.pool, direct.image, direct.snapshot), { signal: stop.signal, killGraceMs: 200 }),
+        verify,
+      ]);
+      options.signal?.removeEventListener('abort', onAbort);
+      if (v.status === 'rejected') throw v.reason;
+      if (c.status === 'rejected') throw c.reason;
+    } else {
+      server = new LoopbackImageServer(stream.chunks()[Symbol.asyncIterator](), {
+        size: image.size,
+        ...(o.convertStream?.headBytes ? { headBytes: o.convertStream.headBytes } : {}),
+        ...(o.convertStream?.windowBytes ? { windowBytes: o.convertStream.windowBytes } : {}),
+      });
+      await server.listen();
+      const srv = server;
+      // Stop qemu-img on an abort or when the stream fails (download, hash, window): first
+      // cooperatively (its reads fail and it exits, closing librbd cleanly), then with signals
+      // (qemu's curl driver can miss a closed connection and wait for its own timeout).
+      const stop = new AbortController();
+      const onAbort = (): void => stop.abort(options.signal?.reason);
+      options.signal?.addEventListener('abort', onAbort, { once: true });
+      if (options.signal?.aborted) onAbort();
+      srv.onFail = (err) => stop.abort(err);
+      try {
+        await convert(httpLocation(srv.url, { timeoutSeconds: 600 }), {
+          signal: stop.signal,
+          killGraceMs: 2_000,
+          onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
+        });
+      } catch (e) {
+        // The stream's own failure (download, hash, abort, window) explains qemu-img's.
+        throw srv.error ?? e;
+      } finally {
+        options.signal?.removeEventListener('abort', onAbort);
+      }
+      await srv.drain();
+    }
+    checkDeclared(stream.end(), declared, NAME, id);
+    throwIfAborted(options.signal, 'createFromImage');
+    progress.finish(image.size, image.size);
+    const via =
+      from.kind === 'rbd-direct'
+        ? `; converted by qemu-img reading ${from.url.pool}/${from.url.image}@${from.url.snapshot}`
+        : from.kind === 'rbd-stream'
+          ? `; converted by qemu-img from the stream of ${from.url.pool}/${from.url.image}@${from.url.snapshot} (read-only through librbd)`
+          : '; converted by qemu-img from the stream';
+    return { method: 'imported', reason: reason + via, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+  } catch (e) {
+    if (server) await server.close().catch(() => undefined);
+    await stream.close();
+    if (created) {
+      // A killed qemu-img leaves its watch on the target until the OSD times it out (~30 s):
+      // evict it (only qemu-img can watch an image this call just created).
+      if (killed) await ops.evictWatchers(id);
+      await ops.removeQuietly(id);
+    }
+    if (e instanceof RangeUnavailableError)
+      throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
+    // An aborted run is the caller's abort (translated below), not a source failure.
+    if (e instanceof QemuImgError && e.kind !== 'aborted')
+      throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
+    throw ops.translate(e, id, options.signal, created ? undefined : 'create');
+  } finally {
+    if (server) await server.close().catch(() => undefined);
+  }
+}
