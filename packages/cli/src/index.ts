@@ -6,8 +6,8 @@
  *
  * @packageDocumentation
  */
+// Running the command and its exit codes: the commander program, the flavors table, the error
+// to exit code mapping and the progress bar are internals (tests import them from their files).
 export type { CliIo } from './program.js';
-export { buildProgram, repoRoot, run } from './program.js';
-export { EXIT, exitCodeFor } from './exit-codes.js';
-export { FLAVORS, parseFlavor } from './flavors.js';
-export { ProgressBar, bytes } from './progress.js';
+export { run } from './program.js';
+export { EXIT } from './exit-codes.js';

@@ -1,6 +1,9 @@
 import { PassThrough } from 'node:stream';
 import { describe, expect, it } from 'vitest';
-import { EXIT, FLAVORS, ProgressBar, bytes, exitCodeFor, parseFlavor, run, type CliIo } from '@ephemera/cli';
+import { EXIT, run, type CliIo } from '@ephemera/cli';
+import { exitCodeFor } from '../../src/exit-codes.js';
+import { FLAVORS, parseFlavor } from '../../src/flavors.js';
+import { ProgressBar, bytes } from '../../src/progress.js';
 
 function io(env: Record<string, string> = {}): CliIo & { out: () => string; err: () => string } {
   const stdout = new PassThrough();
