@@ -16,6 +16,15 @@ import { CompilerState, Extractor, ExtractorConfig } from '@microsoft/api-extrac
 
 const here = dirname(fileURLToPath(import.meta.url));
 const configPath = join(here, 'api-extractor.json');
+// api-extractor's own notices about the report file: this script says it in one line instead.
+const REPORT_NOTICES = new Set([
+  'console-api-report-not-copied',
+  'console-api-report-copied',
+  'console-api-report-created',
+  'console-api-report-folder-missing',
+  'console-api-report-diff',
+  'console-api-report-unchanged',
+]);
 
 /** The public packages under `<root>/packages`: folders whose package.json is not `"private": true`. */
 export function publicPackages(root) {
@@ -95,9 +104,8 @@ export function runApiReports({ root, update = false, only = [], log = console.l
         localBuild: update,
         messageCallback: (m) => {
           m.handled = true;
-          // api-extractor's own "report changed/copied" notices: this script says it in one line instead.
           if (m.logLevel === 'error' || m.logLevel === 'warning') {
-            if (m.messageId !== 'console-api-report-changed' && m.messageId !== 'console-api-report-missing' && m.messageId !== 'console-api-report-copied' && m.messageId !== 'console-api-report-created') {
+            if (!REPORT_NOTICES.has(m.messageId)) {
               messages.push(`${m.logLevel}: ${m.sourceFilePath ? `${relative(root, m.sourceFilePath)}:${m.sourceFileLine}: ` : ''}${m.text}`);
             }
           }
