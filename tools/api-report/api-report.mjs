@@ -143,7 +143,13 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   const root = ri >= 0 ? resolve(args[ri + 1]) : resolve(here, '../..');
   const only = args.filter((a, i) => !a.startsWith('--') && !(ri >= 0 && i === ri + 1));
   const started = Date.now();
-  const { ok } = runApiReports({ root, update, only });
+  let ok;
+  try {
+    ({ ok } = runApiReports({ root, update, only }));
+  } catch (err) {
+    console.error(err instanceof Error ? err.message : String(err));
+    process.exit(2);
+  }
   console.log(`api-report: ${update ? 'updated' : 'checked'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (!ok) {
     console.error(update ? 'api-report: some reports could not be written (above)' : 'api-report: public API changed without its report (above): run `npm run api:update` and commit packages/*/etc/*.api.md');
