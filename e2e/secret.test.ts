@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Connection } from '@ephemera/libvirt-napi';
 import { startPrivateLibvirtd, waitForMarker, type PrivateLibvirtd } from '@ephemera/testkit';
-import { undefineSecret } from '@ephemera/driver';
+import { undefineSecret } from '../packages/driver/src/ceph.js';
 import { TINY, deleteImage, newUuid, rbdLs, testDriver, uploadGuest, type TestDriver } from './support.js';
 
 let lv: PrivateLibvirtd;

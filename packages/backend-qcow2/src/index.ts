@@ -15,6 +15,7 @@
  * @packageDocumentation
  */
 
+// The backend and the types of its methods: the cache's naming and the qcow2 header reader are
+// internals (tests import them from their source files).
 export { Qcow2Backend, type Qcow2BackendOptions, type Preallocation } from './backend.js';
-export { ACCEPTED_DISK_FORMATS, baseKey, type BaseFormat, type CacheCleanupResult, type CachedBase } from './base-cache.js';
-export { readQcow2Header, type Qcow2Header, type Qcow2Snapshot } from './qcow2-header.js';
+export type { BaseFormat, CacheCleanupResult, CachedBase } from './base-cache.js';

@@ -10,7 +10,7 @@
  * @packageDocumentation
  */
 
+// The backend and its options only: location and mon_host parsing, the clone-format rule and the
+// loopback HTTP server are internals (tests import them from their source files).
 export { RbdBackend } from './backend.js';
-export { allowsCloneV2, CEPH_RELEASES, type DirectSnapshotTarget, type RbdBackendOptions } from './options.js';
-export { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost, DEFAULT_MON_PORT, type RbdUrl } from './locations.js';
-export { LoopbackImageServer, RangeUnavailableError, type LoopbackOptions } from './loopback.js';
+export type { DirectSnapshotTarget, RbdBackendOptions } from './options.js';

@@ -48,9 +48,6 @@ export {
   ArgumentOutOfRange,
   ConnectionShutdown,
   DiskQuotaExceeded,
-  errnoClasses,
-  errnoCode,
-  errnoNumbers,
   FunctionNotSupported,
   HandleClosed,
   ImageBusy,
@@ -65,11 +62,11 @@ export {
   OperationNotSupported,
   PermissionDenied,
   RbdError,
-  rbdErrorFromErrno,
   ReadOnlyImage,
   Timeout,
 } from './errors.js';
-export { describeLoadFailure, loadAddon, NativeLoadError, setExitCloseTimeout } from './native.js';
+// The errno tables and the load-failure wording are internals (tests import their source files).
+export { loadAddon, NativeLoadError, setExitCloseTimeout } from './native.js';
 export type { SnapNamespace } from './native.js';
 
 // ---------------------------------------------------------------------------------------------

@@ -6,9 +6,8 @@
  *
  * @packageDocumentation
  */
+// Running the command and its exit codes: the commander program, the flavors table, the error
+// to exit code mapping and the progress bar are internals (tests import them from their files).
 export type { CliIo, RunOptions } from './program.js';
-export { buildProgram, repoRoot, run } from './program.js';
-export type { ExitCode } from './exit-codes.js';
-export { EXIT, EXIT_CODE_BY_ERROR, EXIT_MEANINGS, exitCodeFor } from './exit-codes.js';
-export { FLAVORS, parseFlavor } from './flavors.js';
-export { ProgressBar, bytes } from './progress.js';
+export { run } from './program.js';
+export { EXIT } from './exit-codes.js';

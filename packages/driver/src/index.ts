@@ -25,15 +25,12 @@ export { ConfigError, DRIVER_ERROR_CODES, DriverError, isDriverError } from './e
 
 export type { DriverEvents, DriverProgressEvent, InstanceLifecycleEvent, SpawnStep, StepEvent } from './events.js';
 
+// `Driver.journal` is a Journal; its parser and the per-key mutex are internals.
 export type { JournalEntry, JournalRecord, JournalResource, JournaledOp } from './journal.js';
-export { Journal, JournalOp, parseJournal, processAlive } from './journal.js';
-
-export { KeyedMutex } from './mutex.js';
+export { Journal, JournalOp } from './journal.js';
 
 export type { BackendContext, BackendPlugin } from './backends.js';
 export { BUILTIN_BACKENDS, lvmPlugin, memoryPlugin, qcow2Plugin, rbdPlugin } from './backends.js';
-
-export { LibrbdProbe, defaultSecretUuid, defineCephSecret, findCephSecret, keyringPath, readCephKey, secretUsage, undefineSecret } from './ceph.js';
 
 export type {
   CephContext,

@@ -25,8 +25,7 @@ export type { IdentityHeadersOptions, KeystonePasswordOptions, TokenProvider } f
 /** Retry policy (exponential backoff with jitter). */
 export { backoffDelay, DEFAULT_RETRY } from './retry.js';
 export type { RetryPolicy } from './retry.js';
-/** Which hash a download is verified against. */
-export { expectedHash, nodeHashName } from './verify.js';
+/** Which hash a download is verified against (`ImageDownload.expected`). */
 export type { ExpectedHash } from './verify.js';
 /** Glance API shapes. */
 export type {
@@ -43,7 +42,6 @@ export type {
 /** Typed errors; all extend GlanceError (`code`, `status`, `imageId`). */
 export {
   ChecksumMismatchError,
-  displayUrl,
   GLANCE_ERROR_CODES,
   GlanceAbortedError,
   GlanceAuthError,
@@ -84,10 +82,8 @@ export {
   CONVERSION_COST,
   COSTS,
   FileHandler,
-  formatVerdict,
   GlanceDownloadHandler,
   HttpDownloadHandler,
-  isInside,
   NATIVE_FORMATS,
   RbdCloneHandler,
   RbdCopyHandler,

@@ -22,13 +22,12 @@ export type {
   RbdAuthSpec,
   RbdSourceSpec,
 } from './disk.js';
-export { checkHost, diskElement, diskXml } from './disk.js';
+export { checkHost, diskXml } from './disk.js';
 
 export type { IoTune } from './iotune.js';
 export { IOTUNE_VALUE_MAX, checkIoTune, iotuneFromFlavor } from './iotune.js';
 
 export type { DomainSpec, InstanceMetadata, LifecycleAction, NetworkSpec } from './domain.js';
-export { EPHEMERA_METADATA_NS, checkDomainName, domainElement, domainXml } from './domain.js';
-
-export type { XmlElement } from './xml.js';
-export { escapeAttr, escapeText, serialize } from './xml.js';
+export { EPHEMERA_METADATA_NS, checkDomainName, domainXml } from './domain.js';
+// The XML tree (diskElement, domainElement, serialize, escaping) stays internal: callers get
+// validated, escaped strings only.

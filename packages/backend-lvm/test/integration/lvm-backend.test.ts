@@ -15,7 +15,9 @@ import {
   type DiskRef,
   type ProgressEvent,
 } from '@ephemera/image-backend';
-import { Lvm, LvMapper, LvmBackend } from '../../src/index.js';
+import { LvmBackend } from '../../src/index.js';
+import { Lvm } from '../../src/lvm.js';
+import { LvMapper } from '../../src/mapping.js';
 import { attachLoop, listLoops } from '../../src/loop.js';
 import { createBackendFixture, type BackendFixture } from '../support/backend-fixture.js';
 

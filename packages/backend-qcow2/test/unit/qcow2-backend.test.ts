@@ -15,7 +15,9 @@ import {
   type ProgressEvent,
   type UnsafeImageError,
 } from '@ephemera/image-backend';
-import { Qcow2Backend, baseKey, readQcow2Header } from '../../src/index.js';
+import { Qcow2Backend } from '../../src/index.js';
+import { baseKey } from '../../src/base-cache.js';
+import { readQcow2Header } from '../../src/qcow2-header.js';
 import { createFixture, exec, qemuInfo, type Fixture } from '../support/fixture.js';
 import { countingSource, qcow2Of, qemuImageBytes, writePattern } from '../support/images.js';
 

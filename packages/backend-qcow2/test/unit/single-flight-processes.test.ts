@@ -11,7 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patternBytes, sourceImageFromBytes, type DiskRef, type SourceImage } from '@ephemera/image-backend';
-import { baseKey } from '../../src/index.js';
+import { baseKey } from '../../src/base-cache.js';
 import { buildForChildProcess } from '../support/child-build.js';
 import { createFixture, type Fixture } from '../support/fixture.js';
 

@@ -3,7 +3,8 @@
 // snapshots go to the images pool with the Glance user's credentials.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeBackendConformance } from '@ephemera/image-backend';
-import { RbdBackend, parseRbdUrl } from '../../src/index.js';
+import { RbdBackend } from '../../src/index.js';
+import { parseRbdUrl } from '../../src/locations.js';
 import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, readDisk, stack } from '../support/stack.js';
 
 const glance = new GlanceImages();

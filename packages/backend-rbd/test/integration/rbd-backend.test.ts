@@ -17,7 +17,8 @@ import {
   type ProgressEvent,
 } from '@ephemera/image-backend';
 import { cephCli, removeCloneKeepingTrashSnapshot } from '@ephemera/testkit';
-import { RbdBackend, parseRbdUrl } from '../../src/index.js';
+import { RbdBackend } from '../../src/index.js';
+import { parseRbdUrl } from '../../src/locations.js';
 import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, rbdLs, readDisk, stack } from '../support/stack.js';
 
 const run = promisify(execFile);

@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patternBytes } from '@ephemera/image-backend';
-import { LoopbackImageServer, RangeUnavailableError } from '../../src/index.js';
+import { LoopbackImageServer, RangeUnavailableError } from '../../src/loopback.js';
 import { httpSource } from '../../src/qemu.js';
 
 const run = promisify(execFile);

@@ -6,14 +6,9 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import fc from 'fast-check';
 import { expectImageBackendError, patternBytes } from '@ephemera/image-backend';
-import {
-  RbdBackend,
-  allowsCloneV2,
-  formatRbdUrl,
-  parseMonHost,
-  parseRbdUrl,
-  readMonHost,
-} from '../../src/index.js';
+import { RbdBackend } from '../../src/index.js';
+import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost } from '../../src/locations.js';
+import { allowsCloneV2 } from '../../src/options.js';
 import { httpSource, rbdTargetUri } from '../../src/qemu.js';
 import { InspectedStream, Window, blocks, isAllZero } from '../../src/stream.js';
 

@@ -1,8 +1,6 @@
 import { describe, expect, it } from 'vitest';
 import {
   ConnectionShutdown,
-  errnoCode,
-  errnoNumbers,
   ObjectNotFound,
   HandleClosed,
   ImageBusy,
@@ -13,11 +11,10 @@ import {
   NoSpace,
   PermissionDenied,
   RbdError,
-  rbdErrorFromErrno,
   ReadOnlyImage,
   Timeout,
 } from '@ephemera/ceph-rbd-napi';
-import { nativeErrorFactory } from '../../src/errors.js';
+import { errnoCode, errnoNumbers, nativeErrorFactory, rbdErrorFromErrno } from '../../src/errors.js';
 
 const E = errnoNumbers as Record<string, number>;
 

@@ -2,7 +2,8 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
-import { describeLoadFailure, libraryVersions, loadAddon, NativeLoadError } from '@ephemera/ceph-rbd-napi';
+import { libraryVersions, loadAddon, NativeLoadError } from '@ephemera/ceph-rbd-napi';
+import { describeLoadFailure } from '../../src/native.js';
 
 const dir = mkdtempSync(join(tmpdir(), 'rbd-loader-'));
 afterAll(() => rmSync(dir, { recursive: true, force: true }));

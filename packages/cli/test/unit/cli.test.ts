@@ -3,11 +3,14 @@ import { tmpdir } from 'node:os';
 import { join, resolve } from 'node:path';
 import { PassThrough } from 'node:stream';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { EXIT, EXIT_CODE_BY_ERROR, FLAVORS, ProgressBar, bytes, exitCodeFor, parseFlavor, run, type CliIo } from '@ephemera/cli';
+import { EXIT, run, type CliIo } from '@ephemera/cli';
 import { DRIVER_ERROR_CODES } from '@ephemera/driver';
 import { GLANCE_ERROR_CODES } from '@ephemera/glance';
 import { IMAGE_BACKEND_ERROR_CODES } from '@ephemera/image-backend';
 import { LIBVIRT_XML_ERROR_CODES } from '@ephemera/libvirt-xml';
+import { EXIT_CODE_BY_ERROR, exitCodeFor } from '../../src/exit-codes.js';
+import { FLAVORS, parseFlavor } from '../../src/flavors.js';
+import { ProgressBar, bytes } from '../../src/progress.js';
 
 function io(env: Record<string, string> = {}): CliIo & { out: () => string; err: () => string } {
   const stdout = new PassThrough();

@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Connection } from '@ephemera/libvirt-napi';
 import { loadStack } from '@ephemera/testkit';
-import { defaultSecretUuid, defineCephSecret, findCephSecret, undefineSecret } from '@ephemera/driver';
+import { defaultSecretUuid, defineCephSecret, findCephSecret, undefineSecret } from '../../src/ceph.js';
 
 const KEY = 'AQBzQ2NnAAAAABAAq0pDd3+Ee0cX5pGg2mRz0w==';
 const user = `ephtest${randomUUID().slice(0, 8)}`;

@@ -3,7 +3,7 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { keyringPath, readCephKey } from '@ephemera/driver';
+import { keyringPath, readCephKey } from '../../src/ceph.js';
 
 const KEY = 'AQBzQ2NnAAAAABAAq0pDd3+Ee0cX5pGg2mRz0w==';
 let dir: string;

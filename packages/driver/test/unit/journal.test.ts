@@ -2,7 +2,8 @@ import { mkdtempSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { Journal, KeyedMutex, parseJournal, processAlive } from '@ephemera/driver';
+import { Journal, parseJournal, processAlive } from '../../src/journal.js';
+import { KeyedMutex } from '../../src/mutex.js';
 
 /** A temp dir removed when the current test finishes. */
 function tempDir(): string {

@@ -9,11 +9,9 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   FileHandler,
   formatPlan,
-  formatVerdict,
   GlanceDownloadHandler,
   HttpDownloadHandler,
   ImageResolver,
-  isInside,
   NoUsablePlanError,
   RbdCloneHandler,
   RbdCopyHandler,
@@ -23,6 +21,7 @@ import {
   type ResolverGlance,
   type ResolveTarget,
 } from '@ephemera/glance';
+import { formatVerdict, isInside } from '../../src/resolver/handlers.js';
 
 const LOCAL = '11111111-2222-3333-4444-555555555555';
 const REMOTE = 'aaaaaaaa-bbbb-cccc-dddd-eeeeeeeeeeee';
