@@ -1,8 +1,8 @@
 // Migration and domain jobs against real libvirtds: the stack's (host A) and a private second one
 // (host B: own mount namespace, socket, random host UUID, the stack's ceph secret).
 // Migrations are peer-to-peer and tunnelled (no TCP listener; see /work/shared/notes/migration.md).
-// The guest is a boot sector that rewrites 512 KiB of RAM in a loop, so a bandwidth-limited
-// migration never converges (it stays in flight until aborted) and an unlimited one still copies
+// The guest is a boot sector that rewrites 512 KiB of RAM in a loop, so a migration limited to
+// 1 MiB/s stays in flight for several seconds (about 14 s here) and an unlimited one still copies
 // dirty pages over several iterations. Its disk is a local file (same path on both hosts), so
 // the calls pass MigrateFlags.UNSAFE.
 import { spawn } from 'node:child_process';
@@ -207,7 +207,7 @@ describe('live migration to a second libvirtd', () => {
   it('abortJob cancels an in-flight migration: migrateToUri rejects with VIR_ERR_OPERATION_ABORTED, the guest keeps running on A', async () => {
     const dom = await startGuest('abort');
     const name = dom.name();
-    // 1 MiB/s against a guest rewriting 512 KiB in a tight loop: it never converges.
+    // 1 MiB/s against a guest rewriting 512 KiB in a tight loop: seconds in flight.
     const migration = dom.migrateToUri(hostB!.uri, { bandwidth: 1 }, P2P | MigrateFlags.PERSIST_DEST | MigrateFlags.UNDEFINE_SOURCE);
     const outcome = migration.then(
       () => null,
