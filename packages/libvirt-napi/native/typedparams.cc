@@ -8,14 +8,15 @@ namespace ephemera_libvirt {
 
 namespace {
 
-int64_t ArgInt64(const Napi::Value& v, const std::string& name, bool* lossless) {
+// 64-bit integers from a bigint or a safe-integer number; *lossless false when out of range.
+int64_t ArgInt64(const Napi::Value& v, bool* lossless) {
   if (v.IsBigInt()) return v.As<Napi::BigInt>().Int64Value(lossless);
   double d = v.As<Napi::Number>().DoubleValue();
   *lossless = std::isfinite(d) && std::trunc(d) == d && std::fabs(d) <= 9007199254740991.0;
   return static_cast<int64_t>(d);
 }
 
-uint64_t ArgUint64(const Napi::Value& v, const std::string& name, bool* lossless) {
+uint64_t ArgUint64(const Napi::Value& v, bool* lossless) {
   if (v.IsBigInt()) return v.As<Napi::BigInt>().Uint64Value(lossless);
   double d = v.As<Napi::Number>().DoubleValue();
   *lossless = std::isfinite(d) && std::trunc(d) == d && d >= 0 && d <= 9007199254740991.0;
@@ -46,13 +47,13 @@ std::vector<TypedParam> ArgTypedParams(const Napi::CallbackInfo& info, size_t i)
       case VIR_TYPED_PARAM_INT:
       case VIR_TYPED_PARAM_LLONG:
         if (!value.IsNumber() && !value.IsBigInt()) throw Napi::TypeError::New(env, p.name + " must be an integer");
-        p.i = ArgInt64(value, p.name, &ok);
+        p.i = ArgInt64(value, &ok);
         if (p.type == VIR_TYPED_PARAM_INT && (p.i < INT32_MIN || p.i > INT32_MAX)) ok = false;
         break;
       case VIR_TYPED_PARAM_UINT:
       case VIR_TYPED_PARAM_ULLONG:
         if (!value.IsNumber() && !value.IsBigInt()) throw Napi::TypeError::New(env, p.name + " must be an integer");
-        p.u = ArgUint64(value, p.name, &ok);
+        p.u = ArgUint64(value, &ok);
         if (p.type == VIR_TYPED_PARAM_UINT && p.u > UINT32_MAX) ok = false;
         break;
       case VIR_TYPED_PARAM_DOUBLE:

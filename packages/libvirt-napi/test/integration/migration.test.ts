@@ -155,13 +155,14 @@ async function expectGoneFromB(name: string): Promise<void> {
 }
 
 describe('domain jobs on the stack libvirtd', () => {
-  it('getJobStats on a running domain with no job is type none; abortJob then rejects with VIR_ERR_OPERATION_INVALID', async () => {
+  it('getJobStats on a running domain with no job is type none; abortJob(Flags) then rejects with VIR_ERR_OPERATION_INVALID', async () => {
     const dom = await startGuest('nojob');
     const stats = await dom.getJobStats();
     expect(stats.type).toBe('none');
     expect(stats.typeCode).toBe(0);
     const err = await rejection(dom.abortJob());
     expect(err.codeName).toBe('VIR_ERR_OPERATION_INVALID');
+    expect((await rejection(dom.abortJobFlags(0))).codeName).toBe('VIR_ERR_OPERATION_INVALID');
     expect((await dom.state()).state).toBe('running');
   });
 
