@@ -144,3 +144,8 @@ export function nativeErrorFactory(kind: string, errno: number, operation: strin
 export function invalidArgument(operation: string, target: string, why: string): InvalidArgument {
   return new InvalidArgument(errnoNumbers.EINVAL!, operation, target, why);
 }
+
+/** True when `err` is an RbdError with the given code (e.g. `'ENOENT'`). */
+export function isRbdError(err: unknown, code?: string): err is RbdError {
+  return err instanceof RbdError && (code === undefined || err.code === code);
+}

@@ -1,5 +1,5 @@
 import { ImageFormatError, UnsafeImageError, type SafetyIssue } from '../errors.js';
-import { detectFormat } from './formats.js';
+import { detectFormat } from './formats/index.js';
 import { BufferReader, StreamDriver, driveFile, NeedData } from './source.js';
 import type { ImageFormat, InspectedImage } from './types.js';
 
