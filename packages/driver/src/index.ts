@@ -19,6 +19,8 @@ import 'reflect-metadata';
 
 export type { CephUserLike, ConfigInput, ConfigSource, DriverConfig, LoadConfigOptions, LoadedConfig, OptionSpec, OptionType, StackInfoLike } from './config.js';
 export { CONFIG_SCHEMA, configReference, configValue, fromStack, loadConfig, redactConfig } from './config.js';
+// Which keyring a ceph.conf leads to and the secret UUID the driver derives: for operators checking a non-admin user's setup (docs/operations.md).
+export { defaultSecretUuid, keyringPath, readCephKey } from './ceph.js';
 
 export type { DriverErrorCode } from './errors.js';
 export { ConfigError, DRIVER_ERROR_CODES, DriverError, isDriverError } from './errors.js';
