@@ -48,7 +48,7 @@ export type {
   SnapshotResult,
   SpawnRequest,
   SpawnResult,
-} from './driver.js';
+} from './types.js';
 export { Driver } from './driver.js';
 
 export type { CreateDriverOptions, DriverHandle } from './container.js';
