@@ -30,6 +30,8 @@ export { Journal, JournalOp, parseJournal, processAlive } from './journal.js';
 
 export { KeyedMutex } from './mutex.js';
 
+export type { BackendName, BootableBackendName } from './backend-names.js';
+export { BACKEND_NAMES, BOOTABLE_BACKENDS, isBootableBackend } from './backend-names.js';
 export type { BackendContext, BackendPlugin } from './backends.js';
 export { BUILTIN_BACKENDS, lvmPlugin, memoryPlugin, qcow2Plugin, rbdPlugin } from './backends.js';
 
