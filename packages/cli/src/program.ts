@@ -6,6 +6,7 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
 import {
+  BOOTABLE_BACKENDS,
   CONFIG_SCHEMA,
   configReference,
   createDriver,
@@ -234,7 +235,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
   image
     .command('explain <id>')
     .description("print the resolver's plan for this node: the chosen option, alternatives and every declined option with its reason")
-    .addOption(new Option('--backend <backend>', 'target backend (default images.type)').choices(['rbd', 'qcow2', 'lvm']))
+    .addOption(new Option('--backend <backend>', 'target backend (default images.type)').choices(BOOTABLE_BACKENDS))
     .action(async (id: string, o: { backend?: string }) => {
       await withDriver(async (d) => {
         if (!globals().json) {
@@ -254,7 +255,7 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     .requiredOption('--image <id>', 'Glance image id')
     .requiredOption('--name <name>', 'instance name')
     .option('--flavor <flavor>', `flavor: ${Object.keys(FLAVORS).join(', ')} or vcpus=1,ram=64,root=1,ephemeral=0,swap=8`, 'e1.nano')
-    .addOption(new Option('--backend <backend>', 'image backend for this instance (default images.type)').choices(['rbd', 'qcow2', 'lvm']))
+    .addOption(new Option('--backend <backend>', 'image backend for this instance (default images.type)').choices(BOOTABLE_BACKENDS))
     .option('--uuid <uuid>', 'instance UUID (default: a new one)')
     .option('--force-import', 'never clone: import a full copy')
     .action(async (o: { image: string; name: string; flavor: string; backend?: string; uuid?: string; forceImport?: boolean }) => {

@@ -1,11 +1,12 @@
 /**
- * Backend plugins: how the driver creates each image backend from its configuration. Each
+ * Backend plugins: typed factories that create each image backend from the configuration. Each
  * plugin is bound in the container to `IMAGE_BACKEND` with `pluginNamed(name)`; the
  * `BackendRegistry` discovers all of them with `@multiInject`.
  */
 import { join } from 'node:path';
 import { LvmBackend } from '@ephemera/backend-lvm';
 import { MemoryBackend, type ImageBackend } from '@ephemera/image-backend';
+import type { BackendName } from './backend-names.js';
 import type { DriverConfig } from './config.js';
 import { DriverError } from './errors.js';
 import type { Logger } from './logger.js';
@@ -24,37 +25,23 @@ export interface BackendPlugin {
   create(ctx: BackendContext): Promise<ImageBackend>;
 }
 
-type Ctor = { new (...args: never[]): ImageBackend; create?: (opts: unknown) => Promise<ImageBackend> };
-
 /**
- * Finds the backend class a package exports (the first export that is a class whose prototype
- * has `createFromImage`), so the driver needs no compile-time knowledge of its exact name.
+ * Imports a backend package when its plugin is used (only configured backends are loaded), typed by its
+ * module; a package that cannot be loaded is UNSUPPORTED, naming it.
  */
-async function loadBackendClass(pkg: string, preferred: string[]): Promise<Ctor> {
-  let mod: Record<string, unknown>;
+async function load<M>(pkg: string, importer: () => Promise<M>): Promise<M> {
   try {
-    mod = (await import(pkg)) as Record<string, unknown>;
+    return await importer();
   } catch (err) {
     throw new DriverError('UNSUPPORTED', `${pkg} cannot be loaded: ${(err as Error).message}`, { cause: err });
   }
-  const isBackendClass = (v: unknown): v is Ctor =>
-    typeof v === 'function' && typeof (v as { prototype?: { createFromImage?: unknown } }).prototype?.createFromImage === 'function';
-  for (const name of preferred) if (isBackendClass(mod[name])) return mod[name];
-  const any = Object.values(mod).find(isBackendClass);
-  if (!any) throw new DriverError('UNSUPPORTED', `${pkg} exports no image backend class yet`);
-  return any;
-}
-
-async function instantiate(C: Ctor, options: Record<string, unknown>): Promise<ImageBackend> {
-  if (typeof C.create === 'function') return C.create(options);
-  return new (C as unknown as new (o: unknown) => ImageBackend)(options);
 }
 
 /** The RBD backend (`@ephemera/backend-rbd`, `RbdBackend.create(RbdBackendOptions)`). */
 export const rbdPlugin: BackendPlugin = {
   name: 'rbd',
   async create({ config, cephSecretUuid }) {
-    const C = await loadBackendClass('@ephemera/backend-rbd', ['RbdBackend']);
+    const { RbdBackend } = await load('@ephemera/backend-rbd', () => import('@ephemera/backend-rbd'));
     const r = config.images.rbd;
     const snap = r.snapshotUser
       ? {
@@ -66,14 +53,14 @@ export const rbdPlugin: BackendPlugin = {
           },
         }
       : {};
-    return instantiate(C, {
+    return RbdBackend.create({
       pool: r.pool,
       confPath: r.cephConf,
       clientId: r.user,
       ...(r.keyring ? { keyringPath: r.keyring } : {}),
       ...(cephSecretUuid ? { secretUuid: cephSecretUuid } : {}),
       connectTimeoutMs: r.connectTimeoutMs,
-      cloneFormat: r.cloneFormat === 'auto' ? 'auto' : Number(r.cloneFormat),
+      cloneFormat: r.cloneFormat === 'auto' ? 'auto' : r.cloneFormat === '1' ? 1 : 2,
       busyTimeoutMs: Math.max(1, config.timeouts.diskBusyMs),
       ...snap,
     });
@@ -84,8 +71,8 @@ export const rbdPlugin: BackendPlugin = {
 export const qcow2Plugin: BackendPlugin = {
   name: 'qcow2',
   async create({ config }) {
-    const C = await loadBackendClass('@ephemera/backend-qcow2', ['Qcow2Backend']);
-    return instantiate(C, {
+    const { Qcow2Backend } = await load('@ephemera/backend-qcow2', () => import('@ephemera/backend-qcow2'));
+    return Qcow2Backend.create({
       instancesDir: config.instancesPath,
       baseDir: config.images.qcow2.basePath,
       forceRaw: config.images.forceRawImages,
@@ -117,10 +104,10 @@ export const memoryPlugin: BackendPlugin = {
   },
 };
 
-/** The built-in plugins by name. */
+/** The built-in plugins by name (`satisfies`: a name in `BACKEND_NAMES` without a plugin does not compile). */
 export const BUILTIN_BACKENDS: Readonly<Record<string, BackendPlugin>> = Object.freeze({
   rbd: rbdPlugin,
   qcow2: qcow2Plugin,
   lvm: lvmPlugin,
   memory: memoryPlugin,
-});
+} satisfies Record<BackendName, BackendPlugin>);

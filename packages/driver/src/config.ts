@@ -7,6 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
+import { BACKEND_NAMES, BOOTABLE_BACKENDS, type BootableBackendName } from './backend-names.js';
 import { ConfigError } from './errors.js';
 
 /** The value types an option can have. */
@@ -47,7 +48,7 @@ const DEFS: Record<string, Spec> = {
     description: 'Where per-instance files live (console log, record; qcow2 disks with the qcow2 backend).',
   },
   'images.type': {
-    type: 'enum', values: ['rbd', 'qcow2', 'lvm'], default: 'rbd', nova: '[libvirt] images_type',
+    type: 'enum', values: [...BOOTABLE_BACKENDS], default: 'rbd', nova: '[libvirt] images_type',
     description: 'Image backend for instance disks: `rbd` (Ceph, copy-on-write clones of Glance images), `qcow2` (local overlays), `lvm` (logical volumes).',
   },
   'images.enabled': {
@@ -227,7 +228,7 @@ export interface DriverConfig {
   stateDir: string;
   instancesPath: string;
   images: {
-    type: 'rbd' | 'qcow2' | 'lvm';
+    type: BootableBackendName;
     enabled: string[];
     useCowImages: boolean;
     forceRawImages: boolean;
@@ -513,7 +514,7 @@ export function loadConfig(options: LoadConfigOptions = {}): LoadedConfig {
 }
 
 function checkCombinations(c: DriverConfig): void {
-  const known = ['rbd', 'qcow2', 'lvm', 'memory'];
+  const known: readonly string[] = BACKEND_NAMES;
   for (const b of c.images.enabled) {
     if (!known.includes(b)) throw new ConfigError('images.enabled', `unknown backend ${JSON.stringify(b)} (known: ${known.join(', ')})`);
   }

@@ -19,12 +19,19 @@ import { connect as libvirtConnect, type Connection } from '@ephemera/libvirt-na
 import { BUILTIN_BACKENDS, type BackendPlugin } from './backends.js';
 import { LibrbdProbe, defaultSecretUuid, keyringPath } from './ceph.js';
 import { loadConfig, redactConfig, type DriverConfig, type LoadConfigOptions } from './config.js';
-import { Driver, type CephContext } from './driver.js';
+import { Compensator } from './compensator.js';
+import { Driver } from './driver.js';
 import { DriverError } from './errors.js';
 import { glanceAuth, glanceClientOptions } from './images.js';
+import { DriverEventBus, InFlight } from './in-flight.js';
+import { InstanceStore } from './instance-store.js';
 import { Journal } from './journal.js';
+import { LibvirtSession } from './libvirt-session.js';
 import { createLogger, type Logger } from './logger.js';
+import { Reconciler } from './reconciler.js';
+import { SpawnWorkflow } from './spawn.js';
 import { DRIVER_TYPES } from './tokens.js';
+import type { CephContext } from './types.js';
 
 /** The registry, built by inversify from every plugin bound to `IMAGE_BACKEND`. */
 @injectable()
@@ -130,6 +137,14 @@ export async function createDriverContainer(opts: CreateDriverOptions = {}): Pro
       }),
     );
     for (const h of opts.handlers ?? []) container.bind<ImageHandler>(GLANCE_TYPES.ImageHandler).toConstantValue(h);
+    // The driver's collaborators, one job each (singletons: they share the session and in-flight state).
+    container.bind(DriverEventBus).toConstantValue(new DriverEventBus());
+    container.bind(InFlight).toSelf().inSingletonScope();
+    container.bind(InstanceStore).toSelf().inSingletonScope();
+    container.bind(LibvirtSession).toSelf().inSingletonScope();
+    container.bind(Compensator).toSelf().inSingletonScope();
+    container.bind(SpawnWorkflow).toSelf().inSingletonScope();
+    container.bind(Reconciler).toSelf().inSingletonScope();
     container.bind(DRIVER_TYPES.Driver).to(Driver).inSingletonScope();
     const driver = container.get<Driver>(DRIVER_TYPES.Driver);
     if (opts.reconcile !== false) {

@@ -31,6 +31,8 @@ export type { DriverEvents, DriverProgressEvent, InstanceLifecycleEvent, SpawnSt
 export type { JournalEntry, JournalRecord, JournalResource, JournaledOp } from './journal.js';
 export { Journal, JournalOp } from './journal.js';
 
+export type { BackendName, BootableBackendName } from './backend-names.js';
+export { BACKEND_NAMES, BOOTABLE_BACKENDS, isBootableBackend } from './backend-names.js';
 export type { BackendContext, BackendPlugin } from './backends.js';
 export { BUILTIN_BACKENDS, lvmPlugin, memoryPlugin, qcow2Plugin, rbdPlugin } from './backends.js';
 
@@ -47,7 +49,7 @@ export type {
   SnapshotResult,
   SpawnRequest,
   SpawnResult,
-} from './driver.js';
+} from './types.js';
 export { Driver } from './driver.js';
 
 export type { CreateDriverOptions, DriverHandle } from './container.js';
