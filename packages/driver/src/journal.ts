@@ -12,7 +12,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import { mkdirSync, openSync, closeSync, fsyncSync } from 'node:fs';
-import { mkdir, open, readdir, readFile, rm, type FileHandle } from 'node:fs/promises';
+import { mkdir, open, readdir, readFile, rename, rm, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import { DriverError } from './errors.js';
 
@@ -105,6 +105,10 @@ export class JournalOp {
   }
 }
 
+const TMP_SUFFIX = '.tmp';
+/** `<opId>.<pid>.tmp`: a `begin` record not yet renamed into place. */
+const TMP_NAME = /^[^.]+\.(\d+)\.tmp$/;
+
 function fsyncDir(dir: string): void {
   const fd = openSync(dir, 'r');
   try {
@@ -123,23 +127,57 @@ export class Journal {
     mkdirSync(this.dir, { recursive: true, mode: 0o700 });
   }
 
-  /** Starts an operation: writes and fsyncs its `begin` record before returning. */
+  /**
+   * Starts an operation: writes and fsyncs its `begin` record before returning. The record goes
+   * to `<opId>.<pid>.tmp` first and is renamed into place, so a kill between creating the file and
+   * writing the record never leaves an entry-less `.jsonl` (which no reconcile would remove).
+   */
   async begin(op: JournaledOp, instance: string, data: Record<string, unknown> = {}): Promise<JournalOp> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
     const opId = `${Date.now().toString().padStart(14, '0')}-${op}-${randomUUID().slice(0, 8)}`;
     const path = join(this.dir, `${opId}.jsonl`);
-    const fh = await open(path, 'wx', 0o600);
+    const tmp = join(this.dir, `${opId}.${process.pid}${TMP_SUFFIX}`);
     const rec: JournalRecord = { t: 'begin', opId, op, instance, pid: process.pid, at: new Date().toISOString(), data };
+    let fh: FileHandle | undefined;
     try {
-      await fh.appendFile(JSON.stringify(rec) + '\n');
-      await fh.sync();
+      const w = await open(tmp, 'wx', 0o600);
+      try {
+        await w.appendFile(JSON.stringify(rec) + '\n');
+        await w.sync();
+      } finally {
+        await w.close();
+      }
+      await rename(tmp, path);
       fsyncDir(this.dir);
+      fh = await open(path, 'a');
     } catch (err) {
-      await fh.close();
-      await rm(path, { force: true });
+      await rm(tmp, { force: true });
+      if (fh === undefined) await rm(path, { force: true });
       throw new DriverError('JOURNAL', `cannot write journal ${path}: ${(err as Error).message}`, { instance, cause: err });
     }
     return new JournalOp(fh, path, opId, op, instance);
+  }
+
+  /**
+   * Removes the temp files of `begin` calls whose process died before renaming them (no
+   * operation had started: nothing else was made). Returns the names removed.
+   */
+  async sweepAborted(): Promise<string[]> {
+    let names: string[];
+    try {
+      names = await readdir(this.dir);
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+      throw err;
+    }
+    const removed: string[] = [];
+    for (const name of names) {
+      const m = TMP_NAME.exec(name);
+      if (!m || processAlive(Number(m[1]))) continue;
+      await rm(join(this.dir, name), { force: true });
+      removed.push(name);
+    }
+    return removed;
   }
 
   /** Every operation in the journal, oldest first (finished ones are deleted, so these are unfinished or failed). */

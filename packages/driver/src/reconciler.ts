@@ -66,8 +66,9 @@ export class Reconciler {
   /**
    * Finishes every operation a crashed process left in the journal: a spawn or snapshot is rolled
    * back (its disks, domain, secret, files, Glance image, direct-snapshot RBD data removed), a
-   * destroy is completed. Operations of live processes (and of this one) are skipped. Then stale
-   * files in `<stateDir>/tmp` (of no unfinished operation) are removed.
+   * destroy is completed. Operations of live processes (and of this one) are skipped. Then the
+   * journal's half-begun temp files of dead processes and stale files in `<stateDir>/tmp` (of no
+   * unfinished operation) are removed.
    */
   async reconcile(): Promise<ReconcileAction[]> {
     const out: ReconcileAction[] = [];
@@ -83,6 +84,7 @@ export class Reconciler {
       }
       out.push(await this.inFlight.mutex.run(e.instance, () => this.#reconcileOne(e)));
     }
+    await this.journal.sweepAborted();
     await this.#sweepTmp();
     return out;
   }

@@ -1,4 +1,5 @@
-import { mkdtempSync, readFileSync, appendFileSync, rmSync } from 'node:fs';
+import { mkdtempSync, readFileSync, readdirSync, appendFileSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
@@ -26,6 +27,22 @@ describe('Journal', () => {
     await op.end('committed');
     entries = await j.entries();
     expect(entries).toEqual([]);
+  });
+
+  it('begin leaves only the renamed .jsonl; a dead process\'s half-begun temp file is swept, a live one\'s kept', async () => {
+    const j = new Journal(tempDir());
+    const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e');
+    expect(readdirSync(j.dir)).toEqual([`${op.opId}.jsonl`]);
+    // A process killed between creating its begin file and renaming it leaves `<opId>.<pid>.tmp`.
+    const dead = spawnSync(process.execPath, ['-e', '0']).pid!;
+    const deadTmp = `00001733112345678-spawn-deadbeef.${dead}.tmp`;
+    const liveTmp = `00001733112345679-spawn-feedbeef.${process.pid}.tmp`;
+    writeFileSync(join(j.dir, deadTmp), '');
+    writeFileSync(join(j.dir, liveTmp), '{"t":"begin"');
+    expect((await j.entries()).map((e) => e.opId)).toEqual([op.opId]);
+    expect(await j.sweepAborted()).toEqual([deadTmp]);
+    expect(readdirSync(j.dir).sort()).toEqual([liveTmp, `${op.opId}.jsonl`].sort());
+    await op.end('committed');
   });
 
   it('keeps a failed rollback for reconcile; tolerates a torn last line', async () => {
