@@ -34,15 +34,6 @@ export type RawEvent =
   | ['lifecycle', { name: string; uuid: string; event: number; detail: number }]
   | ['close', { reason: number }];
 
-/** A typed parameter for the addon: [libvirt name, VIR_TYPED_PARAM_* type, value]. */
-export type RawTypedParam = [name: string, type: number, value: number | bigint | boolean | string];
-
-/** virDomainGetJobStats()'s result: the job type and the params by name (64-bit integers as bigint). */
-export interface RawJobStats {
-  type: number;
-  params: Record<string, number | bigint | boolean | string>;
-}
-
 export interface NativeBinding {
   initOk: boolean;
   initError: string;
@@ -101,14 +92,6 @@ export interface NativeBinding {
   domainIsActive(d: DomHandle): Promise<boolean>;
   domainIsPersistent(d: DomHandle): Promise<boolean>;
   domainID(d: DomHandle): Promise<number>;
-  domainMigrateToURI(d: DomHandle, dconnuri: string, params: RawTypedParam[], flags: number): Promise<void>;
-  domainGetJobStats(d: DomHandle, flags: number): Promise<RawJobStats>;
-  domainAbortJob(d: DomHandle): Promise<void>;
-  domainAbortJobFlags(d: DomHandle, flags: number): Promise<void>;
-  domainMigrateSetMaxDowntime(d: DomHandle, ms: number, flags: number): Promise<void>;
-  domainMigrateGetMaxDowntime(d: DomHandle, flags: number): Promise<number>;
-  domainMigrateSetMaxSpeed(d: DomHandle, mibPerSecond: number, flags: number): Promise<void>;
-  domainMigrateGetMaxSpeed(d: DomHandle, flags: number): Promise<number>;
   secretSetValue(s: SecretHandle, value: Uint8Array, flags: number): Promise<void>;
   secretXML(s: SecretHandle, flags: number): Promise<string>;
   secretUndefine(s: SecretHandle): Promise<void>;

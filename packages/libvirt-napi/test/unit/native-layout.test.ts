@@ -12,7 +12,7 @@ describe('native addon layout (one file per concept, each function documented)',
     const init = sources.find((s) => s.file === 'libvirt_napi.cc');
     expect(init?.lines.length).toBeLessThanOrEqual(150);
     expect(sources.map((s) => s.file)).toEqual(
-      expect.arrayContaining(['errors.cc', 'args.cc', 'connection.cc', 'domain.cc', 'secret.cc', 'events.cc', 'migration.cc', 'typedparams.cc']),
+      expect.arrayContaining(['errors.cc', 'args.cc', 'connection.cc', 'domain.cc', 'secret.cc', 'events.cc']),
     );
   });
 
