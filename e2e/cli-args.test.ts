@@ -21,9 +21,16 @@ let stateDir: string;
 let rawImage: string | undefined;
 let textAsQcow2: string | undefined;
 
-async function ephemera(args: string[], env: Record<string, string> = {}): Promise<{ code: number; stdout: string; stderr: string }> {
+async function ephemera(
+  args: string[],
+  env: Record<string, string> = {},
+): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], { timeout: 300_000, maxBuffer: 16 << 20, env: { ...process.env, ...env } });
+    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], {
+      timeout: 300_000,
+      maxBuffer: 16 << 20,
+      env: { ...process.env, ...env },
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -55,12 +62,19 @@ async function nothingOf(uuid: string): Promise<void> {
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/cli:build'], {
-    cwd: repo, timeout: 600_000, maxBuffer: 64 << 20, env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+    cwd: repo,
+    timeout: 600_000,
+    maxBuffer: 64 << 20,
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   stateDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-cli-args-'));
   rawImage = await uploadGuest(glance, `cli-args-${newUuid().slice(0, 8)}`);
   // A text file stored in Glance as qcow2 (Glance's API does not look at the bytes).
-  const img = await glance.createImage({ name: `e2e-text-as-qcow2-${newUuid().slice(0, 8)}`, disk_format: 'qcow2', container_format: 'bare' });
+  const img = await glance.createImage({
+    name: `e2e-text-as-qcow2-${newUuid().slice(0, 8)}`,
+    disk_format: 'qcow2',
+    container_format: 'bare',
+  });
   textAsQcow2 = img.id;
   await glance.upload(img.id, Buffer.from('this is a text file, not a disk image\n'.repeat(200)));
   await glance.waitForStatus(img.id, ['active'], { timeoutMs: 120_000 });
@@ -75,9 +89,14 @@ afterAll(async () => {
 describe('ephemera boot: arguments and configuration are checked first', () => {
   it('a malformed image id is a usage error (exit 2) and journals nothing', async () => {
     const uuid = newUuid();
-    const { result: r, created } = await journalCreations(() => ephemera(['boot', '--image', 'not-a-uuid', '--name', 'x', '--uuid', uuid, '--json']));
+    const { result: r, created } = await journalCreations(() =>
+      ephemera(['boot', '--image', 'not-a-uuid', '--name', 'x', '--uuid', uuid, '--json']),
+    );
     expect(r.code, r.stderr).toBe(2);
-    expect(JSON.parse(r.stdout).error).toEqual({ code: 'INVALID_ARGUMENT', message: expect.stringContaining('"not-a-uuid" is not a Glance image id') });
+    expect(JSON.parse(r.stdout).error).toEqual({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringContaining('"not-a-uuid" is not a Glance image id'),
+    });
     expect(created).toEqual([]);
     const bad = await ephemera(['boot', '--image', rawImage!, '--name', 'x', '--uuid', 'nope', '--json']);
     expect(bad.code).toBe(2);
@@ -89,7 +108,10 @@ describe('ephemera boot: arguments and configuration are checked first', () => {
     const uuid = newUuid();
     const other = newUuid();
     const { result: r, created } = await journalCreations(() =>
-      ephemera(['boot', '--image', rawImage!, '--name', 'x', '--uuid', uuid, '--json'], { EPHEMERA_IMAGES_RBD_SECRET_UUID: other }));
+      ephemera(['boot', '--image', rawImage!, '--name', 'x', '--uuid', uuid, '--json'], {
+        EPHEMERA_IMAGES_RBD_SECRET_UUID: other,
+      }),
+    );
     expect(r.code, r.stderr).toBe(3);
     const e = JSON.parse(r.stdout).error;
     expect(e.code).toBe('INVALID_CONFIG');
@@ -105,7 +127,18 @@ describe('ephemera boot: an unusable image exits 6 and says what is wrong', () =
   for (const backend of ['rbd', 'qcow2']) {
     it(`a text file stored as qcow2 (${backend} backend): IMAGE_UNUSABLE naming the inspector's finding, nothing left`, async () => {
       const uuid = newUuid();
-      const r = await ephemera(['boot', '--image', textAsQcow2!, '--name', 'x', '--uuid', uuid, '--backend', backend, '--json']);
+      const r = await ephemera([
+        'boot',
+        '--image',
+        textAsQcow2!,
+        '--name',
+        'x',
+        '--uuid',
+        uuid,
+        '--backend',
+        backend,
+        '--json',
+      ]);
       expect(r.code, r.stderr).toBe(6);
       const e = JSON.parse(r.stdout).error;
       expect(e.code).toBe('IMAGE_UNUSABLE');

@@ -26,7 +26,10 @@ const uuids: string[] = [];
 
 async function ephemera(...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
   try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], { timeout: 300_000, maxBuffer: 16 << 20 });
+    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], {
+      timeout: 300_000,
+      maxBuffer: 16 << 20,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -42,16 +45,36 @@ interface Boot {
 
 function startBoot(uuid: string): Boot {
   uuids.push(uuid);
-  const child = spawn(process.execPath, [bin, '--state-dir', stateDir, 'boot', '--image', image!, '--name', `sig-${uuid.slice(0, 8)}`, '--uuid', uuid, '--flavor', FLAVOR, '--json'], {
-    cwd: repo, stdio: ['ignore', 'pipe', 'pipe'],
-  });
+  const child = spawn(
+    process.execPath,
+    [
+      bin,
+      '--state-dir',
+      stateDir,
+      'boot',
+      '--image',
+      image!,
+      '--name',
+      `sig-${uuid.slice(0, 8)}`,
+      '--uuid',
+      uuid,
+      '--flavor',
+      FLAVOR,
+      '--json',
+    ],
+    {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'pipe'],
+    },
+  );
   children.push(child);
   let stdout = '';
   let stderr = '';
   child.stdout!.on('data', (d) => (stdout += String(d)));
   child.stderr!.on('data', (d) => (stderr += String(d)));
   const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null; at: number }>((res) =>
-    child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })));
+    child.once('exit', (code, signal) => res({ code, signal, at: Date.now() })),
+  );
   return { child, out: () => ({ stdout, stderr }), exited };
 }
 
@@ -59,7 +82,8 @@ function startBoot(uuid: string): Boot {
 async function whileStarting(uuid: string, boot: Boot): Promise<string> {
   const deadline = Date.now() + 120_000;
   for (;;) {
-    if (boot.child.exitCode !== null) throw new Error(`boot exited (${boot.child.exitCode}) before its domain started: ${boot.out().stderr}`);
+    if (boot.child.exitCode !== null)
+      throw new Error(`boot exited (${boot.child.exitCode}) before its domain started: ${boot.out().stderr}`);
     if (Date.now() > deadline) throw new Error(`domain ${uuid} not starting within 120 s: ${boot.out().stderr}`);
     const st = await (await conn.lookupByUUID(uuid).catch(() => undefined))?.state().catch(() => undefined);
     const seen = st ? `${st.state}/${st.reason}` : '';
@@ -81,12 +105,17 @@ async function nothingLeft(uuid: string): Promise<void> {
   expect((await virshDomains(stack)).filter((d) => d.includes(uuid))).toEqual([]);
   expect((await rbdLs(stack, stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid))).toEqual([]);
   expect(await journalOf(uuid)).toEqual([]);
-  expect(JSON.parse((await ephemera('list', '--json')).stdout).filter((i: { uuid: string }) => i.uuid === uuid)).toEqual([]);
+  expect(
+    JSON.parse((await ephemera('list', '--json')).stdout).filter((i: { uuid: string }) => i.uuid === uuid),
+  ).toEqual([]);
 }
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/cli:build'], {
-    cwd: repo, timeout: 600_000, maxBuffer: 64 << 20, env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+    cwd: repo,
+    timeout: 600_000,
+    maxBuffer: 64 << 20,
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   stateDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-cli-signals-'));
   image = await uploadGuest(glance, `cli-sig-${newUuid().slice(0, 8)}`);
@@ -115,7 +144,10 @@ describe('ephemera boot interrupted', () => {
     console.log(`SIGINT with the domain ${seen}`);
     expect({ code, signal }, stderr).toEqual({ code: 130, signal: null });
     expect(stderr).toContain('SIGINT: aborting and rolling back');
-    expect(JSON.parse(stdout).error).toEqual({ code: 'ABORTED', message: expect.stringContaining(`spawn of ${uuid} aborted`) });
+    expect(JSON.parse(stdout).error).toEqual({
+      code: 'ABORTED',
+      message: expect.stringContaining(`spawn of ${uuid} aborted`),
+    });
     await nothingLeft(uuid);
   });
 
@@ -160,18 +192,30 @@ describe('ephemera boot interrupted', () => {
     const list = await ephemera('list', '--json');
     expect(list.code, list.stderr).toBe(0);
     const row = JSON.parse(list.stdout).find((i: { uuid: string }) => i.uuid === uuid);
-    expect(row).toMatchObject({ uuid, name: `sig-${uuid.slice(0, 8)}`, imageId: image, backend: 'rbd', operation: { op: 'spawn', status: 'interrupted', pid: boot.child.pid } });
+    expect(row).toMatchObject({
+      uuid,
+      name: `sig-${uuid.slice(0, 8)}`,
+      imageId: image,
+      backend: 'rbd',
+      operation: { op: 'spawn', status: 'interrupted', pid: boot.child.pid },
+    });
     const text = await ephemera('list');
     expect(text.stdout).toMatch(new RegExp(`${uuid}.*spawn interrupted .*ephemera reconcile`));
     // list is read-only: the disk is still there.
-    expect((await rbdLs(stack, stack.ceph.pools.vms))).toContain(`${uuid}_disk`);
+    expect(await rbdLs(stack, stack.ceph.pools.vms)).toContain(`${uuid}_disk`);
     const gc = await ephemera('gc');
     expect(gc.stderr).toContain('run `ephemera reconcile`');
 
     const r = await ephemera('reconcile', '--json');
     expect(r.code, r.stderr).toBe(0);
     const actions = JSON.parse(r.stdout).filter((a: { instance: string }) => a.instance === uuid);
-    expect(actions).toEqual([expect.objectContaining({ op: 'spawn', action: 'rolled-back', removed: expect.arrayContaining(['disk rbd:disk']) })]);
+    expect(actions).toEqual([
+      expect.objectContaining({
+        op: 'spawn',
+        action: 'rolled-back',
+        removed: expect.arrayContaining(['disk rbd:disk']),
+      }),
+    ]);
     await nothingLeft(uuid);
   });
 });

@@ -23,11 +23,18 @@ async function ephemera(...args: string[]): Promise<{ code: number; stdout: stri
 }
 
 /** The CLI with extra environment variables (`undefined` removes one). */
-async function ephemeraEnv(env: Record<string, string | undefined>, ...args: string[]): Promise<{ code: number; stdout: string; stderr: string }> {
+async function ephemeraEnv(
+  env: Record<string, string | undefined>,
+  ...args: string[]
+): Promise<{ code: number; stdout: string; stderr: string }> {
   const fullEnv = { ...process.env, ...env };
   for (const [k, v] of Object.entries(fullEnv)) if (v === undefined) delete fullEnv[k];
   try {
-    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], { timeout: 300_000, maxBuffer: 16 << 20, env: fullEnv });
+    const { stdout, stderr } = await exec(process.execPath, [bin, '--state-dir', stateDir, ...args], {
+      timeout: 300_000,
+      maxBuffer: 16 << 20,
+      env: fullEnv,
+    });
     return { code: 0, stdout, stderr };
   } catch (e) {
     const err = e as { code: number; stdout: string; stderr: string };
@@ -37,7 +44,10 @@ async function ephemeraEnv(env: Record<string, string | undefined>, ...args: str
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/cli:build'], {
-    cwd: repo, timeout: 600_000, maxBuffer: 64 << 20, env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
+    cwd: repo,
+    timeout: 600_000,
+    maxBuffer: 64 << 20,
+    env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   stateDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-cli-'));
 }, 900_000);
@@ -64,7 +74,18 @@ describe('ephemera CLI on the dev stack', () => {
     expect(plan.chosen.method).toBe('download');
     expect(plan.declined.map((d: { handler: string }) => d.handler)).toContain('rbd-clone');
 
-    const boot = await ephemera('boot', '--image', image.id, '--name', 'cli-vm', '--uuid', uuid, '--flavor', 'vcpus=1,ram=64,root=1,swap=8', '--json');
+    const boot = await ephemera(
+      'boot',
+      '--image',
+      image.id,
+      '--name',
+      'cli-vm',
+      '--uuid',
+      uuid,
+      '--flavor',
+      'vcpus=1,ram=64,root=1,swap=8',
+      '--json',
+    );
     expect(boot.code, boot.stderr).toBe(0);
     const r = JSON.parse(boot.stdout);
     expect(r.rootDisk.method).toBe('cloned');
@@ -103,7 +124,10 @@ describe('ephemera CLI on the dev stack', () => {
     await writeFile(empty, new Uint8Array(0));
     const up = await ephemera('image', 'upload', empty, '--name', name, '--json');
     expect(up.code, up.stdout + up.stderr).toBe(2);
-    expect(JSON.parse(up.stdout).error).toMatchObject({ code: 'INVALID_ARGUMENT', message: expect.stringMatching(/empty/) });
+    expect(JSON.parse(up.stdout).error).toMatchObject({
+      code: 'INVALID_ARGUMENT',
+      message: expect.stringMatching(/empty/),
+    });
     const listed = JSON.parse((await ephemera('image', 'list', '--json')).stdout) as { name?: string }[];
     expect(listed.filter((i) => i.name === name)).toEqual([]);
 
@@ -115,9 +139,25 @@ describe('ephemera CLI on the dev stack', () => {
     expect(await glance.waitForStatus(rec.id, ['active'], { timeoutMs: 120_000 })).toMatchObject({ size: 0 });
     for (const backend of ['rbd', 'qcow2']) {
       const vm = newUuid();
-      const boot = await ephemera('boot', '--image', rec.id, '--name', `empty-${backend}`, '--uuid', vm, '--flavor', 'vcpus=1,ram=64,root=1,swap=8', '--backend', backend, '--json');
+      const boot = await ephemera(
+        'boot',
+        '--image',
+        rec.id,
+        '--name',
+        `empty-${backend}`,
+        '--uuid',
+        vm,
+        '--flavor',
+        'vcpus=1,ram=64,root=1,swap=8',
+        '--backend',
+        backend,
+        '--json',
+      );
       expect(boot.code, `${backend}: ${boot.stdout}${boot.stderr}`).toBe(6);
-      expect(JSON.parse(boot.stdout).error).toMatchObject({ code: 'IMAGE_UNUSABLE', message: expect.stringMatching(/empty/) });
+      expect(JSON.parse(boot.stdout).error).toMatchObject({
+        code: 'IMAGE_UNUSABLE',
+        message: expect.stringMatching(/empty/),
+      });
       expect((await ephemera('show', vm)).code).toBe(4);
       expect((await virshDomains(loadStack())).filter((d) => d.includes(vm))).toEqual([]);
       expect((await rbdLs(loadStack(), loadStack().ceph.pools.vms)).filter((n) => n.includes(vm))).toEqual([]);
@@ -155,7 +195,9 @@ function pinoLines(stderr: string): { level: number; msg: string }[] {
 
 describe('ephemera CLI: version, unreachable services, log level', () => {
   it('--version and -V print the CLI package version and exit 0', async () => {
-    const { version } = JSON.parse(await readFile(join(repo, 'packages/cli/package.json'), 'utf8')) as { version: string };
+    const { version } = JSON.parse(await readFile(join(repo, 'packages/cli/package.json'), 'utf8')) as {
+      version: string;
+    };
     for (const flag of ['--version', '-V']) {
       const r = await ephemera(flag);
       expect(r.code, r.stderr).toBe(0);
@@ -173,7 +215,10 @@ describe('ephemera CLI: version, unreachable services, log level', () => {
     expect(r.stderr).not.toContain('fetch failed');
     const j = await ephemeraEnv(env, '--no-stack', 'image', 'show', newUuid(), '--json');
     expect(j.code).toBe(3);
-    expect(JSON.parse(j.stdout).error).toMatchObject({ code: 'GLANCE_CONNECTION', message: expect.stringContaining(`connect ECONNREFUSED 127.0.0.1:${port}`) });
+    expect(JSON.parse(j.stdout).error).toMatchObject({
+      code: 'GLANCE_CONNECTION',
+      message: expect.stringContaining(`connect ECONNREFUSED 127.0.0.1:${port}`),
+    });
     // Through the driver too: the spawn's wrapping error keeps the exit code of its cause.
     const boot = await ephemeraEnv(env, 'boot', '--image', newUuid(), '--name', 'x');
     expect(boot.code, boot.stderr).toBe(3);
@@ -184,7 +229,11 @@ describe('ephemera CLI: version, unreachable services, log level', () => {
     const file = join(stateDir, 'log-config.json');
     await writeFile(file, JSON.stringify({ log: { level: 'error' } }));
     const level = async (env: Record<string, string | undefined>, ...args: string[]): Promise<string> => {
-      const r = await ephemeraEnv({ EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined, ...env }, ...args, 'config');
+      const r = await ephemeraEnv(
+        { EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined, ...env },
+        ...args,
+        'config',
+      );
       expect(r.code, r.stderr).toBe(0);
       return (JSON.parse(r.stdout) as { log: { level: string } }).log.level;
     };
@@ -194,7 +243,7 @@ describe('ephemera CLI: version, unreachable services, log level', () => {
     expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file, '--log-level', 'trace')).toBe('trace');
   });
 
-  it('debug lines appear with --log-level debug, EPHEMERA_LOG_LEVEL=debug or the file\'s log.level, and not by default', async () => {
+  it("debug lines appear with --log-level debug, EPHEMERA_LOG_LEVEL=debug or the file's log.level, and not by default", async () => {
     const file = join(stateDir, 'debug-config.json');
     await writeFile(file, JSON.stringify({ log: { level: 'debug' } }));
     const clean = { EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined };
@@ -214,7 +263,14 @@ describe('ephemera CLI: version, unreachable services, log level', () => {
 
   it('a failed spawn prints its error once (no pino line repeating it)', async () => {
     const image = newUuid();
-    const r = await ephemeraEnv({ EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined }, 'boot', '--image', image, '--name', 'x');
+    const r = await ephemeraEnv(
+      { EPHEMERA_LOG_LEVEL: undefined, EPHEMERA_CONFIG: undefined },
+      'boot',
+      '--image',
+      image,
+      '--name',
+      'x',
+    );
     expect(r.code).toBe(4);
     expect(r.stderr.split(image).length - 1, r.stderr).toBe(1);
     expect(pinoLines(r.stderr)).toEqual([]);

@@ -8,7 +8,16 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { ReconcileAction } from '@ephemera/driver';
 import { connect, type LifecycleEvent } from '@ephemera/libvirt-napi';
 import { clearInstanceZombies } from './reliability/zombie.js';
-import { deleteImage, newUuid, rbdLs, testDriver, uploadGuest, virshDomains, virshSecrets, type TestDriver } from './support.js';
+import {
+  deleteImage,
+  newUuid,
+  rbdLs,
+  testDriver,
+  uploadGuest,
+  virshDomains,
+  virshSecrets,
+  type TestDriver,
+} from './support.js';
 
 const exec = promisify(execFile);
 const here = dirname(fileURLToPath(import.meta.url));
@@ -23,7 +32,9 @@ const children: ChildProcess[] = [];
 beforeAll(async () => {
   // The child runs the built driver (dist), so build it (and what it depends on) first.
   await exec('npx', ['nx', 'run', '@ephemera/driver:build'], {
-    cwd: repo, timeout: 600_000, maxBuffer: 64 << 20,
+    cwd: repo,
+    timeout: 600_000,
+    maxBuffer: 64 << 20,
     env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   t = await testDriver({}, { reconcile: false });
@@ -31,7 +42,11 @@ beforeAll(async () => {
   await writeFile(configPath, JSON.stringify(t.driver.config));
   secretsBefore = await virshSecrets(t.stack);
   // 64 MiB of random data as qcow2: the RBD backend converts it on import, which takes a while.
-  qcow2Image = await uploadGuest(t.glance, `crash-${newUuid().slice(0, 8)}`, { format: 'qcow2', size: 64 << 20, fill: 'random' });
+  qcow2Image = await uploadGuest(t.glance, `crash-${newUuid().slice(0, 8)}`, {
+    format: 'qcow2',
+    size: 64 << 20,
+    fill: 'random',
+  });
   rawImage = await uploadGuest(t.glance, `crash-raw-${newUuid().slice(0, 8)}`);
 }, 900_000);
 
@@ -44,9 +59,15 @@ afterAll(async () => {
 });
 
 /** Starts the child spawn and SIGKILLs it as soon as the journal shows an intent for `step`. */
-async function killDuring(uuid: string, imageId: string, step: string, also?: () => Promise<boolean>): Promise<{ journal: string; output: string }> {
+async function killDuring(
+  uuid: string,
+  imageId: string,
+  step: string,
+  also?: () => Promise<boolean>,
+): Promise<{ journal: string; output: string }> {
   const child = spawn(process.execPath, [join(here, 'fixtures', 'spawn-child.mjs'), configPath, uuid, imageId], {
-    cwd: repo, stdio: ['ignore', 'pipe', 'pipe'],
+    cwd: repo,
+    stdio: ['ignore', 'pipe', 'pipe'],
   });
   children.push(child);
   let output = '';
@@ -60,7 +81,11 @@ async function killDuring(uuid: string, imageId: string, step: string, also?: ()
     const files = await readdir(jdir).catch(() => [] as string[]);
     for (const f of files) {
       const text = await readFile(join(jdir, f), 'utf8').catch(() => '');
-      if (text.includes(`"instance":"${uuid}"`) && text.includes(`"t":"intent","step":"${step}"`) && (!also || (await also()))) {
+      if (
+        text.includes(`"instance":"${uuid}"`) &&
+        text.includes(`"t":"intent","step":"${step}"`) &&
+        (!also || (await also()))
+      ) {
         child.kill('SIGKILL');
         await new Promise((r) => child.once('exit', r));
         return { journal: text, output };
@@ -81,7 +106,8 @@ async function reconcileInstance(uuid: string): Promise<ReconcileAction[]> {
   if (!first.some((a) => a.action === 'failed')) return first;
   const met = await clearInstanceZombies(t.stack, uuid);
   if (!met.length) return first;
-  for (const m of met) console.log(`Ceph zombie watch on ${m.image} (${m.watchers}): ${m.action}, cleared in ${m.ms} ms`);
+  for (const m of met)
+    console.log(`Ceph zombie watch on ${m.image} (${m.watchers}): ${m.action}, cleared in ${m.ms} ms`);
   const second = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
   return second.map((a) => ({ ...a, removed: [...first.flatMap((f) => f.removed), ...a.removed] }));
 }
@@ -90,7 +116,9 @@ async function nothingLeft(uuid: string): Promise<void> {
   expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid))).toEqual([]);
   expect((await virshDomains(t.stack)).filter((d) => d.includes(uuid))).toEqual([]);
   expect(await virshSecrets(t.stack)).toEqual(secretsBefore);
-  expect((await readdir(t.driver.config.instancesPath).catch(() => [] as string[])).filter((n) => n.startsWith(uuid))).toEqual([]);
+  expect(
+    (await readdir(t.driver.config.instancesPath).catch(() => [] as string[])).filter((n) => n.startsWith(uuid)),
+  ).toEqual([]);
   expect((await t.driver.journal.entries()).filter((e) => e.instance === uuid)).toEqual([]);
 }
 
@@ -99,7 +127,8 @@ describe('driver killed mid-spawn', () => {
     const uuid = newUuid();
     // Kill once the backend has created the RBD image and is writing into it.
     const { journal } = await killDuring(uuid, qcow2Image!, 'root-disk', async () =>
-      (await rbdLs(t.stack, t.stack.ceph.pools.vms)).includes(`${uuid}_disk`));
+      (await rbdLs(t.stack, t.stack.ceph.pools.vms)).includes(`${uuid}_disk`),
+    );
     expect(journal).not.toContain('"t":"end"');
     expect(journal).not.toContain('"t":"done","step":"root-disk"');
     const pending = (await t.driver.journal.entries()).filter((e) => e.instance === uuid);
@@ -128,15 +157,23 @@ describe('driver killed mid-spawn', () => {
         return killedIn === 'paused/starting_up' || killedIn === 'running/booted';
       });
       expect((await virshDomains(t.stack)).filter((d) => d.includes(uuid))).toHaveLength(1);
-      expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid)).sort()).toEqual([`${uuid}_disk`, `${uuid}_disk.swap`]);
+      expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuid)).sort()).toEqual([
+        `${uuid}_disk`,
+        `${uuid}_disk.swap`,
+      ]);
       const actions = await reconcileInstance(uuid);
       expect(actions).toEqual([expect.objectContaining({ op: 'spawn', action: 'rolled-back' })]);
-      expect(actions[0]!.removed).toEqual(expect.arrayContaining([`domain ${t.driver.domainName(uuid)}`, 'disk rbd:disk', 'disk rbd:disk.swap']));
+      expect(actions[0]!.removed).toEqual(
+        expect.arrayContaining([`domain ${t.driver.domainName(uuid)}`, 'disk rbd:disk', 'disk rbd:disk.swap']),
+      );
       await nothingLeft(uuid);
       console.log(`killed with the domain ${killedIn}; libvirt events: ${events.join(', ')}`);
       // Reconcile let libvirt finish the dead driver's start before destroying the domain (a QEMU
       // killed while it opens an RBD disk can leave a Ceph zombie watch): started, then destroyed.
-      expect(events.filter((e) => e.startsWith('started/') || e.startsWith('stopped/'))).toEqual(['started/booted', 'stopped/destroyed']);
+      expect(events.filter((e) => e.startsWith('started/') || e.startsWith('stopped/'))).toEqual([
+        'started/booted',
+        'stopped/destroyed',
+      ]);
     } finally {
       await conn.close();
     }
@@ -145,7 +182,8 @@ describe('driver killed mid-spawn', () => {
   it('gc finds a disk with no domain and removes it', async () => {
     const uuid = newUuid();
     const rbd = t.driver.backends.get('rbd');
-    await rbd.createBlank({ instance: uuid, name: 'disk' }, 8 << 20);
+    // Owned by this host, as every disk the driver makes (an unowned one is reported apart: many-hosts.test.ts).
+    await rbd.createBlank({ instance: uuid, name: 'disk' }, 8 << 20, { owner: t.driver.ownerStamp() });
     const report = await t.driver.gc({ instances: [uuid] });
     expect(report.orphans).toEqual([expect.objectContaining({ backend: 'rbd', instance: uuid, name: 'disk' })]);
     expect(report.removed).toEqual([]);

@@ -2,7 +2,18 @@
 // snapshotted to Glance and a new instance boots from that snapshot.
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBootCount, readMarker, waitForMarker } from '@ephemera/testkit';
-import { TINY, deleteImage, newUuid, rbdInfo, rbdLs, testDriver, uploadGuest, virshDomains, waitShutoff, type TestDriver } from './support.js';
+import {
+  TINY,
+  deleteImage,
+  newUuid,
+  rbdInfo,
+  rbdLs,
+  testDriver,
+  uploadGuest,
+  virshDomains,
+  waitShutoff,
+  type TestDriver,
+} from './support.js';
 
 let t: TestDriver;
 const images: string[] = [];
@@ -62,7 +73,9 @@ describe('snapshot of an RBD instance', () => {
     const snap = await t.driver.snapshot('snap-src', `e2e-snapshot-${src.slice(0, 8)}`);
     images.push(snap.imageId);
     expect(snap.method).toBe('direct');
-    expect(snap.location).toMatch(new RegExp(`^rbd://${t.stack.ceph.fsid}/${t.stack.ceph.pools.images}/${snap.imageId}/snap$`));
+    expect(snap.location).toMatch(
+      new RegExp(`^rbd://${t.stack.ceph.fsid}/${t.stack.ceph.pools.images}/${snap.imageId}/snap$`),
+    );
     const img = await t.glance.getImage(snap.imageId);
     expect(img.status).toBe('active');
     expect(img.instance_uuid).toBe(src);
@@ -71,7 +84,10 @@ describe('snapshot of an RBD instance', () => {
     uuids.push(dst);
     const r = await t.driver.spawn({ instance: dst, image: snap.imageId, flavor: TINY });
     expect(r.rootDisk.method).toBe('cloned');
-    expect((await rbdInfo(t.stack, `${t.stack.ceph.pools.vms}/${dst}_disk`)).parent).toMatchObject({ image: snap.imageId, snapshot: 'snap' });
+    expect((await rbdInfo(t.stack, `${t.stack.ceph.pools.vms}/${dst}_disk`)).parent).toMatchObject({
+      image: snap.imageId,
+      snapshot: 'snap',
+    });
     await waitShutoff(t.driver, dst);
     const text = await t.driver.console(dst);
     expect(readMarker(text)).toBe(marker);

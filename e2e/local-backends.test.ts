@@ -22,9 +22,13 @@ describe('qcow2 backend end to end', () => {
   });
 
   it('boots 3 instances from qcow2 overlays of one cached base; each prints the marker; destroy leaves nothing', async () => {
-    const results = await Promise.all(uuids.map((uuid) => t.driver.spawn({ instance: uuid, image: imageId!, flavor: { ...TINY, swapMiB: 8 } })));
+    const results = await Promise.all(
+      uuids.map((uuid) => t.driver.spawn({ instance: uuid, image: imageId!, flavor: { ...TINY, swapMiB: 8 } })),
+    );
     for (const r of results) expect(r.instance.backend).toBe('qcow2');
-    console.log(`qcow2 root disks: ${results.map((r) => `${r.rootDisk.method} ${Math.round(r.rootDisk.durationMs)} ms`).join(', ')}`);
+    console.log(
+      `qcow2 root disks: ${results.map((r) => `${r.rootDisk.method} ${Math.round(r.rootDisk.durationMs)} ms`).join(', ')}`,
+    );
     for (const u of uuids) expect(await waitForMarker(t.driver.consolePath(u), 120_000)).toBe(marker);
     const qcow2 = t.driver.backends.get('qcow2');
     for (const u of uuids) {
@@ -63,16 +67,23 @@ describe('LVM backend end to end', () => {
   });
 
   it('boots 3 instances from LVs; each prints the marker; destroy leaves no LV, mapping or domain', async () => {
-    const results = await Promise.all(uuids.map((uuid, i) =>
-      t.driver.spawn({ instance: uuid, image: imageId!, flavor: { ...TINY, ...(i === 0 ? { swapMiB: 8 } : {}) } })));
+    const results = await Promise.all(
+      uuids.map((uuid, i) =>
+        t.driver.spawn({ instance: uuid, image: imageId!, flavor: { ...TINY, ...(i === 0 ? { swapMiB: 8 } : {}) } }),
+      ),
+    );
     for (const r of results) {
       expect(r.instance.backend).toBe('lvm');
       expect(r.rootDisk.method).toBe('imported');
       expect(r.rootDisk.reason).toBeTruthy();
     }
-    console.log(`lvm root disks: ${results.map((r) => `${r.rootDisk.method} ${Math.round(r.rootDisk.durationMs)} ms`).join(', ')}`);
+    console.log(
+      `lvm root disks: ${results.map((r) => `${r.rootDisk.method} ${Math.round(r.rootDisk.durationMs)} ms`).join(', ')}`,
+    );
     for (const u of uuids) expect(await waitForMarker(t.driver.consolePath(u), 120_000)).toBe(marker);
-    expect((await vg.lvs()).sort()).toEqual([`${uuids[0]}_disk`, `${uuids[0]}_disk.swap`, `${uuids[1]}_disk`, `${uuids[2]}_disk`].sort());
+    expect((await vg.lvs()).sort()).toEqual(
+      [`${uuids[0]}_disk`, `${uuids[0]}_disk.swap`, `${uuids[1]}_disk`, `${uuids[2]}_disk`].sort(),
+    );
     for (const u of uuids) await t.driver.destroy(u);
     expect(await vg.lvs()).toEqual([]);
     expect(await vg.mappings()).toEqual([]);

@@ -22,7 +22,9 @@ export interface TestVg {
 
 async function loops(): Promise<{ name: string; 'back-file': string }[]> {
   const { stdout } = await exec('losetup', ['--json', '--list'], { timeout: 30_000 });
-  return stdout.trim() ? (JSON.parse(stdout) as { loopdevices: { name: string; 'back-file': string }[] }).loopdevices : [];
+  return stdout.trim()
+    ? (JSON.parse(stdout) as { loopdevices: { name: string; 'back-file': string }[] }).loopdevices
+    : [];
 }
 
 export async function createTestVg(sizeMiB = 256): Promise<TestVg> {
@@ -36,9 +38,16 @@ export async function createTestVg(sizeMiB = 256): Promise<TestVg> {
   const lvmArgs = dm ? [] : ['--driverloaded', 'n'];
   let pv = '';
   const mappings = async (): Promise<string[]> =>
-    pv ? (await loops()).filter((l) => (l['back-file'] === pv || l['back-file'] === file) && l.name !== pv).map((l) => l.name) : [];
+    pv
+      ? (await loops())
+          .filter((l) => (l['back-file'] === pv || l['back-file'] === file) && l.name !== pv)
+          .map((l) => l.name)
+      : [];
   const lvs = async (): Promise<string[]> => {
-    const { stdout } = await exec('lvs', [...lvmArgs, '--devices', pv, '--reportformat', 'json', '-o', 'lv_name', vg], { env, timeout: 60_000 });
+    const { stdout } = await exec('lvs', [...lvmArgs, '--devices', pv, '--reportformat', 'json', '-o', 'lv_name', vg], {
+      env,
+      timeout: 60_000,
+    });
     return (JSON.parse(stdout).report[0].lv as { lv_name: string }[]).map((l) => l.lv_name);
   };
   let destroyed = false;
@@ -47,7 +56,9 @@ export async function createTestVg(sizeMiB = 256): Promise<TestVg> {
     destroyed = true;
     for (const l of await mappings()) await exec('losetup', ['-d', l]).catch(() => undefined);
     if (pv) {
-      await exec('vgremove', [...lvmArgs, '--devices', pv, '-f', '-y', vg], { env, timeout: 60_000 }).catch(() => undefined);
+      await exec('vgremove', [...lvmArgs, '--devices', pv, '-f', '-y', vg], { env, timeout: 60_000 }).catch(
+        () => undefined,
+      );
       await exec('pvremove', [...lvmArgs, '--devices', pv, '-y', pv], { env, timeout: 60_000 }).catch(() => undefined);
       await exec('losetup', ['-d', pv]).catch(() => undefined);
     }

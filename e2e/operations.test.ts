@@ -2,7 +2,18 @@
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { readBootCount } from '@ephemera/testkit';
 import { isDriverError, type InstanceLifecycleEvent } from '@ephemera/driver';
-import { TINY, deleteImage, newUuid, rbdInfo, rbdLs, testDriver, uploadGuest, virshDomains, waitShutoff, type TestDriver } from './support.js';
+import {
+  TINY,
+  deleteImage,
+  newUuid,
+  rbdInfo,
+  rbdLs,
+  testDriver,
+  uploadGuest,
+  virshDomains,
+  waitShutoff,
+  type TestDriver,
+} from './support.js';
 
 let t: TestDriver;
 let imageId: string | undefined;
@@ -68,7 +79,9 @@ describe('instance operations', () => {
 
   it('a spawn that fails (unknown image) is typed and leaves nothing', async () => {
     const other = newUuid();
-    await expect(t.driver.spawn({ instance: other, image: newUuid(), flavor: TINY })).rejects.toMatchObject({ code: 'IMAGE_NOT_FOUND' });
+    await expect(t.driver.spawn({ instance: other, image: newUuid(), flavor: TINY })).rejects.toMatchObject({
+      code: 'IMAGE_NOT_FOUND',
+    });
     expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(other))).toEqual([]);
     expect((await virshDomains(t.stack)).filter((d) => d.includes(other))).toEqual([]);
     expect(await t.driver.journal.entries()).toEqual([]);
@@ -76,13 +89,27 @@ describe('instance operations', () => {
   });
 
   it('bad input (instance id, flavor, backend) is INVALID_ARGUMENT', async () => {
-    await expect(t.driver.spawn({ instance: 'not-a-uuid', image: imageId!, flavor: TINY })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: { ...TINY, vcpus: 0 } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: TINY, backend: 'zfs' })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(t.driver.spawn({ instance: 'not-a-uuid', image: imageId!, flavor: TINY })).rejects.toMatchObject({
+      code: 'INVALID_ARGUMENT',
+    });
+    await expect(
+      t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: { ...TINY, vcpus: 0 } }),
+    ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(
+      t.driver.spawn({ instance: newUuid(), image: imageId!, flavor: TINY, backend: 'zfs' }),
+    ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     // Refused before anything is created: hostile extra specs, a flavor name the XML cannot carry.
     const bad = newUuid();
-    await expect(t.driver.spawn({ instance: bad, image: imageId!, flavor: { ...TINY, extraSpecs: { 'quota:disk_total_iops_sec': '-5' } } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
-    await expect(t.driver.spawn({ instance: bad, image: imageId!, flavor: { ...TINY, name: 'x\u0007y' } })).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(
+      t.driver.spawn({
+        instance: bad,
+        image: imageId!,
+        flavor: { ...TINY, extraSpecs: { 'quota:disk_total_iops_sec': '-5' } },
+      }),
+    ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
+    await expect(
+      t.driver.spawn({ instance: bad, image: imageId!, flavor: { ...TINY, name: 'x\u0007y' } }),
+    ).rejects.toMatchObject({ code: 'INVALID_ARGUMENT' });
     expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(bad))).toEqual([]);
     expect(await t.driver.journal.entries()).toEqual([]);
   });
@@ -101,7 +128,9 @@ describe('start deadline', () => {
     const u = newUuid();
     try {
       const started = performance.now();
-      await expect(quick.driver.spawn({ instance: u, image: imageId!, flavor: TINY })).rejects.toMatchObject({ code: 'TIMEOUT' });
+      await expect(quick.driver.spawn({ instance: u, image: imageId!, flavor: TINY })).rejects.toMatchObject({
+        code: 'TIMEOUT',
+      });
       console.log(`spawn with a 100 ms start deadline failed after ${Math.round(performance.now() - started)} ms`);
       expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
       expect((await virshDomains(t.stack)).filter((d) => d.includes(u))).toEqual([]);

@@ -7,7 +7,17 @@ import { readFile } from 'node:fs/promises';
 import { afterAll, beforeAll, describe, expect, it, vi } from 'vitest';
 import { guestImage, waitForMarker } from '@ephemera/testkit';
 import type { Cluster } from '@ephemera/ceph-rbd-napi';
-import { TINY, adminCluster, deleteImage, newUuid, rbdInfo, rbdLs, testDriver, uploadGuest, type TestDriver } from './support.js';
+import {
+  TINY,
+  adminCluster,
+  deleteImage,
+  newUuid,
+  rbdInfo,
+  rbdLs,
+  testDriver,
+  uploadGuest,
+  type TestDriver,
+} from './support.js';
 
 let t: TestDriver;
 let admin: Cluster | undefined;
@@ -32,7 +42,9 @@ afterAll(async () => {
   // Glance removes every rbd image of the record, the one without its snapshot too.
   await deleteImage(t?.glance, rawId);
   // What a failure before the Glance record existed left in the images pool.
-  const left = admin ? (await rbdLs(t.stack, t.stack.ceph.pools.images)).filter((n) => n === goneName || n === goodName) : [];
+  const left = admin
+    ? (await rbdLs(t.stack, t.stack.ceph.pools.images)).filter((n) => n === goneName || n === goodName)
+    : [];
   if (left.length) {
     const io = await admin!.openIoCtx(t.stack.ceph.pools.images);
     try {
@@ -62,7 +74,11 @@ describe('RBD plan and execution agree', () => {
     try {
       const r = await t.driver.spawn({ instance: { uuid, name: 'e2e-rbd-plan' }, image: imageId!, flavor: TINY });
       // The stored plan is the explained one, and the bytes came from where it says.
-      expect(r.rootDisk.plan).toMatchObject({ method: plan.chosen.method, handler: plan.chosen.handler, location: plan.chosen.location });
+      expect(r.rootDisk.plan).toMatchObject({
+        method: plan.chosen.method,
+        handler: plan.chosen.handler,
+        location: plan.chosen.location,
+      });
       expect(r.rootDisk.method).toBe('imported');
       expect(r.rootDisk.reason).toContain(`images/${imageId}@snap`);
       expect(downloads).not.toHaveBeenCalled();
@@ -122,7 +138,11 @@ describe('RBD plan and execution agree', () => {
     } finally {
       downloads.mockRestore();
     }
-    expect((await rbdInfo(t.stack, `${t.stack.ceph.pools.vms}/${uuid2}_disk`)).parent).toMatchObject({ pool, image: goodName, snapshot: 'snap' });
+    expect((await rbdInfo(t.stack, `${t.stack.ceph.pools.vms}/${uuid2}_disk`)).parent).toMatchObject({
+      pool,
+      image: goodName,
+      snapshot: 'snap',
+    });
     expect(await waitForMarker(t.driver.consolePath(uuid2), 120_000)).toBe(marker2);
     await t.driver.destroy(uuid2);
   });

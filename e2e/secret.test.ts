@@ -15,7 +15,7 @@ let lvDir: string;
 let conn: Connection;
 let t: TestDriver;
 let imageId: string | undefined;
-const uuids = [newUuid(), newUuid(), newUuid()];
+const uuids = [newUuid(), newUuid(), newUuid(), newUuid(), newUuid()];
 
 beforeAll(async () => {
   lvDir = await mkdtemp(join(tmpdir(), 'ephemera-e2e-libvirtd-'));
@@ -51,7 +51,44 @@ describe('ceph secret', () => {
     for (const u of uuids.slice(0, 2)) await t.driver.destroy(u);
     // Shared by every instance: destroy keeps it.
     expect((await conn.lookupSecretByUUID(secretUuid)).uuid()).toBe(secretUuid);
-    for (const u of uuids.slice(0, 2)) expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+    for (const u of uuids.slice(0, 2))
+      expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u))).toEqual([]);
+  });
+
+  it('once libvirt holds it, a spawn neither looks the secret up nor defines it (issue 22.5)', async () => {
+    const lv = t.driver.libvirt;
+    const calls: string[] = [];
+    const spy = <K extends 'lookupSecretByUUID' | 'lookupSecretByUsage' | 'defineSecret'>(k: K): (() => void) => {
+      const orig = lv[k];
+      lv[k] = ((...a: Parameters<Connection[K]>) => {
+        calls.push(k);
+        return (orig as (...x: unknown[]) => unknown).apply(lv, a);
+      }) as Connection[K];
+      return () => {
+        lv[k] = orig;
+      };
+    };
+    const restore = [spy('lookupSecretByUUID'), spy('lookupSecretByUsage'), spy('defineSecret')];
+    try {
+      const r = await t.driver.spawn({ instance: uuids[3]!, image: imageId!, flavor: TINY });
+      expect(r.rootDisk.method).toBe('cloned');
+    } finally {
+      for (const f of restore) f();
+    }
+    expect(await waitForMarker(t.driver.consolePath(uuids[3]!), 120_000)).toBe(`secret-${uuids[0]!.slice(0, 8)}`);
+    await t.driver.destroy(uuids[3]!);
+    expect(calls).toEqual([]);
+  });
+
+  it('a secret removed by someone else is defined again and the guest boots', async () => {
+    const secretUuid = t.driver.ceph.secretUuid!;
+    expect(await undefineSecret(conn, secretUuid)).toBe(true);
+    const r = await t.driver.spawn({ instance: uuids[4]!, image: imageId!, flavor: TINY });
+    expect(r.rootDisk.method).toBe('cloned');
+    expect((await conn.lookupSecretByUUID(secretUuid)).usageID()).toBe(`client.${t.driver.ceph.user} secret`);
+    expect(await waitForMarker(t.driver.consolePath(uuids[4]!), 120_000)).toBe(`secret-${uuids[0]!.slice(0, 8)}`);
+    await t.driver.destroy(uuids[4]!);
+    expect((await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(uuids[4]!))).toEqual([]);
   });
 
   it('libvirtd restarts: the driver reconnects and the next spawn and destroy work', async () => {

@@ -4,15 +4,24 @@
 import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { glanceSource } from '../lib/fixtures.mjs';
-import { GiB, MiB, fmtBytes, fmtMs, fmtRatio, log, round, summary, table, timed } from '../lib/util.mjs';
+import { GiB, fmtBytes, fmtMs, fmtRatio, log, round, summary, table, timed } from '../lib/util.mjs';
 import { runDriverWorker } from './driver-run.mjs';
+
+/** Issue 22.4: the driver process at most 100 MiB RSS idle, 130 MiB at the peak of 50 spawns. */
+export const MEMORY_TARGETS = { idleMiB: 100, peakMiB: 130 };
 
 export async function caseConcurrency(ctx) {
   const fx = await ctx.fixtures.get(GiB, 'random');
   const out = { glanceImage: fx.id, imageBytes: fx.bytes };
 
   // ---- A. spawns (driver)
-  const job = { mode: 'concurrency', imageId: fx.id, stateDir: join(ctx.tmpDir, 'driver-conc'), spawns: ctx.opts.spawns, serial: ctx.opts.quick ? 5 : 10 };
+  const job = {
+    mode: 'concurrency',
+    imageId: fx.id,
+    stateDir: join(ctx.tmpDir, 'driver-conc'),
+    spawns: ctx.opts.spawns,
+    serial: ctx.opts.quick ? 5 : 10,
+  };
   let r;
   try {
     r = await runDriverWorker(job);
@@ -31,21 +40,76 @@ export async function caseConcurrency(ctx) {
     const b = r.boot;
     const rows = [
       [`${job.spawns} spawns of one 1 GiB image`, 'instances/s', 'p50 latency', 'p99 latency', 'wall', 'failed'],
-      [`disk+XML+define, one at a time (baseline, ${job.serial})`, d.serial.perSecond.toFixed(2), fmtMs(d.serial.latencyMs.median), fmtMs(d.serial.latencyMs.p99), '', ''],
-      [`disk+XML+define, ${job.spawns} at once`, d.concurrent.perSecond.toFixed(2), fmtMs(d.concurrent.latencyMs?.median), fmtMs(d.concurrent.latencyMs?.p99), fmtMs(d.concurrent.wallMs), d.concurrent.failed.length],
-      ['  ratio (instances/s, at once / one at a time)', fmtRatio(d.concurrent.perSecond / d.serial.perSecond), '', '', '', ''],
-      [`spawn + boot to marker, one at a time (baseline, ${job.serial})`, b.serial.perSecond.toFixed(2), fmtMs(b.serial.markerMs.median), fmtMs(b.serial.markerMs.p99), '', ''],
-      [`spawn + boot to marker, ${job.spawns} at once`, b.concurrent.perSecond.toFixed(2), fmtMs(b.concurrent.markerMs?.median), fmtMs(b.concurrent.markerMs?.p99), fmtMs(b.concurrent.wallMs), b.concurrent.failed.length],
-      ['  (spawn() resolved: domain running)', '', fmtMs(b.concurrent.spawnMs?.median), fmtMs(b.concurrent.spawnMs?.p99), '', ''],
-      ['  ratio (instances/s, at once / one at a time)', fmtRatio(b.concurrent.perSecond / b.serial.perSecond), '', '', '', ''],
+      [
+        `disk+XML+define, one at a time (baseline, ${job.serial})`,
+        d.serial.perSecond.toFixed(2),
+        fmtMs(d.serial.latencyMs.median),
+        fmtMs(d.serial.latencyMs.p99),
+        '',
+        '',
+      ],
+      [
+        `disk+XML+define, ${job.spawns} at once`,
+        d.concurrent.perSecond.toFixed(2),
+        fmtMs(d.concurrent.latencyMs?.median),
+        fmtMs(d.concurrent.latencyMs?.p99),
+        fmtMs(d.concurrent.wallMs),
+        d.concurrent.failed.length,
+      ],
+      [
+        '  ratio (instances/s, at once / one at a time)',
+        fmtRatio(d.concurrent.perSecond / d.serial.perSecond),
+        '',
+        '',
+        '',
+        '',
+      ],
+      [
+        `spawn + boot to marker, one at a time (baseline, ${job.serial})`,
+        b.serial.perSecond.toFixed(2),
+        fmtMs(b.serial.markerMs.median),
+        fmtMs(b.serial.markerMs.p99),
+        '',
+        '',
+      ],
+      [
+        `spawn + boot to marker, ${job.spawns} at once`,
+        b.concurrent.perSecond.toFixed(2),
+        fmtMs(b.concurrent.markerMs?.median),
+        fmtMs(b.concurrent.markerMs?.p99),
+        fmtMs(b.concurrent.wallMs),
+        b.concurrent.failed.length,
+      ],
+      [
+        '  (spawn() resolved: domain running)',
+        '',
+        fmtMs(b.concurrent.spawnMs?.median),
+        fmtMs(b.concurrent.spawnMs?.p99),
+        '',
+        '',
+      ],
+      [
+        '  ratio (instances/s, at once / one at a time)',
+        fmtRatio(b.concurrent.perSecond / b.serial.perSecond),
+        '',
+        '',
+        '',
+        '',
+      ],
     ];
     out.spawns = {
       available: true,
       ...r,
-      ratios: { defineOnlyThroughput: round(d.concurrent.perSecond / d.serial.perSecond), bootThroughput: round(b.concurrent.perSecond / b.serial.perSecond) },
+      ratios: {
+        defineOnlyThroughput: round(d.concurrent.perSecond / d.serial.perSecond),
+        bootThroughput: round(b.concurrent.perSecond / b.serial.perSecond),
+      },
     };
     delete out.spawns.memory;
-    out.spawns.table = table(`Case 3: ${job.spawns} concurrent spawns (${ctx.stack.libvirt.accel}); baseline = the same spawns one at a time`, rows);
+    out.spawns.table = table(
+      `Case 3: ${job.spawns} concurrent spawns (${ctx.stack.libvirt.accel}); baseline = the same spawns one at a time`,
+      rows,
+    );
     for (const f of [...d.concurrent.failed, ...b.concurrent.failed]) console.log(`  failure: ${f}`);
 
     const m = r.memory;
@@ -61,6 +125,20 @@ export async function caseConcurrency(ctx) {
       perInstanceBytes: (peak - m.rssIdleBytes) / job.spawns,
       ratioPeakOverIdle: round(peak / m.rssIdleBytes),
       lifetimePeakBytes: r.observedPeakRssBytes,
+    };
+    // Issue 22.4: the driver process's own footprint, idle and at the peak of the spawns.
+    const MiBs = (b) => round(b / 1024 ** 2, 1);
+    out.memory.targets = {
+      'idle RSS MiB': {
+        value: MiBs(m.rssIdleBytes),
+        target: MEMORY_TARGETS.idleMiB,
+        pass: m.rssIdleBytes <= MEMORY_TARGETS.idleMiB * 1024 ** 2,
+      },
+      [`peak RSS MiB during ${job.spawns} concurrent spawns`]: {
+        value: MiBs(peak),
+        target: MEMORY_TARGETS.peakMiB,
+        pass: peak <= MEMORY_TARGETS.peakMiB * 1024 ** 2,
+      },
     };
     out.memory.table = table('Case 5: driver process RSS (VmRSS / VmHWM of the worker that runs the driver)', [
       ['driver RSS', 'bytes'],
@@ -103,7 +181,10 @@ export async function caseQcow2OneFetch(ctx) {
         Promise.all(
           disks.map(async (disk) => {
             const t = performance.now();
-            const res = await backend.createFromImage(disk, glanceSource(ctx.glance, fx.image, { onOpen: () => fetches++ }));
+            const res = await backend.createFromImage(
+              disk,
+              glanceSource(ctx.glance, fx.image, { onOpen: () => fetches++ }),
+            );
             lat.push(performance.now() - t);
             return res;
           }),
@@ -120,14 +201,51 @@ export async function caseQcow2OneFetch(ctx) {
   const before = await trial(1, 'single-before');
   const many = await trial(N, 'many');
   const after = await trial(1, 'single-after');
-  const single = { n: 1, fetches: before.fetches, wallMs: (before.wallMs + after.wallMs) / 2, latencyMs: summary([before.wallMs, after.wallMs]), runs: [before, after] };
-  const res = { available: true, imageBytes: fx.bytes, single, concurrent: many, ratioWall: round(many.wallMs / single.wallMs), bytesFetched: many.fetches * fx.bytes };
-  res.table = table(`Case 3b: ${N} concurrent first-time creates of one 1 GiB image, qcow2 backend (shared _base cache)`, [
-    ['', 'Glance fetches', 'bytes fetched', 'wall', 'p50', 'p99'],
-    ['one create (baseline)', single.fetches, fmtBytes(single.fetches * fx.bytes), fmtMs(single.wallMs), fmtMs(single.latencyMs.median), fmtMs(single.latencyMs.p99)],
-    [`${N} creates at once`, many.fetches, fmtBytes(many.fetches * fx.bytes), fmtMs(many.wallMs), fmtMs(many.latencyMs.median), fmtMs(many.latencyMs.p99)],
-    [`ratio (${N} at once / one)`, fmtRatio(many.fetches / single.fetches), '', fmtRatio(many.wallMs / single.wallMs), '', ''],
-  ]);
+  const single = {
+    n: 1,
+    fetches: before.fetches,
+    wallMs: (before.wallMs + after.wallMs) / 2,
+    latencyMs: summary([before.wallMs, after.wallMs]),
+    runs: [before, after],
+  };
+  const res = {
+    available: true,
+    imageBytes: fx.bytes,
+    single,
+    concurrent: many,
+    ratioWall: round(many.wallMs / single.wallMs),
+    bytesFetched: many.fetches * fx.bytes,
+  };
+  res.table = table(
+    `Case 3b: ${N} concurrent first-time creates of one 1 GiB image, qcow2 backend (shared _base cache)`,
+    [
+      ['', 'Glance fetches', 'bytes fetched', 'wall', 'p50', 'p99'],
+      [
+        'one create (baseline)',
+        single.fetches,
+        fmtBytes(single.fetches * fx.bytes),
+        fmtMs(single.wallMs),
+        fmtMs(single.latencyMs.median),
+        fmtMs(single.latencyMs.p99),
+      ],
+      [
+        `${N} creates at once`,
+        many.fetches,
+        fmtBytes(many.fetches * fx.bytes),
+        fmtMs(many.wallMs),
+        fmtMs(many.latencyMs.median),
+        fmtMs(many.latencyMs.p99),
+      ],
+      [
+        `ratio (${N} at once / one)`,
+        fmtRatio(many.fetches / single.fetches),
+        '',
+        fmtRatio(many.wallMs / single.wallMs),
+        '',
+        '',
+      ],
+    ],
+  );
   if (many.fetches !== 1) console.log(`  WARNING: expected one fetch, saw ${many.fetches}`);
   return res;
 }

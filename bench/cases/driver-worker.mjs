@@ -11,6 +11,8 @@ import { loadStack, log, procRss, summary } from '../lib/util.mjs';
 const job = JSON.parse(process.argv[2]);
 const stack = loadStack();
 const flavor = { vcpus: 1, memoryMiB: 64, rootGiB: 0 };
+/** The driver's spawn steps on the clone path, in order (its step events; older drivers lack some). */
+const SPAWN_STEPS = ['preflight', 'resolve', 'root-disk', 'secret', 'xml', 'define', 'start'];
 const say = (m) => log(`[driver ${job.mode}] ${m}`);
 const done = (obj) => {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -23,7 +25,8 @@ try {
 } catch (err) {
   done({ missing: `@ephemera/driver cannot be loaded (${err.message.split('\n')[0]})` });
 }
-if (typeof drv.createDriverContainer !== 'function') done({ missing: '@ephemera/driver does not export createDriverContainer yet' });
+if (typeof drv.createDriverContainer !== 'function')
+  done({ missing: '@ephemera/driver does not export createDriverContainer yet' });
 const { domainXml } = await import('@ephemera/libvirt-xml');
 // timeouts.startMs: 50 KVM guests starting at once on 2 cores take longer than the default 60 s
 // to be reported running here (a measured finding: 5 of 50 timed out once); the benchmark
@@ -64,7 +67,14 @@ async function spawnToMarker(opts = {}) {
   const t0 = performance.now();
   const r = await driver.spawn({ instance: uuid, image: job.imageId, flavor, ...opts });
   const spawnMs = performance.now() - t0;
-  const markerMs = await waitMarker(r.instance.consolePath, t0);
+  let markerMs;
+  try {
+    markerMs = await waitMarker(r.instance.consolePath, t0);
+  } catch (err) {
+    // A committed instance whose guest never printed: destroyed here, so the run leaves nothing.
+    await driver.destroy(uuid).catch((e) => say(`destroy ${uuid}: ${e.message}`));
+    throw err;
+  }
   return { uuid, spawnMs, markerMs, method: r.rootDisk.method, timings: r.timings };
 }
 
@@ -106,11 +116,28 @@ try {
       if (r.method !== want) throw new Error(`expected ${want}, the driver ${r.method} the root disk`);
       runs[kind].push(r);
     }
+    // Each spawn's own steps (the driver's step timings), the rest of spawn() (journal, instance
+    // directory, annotation, record) and the guest's boot after spawn() returned.
+    const stepsOf = (r) => {
+      const s = Object.fromEntries(SPAWN_STEPS.map((k) => [k, r.timings[k] ?? 0]));
+      s.other = Math.max(0, r.spawnMs - SPAWN_STEPS.reduce((a, k) => a + s[k], 0));
+      s.boot = r.markerMs - r.spawnMs;
+      return s;
+    };
     const pick = (k) => ({
       toMarkerMs: summary(runs[k].map((r) => r.markerMs)),
       spawnMs: summary(runs[k].map((r) => r.spawnMs)),
       rootDiskMs: summary(runs[k].map((r) => r.timings['root-disk'] ?? 0)),
       startMs: summary(runs[k].map((r) => r.timings.start ?? 0)),
+      steps: Object.fromEntries(
+        [...SPAWN_STEPS, 'other', 'boot'].map((s) => [s, summary(runs[k].map((r) => stepsOf(r)[s]))]),
+      ),
+      shares: Object.fromEntries(
+        [...SPAWN_STEPS, 'other', 'boot'].map((s) => [
+          s,
+          summary(runs[k].map((r) => stepsOf(r)[s] / r.markerMs)).median,
+        ]),
+      ),
     });
     done({ clone: pick('clone'), import: pick('import') });
   }
@@ -137,7 +164,16 @@ try {
       os: { arch: 'x86_64', machine: config.libvirt.machineType, boot: ['hd'] },
       features: { acpi: true, apic: true },
       onPoweroff: 'destroy',
-      disks: [{ source, driver: { cache: config.disk.cacheMode, discard: backend.capabilities.discard ? config.disk.discard : 'ignore' }, target: { dev: 'vda', bus: config.disk.bus } }],
+      disks: [
+        {
+          source,
+          driver: {
+            cache: config.disk.cacheMode,
+            discard: backend.capabilities.discard ? config.disk.discard : 'ignore',
+          },
+          target: { dev: 'vda', bus: config.disk.bus },
+        },
+      ],
       serialLogPath: join(xmlDir, `${uuid}.log`),
       memballoon: false,
     });
@@ -173,12 +209,18 @@ try {
   await undefineAll(ok.map((r) => r.uuid));
   peaks.defineOnly = procRss().hwm;
   result.defineOnly = {
-    serial: { latencyMs: summary(serialDef.map((r) => r.ms)), perSecond: serialDef.length / (serialDef.reduce((a, r) => a + r.ms, 0) / 1000) },
+    serial: {
+      latencyMs: summary(serialDef.map((r) => r.ms)),
+      perSecond: serialDef.length / (serialDef.reduce((a, r) => a + r.ms, 0) / 1000),
+    },
     concurrent: {
       latencyMs: summary(ok.map((r) => r.ms)),
       wallMs: concWall,
       perSecond: ok.length / (concWall / 1000),
-      failed: conc.filter((c) => c.status === 'rejected').map((c) => String(c.reason?.message ?? c.reason)).slice(0, 5),
+      failed: conc
+        .filter((c) => c.status === 'rejected')
+        .map((c) => String(c.reason?.message ?? c.reason))
+        .slice(0, 5),
       methods: [...new Set(ok.map((r) => r.method))],
     },
   };
@@ -213,11 +255,19 @@ try {
       markerMs: summary(okB.map((r) => r.markerMs)),
       wallMs: concBWall,
       perSecond: okB.length / (concBWall / 1000),
-      failed: concB.filter((c) => c.status === 'rejected').map((c) => String(c.reason?.message ?? c.reason)).slice(0, 5),
+      failed: concB
+        .filter((c) => c.status === 'rejected')
+        .map((c) => String(c.reason?.message ?? c.reason))
+        .slice(0, 5),
       methods: [...new Set(okB.map((r) => r.method))],
     },
   };
-  result.memory = { rssIdleBytes: rssIdle, peakDefineOnlyBytes: peaks.defineOnly, peakBootBytes: peaks.boot, peakBytes: Math.max(peaks.defineOnly, peaks.boot) };
+  result.memory = {
+    rssIdleBytes: rssIdle,
+    peakDefineOnlyBytes: peaks.defineOnly,
+    peakBootBytes: peaks.boot,
+    peakBytes: Math.max(peaks.defineOnly, peaks.boot),
+  };
   await driver.close();
   done(result);
 } catch (err) {

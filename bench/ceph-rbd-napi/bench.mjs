@@ -47,7 +47,12 @@ function run(cmd, argv, timeoutMs = 600_000) {
   return new Promise((resolvePromise, reject) => {
     const t0 = performance.now();
     execFile(cmd, argv, { timeout: timeoutMs, maxBuffer: 64 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${cmd} ${argv.join(' ')}: ${err.killed ? 'timed out' : `exit ${err.code}`}: ${String(stderr).trim()}`));
+      if (err)
+        reject(
+          new Error(
+            `${cmd} ${argv.join(' ')}: ${err.killed ? 'timed out' : `exit ${err.code}`}: ${String(stderr).trim()}`,
+          ),
+        );
       else resolvePromise({ stdout: String(stdout), stderr: String(stderr), ms: performance.now() - t0 });
     });
   });
@@ -61,7 +66,12 @@ function pct(values, p) {
 const median = (v) => pct(v, 50);
 const tag = randomBytes(3).toString('hex');
 
-const cluster = await connect({ confPath: admin.confPath, clientId: admin.id, keyringPath: admin.keyringPath, timeoutMs: 30_000 });
+const cluster = await connect({
+  confPath: admin.confPath,
+  clientId: admin.id,
+  keyringPath: admin.keyringPath,
+  timeoutMs: 30_000,
+});
 const images = await cluster.openIoCtx(stack.ceph.pools.images);
 const vms = await cluster.openIoCtx(stack.ceph.pools.vms);
 const base = `bench-base-${tag}`;
@@ -78,7 +88,13 @@ async function removeAll(names) {
   for (let i = 0; i < names.length; i += 16) await Promise.all(names.slice(i, i + 16).map((n) => vms.remove(n)));
 }
 
-const results = { date: new Date().toISOString(), host: { cores: (await import('node:os')).cpus().length }, nativeThreads: workerThreads(), clone: {}, write: {} };
+const results = {
+  date: new Date().toISOString(),
+  host: { cores: (await import('node:os')).cpus().length },
+  nativeThreads: workerThreads(),
+  clone: {},
+  write: {},
+};
 try {
   // ---- clone latency ----
   // In blocks of BLOCK clones per tool, rotating the order, so load drift on a shared machine
@@ -103,7 +119,18 @@ try {
       const prefix = `bench-py-${tag}-${block}-`;
       const names = Array.from({ length: n }, (_, i) => `${prefix}${i}`);
       created.push(...names);
-      const { stdout } = await run(PY, [join(here, 'pyrbd_bench.py'), 'clone', admin.confPath, admin.keyringPath, String(n), 'images', base, 'snap', 'vms', prefix]);
+      const { stdout } = await run(PY, [
+        join(here, 'pyrbd_bench.py'),
+        'clone',
+        admin.confPath,
+        admin.keyringPath,
+        String(n),
+        'images',
+        base,
+        'snap',
+        'vms',
+        prefix,
+      ]);
       lat.python.push(...JSON.parse(stdout).ms);
       return names;
     },
@@ -133,7 +160,12 @@ try {
   }
   for (const k of tools) {
     const ms = lat[k];
-    results.clone[k] = { n: ms.length, p50: median(ms), p99: pct(ms, 99), mean: ms.reduce((a, b) => a + b, 0) / ms.length };
+    results.clone[k] = {
+      n: ms.length,
+      p50: median(ms),
+      p99: pct(ms, 99),
+      mean: ms.reduce((a, b) => a + b, 0) / ms.length,
+    };
   }
 
   // ---- 64 MiB aio write throughput ----
@@ -164,14 +196,37 @@ try {
     async python(round) {
       const name = `bench-w-py-${tag}-${round}`;
       await vms.create(name, TOTAL);
-      const { stdout } = await run(PY, [join(here, 'pyrbd_bench.py'), 'write', admin.confPath, admin.keyringPath, 'vms', name, String(TOTAL), String(CHUNK), String(WINDOW)]);
+      const { stdout } = await run(PY, [
+        join(here, 'pyrbd_bench.py'),
+        'write',
+        admin.confPath,
+        admin.keyringPath,
+        'vms',
+        name,
+        String(TOTAL),
+        String(CHUNK),
+        String(WINDOW),
+      ]);
       w.python.push(JSON.parse(stdout).ms);
       await vms.remove(name);
     },
     async cli(round) {
       const name = `bench-w-cli-${tag}-${round}`;
       await vms.create(name, TOTAL);
-      const r = await rbdCli('bench', '--io-type', 'write', '--io-size', '1M', '--io-threads', String(WINDOW), '--io-total', '64M', '--io-pattern', 'seq', `vms/${name}`);
+      const r = await rbdCli(
+        'bench',
+        '--io-type',
+        'write',
+        '--io-size',
+        '1M',
+        '--io-threads',
+        String(WINDOW),
+        '--io-total',
+        '64M',
+        '--io-pattern',
+        'seq',
+        `vms/${name}`,
+      );
       w.cli.push(r.ms);
       const m = /bytes\/sec:\s*([\d.]+)\s*([KMG]i)?B\/s/.exec(r.stdout);
       if (m) w.cliReported.push(Number(m[1]) * ({ Ki: 1 / 1024, Mi: 1, Gi: 1024 }[m[2]] ?? 1 / MiB));
@@ -182,13 +237,23 @@ try {
   for (let round = 0; round < ROUNDS; round++) {
     for (let k = 0; k < order.length; k++) await runners[order[(round + k) % order.length]](round);
   }
-  const mibps = (ms) => (TOTAL / MiB) / (ms / 1000);
+  const mibps = (ms) => TOTAL / MiB / (ms / 1000);
   results.write = {
     totalMiB: TOTAL / MiB,
     chunkMiB: CHUNK / MiB,
     inFlight: WINDOW,
-    napi: { medianMs: median(w.napi), MiBps: mibps(median(w.napi)), bestMiBps: mibps(Math.min(...w.napi)), runsMs: w.napi },
-    python: { medianMs: median(w.python), MiBps: mibps(median(w.python)), bestMiBps: mibps(Math.min(...w.python)), runsMs: w.python },
+    napi: {
+      medianMs: median(w.napi),
+      MiBps: mibps(median(w.napi)),
+      bestMiBps: mibps(Math.min(...w.napi)),
+      runsMs: w.napi,
+    },
+    python: {
+      medianMs: median(w.python),
+      MiBps: mibps(median(w.python)),
+      bestMiBps: mibps(Math.min(...w.python)),
+      runsMs: w.python,
+    },
     cli: {
       medianMs: median(w.cli),
       MiBps: mibps(median(w.cli)),
@@ -223,13 +288,23 @@ results.goals = {
 };
 
 const f = (x, d = 2) => x.toFixed(d).padStart(9);
-console.log(`\n@ephemera/ceph-rbd-napi benchmark (${results.host.cores} cores, ${results.nativeThreads} native threads)\n`);
+console.log(
+  `\n@ephemera/ceph-rbd-napi benchmark (${results.host.cores} cores, ${results.nativeThreads} native threads)\n`,
+);
 console.log('clone latency (ms)          p50       p99      mean     n');
-for (const [k, label] of [['napi', 'ceph-rbd-napi'], ['python', 'python3-rbd'], ['cli', 'rbd CLI (spawn)']]) {
+for (const [k, label] of [
+  ['napi', 'ceph-rbd-napi'],
+  ['python', 'python3-rbd'],
+  ['cli', 'rbd CLI (spawn)'],
+]) {
   console.log(`${label.padEnd(20)}${f(c[k].p50)} ${f(c[k].p99)} ${f(c[k].mean)}  ${String(c[k].n).padStart(4)}`);
 }
 console.log(`\n64 MiB write, 1 MiB x ${WINDOW} in flight  median MiB/s  best MiB/s  median ms   (${ROUNDS} rounds)`);
-for (const [k, label] of [['napi', 'ceph-rbd-napi (aio)'], ['python', 'python3-rbd (aio)'], ['cli', 'rbd bench (process)']]) {
+for (const [k, label] of [
+  ['napi', 'ceph-rbd-napi (aio)'],
+  ['python', 'python3-rbd (aio)'],
+  ['cli', 'rbd bench (process)'],
+]) {
   console.log(`${label.padEnd(28)}${f(wr[k].MiBps, 1)}    ${f(wr[k].bestMiBps, 1)} ${f(wr[k].medianMs, 1)}`);
 }
 if (wr.cli.reportedMiBps) console.log(`${'rbd bench (self-reported)'.padEnd(28)}${f(wr.cli.reportedMiBps, 1)}`);

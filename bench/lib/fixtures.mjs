@@ -5,8 +5,19 @@ import { join } from 'node:path';
 import { GiB, MiB, log, repo, run, timed } from './util.mjs';
 
 /** Builds (or reuses) a guest image; resolves to its path. */
-export async function guestImage({ size, fill, marker, format = 'raw' }) {
-  const argv = [join(repo, 'tools', 'guest-image'), '--size', String(size), '--fill', fill, '--marker', marker, '--format', format];
+export async function guestImage({ size, fill, marker, format = 'raw', mode }) {
+  const argv = [
+    join(repo, 'tools', 'guest-image'),
+    '--size',
+    String(size),
+    '--fill',
+    fill,
+    '--marker',
+    marker,
+    '--format',
+    format,
+    ...(mode ? ['--mode', mode] : []),
+  ];
   const { stdout } = await run('bash', argv, { timeoutMs: 1_800_000 });
   return stdout.trim().split('\n').pop();
 }
@@ -46,16 +57,32 @@ export class Fixtures {
     let uploadMs;
     if (fill === 'zero' && format === 'raw' && size > 4 * GiB) {
       ({ ms: uploadMs } = await timed(() => this.#registerSparse(id, name, path, size)));
-      log(`fixture: ${name} written to ${this.stack.ceph.pools.images}/${id} and registered by location in ${(uploadMs / 1000).toFixed(1)} s`);
+      log(
+        `fixture: ${name} written to ${this.stack.ceph.pools.images}/${id} and registered by location in ${(uploadMs / 1000).toFixed(1)} s`,
+      );
     } else {
       log(`fixture: uploading ${name} (${sizeLabel(fileBytes)}) to Glance`);
       await this.glance.createImage({ id, name, disk_format: format, container_format: 'bare' });
       this.images.set(key, { id, name, path, pending: true });
-      ({ ms: uploadMs } = await timed(() => this.glance.upload(id, createReadStream(path, { highWaterMark: 4 * MiB }))));
+      ({ ms: uploadMs } = await timed(() =>
+        this.glance.upload(id, createReadStream(path, { highWaterMark: 4 * MiB })),
+      ));
       log(`fixture: uploaded in ${(uploadMs / 1000).toFixed(1)} s`);
     }
     const image = await this.glance.getImage(id);
-    const entry = { key, id, name, path, bytes: image.size, virtualSize: size, fill, format, image, uploadMs, fileBytes };
+    const entry = {
+      key,
+      id,
+      name,
+      path,
+      bytes: image.size,
+      virtualSize: size,
+      fill,
+      format,
+      image,
+      uploadMs,
+      fileBytes,
+    };
     this.images.set(key, entry);
     return entry;
   }
@@ -125,7 +152,8 @@ export class Fixtures {
  */
 export function glanceSource(glance, image, { onOpen } = {}) {
   const locations = (image.locations ?? []).map((l) => ({ url: l.url, metadata: l.metadata ?? {} }));
-  if (image.direct_url && !locations.some((l) => l.url === image.direct_url)) locations.push({ url: image.direct_url, metadata: {} });
+  if (image.direct_url && !locations.some((l) => l.url === image.direct_url))
+    locations.push({ url: image.direct_url, metadata: {} });
   return {
     id: image.id,
     name: image.name,
@@ -139,7 +167,11 @@ export function glanceSource(glance, image, { onOpen } = {}) {
     locations,
     async open(opts = {}) {
       onOpen?.();
-      const dl = await glance.download(image.id, { image, verify: false, ...(opts.signal ? { signal: opts.signal } : {}) });
+      const dl = await glance.download(image.id, {
+        image,
+        verify: false,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
       dl.result.catch(() => undefined);
       return dl.stream;
     },

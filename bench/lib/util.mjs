@@ -30,12 +30,21 @@ export function loadStack() {
 export function run(cmd, argv, { timeoutMs = 3_600_000, env } = {}) {
   return new Promise((resolvePromise, reject) => {
     const t0 = performance.now();
-    const child = execFile(cmd, argv, { timeout: timeoutMs, maxBuffer: 64 << 20, ...(env ? { env } : {}) }, (err, stdout, stderr) => {
-      const ms = performance.now() - t0;
-      if (err) {
-        reject(new Error(`${cmd} ${argv.join(' ')}: ${err.killed ? `timed out after ${timeoutMs} ms` : `exit ${err.code ?? err.signal}`}: ${String(stderr).trim()}`));
-      } else resolvePromise({ stdout: String(stdout), stderr: String(stderr), ms, pid: child.pid });
-    });
+    const child = execFile(
+      cmd,
+      argv,
+      { timeout: timeoutMs, maxBuffer: 64 << 20, ...(env ? { env } : {}) },
+      (err, stdout, stderr) => {
+        const ms = performance.now() - t0;
+        if (err) {
+          reject(
+            new Error(
+              `${cmd} ${argv.join(' ')}: ${err.killed ? `timed out after ${timeoutMs} ms` : `exit ${err.code ?? err.signal}`}: ${String(stderr).trim()}`,
+            ),
+          );
+        } else resolvePromise({ stdout: String(stdout), stderr: String(stderr), ms, pid: child.pid });
+      },
+    );
   });
 }
 
@@ -57,7 +66,14 @@ export function pct(values, p) {
 export const median = (v) => pct(v, 50);
 export function summary(values) {
   if (!values.length) return null;
-  return { n: values.length, median: median(values), p99: pct(values, 99), min: Math.min(...values), max: Math.max(...values), runs: values.map((v) => round(v, 2)) };
+  return {
+    n: values.length,
+    median: median(values),
+    p99: pct(values, 99),
+    min: Math.min(...values),
+    max: Math.max(...values),
+    runs: values.map((v) => round(v, 2)),
+  };
 }
 export const round = (x, d = 2) => (x === null || x === undefined ? x : Math.round(x * 10 ** d) / 10 ** d);
 
@@ -90,7 +106,11 @@ export function deviceOf(path = repo) {
   for (const l of lines) {
     const f = l.split(' ');
     const mnt = f[4];
-    if ((path === mnt || path.startsWith(mnt.endsWith('/') ? mnt : mnt + '/')) && (!best || mnt.length > best.mnt.length)) best = { mnt, majmin: f[2] };
+    if (
+      (path === mnt || path.startsWith(mnt.endsWith('/') ? mnt : mnt + '/')) &&
+      (!best || mnt.length > best.mnt.length)
+    )
+      best = { mnt, majmin: f[2] };
   }
   if (!best) return null;
   const [maj, min] = best.majmin.split(':').map(Number);
@@ -122,7 +142,11 @@ export function procRss(pid = 'self') {
  */
 export function diskProbe(osdPid) {
   const dev = deviceOf(repo);
-  const snap = () => ({ self: procIo('self'), osd: osdPid ? safe(() => procIo(osdPid)) : null, dev: deviceWrittenBytes(dev) });
+  const snap = () => ({
+    self: procIo('self'),
+    osd: osdPid ? safe(() => procIo(osdPid)) : null,
+    dev: deviceWrittenBytes(dev),
+  });
   const before = snap();
   return {
     device: dev,
@@ -163,7 +187,7 @@ async function version(cmd, argv, re = /(\d+\.\d+(?:\.\d+)?)/) {
 /** Facts about the machine and the stack a result depends on. */
 export async function machineInfo(stack) {
   const c = cpus();
-  let memTotal = totalmem();
+  const memTotal = totalmem();
   let osRelease = null;
   try {
     osRelease = /PRETTY_NAME="([^"]+)"/.exec(readFileSync('/etc/os-release', 'utf8'))?.[1] ?? null;
@@ -171,7 +195,11 @@ export async function machineInfo(stack) {
   const ceph = await version('ceph', ['--version'], /ceph version (\S+)/);
   const qemu = await version('qemu-system-x86_64', ['--version'], /version (\S+)/);
   const qemuImg = await version('qemu-img', ['--version'], /version (\S+)/);
-  const libvirt = await version('virsh', ['--connect', stack.libvirt.uri, 'version', '--daemon'], /Running against daemon:\s*(\S+)/);
+  const libvirt = await version(
+    'virsh',
+    ['--connect', stack.libvirt.uri, 'version', '--daemon'],
+    /Running against daemon:\s*(\S+)/,
+  );
   const pyrbd = await version(PY, ['-c', 'import rbd, sys; print(".".join(map(str, rbd.RBD().version())))']);
   return {
     cpuModel: c[0]?.model ?? 'unknown',
@@ -195,14 +223,38 @@ export async function machineInfo(stack) {
 
 // ---------------------------------------------------------------- output
 
-export const fmtMs = (ms) => (ms === null || ms === undefined || Number.isNaN(ms) ? '-' : ms >= 10_000 ? `${(ms / 1000).toFixed(1)} s` : ms >= 1000 ? `${(ms / 1000).toFixed(2)} s` : `${ms.toFixed(ms < 10 ? 2 : 1)} ms`);
-export const fmtBytes = (b) => (b === null || b === undefined ? '-' : b >= GiB ? `${(b / GiB).toFixed(2)} GiB` : b >= MiB ? `${(b / MiB).toFixed(1)} MiB` : b >= 1024 ? `${(b / 1024).toFixed(1)} KiB` : `${b} B`);
-export const fmtRatio = (r) => (r === null || r === undefined || !Number.isFinite(r) ? '-' : r >= 100 ? `${r.toFixed(0)}x` : r >= 10 ? `${r.toFixed(1)}x` : `${r.toFixed(2)}x`);
+export const fmtMs = (ms) =>
+  ms === null || ms === undefined || Number.isNaN(ms)
+    ? '-'
+    : ms >= 10_000
+      ? `${(ms / 1000).toFixed(1)} s`
+      : ms >= 1000
+        ? `${(ms / 1000).toFixed(2)} s`
+        : `${ms.toFixed(ms < 10 ? 2 : 1)} ms`;
+export const fmtBytes = (b) =>
+  b === null || b === undefined
+    ? '-'
+    : b >= GiB
+      ? `${(b / GiB).toFixed(2)} GiB`
+      : b >= MiB
+        ? `${(b / MiB).toFixed(1)} MiB`
+        : b >= 1024
+          ? `${(b / 1024).toFixed(1)} KiB`
+          : `${b} B`;
+export const fmtRatio = (r) =>
+  r === null || r === undefined || !Number.isFinite(r)
+    ? '-'
+    : r >= 100
+      ? `${r.toFixed(0)}x`
+      : r >= 10
+        ? `${r.toFixed(1)}x`
+        : `${r.toFixed(2)}x`;
 
 /** Prints a table: `rows` are arrays of cells; the first row is the header. */
 export function table(title, rows) {
   const widths = rows[0].map((_, i) => Math.max(...rows.map((r) => String(r[i] ?? '').length)));
-  const line = (r) => r.map((c, i) => (i === 0 ? String(c ?? '').padEnd(widths[i]) : String(c ?? '').padStart(widths[i]))).join('  ');
+  const line = (r) =>
+    r.map((c, i) => (i === 0 ? String(c ?? '').padEnd(widths[i]) : String(c ?? '').padStart(widths[i]))).join('  ');
   const out = [`\n${title}`, line(rows[0]), widths.map((w) => '-'.repeat(w)).join('  '), ...rows.slice(1).map(line)];
   console.log(out.join('\n'));
   return out.join('\n');

@@ -32,7 +32,11 @@ let rawBytes: Buffer; // 24 MiB random raw
  * consumed (and waits for it), so a fault lands in the middle of the download. `declaredSize`
  * lets the record lie about the size.
  */
-function faultySource(bytes: Buffer, diskFormat: string, opts: { triggerAfter?: number; midway?: () => Promise<void>; declaredSize?: number; virtualSize?: number } = {}): SourceImage {
+function faultySource(
+  bytes: Buffer,
+  diskFormat: string,
+  opts: { triggerAfter?: number; midway?: () => Promise<void>; declaredSize?: number; virtualSize?: number } = {},
+): SourceImage {
   return {
     id: newUuid(),
     size: opts.declaredSize ?? bytes.length,
@@ -68,13 +72,16 @@ async function filesUnder(dir: string): Promise<string[]> {
 
 beforeAll(async () => {
   scratch = await mkdtemp(join(tmpdir(), 'ephemera-rel-full-'));
-  qcow2Bytes = await readFile(await guestImage({ marker: 'rel-full-qcow2', size: 24 * MiB, fill: 'random', format: 'qcow2' }));
+  qcow2Bytes = await readFile(
+    await guestImage({ marker: 'rel-full-qcow2', size: 24 * MiB, fill: 'random', format: 'qcow2' }),
+  );
   rawBytes = await readFile(await guestImage({ marker: 'rel-full-raw', size: 24 * MiB, fill: 'random' }));
 }, 300_000);
 
 afterAll(async () => {
   printReport('disk full mid-import (local backends)', rows);
-  for (const m of tmpfsMounts) await exec('umount', [m]).catch((e) => console.error(`umount ${m}: ${(e as Error).message}`));
+  for (const m of tmpfsMounts)
+    await exec('umount', [m]).catch((e) => console.error(`umount ${m}: ${(e as Error).message}`));
   await rm(scratch, { recursive: true, force: true });
 });
 
@@ -88,7 +95,13 @@ describe('LVM: the volume group fills up mid-import', () => {
     vg = await createTestVg(64);
     lvmArgs = [...((await detectDeviceMapper()) ? [] : ['--driverloaded', 'n']), '--devices', vg.pv];
     spool = await mkdtemp(join(scratch, 'spool-'));
-    backend = await LvmBackend.create({ volumeGroup: vg.vg, devices: [vg.pv], wipe: 'none', tempDir: spool, busyTimeoutMs: 2_000 });
+    backend = await LvmBackend.create({
+      volumeGroup: vg.vg,
+      devices: [vg.pv],
+      wipe: 'none',
+      tempDir: spool,
+      busyTimeoutMs: 2_000,
+    });
   }, 120_000);
   afterAll(async () => {
     await backend?.close?.();
@@ -110,47 +123,85 @@ describe('LVM: the volume group fills up mid-import', () => {
         virtualSize: 24 * MiB,
         triggerAfter: 2 * MiB,
         midway: async () => {
-          await exec('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-l', '100%FREE', '-n', 'filler', vg.vg], { env: lvmEnv, timeout: 60_000 });
+          await exec('lvcreate', [...lvmArgs, '-an', '-Zn', '-y', '-l', '100%FREE', '-n', 'filler', vg.vg], {
+            env: lvmEnv,
+            timeout: 60_000,
+          });
         },
       });
-      const err = await backend.createFromImage(disk, src).then(() => undefined, (e: unknown) => e);
+      const err = await backend.createFromImage(disk, src).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), String(err)).toBe(true);
       await nothingLeft(['filler']);
       expect(await backend.list({ instance: disk.instance })).toEqual([]);
       await exec('lvremove', [...lvmArgs, '-y', `${vg.vg}/filler`], { env: lvmEnv, timeout: 60_000 });
     }
     await nothingLeft();
-    rows.push({ fault: 'LVM VG filled by another LV mid-download (qcow2)', tries, left: 'nothing', note: 'InsufficientCapacityError' });
+    rows.push({
+      fault: 'LVM VG filled by another LV mid-download (qcow2)',
+      tries,
+      left: 'nothing',
+      note: 'InsufficientCapacityError',
+    });
   });
 
-  it('a raw image that delivers more bytes than it declares: refused at the LV\'s end, nothing left', async () => {
+  it("a raw image that delivers more bytes than it declares: refused at the LV's end, nothing left", async () => {
     const tries = 2;
     for (let i = 0; i < tries; i++) {
       const disk = { instance: newUuid(), name: 'disk' };
       const src = faultySource(rawBytes, 'raw', { declaredSize: 8 * MiB });
-      const err = await backend.createFromImage(disk, src).then(() => undefined, (e: unknown) => e);
+      const err = await backend.createFromImage(disk, src).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       expect(isImageBackendError(err), String(err)).toBe(true);
       console.log(`lying raw size: ${(err as { code: string }).code}: ${(err as Error).message}`);
       await nothingLeft();
     }
-    rows.push({ fault: 'LVM raw image larger than its declared size', tries, left: 'nothing', note: 'typed error at the LV end' });
+    rows.push({
+      fault: 'LVM raw image larger than its declared size',
+      tries,
+      left: 'nothing',
+      note: 'typed error at the LV end',
+    });
   });
 
   it('the qcow2 spool directory (8 MiB tmpfs) fills up mid-download: typed error, nothing left', async () => {
     const small = await tmpfs(8);
-    const b = await LvmBackend.create({ volumeGroup: vg.vg, devices: [vg.pv], wipe: 'none', tempDir: small, busyTimeoutMs: 2_000 });
+    const b = await LvmBackend.create({
+      volumeGroup: vg.vg,
+      devices: [vg.pv],
+      wipe: 'none',
+      tempDir: small,
+      busyTimeoutMs: 2_000,
+    });
     try {
       const disk = { instance: newUuid(), name: 'disk' };
-      const err = await b.createFromImage(disk, faultySource(qcow2Bytes, 'qcow2', { virtualSize: 24 * MiB })).then(() => undefined, (e: unknown) => e);
-      console.log(`lvm spool full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`);
+      const err = await b.createFromImage(disk, faultySource(qcow2Bytes, 'qcow2', { virtualSize: 24 * MiB })).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
+      console.log(
+        `lvm spool full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`,
+      );
       expect(await vg.lvs()).toEqual([]);
       expect(await vg.mappings()).toEqual([]);
       expect(await filesUnder(small)).toEqual([]);
-      expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacityError, got ${String(err)}`).toBe(true);
+      expect(
+        isImageBackendError(err, 'INSUFFICIENT_CAPACITY'),
+        `expected InsufficientCapacityError, got ${String(err)}`,
+      ).toBe(true);
     } finally {
       await b.close?.();
     }
-    rows.push({ fault: 'LVM qcow2 spool dir full (8 MiB tmpfs) mid-download', tries: 1, left: 'nothing', note: 'typed error' });
+    rows.push({
+      fault: 'LVM qcow2 spool dir full (8 MiB tmpfs) mid-download',
+      tries: 1,
+      left: 'nothing',
+      note: 'typed error',
+    });
   });
 });
 
@@ -171,29 +222,58 @@ describe('qcow2: the image cache fills up mid-fetch', () => {
             await writeFile(filler, Buffer.alloc(30 * MiB, 1)).catch(() => undefined); // fills what is left
           },
         });
-        const err = await b.createFromImage(disk, src).then(() => undefined, (e: unknown) => e);
-        console.log(`qcow2 base full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`);
+        const err = await b.createFromImage(disk, src).then(
+          () => undefined,
+          (e: unknown) => e,
+        );
+        console.log(
+          `qcow2 base full: ${(err as Error)?.name} ${(err as { code?: string })?.code}: ${(err as Error)?.message}`,
+        );
         expect(await filesUnder(base)).toEqual(['filler']);
         expect(await filesUnder(instances)).toEqual([]);
-        expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacityError, got ${String(err)}`).toBe(true);
+        expect(
+          isImageBackendError(err, 'INSUFFICIENT_CAPACITY'),
+          `expected InsufficientCapacityError, got ${String(err)}`,
+        ).toBe(true);
         await rm(filler);
       }
     } finally {
       await b.close?.();
     }
-    rows.push({ fault: 'qcow2 _base filesystem filled by another writer mid-fetch (raw)', tries, left: 'nothing', note: 'InsufficientCapacityError' });
+    rows.push({
+      fault: 'qcow2 _base filesystem filled by another writer mid-fetch (raw)',
+      tries,
+      left: 'nothing',
+      note: 'InsufficientCapacityError',
+    });
   });
 
   it('an image larger than the free space of _base is refused before any byte is fetched', async () => {
     const base = await tmpfs(8);
     const instances = await mkdtemp(join(scratch, 'instances-'));
     const b = await Qcow2Backend.create({ instancesDir: instances, baseDir: base, busyTimeoutMs: 2_000 });
-    for (const [bytes, format] of [[rawBytes, 'raw'], [qcow2Bytes, 'qcow2']] as const) {
-      const err = await b.createFromImage({ instance: newUuid(), name: 'disk' }, faultySource(bytes, format, format === 'qcow2' ? { virtualSize: 24 * MiB } : {})).then(() => undefined, (e: unknown) => e);
+    for (const [bytes, format] of [
+      [rawBytes, 'raw'],
+      [qcow2Bytes, 'qcow2'],
+    ] as const) {
+      const err = await b
+        .createFromImage(
+          { instance: newUuid(), name: 'disk' },
+          faultySource(bytes, format, format === 'qcow2' ? { virtualSize: 24 * MiB } : {}),
+        )
+        .then(
+          () => undefined,
+          (e: unknown) => e,
+        );
       expect(isImageBackendError(err, 'INSUFFICIENT_CAPACITY'), String(err)).toBe(true);
       expect(await filesUnder(base)).toEqual([]);
       expect(await filesUnder(instances)).toEqual([]);
     }
-    rows.push({ fault: 'qcow2 image larger than free _base space (raw, qcow2)', tries: 2, left: 'nothing', note: 'InsufficientCapacityError up front' });
+    rows.push({
+      fault: 'qcow2 image larger than free _base space (raw, qcow2)',
+      tries: 2,
+      left: 'nothing',
+      note: 'InsufficientCapacityError up front',
+    });
   });
 });

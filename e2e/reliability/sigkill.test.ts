@@ -36,6 +36,7 @@ import {
   waitUntil,
   type TestDriver,
 } from './support.js';
+import { readJsonLines, seededRandom } from './children.js';
 import { clearInstanceZombies } from './zombie.js';
 
 const exec = promisify(execFile);
@@ -45,18 +46,7 @@ const KILLS = 30;
 const OPS = ['spawn', 'snapshot', 'destroy'] as const;
 type Op = (typeof OPS)[number];
 
-const seed = Number(process.env.EPHEMERA_REL_SEED ?? Date.now() % 2 ** 31);
-/** mulberry32: a small seeded PRNG. */
-function prng(a: number): () => number {
-  return () => {
-    a |= 0;
-    a = (a + 0x6d2b79f5) | 0;
-    let t = Math.imul(a ^ (a >>> 15), 1 | a);
-    t = (t + Math.imul(t ^ (t >>> 7), 61 | t)) ^ t;
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
-const rand = prng(seed);
+const { seed, rand } = seededRandom();
 
 let t: TestDriver;
 /** Driver configurations of the child: snapshots uploaded, or direct RBD snapshots. */
@@ -68,7 +58,14 @@ const snapshotImages = new Set<string>();
 const survivors: string[] = [];
 /** How many survivors the last test booted again (the list is emptied as they are destroyed). */
 let survivorsBooted = 0;
-const killed: { op: string; at: string; offsetMs: number; outcome: string; method: SnapMethod; mode: 'group' | 'node' }[] = [];
+const killed: {
+  op: string;
+  at: string;
+  offsetMs: number;
+  outcome: string;
+  method: SnapMethod;
+  mode: 'group' | 'node';
+}[] = [];
 /**
  * Ceph zombie watches met (README known failure 11, Ceph tracker 58120): a watch the OSD persisted
  * for a client killed while registering it, which never times out on a Pacific OSD. Not a driver
@@ -88,32 +85,24 @@ interface ChildRun {
 }
 
 function runChild(uuid: string, snapName: string, method: SnapMethod): ChildRun {
-  const child = spawn(process.execPath, [join(here, 'fixtures', 'kill-child.mjs'), configPaths[method], uuid, imageId, snapName], {
-    cwd: repo,
-    stdio: ['ignore', 'pipe', 'pipe'],
-    // Its own process group: a `group` kill takes the driver AND the commands it started, as a
-    // service manager does (systemd KillMode=control-group); a `node` kill takes only the driver,
-    // whose children must then die with it (setpriv --pdeathsig).
-    detached: true,
-  });
+  const child = spawn(
+    process.execPath,
+    [join(here, 'fixtures', 'kill-child.mjs'), configPaths[method], uuid, imageId, snapName],
+    {
+      cwd: repo,
+      stdio: ['ignore', 'pipe', 'pipe'],
+      // Its own process group: a `group` kill takes the driver AND the commands it started, as a
+      // service manager does (systemd KillMode=control-group); a `node` kill takes only the driver,
+      // whose children must then die with it (setpriv --pdeathsig).
+      detached: true,
+    },
+  );
   const lines: ChildRun['lines'] = [];
-  let out = '';
-  let buf = '';
-  child.stdout!.on('data', (d) => {
-    out += String(d);
-    buf += String(d);
-    let nl: number;
-    while ((nl = buf.indexOf('\n')) >= 0) {
-      const line = buf.slice(0, nl);
-      buf = buf.slice(nl + 1);
-      try {
-        lines.push({ ...JSON.parse(line), t: performance.now() });
-      } catch {
-        /* not ours */
-      }
-    }
-  });
-  child.stderr!.on('data', (d) => (out += String(d)));
+  const stdout = readJsonLines(child.stdout!, (v) =>
+    lines.push({ ...(v as object), t: performance.now() } as ChildRun['lines'][number]),
+  );
+  let err = '';
+  child.stderr!.on('data', (d) => (err += String(d)));
   const exit = new Promise<void>((r) => child.once('exit', () => r()));
   const kill = (mode: 'group' | 'node'): void => {
     try {
@@ -137,7 +126,7 @@ function runChild(uuid: string, snapName: string, method: SnapMethod): ChildRun 
     }
     return left;
   };
-  return { lines, exit, kill, groupLeft, output: () => out };
+  return { lines, exit, kill, groupLeft, output: () => stdout() + err };
 }
 
 /**
@@ -145,7 +134,10 @@ function runChild(uuid: string, snapName: string, method: SnapMethod): ChildRun 
  * kill points. A destroy's is measured from its journal entry (most of a destroy before that is
  * finding the instance's disks: a kill there changes nothing).
  */
-const durations: Record<SnapMethod, Record<Op, number>> = { upload: { spawn: 0, snapshot: 0, destroy: 0 }, direct: { spawn: 0, snapshot: 0, destroy: 0 } };
+const durations: Record<SnapMethod, Record<Op, number>> = {
+  upload: { spawn: 0, snapshot: 0, destroy: 0 },
+  direct: { spawn: 0, snapshot: 0, destroy: 0 },
+};
 
 /** Resolves with the time the journal first holds an `op` entry of `uuid` (polled), or undefined once `done()` is true. */
 async function journalSeen(uuid: string, op: Op, done: () => boolean): Promise<number | undefined> {
@@ -158,7 +150,9 @@ async function journalSeen(uuid: string, op: Op, done: () => boolean): Promise<n
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/driver:build'], {
-    cwd: repo, timeout: 600_000, maxBuffer: 64 << 20,
+    cwd: repo,
+    timeout: 600_000,
+    maxBuffer: 64 << 20,
     env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   // diskBusyMs above osd_client_watch_timeout (30 s): a QEMU destroyed by reconcile leaves its RBD watch
@@ -169,8 +163,14 @@ beforeAll(async () => {
   configPaths.direct = join(t.stateDir, 'driver-direct.json');
   configPaths.upload = join(t.stateDir, 'driver-upload.json');
   await writeFile(configPaths.direct, JSON.stringify(t.config));
-  await writeFile(configPaths.upload, JSON.stringify(driverConfig(t.stack, t.stateDir, overrides, { directSnapshot: false })));
-  secretsBefore = await virshSecrets(t.stack);
+  await writeFile(
+    configPaths.upload,
+    JSON.stringify(driverConfig(t.stack, t.stateDir, overrides, { directSnapshot: false })),
+  );
+  // Only the secrets this driver could define or remove (its user's ceph secret; it spawns nothing
+  // encrypted): the other e2e lane runs at the same time on the same libvirtd, and its tests'
+  // secrets (volume secrets of encrypted instances, others' users) come and go.
+  secretsBefore = await virshSecrets(t.stack, { usage: `ceph client.${t.config.images.rbd.user} secret` });
   imageId = await uploadGuest(t.glance, `rel-kill-${seed}`);
   console.log(`SIGKILL test: seed ${seed} (replay with EPHEMERA_REL_SEED=${seed})`);
 }, 900_000);
@@ -180,17 +180,28 @@ afterAll(async () => {
   for (const u of survivors) await t?.driver.destroy(u).catch(() => undefined);
   for (const id of snapshotImages) await deleteImage(t?.glance, id);
   await deleteImage(t?.glance, imageId);
-  const byOp = [...new Set(killed.map((k) => k.op))].map((op) => `${op} ${killed.filter((k) => k.op === op).length}`).join(', ');
+  const byOp = [...new Set(killed.map((k) => k.op))]
+    .map((op) => `${op} ${killed.filter((k) => k.op === op).length}`)
+    .join(', ');
   const snapKills = killed.filter((k) => k.op === 'snapshot');
-  const byMethod = (['upload', 'direct'] as const).map((m) => `${m} ${snapKills.filter((k) => k.method === m).length}`).join(', ');
+  const byMethod = (['upload', 'direct'] as const)
+    .map((m) => `${m} ${snapKills.filter((k) => k.method === m).length}`)
+    .join(', ');
   const nodeOnly = killed.filter((k) => k.mode === 'node').length;
   printReport(`SIGKILL at random points (seed ${seed})`, [
-    { fault: 'driver SIGKILLed (random point)', tries: killed.length, left: problems.length ? problems.join('<br>') : 'nothing', note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted again: ${survivorsBooted}` },
+    {
+      fault: 'driver SIGKILLed (random point)',
+      tries: killed.length,
+      left: problems.length ? problems.join('<br>') : 'nothing',
+      note: `in: ${byOp}; snapshot kills: ${byMethod}; node process only: ${nodeOnly}; survivors booted again: ${survivorsBooted}`,
+    },
     {
       fault: 'Ceph zombie watch (OSD bug) — cleared by operator action pg repeer',
       tries: zombies.length,
       left: zombies.length ? 'nothing after the operator action and a second reconcile' : 'none met',
-      note: zombies.map((z) => `${z.label}: ${z.image} watched by ${z.watchers}; ${z.action}, cleared in ${z.ms} ms`).join('<br>'),
+      note: zombies
+        .map((z) => `${z.label}: ${z.image} watched by ${z.watchers}; ${z.action}, cleared in ${z.ms} ms`)
+        .join('<br>'),
     },
   ]);
   await t?.close();
@@ -216,16 +227,39 @@ async function checkConsistent(uuid: string, snapIds: string[], label: string): 
   };
   const l = await leftovers(t, uuid);
   if (l.journal.length) bad(`journal entries left after reconcile: ${l.journal.join(', ')}`);
-  const record = l.files.length > 0 && (await t.driver.get(uuid).then(() => true, () => false));
+  const record =
+    l.files.length > 0 &&
+    (await t.driver.get(uuid).then(
+      () => true,
+      () => false,
+    ));
   const parts = { record, domain: l.domains.length === 1, disk: l.rbd.includes(`${uuid}_disk`) };
   const whole = parts.record && parts.domain && parts.disk && l.rbd.length === 1;
   const gone = !parts.record && !parts.domain && l.rbd.length === 0 && l.files.length === 0;
   if (!whole && !gone) bad(`instance is partial: ${JSON.stringify({ ...parts, ...l })}`);
   if (whole) {
-    const snaps = JSON.parse((await exec('rbd', ['--conf', t.stack.ceph.users.admin.confPath, '--id', 'admin', 'snap', 'ls', '--all', '--format', 'json', `${t.stack.ceph.pools.vms}/${uuid}_disk`])).stdout) as { name: string; namespace?: { type?: string; original_name?: string } }[];
+    const snaps = JSON.parse(
+      (
+        await exec('rbd', [
+          '--conf',
+          t.stack.ceph.users.admin.confPath,
+          '--id',
+          'admin',
+          'snap',
+          'ls',
+          '--all',
+          '--format',
+          'json',
+          `${t.stack.ceph.pools.vms}/${uuid}_disk`,
+        ])
+      ).stdout,
+    ) as { name: string; namespace?: { type?: string; original_name?: string } }[];
     // --all: a snapshot removed while it had clone v2 children stays in the trash namespace, and
     // the backend refuses to remove a disk that has one.
-    if (snaps.length) bad(`RBD snapshot(s) left on the disk: ${snaps.map((s) => (s.namespace?.type && s.namespace.type !== 'user' ? `${s.name} (${s.namespace.type}${s.namespace.original_name ? `, was ${s.namespace.original_name}` : ''})` : s.name)).join(', ')}`);
+    if (snaps.length)
+      bad(
+        `RBD snapshot(s) left on the disk: ${snaps.map((s) => (s.namespace?.type && s.namespace.type !== 'user' ? `${s.name} (${s.namespace.type}${s.namespace.original_name ? `, was ${s.namespace.original_name}` : ''})` : s.name)).join(', ')}`,
+      );
   }
   const imagesPool = await rbdLs(t.stack, t.stack.ceph.pools.images);
   for (const id of snapIds) {
@@ -233,11 +267,12 @@ async function checkConsistent(uuid: string, snapIds: string[], label: string): 
     if (img) {
       snapshotImages.add(id);
       if (img.status !== 'active') bad(`half-made Glance snapshot image ${id} (${img.status})`);
-    } else if (imagesPool.some((n) => n.startsWith(id))) bad(`RBD data of deleted snapshot image ${id} left in ${t.stack.ceph.pools.images}`);
+    } else if (imagesPool.some((n) => n.startsWith(id)))
+      bad(`RBD data of deleted snapshot image ${id} left in ${t.stack.ceph.pools.images}`);
   }
   const tmpFiles = await readdir(join(t.stateDir, 'tmp')).catch(() => [] as string[]);
   if (tmpFiles.length) bad(`temp files left in the state dir: ${tmpFiles.join(', ')}`);
-  const secrets = await virshSecrets(t.stack);
+  const secrets = await virshSecrets(t.stack, { usage: `ceph client.${t.config.images.rbd.user} secret` });
   if (JSON.stringify(secrets) !== JSON.stringify(secretsBefore)) bad(`libvirt secrets changed: ${secrets.join(', ')}`);
   return whole ? 'whole' : gone ? 'gone' : 'partial';
 }
@@ -255,7 +290,10 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
       for (const op of OPS) {
         const b = at('begin', op);
         const e = at('end', op);
-        expect(b !== undefined && e !== undefined, `unkilled child (${method}) did not finish ${op}: ${c.output()}`).toBe(true);
+        expect(
+          b !== undefined && e !== undefined,
+          `unkilled child (${method}) did not finish ${op}: ${c.output()}`,
+        ).toBe(true);
         durations[method][op] = e! - b!;
       }
       const j = await destroyJournaled;
@@ -265,7 +303,9 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
       if (snap) snapshotImages.add(snap);
       expect(await checkConsistent(uuid, snap ? [snap] : [], `unkilled run (${method})`)).toBe('gone');
       expect(problems).toEqual([]);
-      console.log(`unkilled run (${method} snapshot): ${OPS.map((op) => `${op} ${Math.round(durations[method][op])} ms`).join(', ')} (destroy: from its journal entry)`);
+      console.log(
+        `unkilled run (${method} snapshot): ${OPS.map((op) => `${op} ${Math.round(durations[method][op])} ms`).join(', ')} (destroy: from its journal entry)`,
+      );
     }
   });
 
@@ -282,19 +322,34 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
       // Wait for the target operation to begin (or the child to end), then kill after the offset.
       let ended = false;
       void c.exit.then(() => (ended = true));
-      await waitUntil(`${target} to begin`, () => ended || c.lines.some((l) => l.ev === 'begin' && l.op === target), 120_000, 5);
+      await waitUntil(
+        `${target} to begin`,
+        () => ended || c.lines.some((l) => l.ev === 'begin' && l.op === target),
+        120_000,
+        5,
+      );
       if (target === 'destroy') await journalSeen(uuid, 'destroy', () => ended);
       if (offsetMs > 0) await new Promise((r) => setTimeout(r, offsetMs));
       c.kill(mode);
       await c.exit;
       // Reconcile at once: Glance may still be finishing the dead client's upload (reconcile waits for it).
       const last = c.lines.at(-1);
-      const inOp = last ? (last.ev === 'begin' ? last.op! : last.ev === 'end' ? `after ${last.op}` : 'startup') : 'startup';
+      const inOp = last
+        ? last.ev === 'begin'
+          ? last.op!
+          : last.ev === 'end'
+            ? `after ${last.op}`
+            : 'startup'
+        : 'startup';
       // Journal before reconcile: what the operation had announced.
       const pending = (await t.driver.journal.entries()).filter((e) => e.instance === uuid);
-      const lastStep = pending.length ? `${pending[0]!.op}:${pending[0]!.intents.at(-1)?.step ?? 'begin'}${pending[0]!.done.length ? `/${pending[0]!.done.at(-1)}` : ''}` : 'no open op';
+      const lastStep = pending.length
+        ? `${pending[0]!.op}:${pending[0]!.intents.at(-1)?.step ?? 'begin'}${pending[0]!.done.length ? `/${pending[0]!.done.at(-1)}` : ''}`
+        : 'no open op';
       const snapIds = [
-        ...pending.flatMap((e) => e.intents.flatMap((x) => (x.resource.kind === 'glance-image' ? [x.resource.id] : []))),
+        ...pending.flatMap((e) =>
+          e.intents.flatMap((x) => (x.resource.kind === 'glance-image' ? [x.resource.id] : [])),
+        ),
         ...c.lines.flatMap((l) => (l.imageId ? [l.imageId] : [])),
       ];
       const label = `kill ${i + 1} (${inOp}, ${lastStep}, ${method} snapshot, ${mode})`;
@@ -305,7 +360,8 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
         const met = await clearZombies(uuid, snapIds, label);
         if (met) actions = (await t.driver.reconcile()).filter((a) => a.instance === uuid);
       }
-      for (const a of actions.filter((x) => x.action === 'failed')) problems.push(`${label}: reconcile failed: ${a.error}`);
+      for (const a of actions.filter((x) => x.action === 'failed'))
+        problems.push(`${label}: reconcile failed: ${a.error}`);
       const outcome = await checkConsistent(uuid, snapIds, label);
       // The killed driver's children die with it (a group kill takes them; after a node kill, pdeathsig).
       const orphans = await c.groupLeft();
@@ -317,12 +373,17 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
       // Reported running and never destroyed => it must still be there.
       const reported = c.lines.some((l) => l.ev === 'end' && l.op === 'spawn');
       const destroyBegun = c.lines.some((l) => l.ev === 'begin' && l.op === 'destroy');
-      if (reported && !destroyBegun && outcome !== 'whole') problems.push(`${label}: ${uuid} was reported running but is ${outcome}`);
+      if (reported && !destroyBegun && outcome !== 'whole')
+        problems.push(`${label}: ${uuid} was reported running but is ${outcome}`);
       killed.push({ op: inOp, at: lastStep, offsetMs, outcome, method, mode });
-      console.log(`kill ${i + 1}/${KILLS}: target ${target} (${method} snapshot, ${mode} kill) +${offsetMs} ms, in ${inOp} (${lastStep}) -> ${outcome}${actions.length ? `; reconcile ${actions.map((a) => `${a.op} ${a.action}`).join(', ')}` : ''}`);
+      console.log(
+        `kill ${i + 1}/${KILLS}: target ${target} (${method} snapshot, ${mode} kill) +${offsetMs} ms, in ${inOp} (${lastStep}) -> ${outcome}${actions.length ? `; reconcile ${actions.map((a) => `${a.op} ${a.action}`).join(', ')}` : ''}`,
+      );
     }
     const inOps = new Set(killed.map((k) => k.op));
-    console.log(`kill points by operation in progress: ${[...inOps].map((o) => `${o} ${killed.filter((k) => k.op === o).length}`).join(', ')}`);
+    console.log(
+      `kill points by operation in progress: ${[...inOps].map((o) => `${o} ${killed.filter((k) => k.op === o).length}`).join(', ')}`,
+    );
     expect(problems, `after the kills (seed ${seed}):\n${problems.join('\n')}`).toEqual([]);
   });
 
@@ -330,23 +391,37 @@ describe(`driver SIGKILLed at ${KILLS} random points (seed ${seed})`, () => {
     expect(survivors.length).toBeGreaterThan(0);
     const before = new Map<string, number>();
     for (const u of survivors) before.set(u, readBootCount(await t.driver.console(u)) ?? 0);
-    await Promise.all(survivors.map(async (u) => {
-      const i = await t.driver.get(u);
-      if (i.state === 'running') await waitUntil(`${u} to shut off`, async () => (await t.driver.get(u)).state === 'shutoff', 120_000, 200);
-      await t.driver.powerOn(u);
-    }));
+    await Promise.all(
+      survivors.map(async (u) => {
+        const i = await t.driver.get(u);
+        if (i.state === 'running')
+          await waitUntil(`${u} to shut off`, async () => (await t.driver.get(u)).state === 'shutoff', 120_000, 200);
+        await t.driver.powerOn(u);
+      }),
+    );
     for (const u of survivors) {
-      await waitUntil(`${u} to boot again`, async () => (readBootCount(await t.driver.console(u)) ?? 0) > before.get(u)!, 180_000, 200);
+      await waitUntil(
+        `${u} to boot again`,
+        async () => (readBootCount(await t.driver.console(u)) ?? 0) > before.get(u)!,
+        180_000,
+        200,
+      );
     }
     survivorsBooted = survivors.length;
     for (const u of survivors.splice(0)) {
-      const err = await t.driver.destroy(u).then(() => undefined, (e: unknown) => e);
+      const err = await t.driver.destroy(u).then(
+        () => undefined,
+        (e: unknown) => e,
+      );
       if (err) {
         // A kill inside a snapshot's read-write open of the disk can leave a zombie watch on a
         // surviving instance: harmless while it runs, it keeps its destroy busy.
         if (!(await clearZombies(u, [], `destroy of survivor ${u}`))) throw err;
         const actions = (await t.driver.reconcile()).filter((a) => a.instance === u);
-        expect(actions.filter((a) => a.action === 'failed'), `reconcile after the zombie watch was cleared`).toEqual([]);
+        expect(
+          actions.filter((a) => a.action === 'failed'),
+          `reconcile after the zombie watch was cleared`,
+        ).toEqual([]);
       }
       expect(await leftovers(t, u)).toEqual({ rbd: [], domains: [], files: [], journal: [] });
     }

@@ -8,13 +8,18 @@ import { createServer, type Server } from 'node:http';
 import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { createDriver, isDriverError, type DriverError, type DriverProgressEvent, type StepEvent } from '@ephemera/driver';
+import {
+  createDriver,
+  isDriverError,
+  type DriverError,
+  type DriverProgressEvent,
+  type StepEvent,
+} from '@ephemera/driver';
 import { cephCli, guestImage } from '@ephemera/testkit';
 import {
   NOTHING,
   TINY,
   deleteImage,
-  describeLeftovers,
   driverConfig,
   leftovers,
   newUuid,
@@ -56,7 +61,11 @@ const rows: ReportRow[] = [];
 /** Names and codes along an error's cause chain (what a caller can branch on). */
 function chain(err: unknown): string {
   const out: string[] = [];
-  for (let e = err as { name?: string; code?: unknown; cause?: unknown } | undefined, i = 0; e && i < 8; e = e.cause as typeof e, i++) {
+  for (
+    let e = err as { name?: string; code?: unknown; cause?: unknown } | undefined, i = 0;
+    e && i < 8;
+    e = e.cause as typeof e, i++
+  ) {
     out.push(`${e.name ?? '?'}${e.code !== undefined ? `(${String(e.code)})` : ''}`);
   }
   return out.join(' <- ');
@@ -74,7 +83,10 @@ function spawnWithFault(uuid: string, image: string, bytes: number, fault: () =>
     });
   };
   t.driver.on('progress', onProgress);
-  const spawn = timed(t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport: true })).then((r) => ({ ...r, end: performance.now() }));
+  const spawn = timed(t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport: true })).then((r) => ({
+    ...r,
+    end: performance.now(),
+  }));
   return {
     result: spawn.finally(() => t.driver.off('progress', onProgress)),
     /** Waits for the fault to have been applied; ms from it to the spawn's end. */
@@ -90,12 +102,17 @@ function spawnWithFault(uuid: string, image: string, bytes: number, fault: () =>
 async function reconcileUntilClean(uuid: string, timeoutMs = 120_000): Promise<{ ms: number; rounds: number }> {
   const t0 = performance.now();
   let rounds = 0;
-  await waitUntil(`nothing left of ${uuid}`, async () => {
-    rounds++;
-    await t.driver.reconcile();
-    const l = await leftovers(t, uuid);
-    return l.rbd.length + l.domains.length + l.files.length + l.journal.length === 0;
-  }, timeoutMs, 2_000);
+  await waitUntil(
+    `nothing left of ${uuid}`,
+    async () => {
+      rounds++;
+      await t.driver.reconcile();
+      const l = await leftovers(t, uuid);
+      return l.rbd.length + l.domains.length + l.files.length + l.journal.length === 0;
+    },
+    timeoutMs,
+    2_000,
+  );
   return { ms: performance.now() - t0, rounds };
 }
 
@@ -169,13 +186,18 @@ describe('storage faults on a private stack', () => {
     let afterStop: number;
     try {
       afterStop = await s.faultToEnd(r.end);
-      console.log(`OSD stop: spawn failed ${Math.round(afterStop)} ms after the OSD stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`);
+      console.log(
+        `OSD stop: spawn failed ${Math.round(afterStop)} ms after the OSD stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`,
+      );
       expect(r.error, 'the spawn must fail').toBeDefined();
       expect(isDriverError(r.error)).toBe(true);
       // The writes fail with ETIMEDOUT after rados_osd_op_timeout; the rollback's removal attempts
       // time out too (the op stays in the journal as rollback-failed).
       expect(afterStop).toBeLessThan(12 * CEPH_TIMEOUT_MS);
       expect(chain(r.error)).toMatch(/BACKEND_UNAVAILABLE|ETIMEDOUT|Timeout/);
+      // Its rollback could not finish either: the error says so (the CLI exits 8, "run reconcile").
+      expect((r.error as DriverError).code).toBe('ROLLBACK_FAILED');
+      expect((r.error as Error).message).toMatch(/rollback left: .*run reconcile/);
     } finally {
       await ps.run(['start', 'osd']);
     }
@@ -188,10 +210,14 @@ describe('storage faults on a private stack', () => {
     expect(left.rbd).toEqual([`${uuid}_disk`]);
     expect(left.journal).toEqual(['spawn:rollback-failed']);
     const clean = await reconcileUntilClean(uuid);
-    console.log(`OSD stop: nothing left ${Math.round(clean.ms)} ms after the OSD was back, same driver (${clean.rounds} reconcile rounds)`);
+    console.log(
+      `OSD stop: nothing left ${Math.round(clean.ms)} ms after the OSD was back, same driver (${clean.rounds} reconcile rounds)`,
+    );
     await spawnWorks(onHttp, true);
     rows.push({
-      fault: 'OSD stopped mid-import (rbd, 48 MiB raw)', tries: 1, left: 'nothing (reconcile, same driver)',
+      fault: 'OSD stopped mid-import (rbd, 48 MiB raw)',
+      tries: 1,
+      left: 'nothing (reconcile, same driver)',
       note: `${(r.error as DriverError).code} ${Math.round(afterStop!)} ms after the stop; clean ${Math.round(clean.ms / 1000)} s after the OSD was back; retry ok`,
     });
   });
@@ -202,7 +228,14 @@ describe('storage faults on a private stack', () => {
     const conf = join(t.stateDir, 'dead-mon.conf');
     const orig = await readFile(ps.info.ceph.users.ephemera.confPath, 'utf8');
     await writeFile(conf, orig.replace(/^\s*mon[ _]host\s*=.*$/m, 'mon_host = [v2:127.0.0.1:9,v1:127.0.0.1:9]'));
-    const dead = await timed(createDriver({ config: driverConfig(ps.info, join(t.stateDir, 'dead'), { images: { rbd: { cephConf: conf, connectTimeoutMs: CEPH_TIMEOUT_MS } } }), reconcile: false }));
+    const dead = await timed(
+      createDriver({
+        config: driverConfig(ps.info, join(t.stateDir, 'dead'), {
+          images: { rbd: { cephConf: conf, connectTimeoutMs: CEPH_TIMEOUT_MS } },
+        }),
+        reconcile: false,
+      }),
+    );
     console.log(`dead mon port: createDriver failed after ${Math.round(dead.ms)} ms: ${chain(dead.error)}`);
     expect(isDriverError(dead.error, 'INVALID_CONFIG')).toBe(true);
     expect(dead.ms).toBeLessThan(CEPH_TIMEOUT_MS + 3_000);
@@ -211,7 +244,12 @@ describe('storage faults on a private stack', () => {
     let stopped: Awaited<ReturnType<typeof timed>>;
     const nomon = join(t.stateDir, 'nomon');
     try {
-      stopped = await timed(createDriver({ config: driverConfig(ps.info, nomon, { images: { rbd: { connectTimeoutMs: CEPH_TIMEOUT_MS } } }), reconcile: false }));
+      stopped = await timed(
+        createDriver({
+          config: driverConfig(ps.info, nomon, { images: { rbd: { connectTimeoutMs: CEPH_TIMEOUT_MS } } }),
+          reconcile: false,
+        }),
+      );
       console.log(`mon stopped: createDriver failed after ${Math.round(stopped.ms)} ms: ${chain(stopped.error)}`);
       expect(isDriverError(stopped.error, 'INVALID_CONFIG')).toBe(true);
       expect(stopped.ms).toBeLessThan(CEPH_TIMEOUT_MS + 3_000);
@@ -223,8 +261,18 @@ describe('storage faults on a private stack', () => {
     expect(await rbdLs(ps.info, 'vms')).toEqual([]);
     expect(await readdir(join(nomon, 'journal')).catch(() => [] as string[])).toEqual([]);
     await spawnWorks(small);
-    rows.push({ fault: 'monitor port dead (new driver)', tries: 1, left: 'nothing', note: `INVALID_CONFIG in ${Math.round(dead.ms)} ms (timeout ${CEPH_TIMEOUT_MS})` });
-    rows.push({ fault: 'monitor stopped (new driver)', tries: 1, left: 'nothing', note: `INVALID_CONFIG in ${Math.round(stopped!.ms)} ms` });
+    rows.push({
+      fault: 'monitor port dead (new driver)',
+      tries: 1,
+      left: 'nothing',
+      note: `INVALID_CONFIG in ${Math.round(dead.ms)} ms (timeout ${CEPH_TIMEOUT_MS})`,
+    });
+    rows.push({
+      fault: 'monitor stopped (new driver)',
+      tries: 1,
+      left: 'nothing',
+      note: `INVALID_CONFIG in ${Math.round(stopped!.ms)} ms`,
+    });
   });
 
   it('monitor stopped at spawn on an already-connected driver: fails within connectTimeout, no hang, nothing created; the next spawn works', async () => {
@@ -248,7 +296,9 @@ describe('storage faults on a private stack', () => {
       await ps.run(['start', 'mon']);
     }
     console.log(`mon stopped, connected driver: steps ${steps.join(', ')}`);
-    console.log(`mon stopped, connected driver: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`);
+    console.log(
+      `mon stopped, connected driver: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`,
+    );
     expect(isDriverError(r.error)).toBe(true);
     expect(chain(r.error)).toMatch(/BACKEND_UNAVAILABLE/);
     expect((r.error as Error).message).toMatch(/monitor is unreachable/);
@@ -256,7 +306,12 @@ describe('storage faults on a private stack', () => {
     expect(await leftovers(t, uuid)).toEqual(NOTHING);
     expect(await virshDomains(ps.info)).toEqual(domainsBefore);
     await spawnWorks(small);
-    rows.push({ fault: 'monitor stopped at spawn (connected driver)', tries: 1, left: 'nothing', note: `${(r.error as DriverError).code} (BACKEND_UNAVAILABLE) in ${Math.round(r.ms)} ms (timeout ${CEPH_TIMEOUT_MS}); next spawn ok` });
+    rows.push({
+      fault: 'monitor stopped at spawn (connected driver)',
+      tries: 1,
+      left: 'nothing',
+      note: `${(r.error as DriverError).code} (BACKEND_UNAVAILABLE) in ${Math.round(r.ms)} ms (timeout ${CEPH_TIMEOUT_MS}); next spawn ok`,
+    });
   });
 
   it('pool quota reached mid-import: typed error, nothing left, retry succeeds once the quota is lifted', async () => {
@@ -270,13 +325,26 @@ describe('storage faults on a private stack', () => {
     slowHold = { at: 16 * MiB, released: false };
     try {
       const spawning = timed(t.driver.spawn({ instance: uuid, image: onSlow, flavor: TINY, forceImport: true }));
-      const vmsFlags = async () => (await admin(['osd', 'pool', 'ls', 'detail'])).split('\n').find((l) => l.includes("'vms'")) ?? '';
-      await waitUntil('the vms pool to be flagged full_quota', async () => /\bfull_quota\b/.test(await vmsFlags()), 120_000, 1_000).finally(() => {
+      const vmsFlags = async () =>
+        (await admin(['osd', 'pool', 'ls', 'detail'])).split('\n').find((l) => l.includes("'vms'")) ?? '';
+      await waitUntil(
+        'the vms pool to be flagged full_quota',
+        async () => /\bfull_quota\b/.test(await vmsFlags()),
+        120_000,
+        1_000,
+      ).finally(() => {
         slowHold!.released = true;
       });
       r = await spawning;
-      console.log(`pool quota: pool flags at the end: ${(await admin(['osd', 'pool', 'ls', 'detail'])).split('\n').filter((l) => l.includes("'vms'")).join(' ')}`);
-      console.log(`pool quota: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`);
+      console.log(
+        `pool quota: pool flags at the end: ${(await admin(['osd', 'pool', 'ls', 'detail']))
+          .split('\n')
+          .filter((l) => l.includes("'vms'"))
+          .join(' ')}`,
+      );
+      console.log(
+        `pool quota: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`,
+      );
       expect(r.error, 'a 48 MiB import into a pool with an 8 MiB quota must fail').toBeDefined();
       expect(isDriverError(r.error)).toBe(true);
     } finally {
@@ -285,9 +353,16 @@ describe('storage faults on a private stack', () => {
     }
     // Same driver (known failure 1, fixed): its reconcile removes the partial image.
     const clean = await reconcileUntilClean(uuid);
-    console.log(`pool quota: nothing left ${Math.round(clean.ms)} ms after the quota was lifted, same driver (${clean.rounds} reconcile rounds)`);
+    console.log(
+      `pool quota: nothing left ${Math.round(clean.ms)} ms after the quota was lifted, same driver (${clean.rounds} reconcile rounds)`,
+    );
     await spawnWorks(onHttp, true);
-    rows.push({ fault: 'pool quota (max_bytes 8 MiB) reached mid-import (48 MiB at ~5 MiB/s)', tries: 1, left: 'nothing (reconcile, same driver)', note: `${(r!.error as DriverError).code} after ${Math.round(r!.ms)} ms; clean after ${Math.round(clean.ms / 1000)} s; retry ok` });
+    rows.push({
+      fault: 'pool quota (max_bytes 8 MiB) reached mid-import (48 MiB at ~5 MiB/s)',
+      tries: 1,
+      left: 'nothing (reconcile, same driver)',
+      note: `${(r!.error as DriverError).code} after ${Math.round(r!.ms)} ms; clean after ${Math.round(clean.ms / 1000)} s; retry ok`,
+    });
   });
 
   it('Glance stopped mid-download: typed error within the Glance timeouts, the partial disk is rolled back, retry succeeds', async () => {
@@ -299,7 +374,9 @@ describe('storage faults on a private stack', () => {
     let afterStop: number;
     try {
       afterStop = await s.faultToEnd(r.end);
-      console.log(`Glance stop: spawn failed ${Math.round(afterStop)} ms after Glance stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`);
+      console.log(
+        `Glance stop: spawn failed ${Math.round(afterStop)} ms after Glance stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`,
+      );
       expect(isDriverError(r.error)).toBe(true);
       expect(afterStop).toBeLessThan(GLANCE_TIMEOUT_MS * 4);
       // The OSD is up, so the spawn's own rollback removed everything.
@@ -308,7 +385,12 @@ describe('storage faults on a private stack', () => {
       await ps.run(['start', 'glance']);
     }
     await spawnWorks(onRbd, true);
-    rows.push({ fault: 'Glance stopped mid-download (48 MiB through Glance at ~5 MiB/s)', tries: 1, left: 'nothing', note: `${(r.error as DriverError).code} ${Math.round(afterStop!)} ms after the stop; retry ok` });
+    rows.push({
+      fault: 'Glance stopped mid-download (48 MiB through Glance at ~5 MiB/s)',
+      tries: 1,
+      left: 'nothing',
+      note: `${(r.error as DriverError).code} ${Math.round(afterStop!)} ms after the stop; retry ok`,
+    });
   });
 
   it('libvirtd restarted during a spawn (import, domain start): typed error and full rollback (or success); the driver reconnects and the next spawn works', async () => {
@@ -316,11 +398,15 @@ describe('storage faults on a private stack', () => {
     // (timeouts.libvirtReconnectMs), so a spawn whose virDomainCreate died with the connection still
     // rolls back completely (journal included).
     const notes: string[] = [];
-    for (const [at, image, forceImport] of [['root-disk', onHttp, true], ['start', small, false]] as const) {
+    for (const [at, image, forceImport] of [
+      ['root-disk', onHttp, true],
+      ['start', small, false],
+    ] as const) {
       const uuid = newUuid();
       let restarted: Promise<{ ms: number; error?: unknown }> | undefined;
       const onStep = (e: StepEvent): void => {
-        if (e.instance === uuid && e.step === at && e.status === 'started' && !restarted) restarted = timed(ps.run(['restart', 'libvirtd']));
+        if (e.instance === uuid && e.step === at && e.status === 'started' && !restarted)
+          restarted = timed(ps.run(['restart', 'libvirtd']));
       };
       t.driver.on('step', onStep);
       const r = await timed(t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport }));
@@ -328,7 +414,9 @@ describe('storage faults on a private stack', () => {
       const restart = await restarted;
       expect(restart, `libvirtd was restarted at ${at}`).toBeDefined();
       expect(restart!.error).toBeUndefined();
-      console.log(`libvirtd restart at ${at} (${Math.round(restart!.ms)} ms): spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : `ok after ${Math.round(r.ms)} ms`}`);
+      console.log(
+        `libvirtd restart at ${at} (${Math.round(restart!.ms)} ms): spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : `ok after ${Math.round(r.ms)} ms`}`,
+      );
       if (r.error) {
         expect(isDriverError(r.error)).toBe(true);
         // Rolled back by the spawn itself: no disk, domain, files, nor journal entry.
@@ -337,10 +425,17 @@ describe('storage faults on a private stack', () => {
         await t.driver.destroy(uuid);
         expect(await leftovers(t, uuid)).toEqual(NOTHING);
       }
-      notes.push(`at ${at}: ${r.error ? `${(r.error as DriverError).code}, rolled back` : 'spawn ok'} in ${Math.round(r.ms)} ms`);
+      notes.push(
+        `at ${at}: ${r.error ? `${(r.error as DriverError).code}, rolled back` : 'spawn ok'} in ${Math.round(r.ms)} ms`,
+      );
     }
     const n = await timed(spawnWorks(small));
     expect(n.error).toBeUndefined();
-    rows.push({ fault: 'libvirtd restarted during a spawn (at root-disk; at start)', tries: 2, left: 'nothing', note: `${notes.join('; ')}; next spawn ok (same driver)` });
+    rows.push({
+      fault: 'libvirtd restarted during a spawn (at root-disk; at start)',
+      tries: 2,
+      left: 'nothing',
+      note: `${notes.join('; ')}; next spawn ok (same driver)`,
+    });
   });
 });

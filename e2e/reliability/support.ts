@@ -4,24 +4,24 @@
  * images in a stack's Glance, and leftover checks against the real components (RBD pools,
  * libvirt domains and secrets, instance files, the journal).
  */
-import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
 import { existsSync, mkdtempSync, rmSync } from 'node:fs';
 import { mkdtemp, readdir, readFile, rm } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { createDriver, fromStack, loadConfig, type ConfigInput, type Driver, type DriverConfig } from '@ephemera/driver';
+import {
+  createDriver,
+  fromStack,
+  loadConfig,
+  type ConfigInput,
+  type Driver,
+  type DriverConfig,
+} from '@ephemera/driver';
 import { GlanceClient } from '@ephemera/glance';
-import { guestImage, loadStack, stackCommand, type StackInfo } from '@ephemera/testkit';
-
-const exec = promisify(execFile);
+import { guestImage, loadStack, stackCommand, until, type StackInfo } from '@ephemera/testkit';
+import { newUuid, rbdLs, virshDomains, virshSecrets } from '../support.js';
 
 /** A small flavor for the test guest (root disk = the image's size). */
 export const TINY = { name: 'rel.tiny', vcpus: 1, memoryMiB: 64, rootGiB: 0 } as const;
-
-/** A fresh instance UUID. */
-export const newUuid = (): string => randomUUID();
 
 /** A private stack (its own mon, mgr, OSD, Glance, libvirtd) in a temp dir. */
 export interface PrivateStack {
@@ -38,7 +38,8 @@ export async function privateStack(): Promise<PrivateStack> {
   const dir = mkdtempSync('/tmp/eph-rel-');
   const run = (args: string[]) => stackCommand(args, { dir, timeoutMs: 300_000 });
   const down = async (): Promise<void> => {
-    if (existsSync(dir)) await run(['down']).catch((e) => console.error(`private stack down failed: ${(e as Error).message}`));
+    if (existsSync(dir))
+      await run(['down']).catch((e) => console.error(`private stack down failed: ${(e as Error).message}`));
     rmSync(dir, { recursive: true, force: true });
   };
   try {
@@ -65,14 +66,23 @@ export interface TestDriver {
  * A driver configuration on `stack` with `overrides`. `directSnapshot: false` leaves out the
  * direct-snapshot user, so snapshots are uploaded (qemu-img convert + Glance upload).
  */
-export function driverConfig(stack: StackInfo, stateDir: string, overrides: ConfigInput = {}, opts: { directSnapshot?: boolean } = {}): DriverConfig {
+export function driverConfig(
+  stack: StackInfo,
+  stateDir: string,
+  overrides: ConfigInput = {},
+  opts: { directSnapshot?: boolean } = {},
+): DriverConfig {
   const o = overrides as { libvirt?: object; log?: object };
   const base = fromStack(stack) as { images: { rbd: Record<string, unknown> } };
-  if (opts.directSnapshot === false) for (const k of ['snapshotUser', 'snapshotCephConf', 'snapshotKeyring']) delete base.images.rbd[k];
+  if (opts.directSnapshot === false)
+    for (const k of ['snapshotUser', 'snapshotCephConf', 'snapshotKeyring']) delete base.images.rbd[k];
   const merge = (a: Record<string, unknown>, b: Record<string, unknown>): Record<string, unknown> => {
     const out: Record<string, unknown> = { ...a };
     for (const [k, v] of Object.entries(b)) {
-      out[k] = v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object' ? merge(out[k] as Record<string, unknown>, v as Record<string, unknown>) : v;
+      out[k] =
+        v && typeof v === 'object' && !Array.isArray(v) && out[k] && typeof out[k] === 'object'
+          ? merge(out[k] as Record<string, unknown>, v as Record<string, unknown>)
+          : v;
     }
     return out;
   };
@@ -87,9 +97,18 @@ export function driverConfig(stack: StackInfo, stateDir: string, overrides: Conf
   }).config;
 }
 
-export async function testDriver(stack: StackInfo, overrides: ConfigInput = {}, opts: { reconcile?: boolean; directSnapshot?: boolean; stateDir?: string } = {}): Promise<TestDriver> {
+export async function testDriver(
+  stack: StackInfo,
+  overrides: ConfigInput = {},
+  opts: { reconcile?: boolean; directSnapshot?: boolean; stateDir?: string } = {},
+): Promise<TestDriver> {
   const stateDir = opts.stateDir ?? (await mkdtemp(join(tmpdir(), 'ephemera-rel-')));
-  const config = driverConfig(stack, stateDir, overrides, opts.directSnapshot === undefined ? {} : { directSnapshot: opts.directSnapshot });
+  const config = driverConfig(
+    stack,
+    stateDir,
+    overrides,
+    opts.directSnapshot === undefined ? {} : { directSnapshot: opts.directSnapshot },
+  );
   const driver = await createDriver({ config, reconcile: opts.reconcile ?? true });
   const glance = new GlanceClient({ url: stack.glance.url });
   return {
@@ -106,7 +125,12 @@ export async function testDriver(stack: StackInfo, overrides: ConfigInput = {}, 
 }
 
 /** Uploads a file (or bytes) to `glance` as a new image; resolves to its id once active. */
-export async function uploadImage(glance: GlanceClient, name: string, data: Uint8Array, format: string): Promise<string> {
+export async function uploadImage(
+  glance: GlanceClient,
+  name: string,
+  data: Uint8Array,
+  format: string,
+): Promise<string> {
   const img = await glance.createImage({ name, disk_format: format, container_format: 'bare' });
   await glance.upload(img.id, data);
   await glance.waitForStatus(img.id, ['active'], { timeoutMs: 120_000 });
@@ -114,9 +138,18 @@ export async function uploadImage(glance: GlanceClient, name: string, data: Uint
 }
 
 /** Uploads the bootable guest image (marker `marker`); resolves to the image id. */
-export async function uploadGuest(glance: GlanceClient, marker: string, opts: { format?: 'raw' | 'qcow2'; size?: number; fill?: 'zero' | 'random' } = {}): Promise<string> {
+export async function uploadGuest(
+  glance: GlanceClient,
+  marker: string,
+  opts: { format?: 'raw' | 'qcow2'; size?: number; fill?: 'zero' | 'random' } = {},
+): Promise<string> {
   const format = opts.format ?? 'raw';
-  const path = await guestImage({ marker, format, ...(opts.size ? { size: opts.size } : {}), ...(opts.fill ? { fill: opts.fill } : {}) });
+  const path = await guestImage({
+    marker,
+    format,
+    ...(opts.size ? { size: opts.size } : {}),
+    ...(opts.fill ? { fill: opts.fill } : {}),
+  });
   return uploadImage(glance, `rel-${marker}`, await readFile(path), format);
 }
 
@@ -126,24 +159,8 @@ export async function deleteImage(glance: GlanceClient | undefined, id: string |
   await glance.deleteImage(id).catch(() => undefined);
 }
 
-/** Names in an RBD pool (as admin). */
-export async function rbdLs(stack: StackInfo, pool: string): Promise<string[]> {
-  const u = stack.ceph.users.admin;
-  const { stdout } = await exec('rbd', ['--conf', u.confPath, '--id', u.id, 'ls', '--format', 'json', pool], { timeout: 60_000 });
-  return JSON.parse(stdout) as string[];
-}
-
-/** Every domain name of the stack's libvirtd. */
-export async function virshDomains(stack: StackInfo): Promise<string[]> {
-  const { stdout } = await exec('virsh', ['-q', '-c', stack.libvirt.uri, 'list', '--all', '--name'], { timeout: 60_000 });
-  return stdout.split('\n').map((s) => s.trim()).filter(Boolean);
-}
-
-/** Every secret UUID of the stack's libvirtd. */
-export async function virshSecrets(stack: StackInfo): Promise<string[]> {
-  const { stdout } = await exec('virsh', ['-q', '-c', stack.libvirt.uri, 'secret-list'], { timeout: 60_000 });
-  return stdout.split('\n').map((s) => s.trim().split(/\s+/)[0]!).filter(Boolean).sort();
-}
+// The same helpers as the other e2e files use.
+export { newUuid, rbdLs, virshDomains, virshSecrets };
 
 /** What an instance left behind on the real components (all empty = nothing). */
 export interface Leftovers {
@@ -160,7 +177,9 @@ export async function leftovers(t: TestDriver, uuid: string): Promise<Leftovers>
     rbd: (await rbdLs(t.stack, t.stack.ceph.pools.vms)).filter((n) => n.startsWith(u)),
     domains: (await virshDomains(t.stack)).filter((d) => d.includes(u)),
     files: (await readdir(t.config.instancesPath).catch(() => [] as string[])).filter((n) => n.startsWith(u)),
-    journal: (await t.driver.journal.entries()).filter((e) => e.instance === u).map((e) => `${e.op}:${e.end ?? 'open'}`),
+    journal: (await t.driver.journal.entries())
+      .filter((e) => e.instance === u)
+      .map((e) => `${e.op}:${e.end ?? 'open'}`),
   };
 }
 
@@ -169,7 +188,9 @@ export const NOTHING: Leftovers = { rbd: [], domains: [], files: [], journal: []
 
 /** Summarises leftovers for the report ("nothing" or the list). */
 export function describeLeftovers(l: Leftovers): string {
-  const parts = Object.entries(l).filter(([, v]) => (v as string[]).length).map(([k, v]) => `${k}: ${(v as string[]).join(',')}`);
+  const parts = Object.entries(l)
+    .filter(([, v]) => (v as string[]).length)
+    .map(([k, v]) => `${k}: ${(v as string[]).join(',')}`);
   return parts.length ? parts.join('; ') : 'nothing';
 }
 
@@ -184,13 +205,14 @@ export async function timed<T>(p: Promise<T>): Promise<{ ms: number; value?: T; 
   }
 }
 
-/** Polls `fn` every `everyMs` until it returns true; rejects after `timeoutMs`. */
-export async function waitUntil(what: string, fn: () => boolean | Promise<boolean>, timeoutMs = 60_000, everyMs = 20): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await fn())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
+/** Polls `fn` every `everyMs` until it returns true; rejects after `timeoutMs` (testkit's `until`, finer and longer by default). */
+export async function waitUntil(
+  what: string,
+  fn: () => boolean | Promise<boolean>,
+  timeoutMs = 60_000,
+  everyMs = 20,
+): Promise<void> {
+  return until(what, fn, timeoutMs, everyMs);
 }
 
 /** One row of the closing report (printed by each file's afterAll). */

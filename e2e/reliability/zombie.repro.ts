@@ -14,7 +14,18 @@ import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, it } from 'vitest';
 import { loadStack } from '@ephemera/testkit';
-import { deleteImage, leftovers, newUuid, NOTHING, printReport, testDriver, TINY, uploadGuest, waitUntil, type TestDriver } from './support.js';
+import {
+  deleteImage,
+  leftovers,
+  newUuid,
+  NOTHING,
+  printReport,
+  testDriver,
+  TINY,
+  uploadGuest,
+  waitUntil,
+  type TestDriver,
+} from './support.js';
 import { clearZombieWatchers, rbdWatchers, zombieWatchers, type RbdWatcher } from './zombie.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -54,7 +65,11 @@ afterAll(async () => {
 /** Runs the zombie-watch child on `pool/image` (read-write open), SIGKILLed `killAfterMs` after it is connected; resolves with its open time when it finished first. */
 async function killedOpen(pool: string, image: string, killAfterMs: number | undefined): Promise<number | undefined> {
   const u = t.stack.ceph.users.admin;
-  const child = spawn(process.execPath, [join(here, 'fixtures', 'zombie-watch-child.mjs'), u.confPath, u.id, u.keyringPath, pool, image, 'open'], { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(
+    process.execPath,
+    [join(here, 'fixtures', 'zombie-watch-child.mjs'), u.confPath, u.id, u.keyringPath, pool, image, 'open'],
+    { cwd: repo, stdio: ['ignore', 'pipe', 'pipe'] },
+  );
   let out = '';
   child.stdout!.on('data', (d) => (out += String(d)));
   child.stderr!.on('data', (d) => (out += String(d)));
@@ -86,7 +101,9 @@ it('a zombie watch keeps destroy busy (named in the error); the operator remedy 
     // Three clients at a time (each killed at its own point): a kill lands in the window about
     // once in 25 to 200 tries depending on the load.
     row.tries += PARALLEL;
-    await Promise.all(Array.from({ length: PARALLEL }, () => killedOpen(pool, disk, Math.round(openMs * (0.2 + 0.6 * Math.random())))));
+    await Promise.all(
+      Array.from({ length: PARALLEL }, () => killedOpen(pool, disk, Math.round(openMs * (0.2 + 0.6 * Math.random())))),
+    );
     const killedAt = Date.now();
     await new Promise((r) => setTimeout(r, 200)); // let a WATCH op in flight commit
     const candidates = await zombieWatchers(t.stack, pool, disk);
@@ -99,9 +116,16 @@ it('a zombie watch keeps destroy busy (named in the error); the operator remedy 
     if (!zombies.length) falseAlarms++;
   }
   row.found = true;
-  console.log(`zombie watch after ${row.tries} kills (${Math.round(performance.now() - t0)} ms, ${falseAlarms} watch(es) seen in flight that then timed out; open ${openMs} ms): ${zombies.map((z) => `client.${z.client} ${z.address}`).join(', ')}`);
-  expect((await rbdWatchers(t.stack, pool, disk)).map((w) => w.cookie).sort()).toEqual(zombies.map((z) => z.cookie).sort());
-  const err = await t.driver.destroy(uuid).then(() => undefined, (e: unknown) => e as Error);
+  console.log(
+    `zombie watch after ${row.tries} kills (${Math.round(performance.now() - t0)} ms, ${falseAlarms} watch(es) seen in flight that then timed out; open ${openMs} ms): ${zombies.map((z) => `client.${z.client} ${z.address}`).join(', ')}`,
+  );
+  expect((await rbdWatchers(t.stack, pool, disk)).map((w) => w.cookie).sort()).toEqual(
+    zombies.map((z) => z.cookie).sort(),
+  );
+  const err = await t.driver.destroy(uuid).then(
+    () => undefined,
+    (e: unknown) => e as Error,
+  );
   expect(err, 'destroy of a disk with a zombie watch fails').toBeDefined();
   expect(err!.message).toContain(`client.${zombies[0]!.client} at ${zombies[0]!.address}`);
   expect(err!.message).toContain('ceph pg repeer');

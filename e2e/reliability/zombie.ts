@@ -39,14 +39,20 @@ async function run(cmd: string, args: string[]): Promise<string> {
     return (await exec(cmd, args, { timeout: 60_000 })).stdout;
   } catch (e) {
     const err = e as Error & { stderr?: string };
-    throw new Error(`${cmd} ${args.filter((a) => !a.includes('/')).join(' ')} failed: ${err.stderr?.trim() || err.message}`);
+    throw new Error(
+      `${cmd} ${args.filter((a) => !a.includes('/')).join(' ')} failed: ${err.stderr?.trim() || err.message}`,
+    );
   }
 }
 
 /** Watchers of `pool/image` from the object info (`rbd status`); [] when the image is gone. */
 export async function rbdWatchers(stack: StackInfo, pool: string, image: string): Promise<RbdWatcher[]> {
   try {
-    return (JSON.parse(await run('rbd', [...admin(stack), 'status', '--format', 'json', `${pool}/${image}`])) as { watchers: RbdWatcher[] }).watchers;
+    return (
+      JSON.parse(await run('rbd', [...admin(stack), 'status', '--format', 'json', `${pool}/${image}`])) as {
+        watchers: RbdWatcher[];
+      }
+    ).watchers;
   } catch (e) {
     if (/No such file|ENOENT|error opening image/i.test((e as Error).message)) return [];
     throw e;
@@ -55,8 +61,17 @@ export async function rbdWatchers(stack: StackInfo, pool: string, image: string)
 
 /** Watches held in the OSD's memory (`ceph daemon osd.N dump_watchers`), as `client.N/cookie`. */
 export async function osdWatchers(stack: StackInfo, osd = 0): Promise<Set<string>> {
-  const out = JSON.parse(await run('ceph', ['--conf', stack.ceph.users.admin.confPath, 'daemon', `osd.${osd}`, 'dump_watchers', '--format', 'json'])) as
-    { entity_name: { type: string; num: number }; cookie: number }[];
+  const out = JSON.parse(
+    await run('ceph', [
+      '--conf',
+      stack.ceph.users.admin.confPath,
+      'daemon',
+      `osd.${osd}`,
+      'dump_watchers',
+      '--format',
+      'json',
+    ]),
+  ) as { entity_name: { type: string; num: number }; cookie: number }[];
   return new Set(out.map((w) => `${w.entity_name.type}.${w.entity_name.num}/${w.cookie}`));
 }
 
@@ -81,10 +96,20 @@ export interface ZombieClearing {
  * (`ceph pg repeer`, or `ceph osd down <primary>` when the cluster has a single up OSD), and waits
  * until `rbd status` no longer lists them; then removes the blocklist entries.
  */
-export async function clearZombieWatchers(stack: StackInfo, pool: string, image: string, zombies: RbdWatcher[], timeoutMs = 60_000): Promise<ZombieClearing> {
+export async function clearZombieWatchers(
+  stack: StackInfo,
+  pool: string,
+  image: string,
+  zombies: RbdWatcher[],
+  timeoutMs = 60_000,
+): Promise<ZombieClearing> {
   const t0 = performance.now();
-  const info = JSON.parse(await run('rbd', [...admin(stack), 'info', '--format', 'json', `${pool}/${image}`])) as { id: string };
-  const map = JSON.parse(await run('ceph', [...admin(stack), 'osd', 'map', pool, `rbd_header.${info.id}`, '--format', 'json'])) as { pgid: string; acting_primary: number };
+  const info = JSON.parse(await run('rbd', [...admin(stack), 'info', '--format', 'json', `${pool}/${image}`])) as {
+    id: string;
+  };
+  const map = JSON.parse(
+    await run('ceph', [...admin(stack), 'osd', 'map', pool, `rbd_header.${info.id}`, '--format', 'json']),
+  ) as { pgid: string; acting_primary: number };
   for (const z of zombies) await run('ceph', [...admin(stack), 'osd', 'blocklist', 'add', z.address, '600']);
   let action = `ceph pg repeer ${map.pgid}`;
   try {
@@ -94,15 +119,18 @@ export async function clearZombieWatchers(stack: StackInfo, pool: string, image:
     action = `ceph osd down ${map.acting_primary} (one-OSD cluster: pg repeer needs a second OSD)`;
     await run('ceph', [...admin(stack), 'osd', 'down', String(map.acting_primary)]);
   }
-  const left = (ws: RbdWatcher[]) => ws.filter((w) => zombies.some((z) => z.client === w.client && z.cookie === w.cookie));
+  const left = (ws: RbdWatcher[]) =>
+    ws.filter((w) => zombies.some((z) => z.client === w.client && z.cookie === w.cookie));
   const deadline = Date.now() + timeoutMs;
   // `rbd status` reads the object: that loads its context again, and populate_obc_watchers drops
   // the blocklisted watch.
   while (left(await rbdWatchers(stack, pool, image).catch(() => zombies)).length) {
-    if (Date.now() > deadline) throw new Error(`zombie watch(es) on ${pool}/${image} still listed ${timeoutMs} ms after ${action}`);
+    if (Date.now() > deadline)
+      throw new Error(`zombie watch(es) on ${pool}/${image} still listed ${timeoutMs} ms after ${action}`);
     await new Promise((r) => setTimeout(r, 250));
   }
-  for (const z of zombies) await run('ceph', [...admin(stack), 'osd', 'blocklist', 'rm', z.address]).catch(() => undefined);
+  for (const z of zombies)
+    await run('ceph', [...admin(stack), 'osd', 'blocklist', 'rm', z.address]).catch(() => undefined);
   return { pgid: map.pgid, action, ms: Math.round(performance.now() - t0) };
 }
 
@@ -122,18 +150,29 @@ export interface ZombieMet {
  * (direct-snapshot images), and clears each with the operator remedy. Returns what it met: []
  * when none, so a disk busy for any other reason still fails the caller's assertions.
  */
-export async function clearInstanceZombies(stack: StackInfo, uuid: string, imagesPoolNames: readonly string[] = []): Promise<ZombieMet[]> {
+export async function clearInstanceZombies(
+  stack: StackInfo,
+  uuid: string,
+  imagesPoolNames: readonly string[] = [],
+): Promise<ZombieMet[]> {
   const { vms, images } = stack.ceph.pools;
   const candidates = [
     ...(await rbdLs(stack, vms)).filter((n) => n.startsWith(uuid)).map((n) => [vms, n] as const),
-    ...(imagesPoolNames.length ? (await rbdLs(stack, images)).filter((n) => imagesPoolNames.includes(n)).map((n) => [images, n] as const) : []),
+    ...(imagesPoolNames.length
+      ? (await rbdLs(stack, images)).filter((n) => imagesPoolNames.includes(n)).map((n) => [images, n] as const)
+      : []),
   ];
   const met: ZombieMet[] = [];
   for (const [pool, image] of candidates) {
     const z = await zombieWatchers(stack, pool, image);
     if (!z.length) continue;
     const r = await clearZombieWatchers(stack, pool, image, z);
-    met.push({ image: `${pool}/${image}`, watchers: z.map((w) => `client.${w.client} ${w.address}`).join(', '), action: r.action, ms: r.ms });
+    met.push({
+      image: `${pool}/${image}`,
+      watchers: z.map((w) => `client.${w.client} ${w.address}`).join(', '),
+      action: r.action,
+      ms: r.ms,
+    });
   }
   return met;
 }

@@ -13,6 +13,7 @@
         "native/snapshot.cc",
         "native/clone.cc",
         "native/trash.cc",
+        "native/lock.cc",
         "native/watchers.cc",
         "native/aio.cc",
         "native/metadata.cc"

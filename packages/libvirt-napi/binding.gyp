@@ -12,6 +12,8 @@
         "native/handles.cc",
         "native/connection.cc",
         "native/domain.cc",
+        "native/typedparams.cc",
+        "native/migration.cc",
         "native/secret.cc"
       ],
       "include_dirs": ["<!(node -p \"require('node-addon-api').include_dir\")"],

@@ -31,7 +31,10 @@ export function publicPackages(root) {
   const dir = join(root, 'packages');
   return readdirSync(dir, { withFileTypes: true })
     .filter((d) => d.isDirectory() && existsSync(join(dir, d.name, 'package.json')))
-    .map((d) => ({ folder: join(dir, d.name), json: JSON.parse(readFileSync(join(dir, d.name, 'package.json'), 'utf8')) }))
+    .map((d) => ({
+      folder: join(dir, d.name),
+      json: JSON.parse(readFileSync(join(dir, d.name, 'package.json'), 'utf8')),
+    }))
     .filter((p) => p.json.private !== true)
     .sort((a, b) => a.folder.localeCompare(b.folder));
 }
@@ -42,7 +45,9 @@ function lineDiff(a, b, max = 40) {
   const y = b.split('\n');
   // LCS table; reports are a few hundred lines, so O(n*m) is fine.
   const t = Array.from({ length: x.length + 1 }, () => new Uint32Array(y.length + 1));
-  for (let i = x.length - 1; i >= 0; i--) for (let j = y.length - 1; j >= 0; j--) t[i][j] = x[i] === y[j] ? t[i + 1][j + 1] + 1 : Math.max(t[i + 1][j], t[i][j + 1]);
+  for (let i = x.length - 1; i >= 0; i--)
+    for (let j = y.length - 1; j >= 0; j--)
+      t[i][j] = x[i] === y[j] ? t[i + 1][j + 1] + 1 : Math.max(t[i + 1][j], t[i][j + 1]);
   const out = [];
   let i = 0;
   let j = 0;
@@ -66,7 +71,10 @@ export function runApiReports({ root, update = false, only = [], log = console.l
   let packages = publicPackages(root);
   if (only.length > 0) {
     const unknown = only.filter((n) => !packages.some((p) => relative(join(root, 'packages'), p.folder) === n));
-    if (unknown.length > 0) throw new Error(`api-report: no public package folder named ${unknown.join(', ')} under ${join(root, 'packages')}`);
+    if (unknown.length > 0)
+      throw new Error(
+        `api-report: no public package folder named ${unknown.join(', ')} under ${join(root, 'packages')}`,
+      );
     packages = packages.filter((p) => only.includes(relative(join(root, 'packages'), p.folder)));
   }
   const tempRoot = mkdtempSync(join(tmpdir(), 'ephemera-api-report-'));
@@ -76,13 +84,21 @@ export function runApiReports({ root, update = false, only = [], log = console.l
     for (const p of packages) {
       const entry = join(p.folder, 'dist', 'index.d.ts');
       if (!existsSync(entry)) {
-        results.push({ name: p.json.name, report: undefined, status: 'missing-dist', messages: [`${relative(root, entry)} does not exist: build first (npx nx run-many -t build)`], diff: [] });
+        results.push({
+          name: p.json.name,
+          report: undefined,
+          status: 'missing-dist',
+          messages: [`${relative(root, entry)} does not exist: build first (npx nx run-many -t build)`],
+          diff: [],
+        });
         continue;
       }
       const configObject = structuredClone(base);
       configObject.projectFolder = p.folder;
       // Compiler options are the repo's own (types, lib, NodeNext); only the entry point is analysed.
-      configObject.compiler = { overrideTsconfig: { extends: join(root, 'tsconfig.base.json'), include: ['dist/index.d.ts'] } };
+      configObject.compiler = {
+        overrideTsconfig: { extends: join(root, 'tsconfig.base.json'), include: ['dist/index.d.ts'] },
+      };
       configObject.apiReport.reportTempFolder = join(tempRoot, relative(join(root, 'packages'), p.folder));
       const config = ExtractorConfig.prepare({
         configObject,
@@ -91,9 +107,12 @@ export function runApiReports({ root, update = false, only = [], log = console.l
       });
       configs.push({ p, config });
     }
-    const compilerState = configs.length > 0
-      ? CompilerState.create(configs[0].config, { additionalEntryPoints: configs.map((c) => c.config.mainEntryPointFilePath) })
-      : undefined;
+    const compilerState =
+      configs.length > 0
+        ? CompilerState.create(configs[0].config, {
+            additionalEntryPoints: configs.map((c) => c.config.mainEntryPointFilePath),
+          })
+        : undefined;
     for (const { p, config } of configs) {
       const messages = [];
       const reportPath = config.reportConfigs.map((r) => join(config.reportFolder, r.fileName))[0];
@@ -106,7 +125,9 @@ export function runApiReports({ root, update = false, only = [], log = console.l
           m.handled = true;
           if (m.logLevel === 'error' || m.logLevel === 'warning') {
             if (!REPORT_NOTICES.has(m.messageId)) {
-              messages.push(`${m.logLevel}: ${m.sourceFilePath ? `${relative(root, m.sourceFilePath)}:${m.sourceFileLine}: ` : ''}${m.text}`);
+              messages.push(
+                `${m.logLevel}: ${m.sourceFilePath ? `${relative(root, m.sourceFilePath)}:${m.sourceFileLine}: ` : ''}${m.text}`,
+              );
             }
           }
         },
@@ -116,8 +137,20 @@ export function runApiReports({ root, update = false, only = [], log = console.l
       const changed = before !== after;
       // api-extractor compares ignoring line ends and may then leave the file as it was.
       if (update && changed && after !== '') writeFileSync(reportPath, after);
-      const status = messages.some((m) => m.startsWith('error:')) ? 'error' : changed ? (update ? 'updated' : 'changed') : 'ok';
-      results.push({ name: p.json.name, report: relative(root, reportPath), status, messages, diff: changed ? lineDiff(before ?? '', after) : [] });
+      const status = messages.some((m) => m.startsWith('error:'))
+        ? 'error'
+        : changed
+          ? update
+            ? 'updated'
+            : 'changed'
+          : 'ok';
+      results.push({
+        name: p.json.name,
+        report: relative(root, reportPath),
+        status,
+        messages,
+        diff: changed ? lineDiff(before ?? '', after) : [],
+      });
     }
   } finally {
     rmSync(tempRoot, { recursive: true, force: true });
@@ -128,7 +161,9 @@ export function runApiReports({ root, update = false, only = [], log = console.l
     else if (r.status === 'changed') {
       log(`${r.name}: the public API differs from ${r.report}${existsSync(join(root, r.report)) ? '' : ' (missing)'}:`);
       for (const l of r.diff) log(`    ${l}`);
-      log(`  If the change is intended: run \`npm run api:update\` and commit ${r.report}; else keep it out of src/index.ts.`);
+      log(
+        `  If the change is intended: run \`npm run api:update\` and commit ${r.report}; else keep it out of src/index.ts.`,
+      );
     } else log(`${r.name}: the API report could not be made`);
     for (const m of r.messages) log(`  ${m}`);
   }
@@ -152,7 +187,11 @@ if (process.argv[1] && resolve(process.argv[1]) === fileURLToPath(import.meta.ur
   }
   console.log(`api-report: ${update ? 'updated' : 'checked'} in ${((Date.now() - started) / 1000).toFixed(1)} s`);
   if (!ok) {
-    console.error(update ? 'api-report: some reports could not be written (above)' : 'api-report: public API changed without its report (above): run `npm run api:update` and commit packages/*/etc/*.api.md');
+    console.error(
+      update
+        ? 'api-report: some reports could not be written (above)'
+        : 'api-report: public API changed without its report (above): run `npm run api:update` and commit packages/*/etc/*.api.md',
+    );
     process.exit(1);
   }
 }

@@ -55,7 +55,10 @@ export function startRecordingProcesses(): void {
     // keep util.promisify(execFile) working: it uses the custom promisified symbol
     const custom = (orig as unknown as Record<symbol, unknown>)[Symbol.for('nodejs.util.promisify.custom')];
     if (custom) {
-      (cp[name] as unknown as Record<symbol, unknown>)[Symbol.for('nodejs.util.promisify.custom')] = function (this: unknown, ...a: unknown[]) {
+      (cp[name] as unknown as Record<symbol, unknown>)[Symbol.for('nodejs.util.promisify.custom')] = function (
+        this: unknown,
+        ...a: unknown[]
+      ) {
         record(name, a);
         return (custom as (...x: unknown[]) => unknown).apply(this, a);
       };

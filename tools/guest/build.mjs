@@ -38,7 +38,14 @@ function parseSize(text) {
 }
 
 function parseArgs(argv) {
-  const opts = { marker: DEFAULT_MARKER, size: DEFAULT_SIZE, fill: 'zero', format: 'raw', mode: 'poweroff', out: undefined };
+  const opts = {
+    marker: DEFAULT_MARKER,
+    size: DEFAULT_SIZE,
+    fill: 'zero',
+    format: 'raw',
+    mode: 'poweroff',
+    out: undefined,
+  };
   for (let i = 0; i < argv.length; i++) {
     const arg = argv[i];
     if (arg === '-h' || arg === '--help') {
@@ -59,13 +66,26 @@ function parseArgs(argv) {
       return argv[++i];
     };
     switch (name) {
-      case '--marker': opts.marker = value(); break;
-      case '--size': opts.size = parseSize(value()); break;
-      case '--fill': opts.fill = value(); break;
-      case '--format': opts.format = value(); break;
-      case '--mode': opts.mode = value(); break;
-      case '--out': opts.out = resolve(value()); break;
-      default: throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
+      case '--marker':
+        opts.marker = value();
+        break;
+      case '--size':
+        opts.size = parseSize(value());
+        break;
+      case '--fill':
+        opts.fill = value();
+        break;
+      case '--format':
+        opts.format = value();
+        break;
+      case '--mode':
+        opts.mode = value();
+        break;
+      case '--out':
+        opts.out = resolve(value());
+        break;
+      default:
+        throw new UsageError(`unknown argument ${JSON.stringify(arg)}`);
     }
   }
   if (opts.marker.length < 1 || opts.marker.length > MAX_MARKER || !/^[\x20-\x7e]+$/.test(opts.marker)) {
@@ -80,7 +100,16 @@ function parseArgs(argv) {
 function cacheKey(opts) {
   const h = createHash('sha256');
   for (const f of ['boot.asm', 'build.mjs']) h.update(readFileSync(join(here, f))).update('\0');
-  h.update(JSON.stringify({ v: 1, marker: opts.marker, size: opts.size, fill: opts.fill, format: opts.format, mode: opts.mode }));
+  h.update(
+    JSON.stringify({
+      v: 1,
+      marker: opts.marker,
+      size: opts.size,
+      fill: opts.fill,
+      format: opts.format,
+      mode: opts.mode,
+    }),
+  );
   return h.digest('hex').slice(0, 24);
 }
 
@@ -129,7 +158,9 @@ async function build(opts) {
     await mkdir(cacheDir, { recursive: true });
     const work = await mkdtemp(join(cacheDir, '.build-'));
     try {
-      process.stderr.write(`guest-image: building ${target} (${opts.size} bytes, fill ${opts.fill}, ${opts.format}, ${opts.mode})\n`);
+      process.stderr.write(
+        `guest-image: building ${target} (${opts.size} bytes, fill ${opts.fill}, ${opts.format}, ${opts.mode})\n`,
+      );
       const raw = join(work, 'image.raw');
       await buildRaw(raw, opts, work);
       let result = raw;
@@ -153,7 +184,8 @@ try {
   const opts = parseArgs(process.argv.slice(2));
   process.stdout.write(`${await build(opts)}\n`);
 } catch (err) {
-  const detail = err && typeof err === 'object' && 'stderr' in err && err.stderr ? `: ${String(err.stderr).trim()}` : '';
+  const detail =
+    err && typeof err === 'object' && 'stderr' in err && err.stderr ? `: ${String(err.stderr).trim()}` : '';
   process.stderr.write(`guest-image: ${err instanceof Error ? err.message : String(err)}${detail}\n`);
   process.exit(err instanceof UsageError ? 2 : 1);
 }

@@ -11,10 +11,18 @@ import { StackError } from './stack/util.mjs';
 // Never exit "successfully" because the event loop ran dry while a command was still waiting.
 const keepAlive = setInterval(() => {}, 1 << 30);
 process.on('beforeExit', () => {
-  process.stderr.write(`tools/stack ${process.argv[2]}: internal error: nothing left to wait for before the command finished\n`);
+  process.stderr.write(
+    `tools/stack ${process.argv[2]}: internal error: nothing left to wait for before the command finished\n`,
+  );
   process.exit(70);
 });
-main(process.argv.slice(2)).then((code) => { clearInterval(keepAlive); process.exit(code); }, (e) => {
-  process.stderr.write(`tools/stack ${process.argv[2]}: ${e instanceof StackError ? e.message : e.stack}\n`);
-  process.exit(1);
-});
+main(process.argv.slice(2)).then(
+  (code) => {
+    clearInterval(keepAlive);
+    process.exit(code);
+  },
+  (e) => {
+    process.stderr.write(`tools/stack ${process.argv[2]}: ${e instanceof StackError ? e.message : e.stack}\n`);
+    process.exit(1);
+  },
+);

@@ -7,9 +7,15 @@ import { existsSync, readFileSync } from 'node:fs';
 const args = process.argv.slice(2);
 const setupFailed = args[0] === '--setup-failed';
 const files = setupFailed ? args.slice(1) : args;
-let passed = 0, failed = 0, skipped = 0, missing = 0;
+let passed = 0,
+  failed = 0,
+  skipped = 0,
+  missing = 0;
 for (const f of files) {
-  if (!existsSync(f)) { missing += 1; continue; }
+  if (!existsSync(f)) {
+    missing += 1;
+    continue;
+  }
   // The digest (tools/lib/vitest-digest-reporter.mjs): failed/skipped tests, file errors and
   // unhandled errors, so that the tail of the log says what went wrong.
   const digest = `${f}.digest.txt`;

@@ -1,7 +1,20 @@
 // #region imports
 import { randomUUID } from 'node:crypto';
 import { constants } from 'node:fs';
-import { copyFile, link, mkdir, open, readdir, rename, stat, statfs, truncate, unlink } from 'node:fs/promises';
+import {
+  copyFile,
+  link,
+  mkdir,
+  open,
+  readdir,
+  readFile,
+  rename,
+  stat,
+  statfs,
+  truncate,
+  unlink,
+  writeFile,
+} from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   AlreadyExistsError,
@@ -11,10 +24,15 @@ import {
   ProgressReporter,
   UnsupportedOperationError,
   assertValidDiskRef,
+  assertValidOwnerStamp,
   assertValidSize,
   assertValidSnapshotName,
   diskId,
+  formatOwner,
+  handOver,
   isUuid,
+  ownerRecord,
+  parseOwner,
   parseDiskId,
   readImage,
   requireCapability,
@@ -28,11 +46,13 @@ import {
   type DirectSnapshotResult,
   type DiskFormat,
   type DiskInfo,
+  type DiskOwner,
   type DiskRef,
   type DiskSource,
   type ImageBackend,
   type ListFilter,
   type OperationOptions,
+  type OwnerStamp,
   type RemoveOptions,
   type SnapshotInfo,
   type SourceImage,
@@ -113,21 +133,33 @@ export class DirectoryBackend implements ImageBackend {
     const id = diskId(disk);
     const st = await statOrUndefined(this.pathOf(disk));
     if (!st) throw new NotFoundError(`disk ${id} not found`, { backend: this.name, diskId: id });
-    return { disk: parseDiskId(id)!, id, sizeBytes: st.size, format: 'raw', encrypted: false };
+    const owner = await this.readOwner(disk);
+    return { disk: parseDiskId(id)!, id, sizeBytes: st.size, format: 'raw', encrypted: false, owner };
   }
 
   // #region createFromImage
-  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+  async createFromImage(
+    disk: DiskRef,
+    image: SourceImage,
+    options: CreateFromImageOptions = {},
+  ): Promise<CreateResult> {
     const started = Date.now();
     const id = diskId(disk); // validates the ref first
     if (options.encryption) requireCapability(this, 'encryption', 'createFromImage');
     if (options.sizeBytes !== undefined) assertValidSize(options.sizeBytes, 'options.sizeBytes');
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     if (image.diskFormat !== 'raw') {
-      throw new InvalidArgumentError('image.diskFormat', `the ${this.name} backend stores raw images only, not '${image.diskFormat}'`, { backend: this.name });
+      throw new InvalidArgumentError(
+        'image.diskFormat',
+        `the ${this.name} backend stores raw images only, not '${image.diskFormat}'`,
+        { backend: this.name },
+      );
     }
     const virtualSize = image.virtualSize ?? image.size;
     if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize) {
-      throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, { backend: this.name });
+      throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, {
+        backend: this.name,
+      });
     }
     throwIfAborted(options.signal, 'createFromImage');
     await this.refuseExisting(disk);
@@ -135,7 +167,7 @@ export class DirectoryBackend implements ImageBackend {
     const sizeBytes = Math.max(options.sizeBytes ?? 0, virtualSize, image.size);
     const progress = new ProgressReporter(options.onProgress);
     let written = 0;
-    await this.publish(disk, async (file) => {
+    await this.publish(disk, options.owner, async (file) => {
       // readImage: abortable, size-checked, and verified against os_hash_value/checksum at the end.
       for await (const chunk of readImage(image, { signal: options.signal, progress, backend: this.name })) {
         await writeAll(file, chunk, written);
@@ -160,12 +192,17 @@ export class DirectoryBackend implements ImageBackend {
     assertValidSize(sizeBytes);
     const format = options.format ?? this.diskFormats[0]!;
     if (!this.diskFormats.includes(format)) {
-      throw new InvalidArgumentError('options.format', `'${String(format)}' is not one of ${this.diskFormats.join(', ')}`, { backend: this.name });
+      throw new InvalidArgumentError(
+        'options.format',
+        `'${String(format)}' is not one of ${this.diskFormats.join(', ')}`,
+        { backend: this.name },
+      );
     }
     if (options.encryption) requireCapability(this, 'encryption', 'createBlank');
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     throwIfAborted(options.signal, 'createBlank');
     await this.refuseExisting(disk);
-    await this.publish(disk, (file) => file.truncate(sizeBytes)); // sparse: thin
+    await this.publish(disk, options.owner, (file) => file.truncate(sizeBytes)); // sparse: thin
     return { method: 'blank', sizeBytes, durationMs: Date.now() - started };
   }
 
@@ -176,7 +213,9 @@ export class DirectoryBackend implements ImageBackend {
     throwIfAborted(options.signal, 'resize');
     const { sizeBytes: current } = await this.info(disk);
     if (sizeBytes < current) {
-      throw new InvalidArgumentError('sizeBytes', `cannot shrink ${diskId(disk)} from ${current} to ${sizeBytes}`, { backend: this.name });
+      throw new InvalidArgumentError('sizeBytes', `cannot shrink ${diskId(disk)} from ${current} to ${sizeBytes}`, {
+        backend: this.name,
+      });
     }
     await truncate(this.pathOf(disk), sizeBytes);
   }
@@ -191,7 +230,15 @@ export class DirectoryBackend implements ImageBackend {
     try {
       // A reflink where the file system supports it, else a full (sparse-unaware) copy.
       await copyFile(this.pathOf(disk), temp, constants.COPYFILE_FICLONE);
-      await linkExclusive(temp, target, () => new AlreadyExistsError(`snapshot ${diskId(disk)}@${snapshot} exists`, { backend: this.name, diskId: diskId(disk) }));
+      await linkExclusive(
+        temp,
+        target,
+        () =>
+          new AlreadyExistsError(`snapshot ${diskId(disk)}@${snapshot} exists`, {
+            backend: this.name,
+            diskId: diskId(disk),
+          }),
+      );
     } finally {
       await unlinkQuietly(temp);
     }
@@ -224,7 +271,10 @@ export class DirectoryBackend implements ImageBackend {
     const source = this.snapshotPath(disk, snapshot);
     await this.info(disk);
     if (!(await statOrUndefined(source))) {
-      throw new NotFoundError(`snapshot ${diskId(disk)}@${snapshot} not found`, { backend: this.name, diskId: diskId(disk) });
+      throw new NotFoundError(`snapshot ${diskId(disk)}@${snapshot} not found`, {
+        backend: this.name,
+        diskId: diskId(disk),
+      });
     }
     const temp = this.tempPath(disk);
     try {
@@ -259,7 +309,9 @@ export class DirectoryBackend implements ImageBackend {
     }
     // A file can always be unlinked: a QEMU that still has it open keeps its data until it
     // closes it, so this backend never reports BusyError.
-    return unlinkIfExists(this.pathOf(disk));
+    const removed = await unlinkIfExists(this.pathOf(disk));
+    await unlinkIfExists(this.ownerPath(disk));
+    return removed;
   }
   // #endregion remove
 
@@ -274,9 +326,51 @@ export class DirectoryBackend implements ImageBackend {
       const ref = parseDiskId(entry.slice(0, -SUFFIX.length)); // ignores snapshots, temp and foreign files
       if (!ref || (want !== undefined && ref.instance !== want)) continue;
       const st = await statOrUndefined(join(this.directory, entry));
-      if (st) out.push({ disk: ref, id: diskId(ref), sizeBytes: st.size, format: 'raw', encrypted: false });
+      if (!st) continue;
+      const owner = await this.readOwner(ref);
+      out.push({ disk: ref, id: diskId(ref), sizeBytes: st.size, format: 'raw', encrypted: false, owner });
     }
     return out;
+  }
+
+  /** Who owns the disk (`<id>.owner.json` beside it), or `null` when it has no record. */
+  async getOwner(disk: DiskRef): Promise<DiskOwner | null> {
+    await this.info(disk); // NotFound when missing
+    return this.readOwner(disk);
+  }
+
+  /** Hands the disk to `owner` (its creation time kept), or records one for a disk without. */
+  async setOwner(disk: DiskRef, owner: OwnerStamp): Promise<DiskOwner> {
+    assertValidOwnerStamp(owner);
+    await this.info(disk);
+    const current = await this.readOwner(disk);
+    const next = current ? handOver(current, owner) : ownerRecord(disk, owner);
+    await this.writeOwner(disk, next);
+    return next;
+  }
+
+  private ownerPath(disk: DiskRef): string {
+    return join(this.directory, `${diskId(disk)}.owner.json`);
+  }
+
+  private async readOwner(disk: DiskRef): Promise<DiskOwner | null> {
+    try {
+      return parseOwner(await readFile(this.ownerPath(disk), 'utf8'));
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return null;
+      throw err;
+    }
+  }
+
+  /** Written to a temporary file and renamed into place: a reader sees the old record or the new one. */
+  private async writeOwner(disk: DiskRef, owner: DiskOwner): Promise<void> {
+    const temp = `${this.tempPath(disk)}.owner`;
+    try {
+      await writeFile(temp, formatOwner(owner), { mode: 0o600, flag: 'wx' });
+      await rename(temp, this.ownerPath(disk));
+    } finally {
+      await unlinkQuietly(temp);
+    }
   }
 
   async capacity(): Promise<Capacity> {
@@ -295,7 +389,8 @@ export class DirectoryBackend implements ImageBackend {
   async cleanupTemporaryFiles(): Promise<number> {
     let removed = 0;
     for (const entry of await readdir(this.directory)) {
-      if (entry.startsWith('.') && entry.endsWith('.part') && (await unlinkIfExists(join(this.directory, entry)))) removed++;
+      if (entry.startsWith('.') && entry.endsWith('.part') && (await unlinkIfExists(join(this.directory, entry))))
+        removed++;
     }
     return removed;
   }
@@ -316,7 +411,11 @@ export class DirectoryBackend implements ImageBackend {
    * appears complete or not at all. `link` fails with EEXIST when another create won the race.
    * On any failure (including an abort inside `fill`) the temporary file is removed.
    */
-  private async publish(disk: DiskRef, fill: (file: import('node:fs/promises').FileHandle) => Promise<void>): Promise<void> {
+  private async publish(
+    disk: DiskRef,
+    owner: OwnerStamp | undefined,
+    fill: (file: import('node:fs/promises').FileHandle) => Promise<void>,
+  ): Promise<void> {
     const temp = this.tempPath(disk);
     const file = await open(temp, 'wx', 0o600);
     try {
@@ -326,7 +425,21 @@ export class DirectoryBackend implements ImageBackend {
       } finally {
         await file.close();
       }
-      await linkExclusive(temp, this.pathOf(disk), () => new AlreadyExistsError(`disk ${diskId(disk)} exists`, { backend: this.name, diskId: diskId(disk) }));
+      await linkExclusive(
+        temp,
+        this.pathOf(disk),
+        () => new AlreadyExistsError(`disk ${diskId(disk)} exists`, { backend: this.name, diskId: diskId(disk) }),
+      );
+      // Right after the disk appears (as RBD sets its metadata after the clone): a disk whose owner
+      // cannot be written goes again; one a crash left without owner is an unfinished spawn's.
+      if (owner) {
+        try {
+          await this.writeOwner(disk, ownerRecord(disk, owner));
+        } catch (err) {
+          await unlinkQuietly(this.pathOf(disk));
+          throw err;
+        }
+      }
     } finally {
       await unlinkQuietly(temp);
     }
@@ -334,7 +447,11 @@ export class DirectoryBackend implements ImageBackend {
   // #endregion publish
 }
 
-async function writeAll(file: import('node:fs/promises').FileHandle, chunk: Uint8Array, position: number): Promise<void> {
+async function writeAll(
+  file: import('node:fs/promises').FileHandle,
+  chunk: Uint8Array,
+  position: number,
+): Promise<void> {
   let done = 0;
   while (done < chunk.byteLength) {
     const { bytesWritten } = await file.write(chunk, done, chunk.byteLength - done, position + done);

@@ -41,7 +41,9 @@ describe('DirectoryBackend', () => {
 
   it('refuses non-raw images (it does not convert) and creates nothing', async () => {
     const disk = newDisk();
-    const err = await backend.createFromImage(disk, sourceImageFromBytes(patternBytes(4096), { diskFormat: 'qcow2' })).catch((e: unknown) => e);
+    const err = await backend
+      .createFromImage(disk, sourceImageFromBytes(patternBytes(4096), { diskFormat: 'qcow2' }))
+      .catch((e: unknown) => e);
     expect(isImageBackendError(err, 'INVALID_ARGUMENT')).toBe(true);
     expect(await backend.exists(disk)).toBe(false);
   });

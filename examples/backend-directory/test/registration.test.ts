@@ -71,12 +71,14 @@ describe('the directory backend as a plugin', () => {
       /'directory' declares contract apiVersion 1, but this registry accepts versions 2\.\.2/,
     );
     // ...while a backward-compatible bump (age + 1) still loads it.
-    expect(new BackendRegistry([backend], { apiVersion: backend.apiVersion + 1, apiAge: 1 }).names()).toEqual(['directory']);
+    expect(new BackendRegistry([backend], { apiVersion: backend.apiVersion + 1, apiAge: 1 }).names()).toEqual([
+      'directory',
+    ]);
   });
 
   it('refuses a second plugin with the same name', () => {
-    expect(() => new BackendRegistry([new DirectoryBackend({ directory }), new MemoryBackend({ name: 'directory' })])).toThrow(
-      /two image backends are registered as 'directory'/,
-    );
+    expect(
+      () => new BackendRegistry([new DirectoryBackend({ directory }), new MemoryBackend({ name: 'directory' })]),
+    ).toThrow(/two image backends are registered as 'directory'/);
   });
 });

@@ -4,7 +4,6 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pipeline } from 'node:stream/promises';
 import {
-  AbortedError,
   AlreadyExistsError,
   BackendUnavailableError,
   BusyError,
@@ -13,14 +12,12 @@ import {
   InvalidArgumentError,
   NotFoundError,
   ProgressReporter,
-  UnsafeImageError,
   UnsupportedOperationError,
-  assertValidDiskRef,
+  assertValidOwnerStamp,
   assertValidSize,
   diskId,
-  isImageBackendError,
   listFilterPrefix,
-  parseDiskId,
+  ownerRecord,
   readImage,
   retryWhileBusy,
   throwIfAborted,
@@ -33,10 +30,12 @@ import {
   type DirectSnapshotResult,
   type DiskFormat,
   type DiskInfo,
+  type DiskOwner,
   type DiskRef,
   type ImageBackend,
   type ListFilter,
   type OperationOptions,
+  type OwnerStamp,
   type RemoveOptions,
   type SnapshotInfo,
   type SourceImage,
@@ -44,31 +43,20 @@ import {
 import { syncDevice, writeStreamToDevice, zeroDevice, type WipeMethod } from './device.js';
 import { detectDeviceMapper, Lvm, LvmError, type LvInfo } from './lvm.js';
 import { processesHoldingOpen as openers } from '@ephemera/image-backend';
+import { translateError } from './errors-map.js';
 import { LvMapper } from './mapping.js';
+import type { LvmBackendOptions } from './options.js';
+import { capabilitiesFor, isOwnerTag, ownerFromTags, ownerTags, setLvOwner, toInfo } from './owner-tags.js';
+import {
+  checkEncryption,
+  createEncryptedBlank,
+  createEncryptedFromImage,
+  secretOf,
+  type EncryptedLvOps,
+} from './encrypted.js';
 import { RawStreamCheck, convertImageToDevice, inspectImageFile } from './qemu.js';
 
-/** Configuration of {@link LvmBackend}. */
-export interface LvmBackendOptions {
-  /** The volume group that holds the disks (it must exist). */
-  volumeGroup: string;
-  /** How a disk's data is destroyed on `remove` (default `zero`). */
-  wipe?: WipeMethod;
-  /**
-   * Whether blank disks and the tail of grown disks are zeroed, so a new disk never shows a
-   * former disk's data (default true; `blkdiscard --zeroout`, cheap on thin-backed PVs).
-   */
-  zeroNewSpace?: boolean;
-  /** `auto` (default) detects device-mapper; `true`/`false` force a mode. */
-  deviceMapper?: 'auto' | boolean;
-  /** Restrict LVM's device scan to these devices (`--devices`), e.g. the VG's PVs. */
-  devices?: readonly string[];
-  /** Per LVM command timeout (default 60 s). */
-  commandTimeoutMs?: number;
-  /** Directory for spooling non-raw images before `qemu-img convert` (default: the OS temp dir). */
-  tempDir?: string;
-  /** Default `busyTimeoutMs` of `remove` (default 10 s). */
-  busyTimeoutMs?: number;
-}
+export type { LvmBackendOptions } from './options.js';
 
 /** Name of the LV tag every disk made by this backend carries. */
 export const LVM_DISK_TAG = 'ephemera';
@@ -100,9 +88,10 @@ export class LvmBackend implements ImageBackend {
   private lvm!: Lvm;
   private mapper!: LvMapper;
 
-  private constructor(private readonly options: LvmBackendOptions) {
+  private constructor(options: LvmBackendOptions) {
     this.wipe = options.wipe ?? 'zero';
-    if (this.wipe !== 'zero' && this.wipe !== 'none') throw new InvalidArgumentError('wipe', `expected 'zero' or 'none', got ${String(this.wipe)}`);
+    if (this.wipe !== 'zero' && this.wipe !== 'none')
+      throw new InvalidArgumentError('wipe', `expected 'zero' or 'none', got ${String(this.wipe)}`);
     this.zeroNewSpace = options.zeroNewSpace ?? true;
     this.tempDir = options.tempDir ?? tmpdir();
     this.busyTimeoutMs = options.busyTimeoutMs ?? 10_000;
@@ -115,7 +104,10 @@ export class LvmBackend implements ImageBackend {
    */
   static async create(options: LvmBackendOptions): Promise<LvmBackend> {
     const b = new LvmBackend(options);
-    const dm = options.deviceMapper === undefined || options.deviceMapper === 'auto' ? await detectDeviceMapper() : options.deviceMapper;
+    const dm =
+      options.deviceMapper === undefined || options.deviceMapper === 'auto'
+        ? await detectDeviceMapper()
+        : options.deviceMapper;
     try {
       b.lvm = new Lvm({
         volumeGroup: options.volumeGroup,
@@ -149,25 +141,37 @@ export class LvmBackend implements ImageBackend {
   }
 
   async info(disk: DiskRef): Promise<DiskInfo> {
-    const id = diskId(disk);
-    const lv = await this.call(() => this.lvm.lv(id), id);
-    if (!lv) throw this.notFound(id);
-    return toInfo(lv)!;
+    return toInfo(await this.lvOf(diskId(disk)))!;
   }
 
-  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+  async createFromImage(
+    disk: DiskRef,
+    image: SourceImage,
+    options: CreateFromImageOptions = {},
+  ): Promise<CreateResult> {
     const started = Date.now();
     const id = diskId(disk);
-    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createFromImage', { backend: NAME, diskId: id });
+    if (options.encryption) checkEncryption(options.encryption, { backend: NAME, diskId: id });
     if (options.sizeBytes !== undefined) assertValidSize(options.sizeBytes, 'options.sizeBytes');
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     const format = String(image.diskFormat ?? '').toLowerCase();
     if (format !== 'raw' && format !== 'qcow2')
-      throw new InvalidArgumentError('image.diskFormat', `the lvm backend imports raw and qcow2 images, not '${image.diskFormat}'`, { backend: NAME, diskId: id });
+      throw new InvalidArgumentError(
+        'image.diskFormat',
+        `the lvm backend imports raw and qcow2 images, not '${image.diskFormat}'`,
+        { backend: NAME, diskId: id },
+      );
     await this.reserve(id, options.signal);
     const progress = new ProgressReporter(options.onProgress);
     let spoolDir: string | undefined;
     let created = false;
     try {
+      if (options.encryption) {
+        const enc = { ...options, encryption: options.encryption };
+        const ops = this.encryptedOps(id, disk, options, () => (created = true));
+        const r = await createEncryptedFromImage(ops, image, format, enc, { backend: NAME, diskId: id });
+        return { ...r, durationMs: Date.now() - started };
+      }
       let virtualSize: number;
       let spoolFile: string | undefined;
       if (format === 'raw') {
@@ -177,14 +181,20 @@ export class LvmBackend implements ImageBackend {
         spoolDir = await mkdtemp(join(this.tempDir, 'ephemera-lvm-'));
         spoolFile = join(spoolDir, 'image.qcow2');
         await this.checkCapacity(Math.max(options.sizeBytes ?? 0, image.virtualSize ?? 0, 1), id);
-        await pipeline(readImage(image, { signal: options.signal, progress, backend: NAME }), createWriteStream(spoolFile));
+        await pipeline(
+          readImage(image, { signal: options.signal, progress, backend: NAME }),
+          createWriteStream(spoolFile),
+        );
         const inspected = await inspectImageFile(spoolFile, 'qcow2', options.signal);
         virtualSize = inspected.virtualSize;
       }
       if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize)
-        throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, { backend: NAME, diskId: id });
+        throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, {
+          backend: NAME,
+          diskId: id,
+        });
       const wanted = Math.max(options.sizeBytes ?? 0, virtualSize, 1);
-      const lv = await this.createLv(id, wanted, options.signal);
+      const lv = await this.createLv(id, wanted, options.signal, options.owner && ownerRecord(disk, options.owner));
       created = true;
       const dev = await this.call(() => this.mapper.map(id, options.signal), id);
       let written: number;
@@ -199,12 +209,18 @@ export class LvmBackend implements ImageBackend {
         // Raw data is streamed straight onto the device, through the format inspector: data that
         // is really qcow2 (or anything qemu would not read as raw bytes) is refused at the end.
         const inspector = new RawStreamCheck();
-        written = await writeStreamToDevice(dev, inspector.tap(readImage(image, { signal: options.signal, progress, backend: NAME })), lv.sizeBytes, {
-          signal: options.signal,
-        });
+        written = await writeStreamToDevice(
+          dev,
+          inspector.tap(readImage(image, { signal: options.signal, progress, backend: NAME })),
+          lv.sizeBytes,
+          {
+            signal: options.signal,
+          },
+        );
         inspector.assertRaw();
       }
-      if (this.zeroNewSpace && lv.sizeBytes > written) await zeroDevice(dev, lv.sizeBytes - written, { offset: written, signal: options.signal });
+      if (this.zeroNewSpace && lv.sizeBytes > written)
+        await zeroDevice(dev, lv.sizeBytes - written, { offset: written, signal: options.signal });
       await syncDevice(dev);
       throwIfAborted(options.signal, 'createFromImage');
       progress.finish(written, written);
@@ -229,12 +245,23 @@ export class LvmBackend implements ImageBackend {
     const id = diskId(disk);
     assertValidSize(sizeBytes);
     const format = options.format ?? 'raw';
-    if (format !== 'raw') throw new InvalidArgumentError('options.format', `the lvm backend stores raw disks only, not '${String(format)}'`, { backend: NAME, diskId: id });
-    if (options.encryption) throw new UnsupportedOperationError('encryption', 'createBlank', { backend: NAME, diskId: id });
+    if (format !== 'raw')
+      throw new InvalidArgumentError(
+        'options.format',
+        `the lvm backend stores raw disks only, not '${String(format)}'`,
+        { backend: NAME, diskId: id },
+      );
+    if (options.encryption) checkEncryption(options.encryption, { backend: NAME, diskId: id });
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     await this.reserve(id, options.signal);
     let created = false;
     try {
-      const lv = await this.createLv(id, sizeBytes, options.signal);
+      if (options.encryption) {
+        const ops = this.encryptedOps(id, disk, options, () => (created = true));
+        const size = await createEncryptedBlank(ops, options.encryption, sizeBytes, options.signal);
+        return { method: 'blank', sizeBytes: size, durationMs: Date.now() - started };
+      }
+      const lv = await this.createLv(id, sizeBytes, options.signal, options.owner && ownerRecord(disk, options.owner));
       created = true;
       if (this.zeroNewSpace) {
         const dev = await this.call(() => this.mapper.map(id, options.signal), id);
@@ -257,17 +284,27 @@ export class LvmBackend implements ImageBackend {
     await this.mapper.withLock(`resize:${id}`, async () => {
       const lv = await this.call(() => this.lvm.lv(id), id);
       if (!lv) throw this.notFound(id);
+      if (secretOf(lv.tags)) throw new UnsupportedOperationError('encryption', 'resize', { backend: NAME, diskId: id });
       if (sizeBytes < lv.sizeBytes)
-        throw new InvalidArgumentError('sizeBytes', `cannot shrink ${id} from ${lv.sizeBytes} to ${sizeBytes}`, { backend: NAME, diskId: id });
+        throw new InvalidArgumentError('sizeBytes', `cannot shrink ${id} from ${lv.sizeBytes} to ${sizeBytes}`, {
+          backend: NAME,
+          diskId: id,
+        });
       const vg = await this.call(() => this.lvm.vgInfo(), id);
       const extents = Math.ceil(sizeBytes / vg.extentSize);
       const current = lv.sizeBytes / vg.extentSize;
       if (extents <= current) return;
       const more = (extents - current) * vg.extentSize;
       if (extents - current > vg.freeExtents)
-        throw new InsufficientCapacityError(`resize ${id}: need ${more} more bytes, ${vg.freeBytes} free in ${vg.name}`, {
-          backend: NAME, diskId: id, requestedBytes: more, availableBytes: vg.freeBytes,
-        });
+        throw new InsufficientCapacityError(
+          `resize ${id}: need ${more} more bytes, ${vg.freeBytes} free in ${vg.name}`,
+          {
+            backend: NAME,
+            diskId: id,
+            requestedBytes: more,
+            availableBytes: vg.freeBytes,
+          },
+        );
       if (this.lvm.deviceMapper) {
         await this.call(() => this.lvm.extend(id, extents, options.signal), id);
         if (this.zeroNewSpace) await zeroDevice(lv.path, more, { offset: lv.sizeBytes, signal: options.signal });
@@ -280,7 +317,8 @@ export class LvmBackend implements ImageBackend {
       try {
         await this.lvm.extend(id, extents, options.signal);
       } catch (e) {
-        if (!(e instanceof LvmError && e.kind === 'insufficient-contiguous-space')) throw this.translate(e, id, options.signal);
+        if (!(e instanceof LvmError && e.kind === 'insufficient-contiguous-space'))
+          throw this.translate(e, id, options.signal);
         await this.relocate(id, lv.sizeBytes, extents, options.signal);
       }
       if (this.zeroNewSpace) {
@@ -323,13 +361,16 @@ export class LvmBackend implements ImageBackend {
         if (this.pending.has(id)) throw new BusyError(`${id} is being created`, { backend: NAME, diskId: id });
         return this.mapper.withLock(`resize:${id}`, async () => {
           // A resize that crashed midway may have left its copy: remove it too.
-          const leftovers = (await this.call(() => this.lvm.lvs(id), id)).filter((l) => l.name === id + RELOCATE_SUFFIX);
+          const leftovers = (await this.call(() => this.lvm.lvs(id), id)).filter(
+            (l) => l.name === id + RELOCATE_SUFFIX,
+          );
           for (const l of leftovers) await this.destroy(l.name, 'none');
           const lv = await this.call(() => this.lvm.lv(id), id);
           if (!lv) return false;
           const dev = this.lvm.deviceMapper ? (lv.active ? lv.path : undefined) : await this.mapper.devicePath(id);
           if (dev) await this.assertNotOpen(id, dev);
-          if (this.lvm.deviceMapper && lv.attr[5] === 'o') throw new BusyError(`${id} is open`, { backend: NAME, diskId: id });
+          if (this.lvm.deviceMapper && lv.attr[5] === 'o')
+            throw new BusyError(`${id} is open`, { backend: NAME, diskId: id });
           await this.destroy(id, this.wipe, options.signal);
           return true;
         });
@@ -347,6 +388,19 @@ export class LvmBackend implements ImageBackend {
       .sort((a, b) => (a.id < b.id ? -1 : a.id > b.id ? 1 : 0));
   }
 
+  /** The owner in the LV's tags, `null` when none. */
+  async getOwner(disk: DiskRef): Promise<DiskOwner | null> {
+    return ownerFromTags((await this.lvOf(diskId(disk))).tags);
+  }
+
+  /** Hands the disk over: the owner tags replaced by one `lvchange`. */
+  async setOwner(disk: DiskRef, owner: OwnerStamp): Promise<DiskOwner> {
+    const id = diskId(disk);
+    assertValidOwnerStamp(owner);
+    const lv = await this.lvOf(id);
+    return this.call(() => setLvOwner(this.lvm, lv, owner), id);
+  }
+
   async capacity(): Promise<Capacity> {
     const vg = await this.call(() => this.lvm.vgInfo());
     return { totalBytes: vg.sizeBytes, freeBytes: vg.freeBytes };
@@ -361,7 +415,13 @@ export class LvmBackend implements ImageBackend {
     const lv = await this.call(() => this.lvm.lv(id), id);
     if (!lv) throw this.notFound(id);
     const path = await this.call(() => this.mapper.map(id), id);
-    return { type: 'block', path, format: 'raw' };
+    const secretUuid = secretOf(lv.tags);
+    return {
+      type: 'block',
+      path,
+      format: 'raw',
+      ...(secretUuid ? { encryption: { format: 'luks', secretUuid } } : {}),
+    };
   }
 
   /** Detaches the disk's loop mapping (no-dm mode) without removing it; idempotent. */
@@ -388,7 +448,8 @@ export class LvmBackend implements ImageBackend {
   private async reserve(id: string, signal: AbortSignal | undefined): Promise<void> {
     throwIfAborted(signal, 'create');
     // Claim the name synchronously so two concurrent creates cannot both pass the check.
-    if (this.pending.has(id)) throw new AlreadyExistsError(`disk ${id} is being created in ${this.lvm.vg}`, { backend: NAME, diskId: id });
+    if (this.pending.has(id))
+      throw new AlreadyExistsError(`disk ${id} is being created in ${this.lvm.vg}`, { backend: NAME, diskId: id });
     this.pending.add(id);
     try {
       if (await this.call(() => this.lvm.lv(id), id))
@@ -403,23 +464,52 @@ export class LvmBackend implements ImageBackend {
     const vg = await this.call(() => this.lvm.vgInfo(), id);
     const extents = Math.ceil(bytes / vg.extentSize);
     if (extents > vg.freeExtents)
-      throw new InsufficientCapacityError(`${id}: need ${extents * vg.extentSize} bytes, ${vg.freeBytes} free in ${vg.name}`, {
-        backend: NAME, diskId: id, requestedBytes: extents * vg.extentSize, availableBytes: vg.freeBytes,
-      });
+      throw new InsufficientCapacityError(
+        `${id}: need ${extents * vg.extentSize} bytes, ${vg.freeBytes} free in ${vg.name}`,
+        {
+          backend: NAME,
+          diskId: id,
+          requestedBytes: extents * vg.extentSize,
+          availableBytes: vg.freeBytes,
+        },
+      );
     return extents;
   }
 
-  /** Size check against free extents, then `lvcreate`; returns the new LV. */
-  private async createLv(id: string, bytes: number, signal: AbortSignal | undefined): Promise<LvInfo> {
+  /** Size check against free extents, then `lvcreate` (with the owner's tags: one step); returns the new LV. */
+  /** The backend's steps the encrypted create paths use (`onCreated` once the LV exists, for rollback). */
+  private encryptedOps(id: string, disk: DiskRef, o: CreateBlankOptions, onCreated: () => void): EncryptedLvOps {
+    const owner = o.owner && ownerRecord(disk, o.owner);
+    return {
+      tempDir: this.tempDir,
+      createLv: async (bytes, tags) => (await this.createLv(id, bytes, o.signal, owner, tags, onCreated)).sizeBytes,
+      map: () => this.call(() => this.mapper.map(id, o.signal), id),
+    };
+  }
+
+  private async createLv(
+    id: string,
+    bytes: number,
+    signal?: AbortSignal,
+    owner?: DiskOwner,
+    extra: string[] = [],
+    onCreated?: () => void,
+  ): Promise<LvInfo> {
     const extents = await this.checkCapacity(bytes, id);
     throwIfAborted(signal, 'create');
+    const tags = [LVM_DISK_TAG, ...(owner ? ownerTags(owner) : []), ...extra];
     try {
-      await this.lvm.create(id, extents, { tags: [LVM_DISK_TAG], ...(signal ? { signal } : {}) });
+      await this.lvm.create(id, extents, { tags, ...(signal ? { signal } : {}) });
     } catch (e) {
       throw this.translate(e, id, signal);
     }
+    onCreated?.();
     const lv = await this.call(() => this.lvm.lv(id), id);
-    if (!lv) throw new BackendUnavailableError(`${id}: lvcreate succeeded but the LV is not listed`, { backend: NAME, diskId: id });
+    if (!lv)
+      throw new BackendUnavailableError(`${id}: lvcreate succeeded but the LV is not listed`, {
+        backend: NAME,
+        diskId: id,
+      });
     return lv;
   }
 
@@ -427,10 +517,17 @@ export class LvmBackend implements ImageBackend {
    * Grows a contiguous LV that cannot be extended in place: copy into a new contiguous LV of the
    * new size (`<id>+resize`), then remove the old one and rename.
    */
-  private async relocate(id: string, oldBytes: number, extents: number, signal: AbortSignal | undefined): Promise<void> {
+  private async relocate(
+    id: string,
+    oldBytes: number,
+    extents: number,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const tmp = id + RELOCATE_SUFFIX;
+    // The copy keeps the owner: it becomes the disk.
+    const owner = ((await this.lvm.lv(id))?.tags ?? []).filter(isOwnerTag);
     try {
-      await this.lvm.create(tmp, extents, { tags: [LVM_DISK_TAG], ...(signal ? { signal } : {}) });
+      await this.lvm.create(tmp, extents, { tags: [LVM_DISK_TAG, ...owner], ...(signal ? { signal } : {}) });
     } catch (e) {
       throw this.translate(e, id, signal);
     }
@@ -467,7 +564,15 @@ export class LvmBackend implements ImageBackend {
 
   private async assertNotOpen(id: string, device: string): Promise<void> {
     const pids = await openers(device);
-    if (pids.length > 0) throw new BusyError(`${id} is open (${device}) by pid ${pids.join(', ')}`, { backend: NAME, diskId: id });
+    if (pids.length > 0)
+      throw new BusyError(`${id} is open (${device}) by pid ${pids.join(', ')}`, { backend: NAME, diskId: id });
+  }
+
+  /** The LV of disk `id`; `NotFoundError` when missing. */
+  private async lvOf(id: string): Promise<LvInfo> {
+    const lv = await this.call(() => this.lvm.lv(id), id);
+    if (!lv) throw this.notFound(id);
+    return lv;
   }
 
   private notFound(id: string): NotFoundError {
@@ -484,50 +589,6 @@ export class LvmBackend implements ImageBackend {
   }
 
   private translate(e: unknown, id: string | undefined, signal: AbortSignal | undefined): Error {
-    const ctx = { backend: NAME, ...(id ? { diskId: id } : {}), cause: e };
-    if (isImageBackendError(e)) return e as Error;
-    if (signal?.aborted) return new AbortedError(`${id ?? 'operation'} aborted`, ctx);
-    if (e instanceof LvmError) {
-      switch (e.kind) {
-        case 'lv-exists':
-          return new AlreadyExistsError(`disk ${id} exists in ${this.lvm.vg}`, ctx);
-        case 'lv-not-found':
-          return new NotFoundError(`disk ${id} not found in ${this.lvm.vg}`, ctx);
-        case 'insufficient-space':
-        case 'insufficient-contiguous-space':
-          return new InsufficientCapacityError(`${id}: ${e.stderr || e.message}`, ctx);
-        case 'vg-not-found':
-          return new BackendUnavailableError(`volume group ${this.lvm.vg} not found`, ctx);
-        default:
-          return new BackendUnavailableError(e.message, ctx);
-      }
-    }
-    if (e instanceof RangeError) return new UnsafeImageError('size-mismatch', `${id}: ${e.message}`, ctx);
-    // A full file system (e.g. the qcow2 spool in tempDir) is a capacity problem, not a crash.
-    const errno = (e as NodeJS.ErrnoException | undefined)?.code;
-    if (errno === 'ENOSPC' || errno === 'EDQUOT') return new InsufficientCapacityError(`${id ?? 'operation'}: no space left (${errno}): ${(e as Error).message}`, ctx);
-    return e instanceof Error ? e : new Error(String(e));
+    return translateError(e, id, signal, this.lvm.vg, NAME);
   }
-}
-
-function capabilitiesFor(dm: boolean): Readonly<BackendCapabilities> {
-  void dm; // snapshots/thin would need device-mapper; not implemented yet, so false in both modes
-  return Object.freeze({
-    clone: false,
-    snapshot: false,
-    rollback: false,
-    flatten: false,
-    resize: true,
-    sharedStorage: false,
-    directSnapshot: false,
-    encryption: false,
-    discard: false,
-    thin: false,
-  });
-}
-
-function toInfo(lv: LvInfo): DiskInfo | undefined {
-  const ref = parseDiskId(lv.name);
-  if (!ref) return undefined;
-  return { disk: ref, id: lv.name, sizeBytes: lv.sizeBytes, format: 'raw', encrypted: false };
 }

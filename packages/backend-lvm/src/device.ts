@@ -40,7 +40,15 @@ export async function zeroDevice(device: string, bytes: number | undefined, opti
       if (alignedEnd > alignedStart) {
         await run(
           'blkdiscard',
-          ['--zeroout', '--force', '--offset', String(alignedStart), '--length', String(alignedEnd - alignedStart), device],
+          [
+            '--zeroout',
+            '--force',
+            '--offset',
+            String(alignedStart),
+            '--length',
+            String(alignedEnd - alignedStart),
+            device,
+          ],
           { timeoutMs: 600_000, signal: options.signal },
         );
       }
@@ -99,8 +107,7 @@ export async function writeStreamToDevice(
   try {
     for await (const chunk of source) {
       options.signal?.throwIfAborted();
-      if (pos + chunk.byteLength > limit)
-        throw new RangeError(`image data exceeds the disk size (${limit} bytes)`);
+      if (pos + chunk.byteLength > limit) throw new RangeError(`image data exceeds the disk size (${limit} bytes)`);
       let off = 0;
       while (off < chunk.byteLength) {
         const { bytesWritten } = await fh.write(chunk, off, chunk.byteLength - off, pos);

@@ -32,7 +32,12 @@ export async function listLoops(): Promise<LoopDevice[]> {
 }
 
 /** Attaches a loop device over `bytes` bytes of `backing` starting at `offset`; returns `/dev/loopN`. */
-export async function attachLoop(backing: string, offset: number, bytes: number, signal?: AbortSignal): Promise<string> {
+export async function attachLoop(
+  backing: string,
+  offset: number,
+  bytes: number,
+  signal?: AbortSignal,
+): Promise<string> {
   const { stdout } = await run(
     'losetup',
     ['--find', '--show', '--offset', String(offset), '--sizelimit', String(bytes), '--', backing],
@@ -61,4 +66,3 @@ export async function canonical(path: string): Promise<string> {
     return path;
   }
 }
-

@@ -196,8 +196,13 @@ export class Lvm {
   /** The volume group's extent size and free space. */
   async vgInfo(): Promise<VgInfo> {
     const out = await this.command('vgs', [
-      '--reportformat', 'json', '--units', 'b', '--nosuffix',
-      '-o', 'vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_size,vg_free',
+      '--reportformat',
+      'json',
+      '--units',
+      'b',
+      '--nosuffix',
+      '-o',
+      'vg_name,vg_extent_size,vg_extent_count,vg_free_count,vg_size,vg_free',
       this.vg,
     ]);
     const row = parseReport(out, 'vg')[0];
@@ -215,9 +220,15 @@ export class Lvm {
   /** The volume group's physical volumes. */
   async pvs(): Promise<PvInfo[]> {
     const out = await this.command('pvs', [
-      '--reportformat', 'json', '--units', 'b', '--nosuffix',
-      '-o', 'pv_name,vg_name,pe_start,pv_size,pv_free',
-      '-S', `vg_name=${this.vg}`,
+      '--reportformat',
+      'json',
+      '--units',
+      'b',
+      '--nosuffix',
+      '-o',
+      'pv_name,vg_name,pe_start,pv_size,pv_free',
+      '-S',
+      `vg_name=${this.vg}`,
     ]);
     return parseReport(out, 'pv').map((r) => ({
       name: r.pv_name!,
@@ -231,8 +242,13 @@ export class Lvm {
   /** All LVs of the volume group (optionally only those whose name starts with `prefix`). */
   async lvs(prefix?: string): Promise<LvInfo[]> {
     const out = await this.command('lvs', [
-      '--reportformat', 'json', '--units', 'b', '--nosuffix',
-      '-o', 'lv_name,lv_size,lv_attr,lv_tags,seg_count,seg_pe_ranges',
+      '--reportformat',
+      'json',
+      '--units',
+      'b',
+      '--nosuffix',
+      '-o',
+      'lv_name,lv_size,lv_attr,lv_tags,seg_count,seg_pe_ranges',
       '--segments',
       this.vg,
     ]);
@@ -270,7 +286,11 @@ export class Lvm {
    * Creates a linear LV of `extents` extents. Without device-mapper it is created inactive and
    * contiguous (`--alloc contiguous -an -Zn`), so one loop device can map it.
    */
-  async create(name: string, extents: number, options: { tags?: readonly string[]; signal?: AbortSignal } = {}): Promise<void> {
+  async create(
+    name: string,
+    extents: number,
+    options: { tags?: readonly string[]; signal?: AbortSignal } = {},
+  ): Promise<void> {
     assertLvName(name);
     const args = ['-y', '-n', name, '-l', String(extents), '--type', 'linear'];
     if (!this.deviceMapper) args.push('--alloc', 'contiguous', '-an', '-Zn');

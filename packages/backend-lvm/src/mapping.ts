@@ -35,7 +35,9 @@ export function extentRange(lv: LvInfo, pvs: readonly PvInfo[], extentSize: numb
   if (!pv) throw new LvmError(`PV ${seg.pv} of ${lv.name} is not in the volume group`, 'failed', '');
   const bytes = (seg.lastExtent - seg.firstExtent + 1) * extentSize;
   if (bytes !== lv.sizeBytes)
-    throw new UnmappableError(`logical volume ${lv.name}: segment covers ${bytes} bytes but the LV has ${lv.sizeBytes}`);
+    throw new UnmappableError(
+      `logical volume ${lv.name}: segment covers ${bytes} bytes but the LV has ${lv.sizeBytes}`,
+    );
   return { pv: seg.pv, offset: pv.peStart + seg.firstExtent * extentSize, bytes };
 }
 

@@ -1,13 +1,5 @@
 import { UnsafeImageError } from '@ephemera/image-backend';
-import {
-  ImageFormatError,
-  ImageInspector,
-  QemuImg,
-  QemuImgError,
-  UnsafeImageError as InspectorUnsafeImageError,
-  checkImageFile,
-  safetyCheck,
-} from '@ephemera/qemu-img-wrapper';
+import { ImageInspector, QemuImg, isQemuImgError, checkImageFile, safetyCheck } from '@ephemera/qemu-img-wrapper';
 
 /** Facts of a vetted image file. */
 export interface InspectedFile {
@@ -19,8 +11,9 @@ const qemuImg = new QemuImg();
 
 /** Turns the inspector's refusals into the contract's `UnsafeImageError`. */
 function asContractError(e: unknown): unknown {
-  if (e instanceof InspectorUnsafeImageError) return new UnsafeImageError(e.reason, e.message, { cause: e });
-  if (e instanceof ImageFormatError) return new UnsafeImageError(`invalid-image-${e.reason}`, e.message, { cause: e });
+  if (isQemuImgError(e, 'QEMU_IMG_UNSAFE_IMAGE')) return new UnsafeImageError(e.reason, e.message, { cause: e });
+  if (isQemuImgError(e, 'QEMU_IMG_BAD_IMAGE'))
+    return new UnsafeImageError(`invalid-image-${e.reason}`, e.message, { cause: e });
   return e;
 }
 
@@ -29,7 +22,11 @@ function asContractError(e: unknown): unknown {
  * qemu-img sees it): the detected format must be the declared one, and backing files, external
  * data files and encryption are refused.
  */
-export async function inspectImageFile(path: string, format: 'raw' | 'qcow2', signal?: AbortSignal): Promise<InspectedFile> {
+export async function inspectImageFile(
+  path: string,
+  format: 'raw' | 'qcow2',
+  signal?: AbortSignal,
+): Promise<InspectedFile> {
   signal?.throwIfAborted();
   try {
     const img = await checkImageFile(path, { declaredFormat: format, allowEncrypted: false });
@@ -50,7 +47,12 @@ export async function convertImageToDevice(
   source: string,
   format: 'raw' | 'qcow2',
   device: string,
-  options: { signal?: AbortSignal | undefined; onProgress?: (percent: number) => void; timeoutMs?: number; trusted?: boolean } = {},
+  options: {
+    signal?: AbortSignal | undefined;
+    onProgress?: (percent: number) => void;
+    timeoutMs?: number;
+    trusted?: boolean;
+  } = {},
 ): Promise<void> {
   try {
     await qemuImg.convert(source, device, {
@@ -64,7 +66,7 @@ export async function convertImageToDevice(
       ...(options.onProgress ? { onProgress: options.onProgress } : {}),
     });
   } catch (e) {
-    if (e instanceof QemuImgError && e.kind === 'aborted' && options.signal?.aborted) throw options.signal.reason ?? e;
+    if (isQemuImgError(e, 'QEMU_IMG_ABORTED') && options.signal?.aborted) throw options.signal.reason ?? e;
     throw asContractError(e);
   }
 }

@@ -6,9 +6,12 @@ import {
   InvalidArgumentError,
   ProgressReporter,
   UnsupportedOperationError,
+  assertValidOwnerStamp,
   diskId,
+  handOver,
   isImageBackendError,
   listFilterPrefix,
+  ownerRecord,
   parseDiskId,
   type BackendCapabilities,
   type Capacity,
@@ -18,11 +21,13 @@ import {
   type DirectSnapshotResult,
   type DiskFormat,
   type DiskInfo,
+  type DiskOwner,
   type DiskRef,
   type FileDiskSource,
   type ImageBackend,
   type ListFilter,
   type OperationOptions,
+  type OwnerStamp,
   type ProgressEvent,
   type RemoveOptions,
   type SnapshotInfo,
@@ -33,7 +38,8 @@ import { BaseCache, type CacheCleanupResult, type CachedBase } from './base-cach
 import type { Qcow2Context } from './context.js';
 import { checkImage, createBlank, createFromImage } from './create.js';
 import { toContractError } from './errors.js';
-import { DiskStore, NAME } from './layout.js';
+import { DiskStore, NAME, readEncryption, readOwner, writeOwner } from './layout.js';
+import { migrationDiskSpec, prepareIncomingDisk, type IncomingDisk, type MigrationDiskSpec } from './migration.js';
 import { remove, sweepLeftovers } from './remove.js';
 import { flatten, resize } from './resize.js';
 import { createSnapshot, listSnapshots, removeSnapshot, rollbackToSnapshot } from './snapshots.js';
@@ -114,22 +120,37 @@ export class Qcow2Backend implements ImageBackend {
       throw new InvalidArgumentError('baseDir', 'must be an absolute directory path', { backend: NAME });
     const prealloc = options.preallocation ?? 'off';
     if (!['off', 'metadata', 'falloc', 'full'].includes(prealloc))
-      throw new InvalidArgumentError('preallocation', `expected off, metadata, falloc or full, got ${String(prealloc)}`, { backend: NAME });
+      throw new InvalidArgumentError(
+        'preallocation',
+        `expected off, metadata, falloc or full, got ${String(prealloc)}`,
+        { backend: NAME },
+      );
     if (options.clusterSize !== undefined) {
       const c = options.clusterSize;
       if (!Number.isSafeInteger(c) || c < 512 || c > 2 * 1024 * 1024 || (c & (c - 1)) !== 0)
         throw new InvalidArgumentError('clusterSize', 'a power of two between 512 and 2 MiB', { backend: NAME });
     }
-    for (const k of ['baseMaxAgeMs', 'commandTimeoutMs', 'convertTimeoutMs', 'busyTimeoutMs', 'lockStaleMs', 'maxImageVirtualSize'] as const) {
+    for (const k of [
+      'baseMaxAgeMs',
+      'commandTimeoutMs',
+      'convertTimeoutMs',
+      'busyTimeoutMs',
+      'lockStaleMs',
+      'maxImageVirtualSize',
+    ] as const) {
       const v = options[k];
-      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0)) throw new InvalidArgumentError(k, 'a non-negative integer', { backend: NAME });
+      if (v !== undefined && (!Number.isSafeInteger(v) || v < 0))
+        throw new InvalidArgumentError(k, 'a non-negative integer', { backend: NAME });
     }
     this.instancesDir = resolve(options.instancesDir);
     this.baseDir = resolve(options.baseDir ?? join(this.instancesDir, '_base'));
     this.forceRaw = options.forceRaw ?? true;
     this.baseMaxAgeMs = options.baseMaxAgeMs ?? 24 * 3_600_000;
     const convertTimeoutMs = options.convertTimeoutMs ?? 3_600_000;
-    const qemu = new QemuImg({ timeoutMs: options.commandTimeoutMs ?? 60_000, ...(options.qemuImgBinary ? { binary: options.qemuImgBinary } : {}) });
+    const qemu = new QemuImg({
+      timeoutMs: options.commandTimeoutMs ?? 60_000,
+      ...(options.qemuImgBinary ? { binary: options.qemuImgBinary } : {}),
+    });
     this.cache = new BaseCache({
       dir: this.baseDir,
       qemuImg: qemu,
@@ -148,7 +169,7 @@ export class Qcow2Backend implements ImageBackend {
       resize: true,
       sharedStorage: false,
       directSnapshot: false,
-      encryption: false,
+      encryption: true,
       discard: true,
       thin: !thick,
     });
@@ -186,7 +207,37 @@ export class Qcow2Backend implements ImageBackend {
     return this.store.describe(loc);
   }
 
-  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+  /** The owner recorded in the disk directory's `owner.json`, `null` when none. */
+  async getOwner(disk: DiskRef): Promise<DiskOwner | null> {
+    const id = diskId(disk);
+    const loc = await this.store.locate(id);
+    if (!loc) throw this.store.notFound(id);
+    return readOwner(loc.dir).catch((e) => {
+      throw toContractError(e, { backend: NAME, diskId: id });
+    });
+  }
+
+  /** Hands the disk over: `owner.json` replaced by one rename (atomic). */
+  async setOwner(disk: DiskRef, owner: OwnerStamp): Promise<DiskOwner> {
+    const id = diskId(disk);
+    assertValidOwnerStamp(owner);
+    const loc = await this.store.locate(id);
+    if (!loc) throw this.store.notFound(id);
+    try {
+      const cur = await readOwner(loc.dir);
+      const next = cur ? handOver(cur, owner) : ownerRecord(disk, owner);
+      await writeOwner(loc.dir, next);
+      return next;
+    } catch (e) {
+      throw toContractError(e, { backend: NAME, diskId: id });
+    }
+  }
+
+  async createFromImage(
+    disk: DiskRef,
+    image: SourceImage,
+    options: CreateFromImageOptions = {},
+  ): Promise<CreateResult> {
     return createFromImage(this.ctx, disk, image, options);
   }
 
@@ -256,7 +307,8 @@ export class Qcow2Backend implements ImageBackend {
     const id = diskId(disk);
     const loc = await this.store.locate(id);
     if (!loc) throw this.store.notFound(id);
-    return { type: 'file', path: loc.path, format: loc.format };
+    const enc = await readEncryption(loc.dir);
+    return { type: 'file', path: loc.path, format: loc.format, ...(enc ? { encryption: enc } : {}) };
   }
 
   async close(): Promise<void> {}
@@ -297,9 +349,14 @@ export class Qcow2Backend implements ImageBackend {
    */
   async cleanupBases(options: { olderThanMs?: number; signal?: AbortSignal } = {}): Promise<CacheCleanupResult> {
     const olderThanMs = options.olderThanMs ?? this.baseMaxAgeMs;
-    if (!Number.isSafeInteger(olderThanMs) || olderThanMs < 0) throw new InvalidArgumentError('olderThanMs', 'a non-negative integer', { backend: NAME });
+    if (!Number.isSafeInteger(olderThanMs) || olderThanMs < 0)
+      throw new InvalidArgumentError('olderThanMs', 'a non-negative integer', { backend: NAME });
     await this.store.ensureDirs();
-    const result = await this.cache.cleanup({ olderThanMs, referenced: () => this.referencedBases(), signal: options.signal });
+    const result = await this.cache.cleanup({
+      olderThanMs,
+      referenced: () => this.referencedBases(),
+      signal: options.signal,
+    });
     await sweepLeftovers(this.ctx, olderThanMs, result.removed);
     return result;
   }
@@ -309,5 +366,28 @@ export class Qcow2Backend implements ImageBackend {
     return this.store.referencedBases();
   }
 
-}
+  // --- live block migration (the driver's workflow calls these on both hosts) ---
 
+  /**
+   * Source host: size, format and whether the disk is an overlay on the cached base of `imageId`
+   * (any other backing file: UNSUPPORTED_OPERATION, the destination could not rebuild the chain).
+   */
+  async migrationDiskSpec(disk: DiskRef, imageId: string): Promise<MigrationDiskSpec> {
+    return migrationDiskSpec(this.ctx, disk, imageId);
+  }
+
+  /**
+   * Destination host: the empty copy libvirt copies a migrating disk into (it does not create
+   * files outside storage pools): an overlay of the same virtual size on this host's cached base
+   * of `image` (fetched once, then reused), or a blank disk for an unbacked one. Without an owner
+   * sidecar until `setOwner` (the driver calls it once the guest runs here); `remove` undoes it.
+   */
+  async prepareIncomingDisk(
+    disk: DiskRef,
+    spec: MigrationDiskSpec,
+    image?: SourceImage,
+    options: OperationOptions & { onProgress?: (event: ProgressEvent) => void } = {},
+  ): Promise<IncomingDisk> {
+    return prepareIncomingDisk(this.ctx, disk, spec, image, options);
+  }
+}

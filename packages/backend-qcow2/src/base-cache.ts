@@ -49,7 +49,16 @@ export interface CacheCleanupResult {
 }
 
 /** Image formats the cache accepts (Glance `disk_format`) and what becomes of them. */
-export const ACCEPTED_DISK_FORMATS: readonly string[] = Object.freeze(['raw', 'iso', 'qcow2', 'vmdk', 'vhd', 'vpc', 'vhdx', 'vdi']);
+export const ACCEPTED_DISK_FORMATS: readonly string[] = Object.freeze([
+  'raw',
+  'iso',
+  'qcow2',
+  'vmdk',
+  'vhd',
+  'vpc',
+  'vhdx',
+  'vdi',
+]);
 
 const KEY_RE = /^[0-9a-f]{40}$/;
 const BASE_RE = /^([0-9a-f]{40})(\.qcow2)?$/;
@@ -161,7 +170,10 @@ export class BaseCache {
    * many callers ask at the same time, in this process or others). `progress` receives the
    * fetch's `download`/`convert` events. Release the lease when the overlay exists.
    */
-  async acquire(image: SourceImage, options: { signal?: AbortSignal | undefined; progress?: ProgressReporter | undefined } = {}): Promise<BaseLease> {
+  async acquire(
+    image: SourceImage,
+    options: { signal?: AbortSignal | undefined; progress?: ProgressReporter | undefined } = {},
+  ): Promise<BaseLease> {
     throwIfAborted(options.signal, 'createFromImage');
     const key = baseKey(image.id);
     let e = this.entries.get(key);

@@ -7,7 +7,7 @@ import {
   UnsafeImageError,
   isImageBackendError,
 } from '@ephemera/image-backend';
-import { ImageFormatError, QemuImgError, UnsafeImageError as InspectorUnsafeImageError } from '@ephemera/qemu-img-wrapper';
+import { isQemuImgError } from '@ephemera/qemu-img-wrapper';
 import { errno } from './fsutil.js';
 
 /** Context of an error translation. */
@@ -30,12 +30,13 @@ export function toContractError(e: unknown, ctx: ErrorContext): Error {
   const opts = { backend: ctx.backend, ...(ctx.diskId ? { diskId: ctx.diskId } : {}), cause: e };
   const what = ctx.what ?? ctx.diskId ?? 'operation';
   if (ctx.signal?.aborted) return new AbortedError(`${what} aborted`, opts);
-  if (e instanceof InspectorUnsafeImageError) return new UnsafeImageError(e.reason, `${what}: ${e.message}`, opts);
-  if (e instanceof ImageFormatError) {
-    if (e.reason === 'unknown-format') return new InvalidArgumentError('image.diskFormat', `${what}: ${e.message}`, opts);
+  if (isQemuImgError(e, 'QEMU_IMG_UNSAFE_IMAGE')) return new UnsafeImageError(e.reason, `${what}: ${e.message}`, opts);
+  if (isQemuImgError(e, 'QEMU_IMG_BAD_IMAGE')) {
+    if (e.reason === 'unknown-format')
+      return new InvalidArgumentError('image.diskFormat', `${what}: ${e.message}`, opts);
     return new UnsafeImageError(`invalid-image-${e.reason}`, `${what}: ${e.message}`, opts);
   }
-  if (e instanceof QemuImgError) {
+  if (isQemuImgError(e) && 'kind' in e) {
     if (e.kind === 'aborted') return new AbortedError(`${what} aborted`, opts);
     if (e.kind === 'invalid-argument') return new InvalidArgumentError('qemu-img', `${what}: ${e.message}`, opts);
     if (LOCKED_RE.test(e.stderr)) return new BusyError(`${what} is in use: ${e.stderr}`, opts);
@@ -43,7 +44,8 @@ export function toContractError(e: unknown, ctx: ErrorContext): Error {
     return new BackendUnavailableError(`${what}: ${e.message}`, opts);
   }
   const code = errno(e);
-  if (code === 'ENOSPC' || code === 'EDQUOT') return new InsufficientCapacityError(`${what}: no space left (${code})`, opts);
+  if (code === 'ENOSPC' || code === 'EDQUOT')
+    return new InsufficientCapacityError(`${what}: no space left (${code})`, opts);
   if (code === 'EBUSY') return new BusyError(`${what}: ${(e as Error).message}`, opts);
   if (code !== undefined) return new BackendUnavailableError(`${what}: ${(e as Error).message}`, opts);
   return e instanceof Error ? e : new Error(String(e));

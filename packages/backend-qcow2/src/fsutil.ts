@@ -1,4 +1,4 @@
-import { open } from 'node:fs/promises';
+import { open, rename, rm } from 'node:fs/promises';
 
 /** fsyncs a file or directory by path (directories: makes a rename durable). */
 export async function fsyncPath(path: string): Promise<void> {
@@ -16,3 +16,21 @@ export function errno(e: unknown): string | undefined {
   return typeof c === 'string' ? c : undefined;
 }
 
+/** Writes `path` atomically: a temporary file next to it, fsynced, renamed over it, the directory fsynced. */
+export async function writeFileAtomic(path: string, text: string): Promise<void> {
+  const tmp = `${path}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  try {
+    const fh = await open(tmp, 'wx', 0o644);
+    try {
+      await fh.writeFile(text);
+      await fh.sync();
+    } finally {
+      await fh.close();
+    }
+    await rename(tmp, path);
+  } catch (e) {
+    await rm(tmp, { force: true }).catch(() => undefined);
+    throw e;
+  }
+  await fsyncPath(path.slice(0, path.lastIndexOf('/')) || '/');
+}

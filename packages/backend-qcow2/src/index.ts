@@ -19,3 +19,4 @@
 // internals (tests import them from their source files).
 export { Qcow2Backend, type Qcow2BackendOptions, type Preallocation } from './backend.js';
 export type { BaseFormat, CacheCleanupResult, CachedBase } from './base-cache.js';
+export type { IncomingDisk, MigrationDiskSpec } from './migration.js';

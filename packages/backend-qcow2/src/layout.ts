@@ -1,19 +1,22 @@
 // Where disks live: `<instancesDir>/<uuid>_<name>/disk.qcow2|disk.raw`, the format fixed by the
 // file name; finding, describing, claiming and publishing disk directories.
-import { mkdir, readdir, realpath, rename, stat, statfs } from 'node:fs/promises';
+import { mkdir, readFile, readdir, realpath, rename, stat, statfs } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import {
   AlreadyExistsError,
   InsufficientCapacityError,
   InvalidArgumentError,
   NotFoundError,
+  formatOwner,
   parseDiskId,
+  parseOwner,
   type Capacity,
   type DiskFormat,
   type DiskInfo,
+  type DiskOwner,
 } from '@ephemera/image-backend';
 import { toContractError } from './errors.js';
-import { errno, fsyncPath } from './fsutil.js';
+import { errno, fsyncPath, writeFileAtomic } from './fsutil.js';
 import { readQcow2Header } from './qcow2-header.js';
 
 /** @internal the backend's name in errors and disk records. */
@@ -22,6 +25,44 @@ const DISK_FILES: readonly [string, DiskFormat][] = [
   ['disk.qcow2', 'qcow2'],
   ['disk.raw', 'raw'],
 ];
+/** @internal the owner record's sidecar in a disk's directory (written before the directory is published). */
+export const OWNER_FILE = 'owner.json';
+
+/** @internal the owner record of a disk directory; `null` when there is none (or it is not ours). */
+export async function readOwner(dir: string): Promise<DiskOwner | null> {
+  try {
+    return parseOwner(await readFile(join(dir, OWNER_FILE), 'utf8'));
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return null;
+    throw e;
+  }
+}
+
+/** @internal writes the owner record of a disk directory atomically (rename over the old one). */
+export async function writeOwner(dir: string, owner: DiskOwner): Promise<void> {
+  await writeFileAtomic(join(dir, OWNER_FILE), `${formatOwner(owner)}\n`);
+}
+
+/** @internal the encryption sidecar (format and libvirt secret UUID; never the key) of an encrypted disk. */
+export const ENCRYPTION_FILE = 'encryption.json';
+
+/** @internal the encryption of a disk directory, `undefined` when the disk is plain. */
+export async function readEncryption(dir: string): Promise<{ format: 'luks'; secretUuid: string } | undefined> {
+  try {
+    const o = JSON.parse(await readFile(join(dir, ENCRYPTION_FILE), 'utf8')) as { secretUuid?: unknown };
+    if (typeof o.secretUuid !== 'string') return undefined;
+    return { format: 'luks', secretUuid: o.secretUuid };
+  } catch (e) {
+    if (errno(e) === 'ENOENT') return undefined;
+    throw e;
+  }
+}
+
+/** @internal writes the encryption sidecar (before the directory is published). */
+export async function writeEncryption(dir: string, secretUuid: string): Promise<void> {
+  await writeFileAtomic(join(dir, ENCRYPTION_FILE), `${JSON.stringify({ format: 'luks', secretUuid })}\n`);
+}
+
 /** @internal temporary directories of creates in progress (any process); swept by `cleanupBases` after this age. */
 export const TEMP_MAX_AGE_MS = 3_600_000;
 
@@ -110,9 +151,11 @@ export class DiskStore {
   async describe(loc: DiskLocation): Promise<DiskInfo> {
     const ref = parseDiskId(loc.id)!;
     try {
+      const owner = await readOwner(loc.dir);
+      const encrypted = (await readEncryption(loc.dir)) !== undefined;
       if (loc.format === 'raw') {
         const st = await stat(loc.path);
-        return { disk: ref, id: loc.id, sizeBytes: st.size, format: 'raw', encrypted: false };
+        return { disk: ref, id: loc.id, sizeBytes: st.size, format: 'raw', encrypted: false, owner };
       }
       const h = await readQcow2Header(loc.path);
       return {
@@ -121,7 +164,8 @@ export class DiskStore {
         sizeBytes: h.virtualSize,
         format: 'qcow2',
         ...(h.backingFile ? { parent: resolve(loc.dir, h.backingFile) } : {}),
-        encrypted: false,
+        encrypted,
+        owner,
       };
     } catch (e) {
       if (errno(e) === 'ENOENT') throw this.notFound(loc.id);
@@ -133,16 +177,21 @@ export class DiskStore {
     const loc = await this.locate(id);
     if (!loc) throw this.notFound(id);
     if (loc.format !== 'qcow2')
-      throw new InvalidArgumentError('disk', `${operation}: ${id} is a raw disk; internal snapshots need qcow2`, { backend: NAME, diskId: id });
+      throw new InvalidArgumentError('disk', `${operation}: ${id} is a raw disk; internal snapshots need qcow2`, {
+        backend: NAME,
+        diskId: id,
+      });
     return loc;
   }
 
   /** Claims a disk name in this process, then checks that no process made it already. */
   async claim(id: string): Promise<void> {
-    if (this.pending.has(id)) throw new AlreadyExistsError(`disk ${id} is being created`, { backend: NAME, diskId: id });
+    if (this.pending.has(id))
+      throw new AlreadyExistsError(`disk ${id} is being created`, { backend: NAME, diskId: id });
     this.pending.add(id);
     try {
-      if (await this.locate(id)) throw new AlreadyExistsError(`disk ${id} exists in ${this.instancesDir}`, { backend: NAME, diskId: id });
+      if (await this.locate(id))
+        throw new AlreadyExistsError(`disk ${id} exists in ${this.instancesDir}`, { backend: NAME, diskId: id });
     } catch (e) {
       this.pending.delete(id);
       throw e;
@@ -156,7 +205,11 @@ export class DiskStore {
     } catch (e) {
       const c = errno(e);
       if (c === 'ENOTEMPTY' || c === 'EEXIST' || c === 'ENOTDIR' || c === 'EISDIR')
-        throw new AlreadyExistsError(`disk ${id} exists in ${this.instancesDir}`, { backend: NAME, diskId: id, cause: e });
+        throw new AlreadyExistsError(`disk ${id} exists in ${this.instancesDir}`, {
+          backend: NAME,
+          diskId: id,
+          cause: e,
+        });
       throw e;
     }
     await fsyncPath(this.instancesDir);

@@ -48,7 +48,10 @@ export async function tryLock(target: string, options: LockOptions): Promise<Unl
 }
 
 /** Waits (polling with back-off, abortable) until the lock is ours. */
-export async function lockWait(target: string, options: LockOptions & { signal?: AbortSignal | undefined }): Promise<Unlock> {
+export async function lockWait(
+  target: string,
+  options: LockOptions & { signal?: AbortSignal | undefined },
+): Promise<Unlock> {
   let delay = 10;
   for (;;) {
     throwIfAborted(options.signal, 'waiting for the image cache lock');

@@ -10,7 +10,10 @@ declare module 'proper-lockfile' {
     onCompromised?: (err: Error) => void;
   }
   export function lock(file: string, options?: LockOptions): Promise<() => Promise<void>>;
-  export function check(file: string, options?: Omit<LockOptions, 'update' | 'retries' | 'onCompromised'>): Promise<boolean>;
+  export function check(
+    file: string,
+    options?: Omit<LockOptions, 'update' | 'retries' | 'onCompromised'>,
+  ): Promise<boolean>;
   const _default: { lock: typeof lock; check: typeof check };
   export default _default;
 }

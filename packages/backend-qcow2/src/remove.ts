@@ -4,7 +4,14 @@
 import { randomBytes } from 'node:crypto';
 import { rename, rm, stat } from 'node:fs/promises';
 import { join } from 'node:path';
-import { BusyError, diskId, processesHoldingOpen as openers, retryWhileBusy, type DiskRef, type RemoveOptions } from '@ephemera/image-backend';
+import {
+  BusyError,
+  diskId,
+  processesHoldingOpen as openers,
+  retryWhileBusy,
+  type DiskRef,
+  type RemoveOptions,
+} from '@ephemera/image-backend';
 import type { Qcow2Context } from './context.js';
 import { toContractError } from './errors.js';
 import { errno } from './fsutil.js';
@@ -19,7 +26,8 @@ export async function remove(ctx: Qcow2Context, disk: DiskRef, options: RemoveOp
       const loc = await ctx.store.locate(id);
       if (!loc) return false;
       const pids = await openers(loc.path);
-      if (pids.length > 0) throw new BusyError(`${id} is open (${loc.path}) by pid ${pids.join(', ')}`, { backend: NAME, diskId: id });
+      if (pids.length > 0)
+        throw new BusyError(`${id} is open (${loc.path}) by pid ${pids.join(', ')}`, { backend: NAME, diskId: id });
       const trash = join(ctx.store.instancesDir, `.trash-${id}-${randomBytes(6).toString('hex')}`);
       try {
         await rename(loc.dir, trash);

@@ -1,20 +1,41 @@
 // Changing a disk in place: grow it, or flatten an overlay so it no longer needs its base.
-import { InvalidArgumentError, assertValidSize, diskId, throwIfAborted, type DiskRef, type OperationOptions } from '@ephemera/image-backend';
+import {
+  InvalidArgumentError,
+  UnsupportedOperationError,
+  assertValidSize,
+  diskId,
+  throwIfAborted,
+  type DiskRef,
+  type OperationOptions,
+} from '@ephemera/image-backend';
 import type { Qcow2Context } from './context.js';
 import { toContractError } from './errors.js';
 import { NAME, qemuCall, roundUp } from './layout.js';
 import { readQcow2Header } from './qcow2-header.js';
 
-export async function resize(ctx: Qcow2Context, disk: DiskRef, sizeBytes: number, options: OperationOptions = {}): Promise<void> {
+export async function resize(
+  ctx: Qcow2Context,
+  disk: DiskRef,
+  sizeBytes: number,
+  options: OperationOptions = {},
+): Promise<void> {
   const id = diskId(disk);
   assertValidSize(sizeBytes);
   const { signal } = options;
   throwIfAborted(signal, 'resize');
   const loc = await ctx.store.locate(id);
   if (!loc) throw ctx.store.notFound(id);
-  const current = (await ctx.store.describe(loc)).sizeBytes;
+  const info = await ctx.store.describe(loc);
+  const current = info.sizeBytes;
+  // qemu-img resize opens an encrypted qcow2 with its key, which resize is not given.
+  if (info.encrypted)
+    throw new UnsupportedOperationError('encryption', 'resize of an encrypted disk', { backend: NAME, diskId: id });
   if (sizeBytes < current)
-    throw new InvalidArgumentError('sizeBytes', `${sizeBytes} is smaller than the disk (${current} bytes): shrinking is not supported`, { backend: NAME, diskId: id });
+    throw new InvalidArgumentError(
+      'sizeBytes',
+      `${sizeBytes} is smaller than the disk (${current} bytes): shrinking is not supported`,
+      { backend: NAME, diskId: id },
+    );
   const size = roundUp(sizeBytes, 512);
   if (size === current) return;
   const thick = !ctx.thin;
@@ -22,7 +43,9 @@ export async function resize(ctx: Qcow2Context, disk: DiskRef, sizeBytes: number
   try {
     await ctx.qemu.resize(loc.path, size, {
       format: loc.format,
-      ...(thick && (loc.format === 'raw' || !(await ctx.store.describe(loc)).parent) ? { preallocation: ctx.preallocation } : {}),
+      ...(thick && (loc.format === 'raw' || !(await ctx.store.describe(loc)).parent)
+        ? { preallocation: ctx.preallocation }
+        : {}),
       ...(signal ? { signal } : {}),
     });
   } catch (e) {
@@ -45,13 +68,23 @@ export async function flatten(ctx: Qcow2Context, disk: DiskRef, options: Operati
   const header = await readQcow2Header(loc.path);
   if (!header.backingFile) return;
   if (header.snapshots.length > 0)
-    throw new InvalidArgumentError('disk', `${id} has internal snapshots (${header.snapshots.map((s) => s.name).join(', ')}): remove them before flatten`, {
-      backend: NAME,
-      diskId: id,
-    });
+    throw new InvalidArgumentError(
+      'disk',
+      `${id} has internal snapshots (${header.snapshots.map((s) => s.name).join(', ')}): remove them before flatten`,
+      {
+        backend: NAME,
+        diskId: id,
+      },
+    );
   await qemuCall(
     id,
-    () => ctx.qemu.rebase(loc.path, { format: 'qcow2', backing: null, timeoutMs: ctx.convertTimeoutMs, ...(signal ? { signal } : {}) }),
+    () =>
+      ctx.qemu.rebase(loc.path, {
+        format: 'qcow2',
+        backing: null,
+        timeoutMs: ctx.convertTimeoutMs,
+        ...(signal ? { signal } : {}),
+      }),
     signal,
   );
 }

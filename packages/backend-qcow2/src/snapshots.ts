@@ -1,5 +1,12 @@
 // Internal qcow2 snapshots: read from the qcow2 header, changed through qemu-img snapshot.
-import { AlreadyExistsError, NotFoundError, assertValidSnapshotName, diskId, type DiskRef, type SnapshotInfo } from '@ephemera/image-backend';
+import {
+  AlreadyExistsError,
+  NotFoundError,
+  assertValidSnapshotName,
+  diskId,
+  type DiskRef,
+  type SnapshotInfo,
+} from '@ephemera/image-backend';
 import type { Qcow2Context } from './context.js';
 import { NAME, qemuCall } from './layout.js';
 import { readQcow2Header } from './qcow2-header.js';

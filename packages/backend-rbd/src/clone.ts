@@ -14,7 +14,9 @@ export interface ClonePlan {
  * does), or an import and why (with an `rbd://` location the image has, for
  * `neverDownloadIfOnRbd`).
  */
-export type CloneDecision = { kind: 'clone'; candidates: ClonePlan[] } | { kind: 'import'; reason: string; rbdLocation?: string };
+export type CloneDecision =
+  | { kind: 'clone'; candidates: ClonePlan[] }
+  | { kind: 'import'; reason: string; rbdLocation?: string };
 
 /** Every `rbd://` location of the image in the cluster `fsid`, in the order of `image.locations`. */
 export function localRbdLocations(image: Pick<SourceImage, 'locations'>, fsid: string): ClonePlan[] {
@@ -31,19 +33,30 @@ export function localRbdLocations(image: Pick<SourceImage, 'locations'>, fsid: s
  * with an `rbd://` location in this cluster (`fsid`, lower case) is cloned; anything else, or
  * `forceImport`, is imported.
  */
-export function decideClone(image: Pick<SourceImage, 'locations' | 'diskFormat'>, fsid: string, forceImport: boolean): CloneDecision {
+export function decideClone(
+  image: Pick<SourceImage, 'locations' | 'diskFormat'>,
+  fsid: string,
+  forceImport: boolean,
+): CloneDecision {
   const rbd = (image.locations ?? [])
     .map((l) => ({ location: l.url, url: parseRbdUrl(l.url) }))
     .filter((l): l is { location: string; url: RbdUrl } => l.url !== undefined);
   const local = localRbdLocations(image, fsid);
   const here = local[0];
   const anyRbd = here?.location ?? rbd[0]?.location;
-  const withLoc = (reason: string): CloneDecision => ({ kind: 'import', reason, ...(anyRbd ? { rbdLocation: anyRbd } : {}) });
+  const withLoc = (reason: string): CloneDecision => ({
+    kind: 'import',
+    reason,
+    ...(anyRbd ? { rbdLocation: anyRbd } : {}),
+  });
   if (forceImport) return withLoc('forceImport: clone not attempted');
   if (rbd.length === 0) return withLoc('no rbd:// location (image not in an RBD store)');
   if (!here) return withLoc(`rbd location is in another cluster (fsid ${rbd[0]!.url.fsid}, this cluster ${fsid})`);
   const format = String(image.diskFormat ?? '').toLowerCase();
-  if (format !== 'raw') return withLoc(`image is ${format || 'of unknown format'}, not raw: a clone would hand QEMU ${format} data as a raw disk`);
+  if (format !== 'raw')
+    return withLoc(
+      `image is ${format || 'of unknown format'}, not raw: a clone would hand QEMU ${format} data as a raw disk`,
+    );
   return { kind: 'clone', candidates: local };
 }
 
@@ -76,7 +89,11 @@ export function cloneFormatFor(
 ): { kind: 'clone'; format: 1 | 2; why: string } | { kind: 'import'; reason: string } {
   if (policy.format === 2) return { kind: 'clone', format: 2, why: policy.why };
   if (policy.format === 1) {
-    if (!parentProtected) return { kind: 'import', reason: `clone format 2 not allowed (${policy.why}) and parent snapshot ${parentLabel} is not protected` };
+    if (!parentProtected)
+      return {
+        kind: 'import',
+        reason: `clone format 2 not allowed (${policy.why}) and parent snapshot ${parentLabel} is not protected`,
+      };
     return { kind: 'clone', format: 1, why: `${policy.why}; parent snapshot protected` };
   }
   return parentProtected

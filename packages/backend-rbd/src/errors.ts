@@ -8,16 +8,7 @@ import {
   NotFoundError,
   isImageBackendError,
 } from '@ephemera/image-backend';
-import {
-  DiskQuotaExceeded,
-  ImageBusy,
-  ImageExists,
-  ImageNotFound,
-  InvalidArgument,
-  NoSpace,
-  PermissionDenied,
-  RbdError,
-} from '@ephemera/ceph-rbd-napi';
+import { isRbdError } from '@ephemera/ceph-rbd-napi';
 
 /** The backend's name in every error it raises. */
 export const NAME = 'rbd';
@@ -41,13 +32,21 @@ export function translateRbdError(e: unknown, c: TranslateContext): unknown {
   const ctx = { backend: NAME, ...(id ? { diskId: id } : {}), cause: e };
   if (isImageBackendError(e)) return e;
   if (c.signal?.aborted) return new AbortedError('operation aborted', ctx);
-  if (!(e instanceof RbdError)) return e;
-  if (e instanceof ImageExists) return new AlreadyExistsError(`${id ?? 'image'} already exists`, ctx);
-  if (e instanceof ImageNotFound) return c.phase === 'create' ? new BackendUnavailableError(e.message, ctx) : new NotFoundError(`${id ?? 'image'} does not exist (${e.message})`, ctx);
-  if (e instanceof ImageBusy) return new BusyError(`${id ?? 'image'} is busy: ${e.message}`, ctx);
-  if (e instanceof NoSpace || e instanceof DiskQuotaExceeded) return new InsufficientCapacityError(`${id ?? 'pool'}: ${e.message}`, ctx);
-  if (e instanceof InvalidArgument) return new InvalidArgumentError('request', e.message, ctx);
-  if (e instanceof PermissionDenied) return new BackendUnavailableError(`permission denied for client.${c.clientId}: ${e.message}`, ctx);
+  // By code, not instanceof: the error may come from another copy of the binding. ENOENT is the
+  // image's unless the binding said ObjectNotFound (a pool or config file, rados.pyx's name).
+  if (!isRbdError(e)) return e;
+  const code = e.code;
+  if (code === 'EEXIST') return new AlreadyExistsError(`${id ?? 'image'} already exists`, ctx);
+  if (code === 'ENOENT' && e.name !== 'ObjectNotFound')
+    return c.phase === 'create'
+      ? new BackendUnavailableError(e.message, ctx)
+      : new NotFoundError(`${id ?? 'image'} does not exist (${e.message})`, ctx);
+  if (code === 'EBUSY') return new BusyError(`${id ?? 'image'} is busy: ${e.message}`, ctx);
+  if (code === 'ENOSPC' || code === 'EDQUOT')
+    return new InsufficientCapacityError(`${id ?? 'pool'}: ${e.message}`, ctx);
+  if (code === 'EINVAL') return new InvalidArgumentError('request', e.message, ctx);
+  if (code === 'EPERM' || code === 'EACCES')
+    return new BackendUnavailableError(`permission denied for client.${c.clientId}: ${e.message}`, ctx);
   return new BackendUnavailableError(e.message, ctx);
 }
 

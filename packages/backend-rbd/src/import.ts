@@ -10,8 +10,8 @@ import {
   type ProgressReporter,
   type SourceImage,
 } from '@ephemera/image-backend';
-import { RbdError, type Image } from '@ephemera/ceph-rbd-napi';
-import { QemuImg, QemuImgError, httpLocation, type ImageLocation } from '@ephemera/qemu-img-wrapper';
+import { isRbdError, type Image } from '@ephemera/ceph-rbd-napi';
+import { QemuImg, httpLocation, isQemuImgError, type ImageLocation } from '@ephemera/qemu-img-wrapper';
 import { localRbdLocations } from './clone.js';
 import type { RbdContext } from './context.js';
 import { NAME } from './errors.js';
@@ -53,14 +53,19 @@ export interface ImportJob {
  * qemu-img itself when it may open it, else through the binding; Glance's stream only when no
  * local snapshot is readable. Each skipped location says why.
  */
-export async function convertSource(ctx: RbdContext, image: SourceImage): Promise<{ source: ConvertSource; skipped: string[] }> {
+export async function convertSource(
+  ctx: RbdContext,
+  image: SourceImage,
+): Promise<{ source: ConvertSource; skipped: string[] }> {
   const skipped: string[] = [];
   for (const { url, location } of localRbdLocations(image, ctx.fsid)) {
     try {
       await ctx.ops.probeSnapshot(url, true);
     } catch (e) {
-      if (!(e instanceof RbdError)) throw e;
-      skipped.push(`skipped ${location}: ${url.pool}/${url.image}@${url.snapshot} is not readable (${e.code}: ${e.message})`);
+      if (!isRbdError(e)) throw e;
+      skipped.push(
+        `skipped ${location}: ${url.pool}/${url.image}@${url.snapshot} is not readable (${e.code}: ${e.message})`,
+      );
       continue;
     }
     return { source: { kind: (await qemuCanRead(ctx, url)) ? 'rbd-direct' : 'rbd-stream', url }, skipped };
@@ -84,17 +89,25 @@ async function qemuCanRead(ctx: RbdContext, u: RbdUrl): Promise<boolean> {
 
 /**
  * Streams a raw image into a new RBD image: the inspector vets the first bytes before
- * anything is created; blocks of `importBlockBytes` are written with up to `importInFlight`
- * aio writes in flight; all-zero blocks are skipped (the new image reads as zeros already);
- * the declared hash is checked as the bytes pass (`readImage`). Any failure removes the image.
+ * anything is created; blocks of `importBlockBytes` (default the object size) are written with
+ * up to `importInFlight` aio writes in flight; all-zero blocks are skipped (the new image reads
+ * as zeros already) by one memcmp pass over the block we hold; the declared hash is checked as
+ * the bytes pass (`readImage`). Memory held: `importInFlight` blocks in writes, one block being
+ * gathered, and what the source buffers. Any failure removes the image.
  */
 export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<CreateResult> {
   const { ops } = ctx;
   const { id, image, format, reason, options, progress, started } = job;
   const size = Math.max(options.sizeBytes ?? 0, image.size);
   if (options.sizeBytes !== undefined && options.sizeBytes < image.size)
-    throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image (${image.size} bytes)`, { backend: NAME, diskId: id });
-  const stream = new InspectedStream(readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator]());
+    throw new InvalidArgumentError(
+      'options.sizeBytes',
+      `${options.sizeBytes} is smaller than the image (${image.size} bytes)`,
+      { backend: NAME, diskId: id },
+    );
+  const stream = new InspectedStream(
+    readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator](),
+  );
   let created = false;
   let img: Image | undefined;
   const window = new Window(ops.cfg.inFlight);
@@ -103,9 +116,12 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
     if (head) checkDeclared(head, format, NAME, id); // e.g. qcow2 declared raw: refused, nothing created
     await ops.io.create(id, size);
     created = true;
+    await ops.stampOwner(id, options.owner);
     img = await ops.io.open(id);
+    // One write per RADOS object, as `rbd import` does, unless configured otherwise.
+    const blockBytes = ctx.options.importBlockBytes ?? (await img.stat()).objectSize;
     let offset = 0;
-    for await (const block of blocks(stream.chunks(), ops.cfg.blockBytes)) {
+    for await (const block of blocks(stream.chunks(), blockBytes)) {
       const at = offset;
       offset += block.length;
       if (isAllZero(block)) continue;
@@ -153,8 +169,9 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
  * - otherwise a stream (`rbd-stream`: that snapshot read read-only through the binding, for a
  *   client without write caps there; `image-stream`: `SourceImage.open()`), served by a
  *   loopback HTTP server with byte ranges from a bounded memory window (qemu-img's reads of a
- *   qcow2 written by qemu-img are nearly sequential); afterwards the rest of the stream is read
- *   so its size and hash are checked.
+ *   qcow2 written by qemu-img are nearly sequential, after it read all L2 tables: a data pass
+ *   behind the window restarts the stream); afterwards the rest of the stream is read so its
+ *   size and hash are checked.
  * Any failure removes the target.
  */
 export async function importConverted(ctx: RbdContext, job: ImportJob, from: ConvertSource): Promise<CreateResult> {
@@ -165,8 +182,12 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
   const source: SourceImage = fromRbd ? { ...image, open: async () => ops.readSnapshot(fromRbd) } : image;
   // Direct: progress comes from qemu-img only (the hash read runs alongside).
   const stream = new InspectedStream(
-    readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[Symbol.asyncIterator](),
+    readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[
+      Symbol.asyncIterator
+    ](),
   );
+  // The stream whose inspector and hash see the bytes qemu-img read last (a restarted one, below).
+  let current = stream;
   const declared = format === 'vpc' ? 'vhd' : format;
   let created = false;
   let killed = false;
@@ -188,12 +209,20 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
     const vetted = checkDeclared(head, declared, NAME, id);
     const virtualSize = vetted.virtualSize;
     if (virtualSize === undefined || !Number.isSafeInteger(virtualSize) || virtualSize <= 0)
-      throw new UnsafeImageError('virtual-size', `image ${image.id}: no valid virtual size in its header`, { backend: NAME, diskId: id });
+      throw new UnsafeImageError('virtual-size', `image ${image.id}: no valid virtual size in its header`, {
+        backend: NAME,
+        diskId: id,
+      });
     if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize)
-      throw new InvalidArgumentError('options.sizeBytes', `${options.sizeBytes} is smaller than the image's virtual size ${virtualSize}`, { backend: NAME, diskId: id });
+      throw new InvalidArgumentError(
+        'options.sizeBytes',
+        `${options.sizeBytes} is smaller than the image's virtual size ${virtualSize}`,
+        { backend: NAME, diskId: id },
+      );
     const size = Math.max(options.sizeBytes ?? 0, virtualSize);
     await ops.io.create(id, size);
     created = true;
+    await ops.stampOwner(id, options.owner);
     const rbd = (pool: string, name: string, snapshot?: string): ImageLocation =>
       rbdTarget({
         pool,
@@ -207,7 +236,10 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
     const qemuImg = new QemuImg(o.qemuImgBinary ? { binary: o.qemuImgBinary } : {});
     // The inspector vetted the source above: qemu-img gets its format and never probes; the
     // target exists already and reads as zeros.
-    const convert = (src: ImageLocation, extra: { signal: AbortSignal; killGraceMs: number; onAbort?: () => void }): Promise<void> =>
+    const convert = (
+      src: ImageLocation,
+      extra: { signal: AbortSignal; killGraceMs: number; onAbort?: () => void },
+    ): Promise<void> =>
       qemuImg.convert(src, target, {
         untrusted: false,
         sourceFormat: vetted.qemuFormat,
@@ -239,6 +271,15 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
         size: image.size,
         ...(o.convertStream?.headBytes ? { headBytes: o.convertStream.headBytes } : {}),
         ...(o.convertStream?.windowBytes ? { windowBytes: o.convertStream.windowBytes } : {}),
+        // qemu-img reads every qcow2 L2 table (spread through the file) before the data, so
+        // its data pass starts behind the window: download again from the start (checked
+        // the same way; progress stays with qemu-img's and the first download's).
+        reopen: () => {
+          current = new InspectedStream(
+            readImage(source, { signal: options.signal, backend: NAME })[Symbol.asyncIterator](),
+          );
+          return current.chunks()[Symbol.asyncIterator]();
+        },
       });
       await server.listen();
       const srv = server;
@@ -264,7 +305,7 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
       }
       await srv.drain();
     }
-    checkDeclared(stream.end(), declared, NAME, id);
+    checkDeclared(current.end(), declared, NAME, id);
     throwIfAborted(options.signal, 'createFromImage');
     progress.finish(image.size, image.size);
     const via =
@@ -273,10 +314,17 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
         : from.kind === 'rbd-stream'
           ? `; converted by qemu-img from the stream of ${from.url.pool}/${from.url.image}@${from.url.snapshot} (read-only through librbd)`
           : '; converted by qemu-img from the stream';
-    return { method: 'imported', reason: reason + via, bytesWritten: image.size, sizeBytes: size, durationMs: Date.now() - started };
+    return {
+      method: 'imported',
+      reason: reason + via,
+      bytesWritten: image.size,
+      sizeBytes: size,
+      durationMs: Date.now() - started,
+    };
   } catch (e) {
     if (server) await server.close().catch(() => undefined);
     await stream.close();
+    if (current !== stream) await current.close();
     if (created) {
       // A killed qemu-img leaves its watch on the target until the OSD times it out (~30 s):
       // evict it (only qemu-img can watch an image this call just created).
@@ -286,7 +334,7 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
     if (e instanceof RangeUnavailableError)
       throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
     // An aborted run is the caller's abort (translated below), not a source failure.
-    if (e instanceof QemuImgError && e.kind !== 'aborted')
+    if (isQemuImgError(e) && 'kind' in e && e.kind !== 'aborted')
       throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
     throw ops.translate(e, id, options.signal, created ? undefined : 'create');
   } finally {

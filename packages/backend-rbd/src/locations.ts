@@ -1,5 +1,10 @@
 import { readFile } from 'node:fs/promises';
-import { InvalidRbdLocationError, parseRbdLocation, type NetworkHost, type RbdLocationParts } from '@ephemera/image-backend';
+import {
+  InvalidRbdLocationError,
+  parseRbdLocation,
+  type NetworkHost,
+  type RbdLocationParts,
+} from '@ephemera/image-backend';
 
 /** The parts of a Glance rbd store location `rbd://<fsid>/<pool>/<image>/<snapshot>`. */
 export type RbdUrl = RbdLocationParts;
@@ -42,7 +47,8 @@ function splitHostPort(addr: string): NetworkHost | undefined {
     host = h!;
     if (p !== undefined) port = Number(p);
   }
-  if (!host || !/^[A-Za-z0-9.:-]+$/.test(host) || !Number.isInteger(port) || port <= 0 || port > 65535) return undefined;
+  if (!host || !/^[A-Za-z0-9.:-]+$/.test(host) || !Number.isInteger(port) || port <= 0 || port > 65535)
+    return undefined;
   return { host, port };
 }
 
@@ -132,7 +138,10 @@ export async function readMonHost(confPath: string): Promise<string | undefined>
     if (section !== 'global' && section !== 'client') continue;
     const kv = /^([^=]+)=(.*)$/.exec(line);
     if (!kv) continue;
-    const key = kv[1]!.trim().toLowerCase().replace(/[\s-]+/g, '_');
+    const key = kv[1]!
+      .trim()
+      .toLowerCase()
+      .replace(/[\s-]+/g, '_');
     if (key === 'mon_host' || key === 'mon_addr') return kv[2]!.trim();
   }
   return undefined;

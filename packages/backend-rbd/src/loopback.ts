@@ -25,16 +25,27 @@ export interface LoopbackOptions {
   headBytes?: number;
   /** Most recent bytes kept to serve overlapping and out-of-order range requests. Default 64 MiB. */
   windowBytes?: number;
+  /**
+   * Opens the same source again from its first byte. When given, a request for bytes that
+   * already left the window restarts the stream (at most {@link MAX_REOPENS} times) instead of
+   * failing: qemu-img convert reads every qcow2 L2 table (spread through the file, one per
+   * 512 MiB of data) before it reads any data, so its data pass starts behind the window.
+   */
+  reopen?: () => AsyncIterator<Uint8Array>;
 }
+
+/** Restarts of the source per conversion: each one downloads again up to the bytes asked for. */
+export const MAX_REOPENS = 2;
 
 /**
  * Serves a forward-only image stream to qemu-img over HTTP on 127.0.0.1, with byte ranges, so
  * `qemu-img convert` can read a qcow2 (which needs seeks) straight from the download without the
  * image ever being written to local disk. It keeps the first `headBytes` (headers, L1/refcount
  * tables) and a sliding window of the last `windowBytes`; a request for data that already left
- * the window fails (the conversion then fails cleanly and says why). qemu-img's reads of a
- * qcow2 written by qemu-img (what image pipelines produce) are nearly sequential, so the window
- * is rarely stressed.
+ * the window restarts the source when `reopen` is given (at most {@link MAX_REOPENS} times), else
+ * fails (the conversion then fails cleanly and says why). qemu-img's data reads of a qcow2
+ * written by qemu-img (what image pipelines produce) are nearly sequential, but it reads every
+ * L2 table first, so past 512 MiB of data the data pass starts behind the window once.
  *
  * The URL carries a random token; any other path is refused. Nothing but this process and
  * qemu-img ever sees the data.
@@ -56,14 +67,16 @@ export class LoopbackImageServer {
   private lock: Promise<unknown> = Promise.resolve();
   private failure: { error: unknown } | undefined;
   private port = 0;
+  /** Times the source was reopened. */
+  reopened = 0;
   /** Bytes served to qemu (for progress and tests). */
   servedBytes = 0;
   /** Largest offset qemu has asked for so far. */
   highestRequested = 0;
 
   constructor(
-    private readonly source: AsyncIterator<Uint8Array>,
-    options: LoopbackOptions,
+    private source: AsyncIterator<Uint8Array>,
+    private readonly options: LoopbackOptions,
   ) {
     this.size = options.size;
     this.headKeep = Math.min(options.headBytes ?? 8 * 1024 * 1024, options.size);
@@ -133,14 +146,36 @@ export class LoopbackImageServer {
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
     if (!this.ended) {
       this.ended = true;
-      // Bounded: a source stalled in a read only returns once that read settles.
-      const returned = Promise.resolve(this.source.return?.(undefined)).catch(() => undefined);
-      let timer: NodeJS.Timeout | undefined;
-      await Promise.race([returned, new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
-      clearTimeout(timer);
+      await this.returnSource();
     }
     this.window = [];
     this.head = Buffer.alloc(0);
+  }
+
+  /** Closes the current source. Bounded: a source stalled in a read only returns once that read settles. */
+  private async returnSource(): Promise<void> {
+    const returned = Promise.resolve(this.source.return?.(undefined)).catch(() => undefined);
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([returned, new Promise<void>((r) => (timer = setTimeout(r, 2_000)))]);
+    clearTimeout(timer);
+  }
+
+  /** Whether [start, end] needs bytes that neither the head nor the window (nor the stream ahead) hold. */
+  private gone(start: number, end: number): boolean {
+    if (end < this.headFill) return false;
+    return start < this.winStart && !(start < this.headFill && this.headFill >= this.winStart);
+  }
+
+  /** Starts the source again from byte 0 (the head is kept: same bytes). */
+  private async restart(): Promise<void> {
+    const reopen = this.options.reopen!;
+    if (!this.ended) await this.returnSource();
+    this.reopened++;
+    this.source = reopen();
+    this.pos = 0;
+    this.winStart = 0;
+    this.window = [];
+    this.ended = false;
   }
 
   private exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -168,7 +203,7 @@ export class LoopbackImageServer {
     if (start < this.headKeep) {
       const n = Math.min(this.headKeep - start, chunk.length);
       chunk.copy(this.head, start, 0, n);
-      this.headFill = start + n;
+      this.headFill = Math.max(this.headFill, start + n);
     }
     this.pos += chunk.length;
     if (discard) {
@@ -190,13 +225,14 @@ export class LoopbackImageServer {
   private read(start: number, end: number): Promise<Buffer> {
     return this.exclusive(async () => {
       if (this.failure) throw this.failure.error;
+      if (this.gone(start, end) && this.options.reopen && this.reopened < MAX_REOPENS) await this.restart();
       while (this.pos <= end && !this.ended) await this.pull();
       const failed = this.failure as { error: unknown } | undefined;
       if (failed) throw failed.error;
       end = Math.min(end, this.pos - 1);
       if (end < start) return Buffer.alloc(0);
       if (end < this.headFill) return Buffer.from(this.head.subarray(start, end + 1));
-      if (start < this.winStart && !(start < this.headFill && this.headFill >= this.winStart)) {
+      if (this.gone(start, end)) {
         const err = new RangeUnavailableError(start, end, this.winStart);
         this.fail(err);
         throw err;
@@ -232,7 +268,11 @@ export class LoopbackImageServer {
       return;
     }
     if (req.method === 'HEAD') {
-      res.writeHead(200, { 'Content-Length': String(this.size), 'Accept-Ranges': 'bytes', 'Content-Type': 'application/octet-stream' });
+      res.writeHead(200, {
+        'Content-Length': String(this.size),
+        'Accept-Ranges': 'bytes',
+        'Content-Type': 'application/octet-stream',
+      });
       res.end();
       return;
     }

@@ -1,22 +1,36 @@
-import { execFile } from 'node:child_process';
-import { BackendUnavailableError, BusyError, parseDiskId, retryWhileBusy, throwIfAborted, type DiskInfo, type NetworkHost } from '@ephemera/image-backend';
+import {
+  BackendUnavailableError,
+  BusyError,
+  formatOwner,
+  ownerRecord,
+  parseDiskId,
+  parseOwner,
+  retryWhileBusy,
+  throwIfAborted,
+  type DiskInfo,
+  type DiskOwner,
+  type NetworkHost,
+  type OwnerStamp,
+} from '@ephemera/image-backend';
 import {
   connect,
-  ConnectionShutdown,
   ImageBusy,
   ImageHasSnapshots,
   ImageNotFound,
   InvalidArgument,
-  RbdError,
-  Timeout,
+  isRbdError,
   type Cluster,
   type Image,
   type IoCtx,
 } from '@ephemera/ceph-rbd-napi';
-import { withParentDeathSignal } from '@ephemera/qemu-img-wrapper';
+import { blocklistAdd, busyAdvice } from './clients.js';
 import { NAME, diskNotFound, translateRbdError } from './errors.js';
 import type { RbdUrl } from './locations.js';
+import type { ParentSnapshotFacts } from './parent-cache.js';
 import { Window, isAllZero } from './stream.js';
+
+/** The image metadata key of the owner record (`rbd image-meta get <pool>/<disk> ephemera.owner`). */
+export const OWNER_KEY = 'ephemera.owner';
 
 /** A snapshot as the binding lists it. */
 export type RbdSnapshot = Awaited<ReturnType<Image['listSnapshots']>>[number];
@@ -27,7 +41,6 @@ export interface RbdOpsConfig {
   clientId: string;
   confPath: string;
   keyringPath?: string | undefined;
-  cephBinary?: string | undefined;
   connectTimeoutMs: number;
   busyTimeoutMs: number;
   blockBytes: number;
@@ -60,7 +73,12 @@ export class RbdOps {
   }
 
   /** Opens `id`, runs `fn`, closes; errors translated (ImageNotFound -> NotFoundError). */
-  async withImage<T>(id: string, opts: { readOnly?: boolean }, fn: (img: Image) => Promise<T>, signal?: AbortSignal): Promise<T> {
+  async withImage<T>(
+    id: string,
+    opts: { readOnly?: boolean },
+    fn: (img: Image) => Promise<T>,
+    signal?: AbortSignal,
+  ): Promise<T> {
     let img: Image;
     try {
       img = await this.io.open(id, opts);
@@ -76,6 +94,26 @@ export class RbdOps {
     }
   }
 
+  /** The owner record of an open image (`null`: none, or not one of ours). */
+  async readOwner(img: Image): Promise<DiskOwner | null> {
+    return parseOwner(await img.metadataGet(OWNER_KEY));
+  }
+
+  /**
+   * Writes the owner of the just-created image `id` (no-op without a stamp). Callers create the
+   * image, then call this inside the block that removes the image on failure, so no image of a
+   * failed create stays without an owner (a crash in between is undone by the journal's rollback).
+   */
+  async stampOwner(id: string, stamp: OwnerStamp | undefined): Promise<void> {
+    if (!stamp) return;
+    await this.withImage(id, {}, (img) => this.stampOwnerOn(img, id, stamp));
+  }
+
+  /** {@link stampOwner} on an image the caller has open read-write (one open fewer). */
+  async stampOwnerOn(img: Image, id: string, stamp: OwnerStamp | undefined): Promise<void> {
+    if (stamp) await img.metadataSet(OWNER_KEY, formatOwner(ownerRecord(parseDiskId(id)!, stamp)));
+  }
+
   async exists(id: string): Promise<boolean> {
     try {
       const img = await this.io.open(id, { readOnly: true });
@@ -89,13 +127,22 @@ export class RbdOps {
 
   async describe(id: string, img: Image): Promise<DiskInfo> {
     const ref = parseDiskId(id)!;
-    const [size, parent] = await Promise.all([img.size(), img.parent()]);
+    const [size, parent, owner, secret] = await Promise.all([
+      img.size(),
+      img.parent(),
+      this.readOwner(img),
+      img.metadataGet('ephemera.secret'),
+    ]);
     return {
       disk: ref,
       id,
       sizeBytes: size,
       format: 'raw',
-      ...(parent ? { parent: `${parent.pool}/${parent.namespace ? `${parent.namespace}/` : ''}${parent.image}@${parent.snap}` } : {}),
+      encrypted: secret !== undefined,
+      owner,
+      ...(parent
+        ? { parent: `${parent.pool}/${parent.namespace ? `${parent.namespace}/` : ''}${parent.image}@${parent.snap}` }
+        : {}),
     };
   }
 
@@ -106,12 +153,17 @@ export class RbdOps {
     await img.close();
   }
 
-  /** Size and protection of a parent snapshot (binding errors as they are). */
-  async parentSnapshot(u: RbdUrl): Promise<{ size: number; isProtected: boolean }> {
+  /**
+   * Id, size and protection of a parent snapshot (binding errors as they are). One open of the
+   * parent: the listing, size and protection come from the header it read.
+   */
+  async parentSnapshot(u: RbdUrl): Promise<ParentSnapshotFacts> {
     const parentIo = await this.cluster.parentIoCtx(u.pool, '');
     const parent = await parentIo.open(u.image, { snapshot: u.snapshot, readOnly: true });
     try {
-      return { size: await parent.size(), isProtected: await parent.isSnapshotProtected(u.snapshot) };
+      const snap = (await parent.listSnapshots()).find((s) => s.name === u.snapshot && s.namespace === 'user');
+      if (!snap) throw new ImageNotFound(2, 'image.snapList', `${u.pool}/${u.image}@${u.snapshot}`, 'no such snapshot');
+      return { snapId: snap.id, size: snap.size, isProtected: snap.protected };
     } finally {
       await parent.close().catch(() => undefined);
     }
@@ -147,7 +199,13 @@ export class RbdOps {
   }
 
   /** Copies `<id>@<snap>` into a new image `name` of `dest` (aio, zero blocks skipped). */
-  async copySnapshot(id: string, snap: string, dest: IoCtx, name: string, signal: AbortSignal | undefined): Promise<void> {
+  async copySnapshot(
+    id: string,
+    snap: string,
+    dest: IoCtx,
+    name: string,
+    signal: AbortSignal | undefined,
+  ): Promise<void> {
     const src = await this.io.open(id, { snapshot: snap, readOnly: true });
     let out: Image | undefined;
     const window = new Window(this.cfg.inFlight);
@@ -206,7 +264,7 @@ export class RbdOps {
     }
   }
 
-  /** Blocklists (60 s) the clients watching `id` (in `io`, default this pool) with the ceph CLI (`profile rbd` allows it). */
+  /** Blocklists (60 s) the clients watching `id` (in `io`, default this pool): monitor commands, `profile rbd` allows them. */
   async evictWatchers(id: string, io: IoCtx = this.io): Promise<void> {
     let addresses: string[] = [];
     try {
@@ -220,29 +278,20 @@ export class RbdOps {
       return;
     }
     for (const addr of addresses) {
-      await new Promise<void>((resolve) => this.cephCli(['osd', 'blocklist', 'add', addr, '60'], () => resolve()));
+      await blocklistAdd(this, addr, 60).catch(() => undefined);
     }
   }
 
-  /** The cluster's `require_min_compat_client` (ceph CLI), or undefined when it cannot be read. */
-  minCompatClient(): Promise<string | undefined> {
-    return new Promise((resolve) => {
-      const connectTimeout = String(Math.max(1, Math.ceil(this.cfg.connectTimeoutMs / 1000)));
-      this.cephCli(['--connect-timeout', connectTimeout, 'osd', 'get-require-min-compat-client'], (err, stdout) => {
-        const value = String(stdout ?? '').trim();
-        resolve(err || !value ? undefined : value);
-      });
-    });
-  }
-
   /**
-   * Runs the ceph CLI as this client (`--conf`, `--id`, `--keyring` then `args`; argv, 30 s
-   * timeout, C locale) under `setpriv --pdeathsig KILL`, so that it dies with this process.
+   * The cluster's `require_min_compat_client`, or undefined when it cannot be read. Asked on the
+   * open connection (a few ms), not with the ceph CLI (a process and a new connection, ~0.5 s).
    */
-  private cephCli(args: string[], callback: (err: Error | null, stdout: string) => void): void {
-    const auth = ['--conf', this.cfg.confPath, '--id', this.cfg.clientId, ...(this.cfg.keyringPath ? ['--keyring', this.cfg.keyringPath] : [])];
-    const [file, ...argv] = withParentDeathSignal([this.cfg.cephBinary ?? 'ceph', ...auth, ...args]);
-    execFile(file!, argv, { timeout: 30_000, env: { PATH: process.env['PATH'] ?? '/usr/bin:/bin', LC_ALL: 'C' } }, (err, stdout) => callback(err, String(stdout ?? '')));
+  async minCompatClient(): Promise<string | undefined> {
+    try {
+      return await this.cluster.requireMinCompatClient();
+    } catch {
+      return undefined;
+    }
   }
 
   /**
@@ -256,7 +305,13 @@ export class RbdOps {
       await this.cluster.pingMonitor();
     } catch (e) {
       // Any answer (even a refusal such as EACCES for a user without `mon r`) means a monitor is there.
-      if (e instanceof RbdError && !(e instanceof Timeout) && !(e instanceof ConnectionShutdown) && e.code !== 'ENOTCONN') return;
+      if (
+        isRbdError(e) &&
+        e.code !== 'ETIMEDOUT' && // Timeout
+        e.code !== 'ESHUTDOWN' && // ConnectionShutdown
+        e.code !== 'ENOTCONN'
+      )
+        return;
       const mons = this.cfg.monitors.map((m) => `${m.host}:${m.port}`).join(', ');
       throw new BackendUnavailableError(
         `the Ceph monitor is unreachable (${mons} did not answer within ${this.cfg.connectTimeoutMs} ms)${id ? `: nothing was created for ${id}` : ''}`,
@@ -271,7 +326,10 @@ export class RbdOps {
    * `BusyError`. A half-removed disk (directory entry without header) is cleaned too. True when
    * something was removed, false when nothing existed.
    */
-  async removeDisk(id: string, options: { busyTimeoutMs?: number | undefined; signal?: AbortSignal | undefined } = {}): Promise<boolean> {
+  async removeDisk(
+    id: string,
+    options: { busyTimeoutMs?: number | undefined; signal?: AbortSignal | undefined } = {},
+  ): Promise<boolean> {
     await this.checkNoChildren(id);
     return retryWhileBusy(
       async () => {
@@ -327,11 +385,15 @@ export class RbdOps {
           return true;
         } catch (e) {
           if (e instanceof ImageNotFound) return false;
-          if (e instanceof ImageHasSnapshots) throw new BusyError(`${id}: a snapshot appeared during removal`, { backend: NAME, diskId: id, cause: e });
+          if (e instanceof ImageHasSnapshots)
+            throw new BusyError(`${id}: a snapshot appeared during removal`, { backend: NAME, diskId: id, cause: e });
           throw this.translate(e, id, options.signal);
         }
       },
-      { timeoutMs: options.busyTimeoutMs ?? this.cfg.busyTimeoutMs, ...(options.signal ? { signal: options.signal } : {}) },
+      {
+        timeoutMs: options.busyTimeoutMs ?? this.cfg.busyTimeoutMs,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
     ).catch(async (e: unknown) => {
       throw e instanceof BusyError && !options.signal?.aborted ? await this.busyWithWatchers(e, id) : e;
     });
@@ -349,17 +411,18 @@ export class RbdOps {
    */
   private async busyWithWatchers(e: BusyError, id: string): Promise<BusyError> {
     let watchers: { address: string; id: number }[];
+    let owner: DiskOwner | null = null;
     try {
-      watchers = await this.withImage(id, { readOnly: true }, (img) => img.watchers());
+      [watchers, owner] = await this.withImage(id, { readOnly: true }, (img) =>
+        Promise.all([img.watchers(), this.readOwner(img).catch(() => null)]),
+      );
     } catch {
       return e;
     }
     if (!watchers.length) return e;
     const list = watchers.map((w) => `client.${w.id} at ${w.address}`).join(', ');
     return new BusyError(
-      `${this.cfg.pool}/${id} is busy: still watched by ${list} after the busy timeout. ` +
-        `If no such client is alive (not listed by the OSD's \`ceph daemon osd.N dump_watchers\`), it is a Ceph zombie watch ` +
-        `(tracker 58120): blocklist the address, then \`ceph pg repeer\` the PG of rbd_header.<image id> (see docs/operations.md, "A disk that stays busy")`,
+      `${this.cfg.pool}/${id} is busy: still watched by ${list} after the busy timeout. ${busyAdvice(owner)}`,
       { backend: NAME, diskId: id, cause: e },
     );
   }
@@ -412,7 +475,10 @@ export class RbdOps {
           });
           if (children.length > 0) {
             const names = children.map((c) => `${c.pool}/${c.image}`).join(', ');
-            throw new BusyError(`${id} has clone (format 2) children (${names}) of a removed snapshot${s.originalName ? ` (${s.originalName})` : ''}: remove or flatten them first`, { backend: NAME, diskId: id });
+            throw new BusyError(
+              `${id} has clone (format 2) children (${names}) of a removed snapshot${s.originalName ? ` (${s.originalName})` : ''}: remove or flatten them first`,
+              { backend: NAME, diskId: id },
+            );
           }
           continue;
         }
@@ -422,7 +488,10 @@ export class RbdOps {
           const children = await at.children();
           if (children.length > 0) {
             const names = children.map((c) => `${c.pool}/${c.image}`).join(', ');
-            throw new BusyError(`${id}@${s.name} has clones (${names}): flatten or remove them first`, { backend: NAME, diskId: id });
+            throw new BusyError(`${id}@${s.name} has clones (${names}): flatten or remove them first`, {
+              backend: NAME,
+              diskId: id,
+            });
           }
         } finally {
           await at.close().catch(() => undefined);
@@ -441,7 +510,12 @@ export class RbdOps {
       try {
         await img.unprotectSnapshot(name);
       } catch (e) {
-        if (e instanceof ImageBusy) throw new BusyError(`${id}@${name} has clones: flatten or remove them first`, { backend: NAME, diskId: id, cause: e });
+        if (e instanceof ImageBusy)
+          throw new BusyError(`${id}@${name} has clones: flatten or remove them first`, {
+            backend: NAME,
+            diskId: id,
+            cause: e,
+          });
         if (!(e instanceof InvalidArgument)) throw e; // InvalidArgument: not protected (any more)
       }
     }
@@ -464,7 +538,10 @@ export class RbdOps {
     } catch (e) {
       if (e instanceof ImageNotFound) return false; // purged meanwhile (by librbd)
       if (e instanceof ImageBusy)
-        throw new BusyError(`${id}: the removed snapshot ${snap.originalName ?? snap.name} still has clone (format 2) children`, { backend: NAME, diskId: id, cause: e });
+        throw new BusyError(
+          `${id}: the removed snapshot ${snap.originalName ?? snap.name} still has clone (format 2) children`,
+          { backend: NAME, diskId: id, cause: e },
+        );
       throw e;
     }
   }

@@ -1,16 +1,12 @@
-import { UnsafeImageError as ContractUnsafeImageError } from '@ephemera/image-backend';
-import {
-  ImageFormatError,
-  ImageInspector,
-  UnsafeImageError as InspectorUnsafeImageError,
-  safetyCheck,
-  type InspectedImage,
-} from '@ephemera/qemu-img-wrapper';
+import { UnsafeImageError } from '@ephemera/image-backend';
+import { ImageInspector, isQemuImgError, safetyCheck, type InspectedImage } from '@ephemera/qemu-img-wrapper';
 
 /** Turns the inspector's refusals into the contract's `UnsafeImageError`. */
 export function asContractUnsafe(e: unknown, backend: string, diskId?: string): unknown {
-  if (e instanceof InspectorUnsafeImageError) return new ContractUnsafeImageError(e.reason, e.message, { backend, diskId, cause: e });
-  if (e instanceof ImageFormatError) return new ContractUnsafeImageError(`invalid-image-${e.reason}`, e.message, { backend, diskId, cause: e });
+  if (isQemuImgError(e, 'QEMU_IMG_UNSAFE_IMAGE'))
+    return new UnsafeImageError(e.reason, e.message, { backend, diskId, cause: e });
+  if (isQemuImgError(e, 'QEMU_IMG_BAD_IMAGE'))
+    return new UnsafeImageError(`invalid-image-${e.reason}`, e.message, { backend, diskId, cause: e });
   return e;
 }
 
@@ -97,7 +93,12 @@ export class InspectedStream {
  * declaration (or any mismatch, backing file, external data file, encryption) is refused before
  * anything is written.
  */
-export function checkDeclared(img: InspectedImage, declaredFormat: string, backend: string, diskId: string): InspectedImage {
+export function checkDeclared(
+  img: InspectedImage,
+  declaredFormat: string,
+  backend: string,
+  diskId: string,
+): InspectedImage {
   try {
     return safetyCheck(img, { declaredFormat, allowEncrypted: false });
   } catch (e) {
@@ -105,26 +106,38 @@ export function checkDeclared(img: InspectedImage, declaredFormat: string, backe
   }
 }
 
-/** Collects chunks of any size into fixed-size blocks (the last one may be short). */
+/**
+ * Collects chunks of any size into fixed-size blocks (the last one may be short). Whole blocks
+ * that lie inside one chunk are yielded as views of that chunk, not copied (a local file read
+ * in block-sized chunks is never copied in JS); only blocks that straddle chunks are gathered
+ * into a new buffer. Sources must not reuse a chunk's memory after yielding it (Node's fs and
+ * HTTP streams never do): a view may still be in an aio write.
+ */
 export async function* blocks(source: AsyncIterable<Uint8Array>, blockBytes: number): AsyncGenerator<Buffer> {
-  let buf = Buffer.allocUnsafe(blockBytes);
+  let buf: Buffer | undefined;
   let fill = 0;
   for await (const chunk of source) {
     let at = 0;
     while (at < chunk.byteLength) {
+      if (fill === 0 && chunk.byteLength - at >= blockBytes) {
+        yield Buffer.from(chunk.buffer, chunk.byteOffset + at, blockBytes);
+        at += blockBytes;
+        continue;
+      }
+      // The consumer may still hold a yielded block (an aio write in flight): never reuse one.
+      buf ??= Buffer.allocUnsafe(blockBytes);
       const n = Math.min(blockBytes - fill, chunk.byteLength - at);
       buf.set(chunk.subarray(at, at + n), fill);
       fill += n;
       at += n;
       if (fill === blockBytes) {
         yield buf;
-        // The consumer may still hold the yielded block (an aio write in flight): never reuse it.
-        buf = Buffer.allocUnsafe(blockBytes);
+        buf = undefined;
         fill = 0;
       }
     }
   }
-  if (fill > 0) yield buf.subarray(0, fill);
+  if (buf && fill > 0) yield buf.subarray(0, fill);
 }
 
 const ZERO = Buffer.alloc(1024 * 1024);

@@ -6,7 +6,7 @@
 //
 // This file is the module init only. The rest, one concept a file: runtime.h (worker pool,
 // dispatcher, handle lifetime), instance.h, errors, args, handles.h, job.h, options.h;
-// cluster (RADOS connection), ioctx (images of a pool), image, snapshot, clone, trash, watchers,
+// cluster (RADOS connection), ioctx (images of a pool), image, snapshot, clone, trash, lock, watchers,
 // aio (reads and writes), library (versions, worker threads).
 #include <napi.h>
 

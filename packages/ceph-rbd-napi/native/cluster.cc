@@ -3,6 +3,9 @@
 #include <rados/librados.h>
 #include <rbd/librbd.h>
 
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <memory>
@@ -187,6 +190,35 @@ Napi::Value NCluster::OpenIoCtx(const Napi::CallbackInfo& info) {
       });
 }
 
+// Implements rados_create2(), rados_conf_read_file(), rados_conf_set() and rados_connect(); on
+// success `*out` owns the connected client.
+static int ConnectClient(const std::string& name, const std::optional<std::string>& conf,
+                         const std::optional<std::string>& keyring, const std::optional<std::string>& mon_host,
+                         const std::string& timeout, const std::vector<std::pair<std::string, std::string>>& options,
+                         const std::shared_ptr<std::atomic<bool>>& exiting, std::shared_ptr<ClusterRes>* out) {
+    rados_t c = nullptr;
+    int rc = rados_create2(&c, "ceph", name.c_str(), 0);
+    if (rc < 0) return rc;
+    auto fail = [&](int r) {
+      rados_shutdown(c);
+      return r;
+    };
+    if (conf) {
+      if ((rc = rados_conf_read_file(c, conf->c_str())) < 0) return fail(rc);
+    } else if (!mon_host) {
+      rados_conf_read_file(c, nullptr);  // default search path; absence is reported by connect
+    }
+    if (keyring && (rc = rados_conf_set(c, "keyring", keyring->c_str())) < 0) return fail(rc);
+    if (mon_host && (rc = rados_conf_set(c, "mon_host", mon_host->c_str())) < 0) return fail(rc);
+    for (const char* k : {"client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"})
+      if ((rc = rados_conf_set(c, k, timeout.c_str())) < 0) return fail(rc);
+    for (auto& kv : options)
+      if ((rc = rados_conf_set(c, kv.first.c_str(), kv.second.c_str())) < 0) return fail(rc);
+    if ((rc = rados_connect(c)) < 0) return fail(rc);
+    *out = std::make_shared<ClusterRes>(exiting, c);
+    return 0;
+}
+
 // connect({ name, confPath?, keyringPath?, monHost?, timeoutSeconds, options: [[k, v], ...] })
 // Implements rados_create2(), rados_conf_read_file(), rados_conf_set() and rados_connect().
 Napi::Value Connect(const Napi::CallbackInfo& info) {
@@ -222,38 +254,35 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
   Job* job = new Job(env, "connect", name);
   return job->Submit(
       [=] {
-        rados_t c = nullptr;
-        int rc = rados_create2(&c, "ceph", name.c_str(), 0);
-        if (rc < 0) return rc;
-        auto fail = [&](int r) {
-          rados_shutdown(c);
-          return r;
-        };
-        if (conf) {
-          if ((rc = rados_conf_read_file(c, conf->c_str())) < 0) return fail(rc);
-        } else if (!mon_host) {
-          rados_conf_read_file(c, nullptr);  // default search path; absence is reported by connect
+        {
+          std::lock_guard<std::mutex> lock(inst->reg_mu);
+          if (inst->closing) return -ESHUTDOWN;
+          ++inst->connecting;
         }
-        if (keyring && (rc = rados_conf_set(c, "keyring", keyring->c_str())) < 0) return fail(rc);
-        if (mon_host && (rc = rados_conf_set(c, "mon_host", mon_host->c_str())) < 0) return fail(rc);
-        for (const char* k : {"client_mount_timeout", "rados_mon_op_timeout", "rados_osd_op_timeout"})
-          if ((rc = rados_conf_set(c, k, timeout.c_str())) < 0) return fail(rc);
-        for (auto& kv : options)
-          if ((rc = rados_conf_set(c, kv.first.c_str(), kv.second.c_str())) < 0) return fail(rc);
-        if ((rc = rados_connect(c)) < 0) return fail(rc);
-        *out = std::make_shared<ClusterRes>(exiting, c);
-        return 0;
+        std::shared_ptr<ClusterRes> cl;
+        int rc = ConnectClient(name, conf, keyring, mon_host, timeout, options, exiting, &cl);
+        if (cl) {
+          // Registered here, not on the JS thread: at exit the JS thread never runs again.
+          std::lock_guard<std::mutex> lock(inst->reg_mu);
+          if (!inst->closing) {
+            inst->clusters.erase(std::remove_if(inst->clusters.begin(), inst->clusters.end(),
+                                                [](const std::weak_ptr<ClusterRes>& w) { return w.expired(); }),
+                                 inst->clusters.end());
+            inst->clusters.push_back(cl);
+            *out = cl;
+          }
+        }
+        if (cl && !*out) {
+          cl->CloseTree();  // shutdownAll began meanwhile: rados_shutdown() now
+          rc = -ESHUTDOWN;
+        }
+        std::lock_guard<std::mutex> lock(inst->reg_mu);
+        --inst->connecting;
+        inst->reg_cv.notify_all();
+        return rc;
       },
       [out](Napi::Env env) -> Napi::Value {
         Instance* inst = GetInstance(env);
-        {
-          std::lock_guard<std::mutex> lock(inst->reg_mu);
-          std::vector<std::weak_ptr<ClusterRes>> live;
-          for (auto& w : inst->clusters)
-            if (!w.expired()) live.push_back(std::move(w));
-          live.push_back(*out);
-          inst->clusters.swap(live);
-        }
         auto* sp = new std::shared_ptr<ClusterRes>(std::move(*out));
         Napi::Object obj = inst->cluster_ctor.New({Napi::External<std::shared_ptr<ClusterRes>>::New(env, sp)});
         delete sp;
@@ -265,9 +294,16 @@ Napi::Value Connect(const Napi::CallbackInfo& info) {
 // timeoutMs. Used at process exit so images are unwatched cleanly; returns how many were closed
 // in time.
 int ShutdownAllImpl(Instance* inst, double timeout_ms) {
+  if (!(timeout_ms >= 0)) timeout_ms = 0;
+  if (timeout_ms > 86400000.0) timeout_ms = 86400000.0;  // keeps the deadline representable
+  auto deadline = std::chrono::steady_clock::now() + std::chrono::duration_cast<std::chrono::steady_clock::duration>(
+                                                         std::chrono::duration<double, std::milli>(timeout_ms));
   std::vector<std::shared_ptr<ClusterRes>> live;
   {
-    std::lock_guard<std::mutex> lock(inst->reg_mu);
+    std::unique_lock<std::mutex> lock(inst->reg_mu);
+    inst->closing = true;
+    // Connects in flight register their client (then closed below) or shut it down themselves.
+    inst->reg_cv.wait_until(lock, deadline, [inst] { return inst->connecting == 0; });
     for (auto& w : inst->clusters)
       if (auto c = w.lock()) live.push_back(std::move(c));
     inst->clusters.clear();
@@ -288,8 +324,7 @@ int ShutdownAllImpl(Instance* inst, double timeout_ms) {
     }).detach();
   }
   std::unique_lock<std::mutex> lock(sh->mu);
-  sh->cv.wait_for(lock, std::chrono::duration<double, std::milli>(timeout_ms),
-                  [&] { return sh->done == static_cast<int>(live.size()); });
+  sh->cv.wait_until(lock, deadline, [&] { return sh->done == static_cast<int>(live.size()); });
   return sh->done;
 }
 

@@ -122,6 +122,10 @@ Napi::Value NImage::Features(const Napi::CallbackInfo& info) {
       [v](Napi::Env env) -> Napi::Value { return Num(env, *v); });
 }
 
+// rbd_resize2() calls its progress function unconditionally while a shrink trims objects (a
+// NULL one crashes the process), so this no-op stands in when the caller gave none.
+static int NoProgress(uint64_t, uint64_t, void*) { return 0; }
+
 // resize(size, allowShrink, onProgress?)
 // Implements rbd_resize2().
 Napi::Value NImage::Resize(const Napi::CallbackInfo& info) {
@@ -134,7 +138,7 @@ Napi::Value NImage::Resize(const Napi::CallbackInfo& info) {
   auto res = res_;
   Progress* p = job->progress();
   return job->Submit([res, size, allow_shrink, p] {
-    return rbd_resize2(res->image, size, allow_shrink, p ? &Progress::Callback : nullptr, p);
+    return rbd_resize2(res->image, size, allow_shrink, p ? &Progress::Callback : &NoProgress, p);
   });
 }
 

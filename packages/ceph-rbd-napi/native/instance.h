@@ -6,6 +6,7 @@
 #include <napi.h>
 
 #include <atomic>
+#include <condition_variable>
 #include <memory>
 #include <mutex>
 #include <vector>
@@ -24,7 +25,13 @@ struct Instance {
   Napi::FunctionReference image_ctor;
   std::shared_ptr<std::atomic<bool>> exiting = std::make_shared<std::atomic<bool>>(false);
   std::mutex reg_mu;
-  std::vector<std::weak_ptr<ClusterRes>> clusters;
+  std::vector<std::weak_ptr<ClusterRes>> clusters;  // under reg_mu
+  // Connects inside rados_create2()..rados_connect() (under reg_mu): shutdownAll waits for them,
+  // since a client still running when the process tears down librados crashes it. Once
+  // `closing` is set, a connect that finishes shuts its client down itself.
+  int connecting = 0;
+  bool closing = false;
+  std::condition_variable reg_cv;
 };
 
 inline Instance* GetInstance(Napi::Env env) { return env.GetInstanceData<Instance>(); }

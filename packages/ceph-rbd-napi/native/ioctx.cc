@@ -13,6 +13,7 @@
 #include "args.h"
 #include "instance.h"
 #include "ioctx.h"
+#include "lists.h"
 #include "options.h"
 
 namespace ephemera_rbd {
@@ -23,6 +24,7 @@ Napi::Function NIoCtx::Define(Napi::Env env) {
                          InstanceMethod<&NIoCtx::Close>("close"),
                          InstanceMethod<&NIoCtx::IsClosed>("isClosed"),
                          InstanceMethod<&NIoCtx::List>("list"),
+                         InstanceMethod<&NIoCtx::ListPrefixed>("listPrefixed"),
                          InstanceMethod<&NIoCtx::Create>("create"),
                          InstanceMethod<&NIoCtx::Clone>("clone"),
                          InstanceMethod<&NIoCtx::Remove>("remove"),
@@ -32,6 +34,10 @@ Napi::Function NIoCtx::Define(Napi::Env env) {
                          InstanceMethod<&NIoCtx::TrashRestore>("trashRestore"),
                          InstanceMethod<&NIoCtx::TrashRemove>("trashRemove"),
                          InstanceMethod<&NIoCtx::Open>("open"),
+                         InstanceMethod<&NIoCtx::LockExclusive>("lockExclusive"),
+                         InstanceMethod<&NIoCtx::Unlock>("unlock"),
+                         InstanceMethod<&NIoCtx::BreakLock>("breakLock"),
+                         InstanceMethod<&NIoCtx::ListLockers>("listLockers"),
                      });
 }
 
@@ -53,29 +59,61 @@ Napi::Value NIoCtx::List(const Napi::CallbackInfo& info) {
   return Simple(
       info, "ioctx.list", res_->Target(),
       [out, res] {
-        size_t max = 64;
-        std::vector<rbd_image_spec_t> v;
-        int rc = GrowLoop(max, [&] {
-          v.assign(max, rbd_image_spec_t{});
-          size_t m = max;
-          int r = rbd_list2(res->io, v.data(), &m);
-          if (r == -ERANGE) max = m > max ? m : max * 2;
-          else if (r >= 0) {
-            for (size_t i = 0; i < m; ++i) out->emplace_back(v[i].name ? v[i].name : "", v[i].id ? v[i].id : "");
-            rbd_image_spec_list_cleanup(v.data(), m);
-          }
-          return r;
+        return CopyList<rbd_image_spec_t>(
+            64, [&](rbd_image_spec_t* v, size_t* m) { return rbd_list2(res->io, v, m); },
+            [&](const rbd_image_spec_t& s) { out->emplace_back(s.name ? s.name : "", s.id ? s.id : ""); },
+            rbd_image_spec_list_cleanup);
+      },
+      [out](Napi::Env env) -> Napi::Value {
+        return ToArray(env, *out, [](Napi::Env e, const std::pair<std::string, std::string>& s) {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("name", Napi::String::New(e, s.first));
+          o.Set("id", Napi::String::New(e, s.second));
+          return o;
         });
-        return rc < 0 ? rc : 0;
+      });
+}
+
+// listPrefixed(prefix) -> names of the format 2 images whose name starts with `prefix`.
+// Reads only the matching `name_<prefix>*` keys of the pool's `rbd_directory` omap (librbd's
+// directory of format 2 images), so the cost follows the matches, not the pool: rbd_list2() reads
+// every entry (about 2.7 ms empty, 26 ms with 500 images here). No directory object: none.
+// Implements rados_read_op_omap_get_vals2() on rbd_directory.
+Napi::Value NIoCtx::ListPrefixed(const Napi::CallbackInfo& info) {
+  std::string prefix = ArgString(info, 0, "name prefix");
+  auto out = std::make_shared<std::vector<std::string>>();
+  auto res = res_;
+  return Simple(
+      info, "ioctx.listPrefixed", res_->Target(),
+      [out, res, prefix] {
+        const std::string filter = "name_" + prefix;
+        std::string after;
+        for (;;) {
+          rados_read_op_t op = rados_create_read_op();
+          rados_omap_iter_t it = nullptr;
+          unsigned char more = 0;
+          int rval = 0;
+          rados_read_op_omap_get_vals2(op, after.c_str(), filter.c_str(), 256, &it, &more, &rval);
+          int rc = rados_read_op_operate(op, res->io, "rbd_directory", 0);
+          if (rc >= 0 && rval < 0) rc = rval;
+          if (rc >= 0) {
+            char *key = nullptr, *val = nullptr;
+            size_t len = 0;
+            while (rados_omap_get_next(it, &key, &val, &len) == 0 && key != nullptr) {
+              after = key;
+              out->push_back(after.substr(5));
+            }
+          }
+          if (it != nullptr) rados_omap_get_end(it);
+          rados_release_read_op(op);
+          if (rc == -ENOENT) return 0;
+          if (rc < 0) return rc;
+          if (!more) return 0;
+        }
       },
       [out](Napi::Env env) -> Napi::Value {
         Napi::Array a = Napi::Array::New(env, out->size());
-        for (size_t i = 0; i < out->size(); ++i) {
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("name", Napi::String::New(env, (*out)[i].first));
-          o.Set("id", Napi::String::New(env, (*out)[i].second));
-          a.Set(i, o);
-        }
+        for (size_t i = 0; i < out->size(); ++i) a.Set(i, Napi::String::New(env, (*out)[i]));
         return a;
       });
 }

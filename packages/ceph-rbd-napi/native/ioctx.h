@@ -1,5 +1,6 @@
 // NativeIoCtx: an I/O context on a pool (and RADOS namespace). Its methods live in ioctx.cc
-// (images of the pool), clone.cc (clone) and trash.cc (the pool's trash).
+// (images of the pool), clone.cc (clone), trash.cc (the pool's trash)
+// and lock.cc (RADOS object locks with a lease).
 #pragma once
 
 #include <napi.h>
@@ -37,6 +38,7 @@ class NIoCtx : public Napi::ObjectWrap<NIoCtx> {
   Napi::Value IsClosed(const Napi::CallbackInfo& info);
   Napi::Value Close(const Napi::CallbackInfo& info);
   Napi::Value List(const Napi::CallbackInfo& info);
+  Napi::Value ListPrefixed(const Napi::CallbackInfo& info);
   Napi::Value Create(const Napi::CallbackInfo& info);
   Napi::Value Remove(const Napi::CallbackInfo& info);
   Napi::Value Rename(const Napi::CallbackInfo& info);
@@ -48,6 +50,11 @@ class NIoCtx : public Napi::ObjectWrap<NIoCtx> {
   Napi::Value TrashList(const Napi::CallbackInfo& info);
   Napi::Value TrashRestore(const Napi::CallbackInfo& info);
   Napi::Value TrashRemove(const Napi::CallbackInfo& info);
+  // lock.cc
+  Napi::Value LockExclusive(const Napi::CallbackInfo& info);
+  Napi::Value Unlock(const Napi::CallbackInfo& info);
+  Napi::Value BreakLock(const Napi::CallbackInfo& info);
+  Napi::Value ListLockers(const Napi::CallbackInfo& info);
 };
 
 }  // namespace ephemera_rbd

@@ -8,6 +8,7 @@
 
 #include "args.h"
 #include "ioctx.h"
+#include "lists.h"
 
 namespace ephemera_rbd {
 
@@ -33,37 +34,25 @@ Napi::Value NIoCtx::TrashList(const Napi::CallbackInfo& info) {
   return Simple(
       info, "ioctx.trashList", res_->Target(),
       [out, res] {
-        size_t max = 32;
-        std::vector<rbd_trash_image_info_t> v;
-        int rc = GrowLoop(max, [&] {
-          v.assign(max, rbd_trash_image_info_t{});
-          size_t m = max;
-          int r = rbd_trash_list(res->io, v.data(), &m);
-          if (r == -ERANGE) max = m > max ? m : max * 2;
-          else if (r >= 0) {
-            for (size_t i = 0; i < m; ++i)
-              out->push_back({v[i].id ? v[i].id : "", v[i].name ? v[i].name : "", static_cast<int>(v[i].source),
-                              static_cast<int64_t>(v[i].deletion_time), static_cast<int64_t>(v[i].deferment_end_time)});
-            rbd_trash_list_cleanup(v.data(), m);
-          }
-          return r;
-        });
-        return rc < 0 ? rc : 0;
+        return CopyList<rbd_trash_image_info_t>(
+            32, [&](rbd_trash_image_info_t* v, size_t* m) { return rbd_trash_list(res->io, v, m); },
+            [&](const rbd_trash_image_info_t& t) {
+              out->push_back({t.id ? t.id : "", t.name ? t.name : "", static_cast<int>(t.source),
+                              static_cast<int64_t>(t.deletion_time), static_cast<int64_t>(t.deferment_end_time)});
+            },
+            rbd_trash_list_cleanup);
       },
       [out](Napi::Env env) -> Napi::Value {
         static const char* sources[] = {"user", "mirroring", "migration", "removing", "user_parent"};
-        Napi::Array a = Napi::Array::New(env, out->size());
-        for (size_t i = 0; i < out->size(); ++i) {
-          const T& t = (*out)[i];
-          Napi::Object o = Napi::Object::New(env);
-          o.Set("id", Napi::String::New(env, t.id));
-          o.Set("name", Napi::String::New(env, t.name));
-          o.Set("source", Napi::String::New(env, t.source >= 0 && t.source <= 4 ? sources[t.source] : "unknown"));
-          o.Set("deletedAtMs", Napi::Number::New(env, t.deleted * 1000.0));
-          o.Set("deferredUntilMs", Napi::Number::New(env, t.deferred * 1000.0));
-          a.Set(i, o);
-        }
-        return a;
+        return ToArray(env, *out, [](Napi::Env e, const T& t) {
+          Napi::Object o = Napi::Object::New(e);
+          o.Set("id", Napi::String::New(e, t.id));
+          o.Set("name", Napi::String::New(e, t.name));
+          o.Set("source", Napi::String::New(e, t.source >= 0 && t.source <= 4 ? sources[t.source] : "unknown"));
+          o.Set("deletedAtMs", Napi::Number::New(e, t.deleted * 1000.0));
+          o.Set("deferredUntilMs", Napi::Number::New(e, t.deferred * 1000.0));
+          return o;
+        });
       });
 }
 

@@ -4,6 +4,14 @@ import { IoCtx } from './ioctx.js';
 import { native, type NativeCluster } from './native.js';
 import { checkName } from './validation.js';
 
+/** What a monitor answered to {@link Cluster.monCommand}. */
+export interface MonCommandResult {
+  /** The command's output (JSON with `format: 'json'`). */
+  out: string;
+  /** The monitor's status line (e.g. `listed 2 entries`). */
+  status: string;
+}
+
 /** How to reach the cluster. Secrets are read by librados from `keyringPath`, never passed inline. */
 export interface ConnectOptions {
   /** A ceph.conf to read (mon_host, keyring, ...). Without it, `monHost` is required or the default search path is used. */
@@ -115,6 +123,45 @@ export class Cluster implements AsyncDisposable {
    */
   async pingMonitor(): Promise<void> {
     await this.#n.monCommand(JSON.stringify({ prefix: 'version', format: 'json' }));
+  }
+
+  /**
+   * The cluster's `require_min_compat_client` (e.g. `luminous`): the oldest client release the
+   * OSDs must still serve, which decides whether clone format 2 may be used. In process, as
+   * `ceph osd get-require-min-compat-client` without starting the CLI. Needs mon read caps.
+   * Implements rados_mon_command().
+   */
+  async requireMinCompatClient(): Promise<string> {
+    const r = await this.#n.monCommand(JSON.stringify({ prefix: 'osd get-require-min-compat-client', format: 'json' }));
+    const text = r.out.trim();
+    // The monitor answers a JSON string with format json, plain text without.
+    const value: unknown = text.startsWith('"') ? JSON.parse(text) : text;
+    if (typeof value !== 'string' || !/^[a-z]+$/.test(value))
+      throw invalidArgument('cluster.requireMinCompatClient', '', `unexpected answer ${JSON.stringify(text)}`);
+    return value;
+  }
+
+  /**
+   * Sends `command` to a monitor as the `ceph` CLI would (its JSON form, e.g.
+   * `{ prefix: 'osd blocklist ls', format: 'json' }`, or that JSON text), on this connection and with its
+   * credentials: no process, no new session. Resolves with the output (`out`) and the status line
+   * (`status`); rejects with the monitor's errno (PermissionDenied without the caps, InvalidArgument
+   * for an unknown command) and with {@link Timeout} when no monitor answers.
+   * Implements rados_mon_command().
+   */
+  async monCommand(command: Readonly<Record<string, unknown>> | string): Promise<MonCommandResult> {
+    // The JSON text itself where a float must keep its decimal point (`"expire": 60.0`: the
+    // monitor refuses an integer for a CephFloat, and JSON.stringify(60.0) writes 60).
+    const text = typeof command === 'string' ? command : JSON.stringify(command);
+    let prefix: unknown;
+    try {
+      prefix = (JSON.parse(text) as { prefix?: unknown } | null)?.prefix;
+    } catch {
+      prefix = undefined;
+    }
+    if (typeof prefix !== 'string')
+      throw invalidArgument('cluster.monCommand', '', 'command must be a JSON object with a string prefix');
+    return this.#n.monCommand(text);
   }
 
   /** The cluster's fsid (UUID). Implements rados_cluster_fsid(). */

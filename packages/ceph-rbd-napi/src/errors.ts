@@ -19,9 +19,18 @@ for (const [name, num] of Object.entries(errnoNumbers)) {
   if (!(num in errnoNames)) errnoNames[num] = name;
 }
 
+/**
+ * The `code` of an {@link RbdError}: the symbolic errno (`'ENOENT'`, `'EBUSY'`...), `'E<n>'` for an
+ * errno without a name. Open-ended because librados can report any errno.
+ */
+export type RbdErrorCode = `E${string}`;
+
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/ceph-rbd-napi:error');
+
 /** The symbolic name (`'ENOENT'`) of a positive Linux errno, or `'E<n>'` when unknown. */
-export function errnoCode(errno: number): string {
-  return errnoNames[Math.abs(errno)] ?? `E${Math.abs(errno)}`;
+export function errnoCode(errno: number): RbdErrorCode {
+  return (errnoNames[Math.abs(errno)] as RbdErrorCode | undefined) ?? `E${Math.abs(errno)}`;
 }
 
 /**
@@ -34,7 +43,7 @@ export class RbdError extends Error {
   /** Positive errno, e.g. 2 for ENOENT. */
   readonly errno: number;
   /** Symbolic errno, e.g. `'ENOENT'`. */
-  readonly code: string;
+  readonly code: RbdErrorCode;
   /** The operation that failed, e.g. `'ioctx.open'`. */
   readonly operation: string;
   /** What it was applied to (`pool[/namespace]/image[@snap]`, a pool, or a client name). */
@@ -44,6 +53,7 @@ export class RbdError extends Error {
     const code = errnoCode(errno);
     super(`${operation}${target ? ` ${target}` : ''}: ${detail ?? code} (${code})`);
     this.name = new.target.name;
+    Object.defineProperty(this, BRAND, { value: true });
     this.errno = Math.abs(errno);
     this.code = code;
     this.operation = operation;
@@ -135,7 +145,13 @@ export function handleClosed(operation: string, target: string): HandleClosed {
 }
 
 /** Factory the native addon calls for every failure (kind `'errno'` or `'closed'`). */
-export function nativeErrorFactory(kind: string, errno: number, operation: string, target: string, detail: string): Error {
+export function nativeErrorFactory(
+  kind: string,
+  errno: number,
+  operation: string,
+  target: string,
+  detail: string,
+): Error {
   if (kind === 'closed') return handleClosed(operation, target);
   return rbdErrorFromErrno(errno, operation, target, detail);
 }
@@ -145,7 +161,11 @@ export function invalidArgument(operation: string, target: string, why: string):
   return new InvalidArgument(errnoNumbers.EINVAL!, operation, target, why);
 }
 
-/** True when `err` is an RbdError with the given code (e.g. `'ENOENT'`). */
-export function isRbdError(err: unknown, code?: string): err is RbdError {
-  return err instanceof RbdError && (code === undefined || err.code === code);
+/**
+ * True when `err` is an RbdError, optionally with the given code (e.g. `'ENOENT'`), also one made
+ * by another copy of `@ephemera/ceph-rbd-napi` (it checks the package's brand, not `instanceof`).
+ */
+export function isRbdError(err: unknown, code?: RbdErrorCode): err is RbdError {
+  if (typeof err !== 'object' || err === null || (err as { [BRAND]?: unknown })[BRAND] !== true) return false;
+  return code === undefined || (err as RbdError).code === code;
 }

@@ -231,7 +231,8 @@ export class Image implements AsyncDisposable {
   async read(offset: number, length: number): Promise<Buffer> {
     checkUint('image.read', this.name, 'offset', offset);
     checkUint('image.read', this.name, 'length', length);
-    if (length > maxBufferLength) throw invalidArgument('image.read', this.name, `length must be at most ${maxBufferLength}`);
+    if (length > maxBufferLength)
+      throw invalidArgument('image.read', this.name, `length must be at most ${maxBufferLength}`);
     const buf = Buffer.allocUnsafe(length);
     if (length === 0) return buf;
     const n = await this.#n.read(offset, buf);
@@ -327,8 +328,10 @@ export class Image implements AsyncDisposable {
     const op = 'image.metadataList';
     if (opts === null || typeof opts !== 'object') throw invalidArgument(op, this.name, 'options must be an object');
     const start = opts.start ?? '';
-    if (typeof start !== 'string' || start.includes('\0')) throw invalidArgument(op, this.name, 'start must be a string without NUL');
-    if (loneSurrogate.test(start)) throw invalidArgument(op, this.name, 'start must be well-formed Unicode (no lone surrogate)');
+    if (typeof start !== 'string' || start.includes('\0'))
+      throw invalidArgument(op, this.name, 'start must be a string without NUL');
+    if (loneSurrogate.test(start))
+      throw invalidArgument(op, this.name, 'start must be well-formed Unicode (no lone surrogate)');
     const max = checkUint(op, this.name, 'max', opts.max ?? 0);
     return this.#n.metadataList(start, max);
   }

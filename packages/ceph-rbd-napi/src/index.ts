@@ -49,6 +49,7 @@ export {
   ReadOnlyImage,
   Timeout,
 } from './errors.js';
+export type { RbdErrorCode } from './errors.js';
 // The errno tables and the load-failure wording are internals (tests import their source files).
 export { loadAddon, NativeLoadError, setExitCloseTimeout } from './native.js';
 export type { SnapNamespace } from './native.js';
@@ -59,10 +60,11 @@ export type { MetadataListOptions } from './metadata.js';
 export type { Progress, ProgressCallback } from './progress.js';
 export { libraryVersions, setWorkerThreads, workerThreads } from './library.js';
 export { Cluster, connect } from './cluster.js';
-export type { ConnectOptions, PoolStats } from './cluster.js';
+export type { ConnectOptions, MonCommandResult, PoolStats } from './cluster.js';
 export type { CloneOptions, CreateOptions, OpenOptions } from './options.js';
 export { IoCtx } from './ioctx.js';
 export type { TrashEntry } from './ioctx.js';
+export type { LockOptions, ObjectLocker, ObjectLockers } from './lock.js';
 export { Image } from './image.js';
 export type { ImageLockers, ImageStat, LinkedImage, ParentInfo, Watcher } from './image.js';
 export type { SnapshotInfo } from './snapshot.js';

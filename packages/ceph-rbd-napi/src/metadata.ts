@@ -20,13 +20,22 @@ export const loneSurrogate = /\p{Cs}/u;
 // librbd takes C strings: a NUL would cut them, and a lone surrogate has no UTF-8 form (Node
 // would store U+FFFD instead, so the key read back would differ from the one given).
 /** @internal */
-export function checkMetadataString(operation: string, target: string, what: string, v: unknown, maxBytes: number, allowEmpty: boolean): string {
+export function checkMetadataString(
+  operation: string,
+  target: string,
+  what: string,
+  v: unknown,
+  maxBytes: number,
+  allowEmpty: boolean,
+): string {
   if (typeof v !== 'string') throw invalidArgument(operation, target, `${what} must be a string`);
   if (!allowEmpty && v.length === 0) throw invalidArgument(operation, target, `${what} must not be empty`);
   if (v.includes('\0')) throw invalidArgument(operation, target, `${what} must not contain NUL`);
-  if (loneSurrogate.test(v)) throw invalidArgument(operation, target, `${what} must be well-formed Unicode (no lone surrogate)`);
+  if (loneSurrogate.test(v))
+    throw invalidArgument(operation, target, `${what} must be well-formed Unicode (no lone surrogate)`);
   const bytes = Buffer.byteLength(v, 'utf8');
-  if (bytes > maxBytes) throw invalidArgument(operation, target, `${what} is ${bytes} bytes in UTF-8, at most ${maxBytes} allowed`);
+  if (bytes > maxBytes)
+    throw invalidArgument(operation, target, `${what} is ${bytes} bytes in UTF-8, at most ${maxBytes} allowed`);
   return v;
 }
 

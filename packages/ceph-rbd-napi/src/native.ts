@@ -1,5 +1,6 @@
 import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 import { nativeErrorFactory } from './errors.js';
@@ -42,17 +43,30 @@ export interface NativeIoCtx {
   close(): Promise<void>;
   isClosed(): boolean;
   list(): Promise<{ name: string; id: string }[]>;
+  listPrefixed(prefix: string): Promise<string[]>;
   create(name: string, size: number, opts: NativeImageOpts): Promise<void>;
   clone(parent: NativeIoCtx, image: string, snap: string, dest: string, opts: NativeImageOpts): Promise<void>;
   remove(name: string, onProgress?: NativeProgress): Promise<void>;
   rename(from: string, to: string): Promise<void>;
   trashMove(name: string, delaySeconds: number): Promise<void>;
-  trashList(): Promise<
-    { id: string; name: string; source: string; deletedAtMs: number; deferredUntilMs: number }[]
-  >;
+  trashList(): Promise<{ id: string; name: string; source: string; deletedAtMs: number; deferredUntilMs: number }[]>;
   trashRestore(id: string, name: string): Promise<void>;
   trashRemove(id: string, force: boolean, onProgress?: NativeProgress): Promise<void>;
   open(name: string, snapshot: string | null, readOnly: boolean): Promise<NativeImage>;
+  lockExclusive(
+    oid: string,
+    name: string,
+    cookie: string,
+    desc: string,
+    durationMs: number,
+    flags: number,
+  ): Promise<void>;
+  unlock(oid: string, name: string, cookie: string): Promise<boolean>;
+  breakLock(oid: string, name: string, client: string, cookie: string): Promise<boolean>;
+  listLockers(
+    oid: string,
+    name: string,
+  ): Promise<{ exclusive: boolean; tag: string; lockers: { client: string; cookie: string; address: string }[] }>;
 }
 export interface NativeLinkedImage {
   poolId: number;
@@ -94,7 +108,9 @@ export interface NativeImage {
   snapUnprotect(name: string): Promise<void>;
   snapIsProtected(name: string): Promise<boolean>;
   snapRollback(name: string, onProgress?: NativeProgress): Promise<void>;
-  snapList(): Promise<{ id: number; size: number; name: string; protected: boolean; namespace: SnapNamespace; originalName?: string }[]>;
+  snapList(): Promise<
+    { id: number; size: number; name: string; protected: boolean; namespace: SnapNamespace; originalName?: string }[]
+  >;
   snapChildren(snapId: number): Promise<NativeLinkedImage[]>;
   snapRemoveById(snapId: number): Promise<void>;
   read(offset: number, buffer: Uint8Array): Promise<number>;
@@ -102,7 +118,11 @@ export interface NativeImage {
   discard(offset: number, length: number): Promise<number>;
   flush(): Promise<number>;
   watchers(): Promise<{ address: string; id: number; cookie: number }[]>;
-  lockers(): Promise<{ exclusive: boolean; tag: string; lockers: { client: string; cookie: string; address: string }[] }>;
+  lockers(): Promise<{
+    exclusive: boolean;
+    tag: string;
+    lockers: { client: string; cookie: string; address: string }[];
+  }>;
   metadataGet(key: string): Promise<string | undefined>;
   metadataSet(key: string, value: string): Promise<void>;
   metadataRemove(key: string): Promise<boolean>;
@@ -137,6 +157,17 @@ export function defaultAddonPath(): string {
 }
 
 /**
+ * The addon to load from a package directory: a source build (`build/Release/`) wins, else the
+ * prebuilt Node-API binary the tarball ships (`prebuilds/<platform>-<arch>/`, linux-x64 glibc);
+ * with neither, the build path, so the load error says what to build.
+ */
+export function resolveAddonPath(packageDir: string = fileURLToPath(new URL('..', import.meta.url))): string {
+  const build = join(packageDir, 'build', 'Release', ADDON_FILE);
+  const prebuilt = join(packageDir, 'prebuilds', `${process.platform}-${process.arch}`, ADDON_FILE);
+  return !existsSync(build) && existsSync(prebuilt) ? prebuilt : build;
+}
+
+/**
  * Thrown when the native addon cannot be loaded. `reason` tells which Debian packages fix it:
  * `'build-missing'` (install `librbd-dev librados-dev`, then rebuild) or `'library-missing'`
  * (install the runtime `librbd1 librados2`).
@@ -160,7 +191,8 @@ export function describeLoadFailure(addonPath: string, exists: boolean, cause: u
     return new NativeLoadError(
       'build-missing',
       addonPath,
-      `@ephemera/ceph-rbd-napi: the native addon is not built (${addonPath} is missing). ` +
+      `@ephemera/ceph-rbd-napi: the native addon is not built (${addonPath} is missing) and there is ` +
+        `no prebuilt binary for ${process.platform}-${process.arch}. ` +
         `Install the Debian packages librbd-dev librados-dev (plus g++ make python3), then run ${rebuild}. ` +
         `Original error: ${original}`,
       cause,
@@ -187,7 +219,7 @@ export function describeLoadFailure(addonPath: string, exists: boolean, cause: u
 }
 
 /** Loads the addon at `addonPath`, throwing a NativeLoadError naming the Debian packages. */
-export function loadAddon(addonPath: string = defaultAddonPath()): NativeBinding {
+export function loadAddon(addonPath: string = resolveAddonPath()): NativeBinding {
   const require = createRequire(import.meta.url);
   let binding: NativeBinding;
   try {

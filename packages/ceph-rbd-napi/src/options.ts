@@ -47,7 +47,8 @@ export function imageOpts(op: string, target: string, o: CreateOptions & { clone
   const out: NativeImageOpts = {};
   if (o.features !== undefined) out.features = featureMask(o.features, op);
   if (o.order !== undefined) {
-    if (!Number.isInteger(o.order) || o.order < 12 || o.order > 25) throw invalidArgument(op, target, 'order must be an integer in 12..25');
+    if (!Number.isInteger(o.order) || o.order < 12 || o.order > 25)
+      throw invalidArgument(op, target, 'order must be an integer in 12..25');
     out.order = o.order;
   }
   if (o.stripeUnit !== undefined) out.stripeUnit = checkUint(op, target, 'stripeUnit', o.stripeUnit);

@@ -3,7 +3,8 @@ import { invalidArgument } from './errors.js';
 
 /** @internal */
 export function checkName(operation: string, what: string, v: unknown): string {
-  if (typeof v !== 'string' || v.length === 0) throw invalidArgument(operation, '', `${what} must be a non-empty string`);
+  if (typeof v !== 'string' || v.length === 0)
+    throw invalidArgument(operation, '', `${what} must be a non-empty string`);
   if (v.includes('\0')) throw invalidArgument(operation, '', `${what} must not contain NUL`);
   return v;
 }

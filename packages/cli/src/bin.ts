@@ -20,4 +20,5 @@ process.on('SIGTERM', onSignal);
 
 process.exitCode = await run(process.argv.slice(2), undefined, { signal: ac.signal });
 // A command that took no notice of the signal (it had nothing to roll back) still reports it.
-if (ac.signal.aborted && process.exitCode === EXIT.OK) process.exitCode = (ac.signal.reason as { exitCode: number }).exitCode;
+if (ac.signal.aborted && process.exitCode === EXIT.OK)
+  process.exitCode = (ac.signal.reason as { exitCode: number }).exitCode;

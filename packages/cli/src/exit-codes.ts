@@ -47,8 +47,8 @@ export const EXIT_MEANINGS: Readonly<Record<ExitCode, string>> = {
 
 /**
  * The single table from error `code` to exit code: every code of every package (the unit test
- * walks `DRIVER_ERROR_CODES`, `GLANCE_ERROR_CODES`, `IMAGE_BACKEND_ERROR_CODES` and
- * `LIBVIRT_XML_ERROR_CODES`), the CLI's own and commander's. A code not listed exits 1: the
+ * walks `DRIVER_ERROR_CODES`, `GLANCE_ERROR_CODES`, `IMAGE_BACKEND_ERROR_CODES`,
+ * `LIBVIRT_XML_ERROR_CODES` and `QEMU_IMG_ERROR_CODES`), the CLI's own and commander's. A code not listed exits 1: the
  * bindings' errno names and libvirt's numbers are wrapped by the backends and the driver first.
  */
 export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCode>> = {
@@ -71,6 +71,9 @@ export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCode>> = {
   IMAGE_NOT_FOUND: EXIT.NOT_FOUND,
   IMAGE_UNUSABLE: EXIT.IMAGE_UNUSABLE,
   SPAWN_FAILED: EXIT.FAILURE,
+  MIGRATION_FAILED: EXIT.FAILURE,
+  HOST_ALIVE: EXIT.CONFLICT,
+  ENCRYPTION_KEY: EXIT.FAILURE,
   TIMEOUT: EXIT.TIMEOUT,
   UNSUPPORTED: EXIT.UNSUPPORTED,
   JOURNAL: EXIT.FAILURE,
@@ -110,6 +113,17 @@ export const EXIT_CODE_BY_ERROR: Readonly<Record<string, ExitCode>> = {
   INVALID_VALUE: EXIT.USAGE,
   INVALID_COMBINATION: EXIT.USAGE,
   MISSING_VALUE: EXIT.USAGE,
+  // @ephemera/qemu-img-wrapper: the backends wrap these first. A qemu-img time limit guards against a
+  // runaway child (it is no wait of ours), so it stays a failure (1) as it was before it had a code.
+  QEMU_IMG_BAD_IMAGE: EXIT.IMAGE_UNUSABLE,
+  QEMU_IMG_UNSAFE_IMAGE: EXIT.IMAGE_UNUSABLE,
+  QEMU_IMG_EXIT: EXIT.FAILURE,
+  QEMU_IMG_TIMEOUT: EXIT.FAILURE,
+  QEMU_IMG_ABORTED: EXIT.FAILURE,
+  QEMU_IMG_SPAWN: EXIT.FAILURE,
+  QEMU_IMG_PARSE: EXIT.FAILURE,
+  QEMU_IMG_SIGNAL: EXIT.FAILURE,
+  QEMU_IMG_INVALID_ARGUMENT: EXIT.USAGE,
 };
 
 function lookup(err: unknown): ExitCode {

@@ -1,9 +1,6 @@
 /** The `ephemera` command (commander 14). */
 import { execFile, spawn } from 'node:child_process';
-import { existsSync, readFileSync } from 'node:fs';
-import { randomUUID } from 'node:crypto';
-import { dirname, join, resolve } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join, resolve } from 'node:path';
 import { Command, CommanderError, Option } from 'commander';
 import {
   BOOTABLE_BACKENDS,
@@ -19,89 +16,27 @@ import {
   type DriverConfig,
   type InstanceInfo,
   type PendingOperation,
-  type StackInfoLike,
 } from '@ephemera/driver';
-import { EXIT, EXIT_MEANINGS, exitCodeFor } from './exit-codes.js';
-import { FLAVORS, parseFlavor } from './flavors.js';
+import { isUuid } from '@ephemera/image-backend';
+import { EXIT, exitCodeFor } from './exit-codes.js';
+import { addBootCommand } from './boot.js';
+import { addMigrateCommand } from './migrate.js';
+import { addAdoptCommand, addEvacuateCommand, formatGc } from './many-hosts.js';
+import { cacheGc, type GcFlags } from './cache.js';
 import { ProgressBar, bytes } from './progress.js';
 
-/** Where the command writes and what it reads (tests pass their own). */
-export interface CliIo {
-  stdout: NodeJS.WritableStream & { isTTY?: boolean };
-  stderr: NodeJS.WritableStream & { isTTY?: boolean };
-  env: Readonly<Record<string, string | undefined>>;
-}
+import {
+  CliError,
+  type CliIo,
+  EXAMPLES,
+  type GlanceImageLike,
+  type GlobalOpts,
+  cliVersion,
+  repoRoot,
+  stackJson,
+} from './context.js';
 
-interface GlobalOpts {
-  config?: string;
-  stack: boolean;
-  json?: boolean;
-  logLevel?: string;
-  stateDir?: string;
-}
-
-type GlanceImageLike = Awaited<ReturnType<ReturnType<typeof glanceClient>['getImage']>>;
-
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
-
-class CliError extends Error {
-  constructor(readonly code: string, message: string) {
-    super(message);
-  }
-}
-
-/** The repository checkout this CLI belongs to (for `stack` and the dev stack's stack.json). */
-export function repoRoot(env: CliIo['env'] = process.env): string | undefined {
-  if (env.EPHEMERA_REPO) return resolve(env.EPHEMERA_REPO);
-  let dir = dirname(fileURLToPath(import.meta.url));
-  for (let i = 0; i < 6; i++) {
-    if (existsSync(join(dir, 'tools', 'stack'))) return dir;
-    dir = dirname(dir);
-  }
-  return undefined;
-}
-
-function stackJson(env: CliIo['env']): StackInfoLike | undefined {
-  const root = repoRoot(env);
-  const dir = env.EPHEMERA_STACK_DIR ? resolve(env.EPHEMERA_STACK_DIR) : root ? join(root, '.stack') : undefined;
-  if (!dir || !existsSync(join(dir, 'stack.json'))) return undefined;
-  return JSON.parse(readFileSync(join(dir, 'stack.json'), 'utf8')) as StackInfoLike;
-}
-
-/** This package's version (package.json is one level above both src/ and dist/). */
-function cliVersion(): string {
-  return (JSON.parse(readFileSync(new URL('../package.json', import.meta.url), 'utf8')) as { version: string }).version;
-}
-
-const EXAMPLES = `
-Examples:
-  $ ephemera stack up                                   # the dev stack (Ceph, Glance, libvirtd)
-  $ ephemera image upload guest.img --name guest        # detects raw/qcow2, progress bar
-  $ ephemera image explain <image-id> --backend rbd     # the resolver's plan and every declined option
-  $ ephemera boot --image <image-id> --name vm1 --flavor e1.nano
-  $ ephemera boot --image <id> --name vm2 --flavor vcpus=1,ram=64,root=1,swap=8 --backend lvm
-  $ ephemera list --json | jq '.[].state'
-  $ ephemera console vm1
-  $ ephemera snapshot vm1 vm1-snap && ephemera destroy vm1
-  $ ephemera gc --delete; ephemera reconcile
-
-Configuration: --config FILE (JSON) or $EPHEMERA_CONFIG, then EPHEMERA_* variables; on a checkout
-with the dev stack up, its stack.json provides the defaults (--no-stack ignores it).
-
-${exitCodesHelp()}
-`;
-
-/** The help's "Exit codes:" paragraph, from the exit-code table (wrapped at 100 columns). */
-function exitCodesHelp(): string {
-  const lines = ['Exit codes:'];
-  for (const item of Object.entries(EXIT_MEANINGS).map(([n, m]) => `${n} ${m}`)) {
-    const last = lines[lines.length - 1]!;
-    if (`${last} ${item},`.length > 100) lines.push(`${item},`);
-    else lines[lines.length - 1] = `${last} ${item},`;
-  }
-  lines[lines.length - 1] = lines[lines.length - 1]!.replace(/,$/, '.');
-  return lines.join('\n');
-}
+export { type CliIo, repoRoot } from './context.js';
 
 /** Options of {@link run} and {@link buildProgram}. */
 export interface RunOptions {
@@ -118,10 +53,15 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
   program
     .description('Boot VMs from copy-on-write clones of Glance images (the Ephemera hypervisor driver).')
     .option('-c, --config <file>', 'JSON configuration file (default $EPHEMERA_CONFIG)')
-    .option('--no-stack', 'ignore the dev stack\'s stack.json defaults')
+    .option('--no-stack', "ignore the dev stack's stack.json defaults")
     .option('--state-dir <dir>', 'driver state directory (journal, instance records, consoles)')
     .option('--json', 'machine-readable output (one JSON document on stdout)')
-    .addOption(new Option('--log-level <level>', 'driver log level (pino, on stderr; default $EPHEMERA_LOG_LEVEL, the file\'s log.level, else warn)').choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']))
+    .addOption(
+      new Option(
+        '--log-level <level>',
+        "driver log level (pino, on stderr; default $EPHEMERA_LOG_LEVEL, the file's log.level, else warn)",
+      ).choices(['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent']),
+    )
     .version(cliVersion(), '-V, --version', 'print the version of ephemera')
     .showHelpAfterError('(run with --help for usage)')
     .addHelpText('after', EXAMPLES)
@@ -136,7 +76,13 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     // the file's log.level win over it, --log-level over everything.
     const overrides: ConfigInput = { ...(g.logLevel ? { log: { level: g.logLevel } } : {}), ...extra };
     if (g.stateDir) overrides.stateDir = g.stateDir;
-    return loadConfig({ ...(g.config ? { file: g.config } : {}), env: io.env, ...(stack ? { stack } : {}), defaults: { log: { level: 'warn' } }, overrides }).config;
+    return loadConfig({
+      ...(g.config ? { file: g.config } : {}),
+      env: io.env,
+      ...(stack ? { stack } : {}),
+      defaults: { log: { level: 'warn' } },
+      overrides,
+    }).config;
   };
   const print = (json: unknown, text: () => string): void => {
     if (globals().json) out(JSON.stringify(json, null, 2));
@@ -145,12 +91,19 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
   // Commands that change state reconcile first (docs/operations.md: reconcile runs when the driver
   // starts), so a crashed run's leftovers do not get in their way; read-only ones (list, show,
   // console, explain, gc without --delete) change nothing and show unfinished operations instead.
-  const withDriver = async <T>(fn: (d: Driver) => Promise<T>, extra: ConfigInput = {}, reconcile = true): Promise<T> => {
+  const withDriver = async <T>(
+    fn: (d: Driver) => Promise<T>,
+    extra: ConfigInput = {},
+    reconcile = true,
+  ): Promise<T> => {
     const d = await createDriver({ config: config(extra), reconcile: false });
     try {
       if (reconcile) {
         const done = (await d.reconcile()).filter((a) => a.action !== 'skipped');
-        for (const a of done) err(`reconcile: ${a.op} ${a.instance} of a process that is gone: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`);
+        for (const a of done)
+          err(
+            `reconcile: ${a.op} ${a.instance} of a process that is gone: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`,
+          );
       }
       return await fn(d);
     } finally {
@@ -160,24 +113,50 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
 
   // ------------------------------------------------------------ stack
   const stack = program.command('stack').description('the dev stack (tools/stack): up, down, status');
-  for (const [sub, what] of [['up', 'bring the dev stack up (idempotent)'], ['down', 'take the dev stack down'], ['status', 'show the dev stack\'s services']] as const) {
+  for (const [sub, what] of [
+    ['up', 'bring the dev stack up (idempotent)'],
+    ['down', 'take the dev stack down'],
+    ['status', "show the dev stack's services"],
+  ] as const) {
     stack
       .command(sub)
       .description(what)
       .action(async () => {
         const root = repoRoot(io.env);
-        if (!root) throw new CliError('INVALID_CONFIG', 'tools/stack not found: run from a checkout or set EPHEMERA_REPO');
+        if (!root)
+          throw new CliError('INVALID_CONFIG', 'tools/stack not found: run from a checkout or set EPHEMERA_REPO');
         if (globals().json) {
           const text = await new Promise<string>((res, rej) =>
-            execFile('bash', [join(root, 'tools', 'stack'), sub], { timeout: 900_000, maxBuffer: 16 << 20, env: { ...process.env, ...io.env } as NodeJS.ProcessEnv }, (e, so, se) =>
-              e && sub !== 'status' ? rej(new CliError('FAILURE', `tools/stack ${sub}: ${String(se).trim() || e.message}`)) : res(String(so))),
+            execFile(
+              'bash',
+              [join(root, 'tools', 'stack'), sub],
+              { timeout: 900_000, maxBuffer: 16 << 20, env: { ...process.env, ...io.env } as NodeJS.ProcessEnv },
+              (e, so, se) =>
+                e && sub !== 'status'
+                  ? rej(new CliError('FAILURE', `tools/stack ${sub}: ${String(se).trim() || e.message}`))
+                  : res(String(so)),
+            ),
           );
           const info = stackJson(io.env);
-          out(JSON.stringify({ command: sub, healthy: /healthy/.test(text), output: text.trim(), stack: sub === 'down' ? null : (info ?? null) }, null, 2));
+          out(
+            JSON.stringify(
+              {
+                command: sub,
+                healthy: /healthy/.test(text),
+                output: text.trim(),
+                stack: sub === 'down' ? null : (info ?? null),
+              },
+              null,
+              2,
+            ),
+          );
           return;
         }
         const code = await new Promise<number>((res) => {
-          const child = spawn('bash', [join(root, 'tools', 'stack'), sub], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, ...io.env } as NodeJS.ProcessEnv });
+          const child = spawn('bash', [join(root, 'tools', 'stack'), sub], {
+            stdio: ['ignore', 'pipe', 'pipe'],
+            env: { ...process.env, ...io.env } as NodeJS.ProcessEnv,
+          });
           child.stdout.on('data', (b) => io.stdout.write(b));
           child.stderr.on('data', (b) => io.stderr.write(b));
           child.on('close', (c) => res(c ?? 1));
@@ -211,7 +190,16 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
       const glance = glanceClient(config());
       const all: GlanceImageLike[] = [];
       for await (const i of glance.listImages()) all.push(i);
-      print(all, () => all.map((i) => `${i.id}  ${(i.name ?? '').padEnd(24)} ${String(i.disk_format).padEnd(6)} ${bytes(i.size ?? undefined).padStart(10)}  ${i.status}`).join('\n') || '(no images)');
+      print(
+        all,
+        () =>
+          all
+            .map(
+              (i) =>
+                `${i.id}  ${(i.name ?? '').padEnd(24)} ${String(i.disk_format).padEnd(6)} ${bytes(i.size ?? undefined).padStart(10)}  ${i.status}`,
+            )
+            .join('\n') || '(no images)',
+      );
     });
   image
     .command('show <id>')
@@ -230,126 +218,140 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
           `size:        ${bytes(img.size ?? undefined)} (virtual ${bytes(img.virtual_size ?? undefined)})`,
           `hash:        ${img.os_hash_algo ?? '-'} ${img.os_hash_value ? `${img.os_hash_value.slice(0, 16)}...` : ''}`,
           ...(img.locations ?? []).map((l) => `location:    ${l.url}`),
-        ].join('\n'));
+        ].join('\n'),
+      );
     });
   image
     .command('explain <id>')
-    .description("print the resolver's plan for this node: the chosen option, alternatives and every declined option with its reason")
+    .description(
+      "print the resolver's plan for this node: the chosen option, alternatives and every declined option with its reason",
+    )
     .addOption(new Option('--backend <backend>', 'target backend (default images.type)').choices(BOOTABLE_BACKENDS))
     .action(async (id: string, o: { backend?: string }) => {
-      await withDriver(async (d) => {
-        if (!globals().json) {
-          out(await d.explain(id, o.backend));
-          return;
-        }
-        const plan = await d.plan(id, o.backend);
-        const { image: img, ...rest } = plan;
-        out(JSON.stringify({ ...rest, image: { id: img.id, name: img.name, disk_format: img.disk_format, size: img.size } }, null, 2));
-      }, {}, false);
+      await withDriver(
+        async (d) => {
+          if (!globals().json) {
+            out(await d.explain(id, o.backend));
+            return;
+          }
+          const plan = await d.plan(id, o.backend);
+          const { image: img, ...rest } = plan;
+          out(
+            JSON.stringify(
+              { ...rest, image: { id: img.id, name: img.name, disk_format: img.disk_format, size: img.size } },
+              null,
+              2,
+            ),
+          );
+        },
+        {},
+        false,
+      );
     });
 
   // ------------------------------------------------------------ instances
-  program
-    .command('boot')
-    .description('boot an instance from a Glance image')
-    .requiredOption('--image <id>', 'Glance image id')
-    .requiredOption('--name <name>', 'instance name')
-    .option('--flavor <flavor>', `flavor: ${Object.keys(FLAVORS).join(', ')} or vcpus=1,ram=64,root=1,ephemeral=0,swap=8`, 'e1.nano')
-    .addOption(new Option('--backend <backend>', 'image backend for this instance (default images.type)').choices(BOOTABLE_BACKENDS))
-    .option('--uuid <uuid>', 'instance UUID (default: a new one)')
-    .option('--force-import', 'never clone: import a full copy')
-    .action(async (o: { image: string; name: string; flavor: string; backend?: string; uuid?: string; forceImport?: boolean }) => {
-      // Usage errors before the driver connects to anything (and long before a journal entry).
-      const flavor = parseFlavor(o.flavor);
-      if (!UUID_RE.test(o.image)) throw new CliError('INVALID_ARGUMENT', `--image ${JSON.stringify(o.image)} is not a Glance image id (a UUID)`);
-      if (o.uuid !== undefined && !UUID_RE.test(o.uuid)) throw new CliError('INVALID_ARGUMENT', `--uuid ${JSON.stringify(o.uuid)} is not a UUID`);
-      if (o.name.length === 0 || o.name.length > 255 || /[\0-\x1f\x7f]/.test(o.name)) throw new CliError('INVALID_ARGUMENT', '--name must be 1..255 printable characters');
-      await withDriver(async (d) => {
-        const json = globals().json;
-        const bar = new ProgressBar('root disk', io.stderr, !json);
-        d.on('progress', (e) => bar.update(e.percent, `${e.phase} ${bytes(e.bytesDone)}/${bytes(e.bytesTotal)}`));
-        d.on('step', (e) => {
-          if (json) return;
-          if (e.status === 'started' && e.step !== 'root-disk') err(`${e.step}...`);
-          if (e.step === 'root-disk' && e.status !== 'started') bar.done();
-        });
-        const r = await d.spawn({
-          instance: { uuid: o.uuid ?? randomUUID(), name: o.name },
-          image: o.image,
-          flavor,
-          ...(o.backend ? { backend: o.backend } : {}),
-          ...(o.forceImport ? { forceImport: true } : {}),
-          ...(opts.signal ? { signal: opts.signal } : {}),
-        });
-        print(r, () =>
-          [
-            `${r.instance.name} ${r.instance.uuid} ${r.instance.state} (${r.instance.backend})`,
-            `root disk: ${r.rootDisk.method} in ${Math.round(r.rootDisk.durationMs)} ms${r.rootDisk.reason ? ` (${r.rootDisk.reason})` : ''}`,
-            `steps: ${Object.entries(r.timings).map(([k, v]) => `${k} ${Math.round(v!)} ms`).join(', ')}; total ${Math.round(r.totalMs)} ms`,
-            `console: ${r.instance.consolePath}`,
-          ].join('\n'));
-      }, o.backend ? { images: { type: o.backend } } : {});
-    });
+  addBootCommand(program, {
+    io,
+    json: () => globals().json === true,
+    withDriver: (fn, extra) => withDriver(fn, extra),
+    print,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   program
     .command('list')
     .description('list instances with their state')
     .action(async () => {
-      await withDriver(async (d) => {
-        const instances = await d.list();
-        const ops = await d.operations();
-        const opOf = (uuid: string): PendingOperation | undefined => ops.find((p) => p.instance === uuid);
-        // Instances with a record, then those whose spawn is in flight or was interrupted (no
-        // record yet): otherwise a VM a killed `boot` left running is listed nowhere.
-        type Row = (InstanceInfo | Pick<PendingOperation, 'name' | 'imageId' | 'backend' | 'state'> & { uuid: string }) & { operation?: PendingOperation };
-        const rows: Row[] = instances.map((i) => {
-          const op = opOf(i.uuid);
-          return op ? { ...i, operation: op } : i;
-        });
-        for (const p of ops) {
-          if (p.op !== 'spawn' || instances.some((i) => i.uuid === p.instance) || rows.some((r) => r.uuid === p.instance)) continue;
-          rows.push({ uuid: p.instance, name: p.name ?? p.instance, state: p.state, ...(p.imageId ? { imageId: p.imageId } : {}), ...(p.backend ? { backend: p.backend } : {}), operation: p });
-        }
-        const opText = (p: PendingOperation): string =>
-          p.status === 'in-progress' ? `${p.op} in progress (pid ${p.pid})` : `${p.op} ${p.status} (pid ${p.pid} is gone): run \`ephemera reconcile\``;
-        print(rows, () =>
-          rows.map((i) => {
-            const head = `${i.uuid}  ${(i.name ?? '').padEnd(20)} ${i.state.padEnd(8)} ${(i.backend ?? '?').padEnd(6)}`;
-            const tail = 'rootDisk' in i ? `root ${i.rootDisk.method}  image ${i.imageId}` : `image ${i.imageId ?? '?'}`;
-            return `${head} ${tail}${i.operation ? `  [${opText(i.operation)}]` : ''}`;
-          }).join('\n') || '(no instances)');
-      }, {}, false);
+      await withDriver(
+        async (d) => {
+          const instances = await d.list();
+          const ops = await d.operations();
+          const opOf = (uuid: string): PendingOperation | undefined => ops.find((p) => p.instance === uuid);
+          // Instances with a record, then those whose spawn is in flight or was interrupted (no
+          // record yet): otherwise a VM a killed `boot` left running is listed nowhere.
+          type Row = (
+            | InstanceInfo
+            | (Pick<PendingOperation, 'name' | 'imageId' | 'backend' | 'state'> & { uuid: string })
+          ) & { operation?: PendingOperation };
+          const rows: Row[] = instances.map((i) => {
+            const op = opOf(i.uuid);
+            return op ? { ...i, operation: op } : i;
+          });
+          for (const p of ops) {
+            if (
+              p.op !== 'spawn' ||
+              instances.some((i) => i.uuid === p.instance) ||
+              rows.some((r) => r.uuid === p.instance)
+            )
+              continue;
+            rows.push({
+              uuid: p.instance,
+              name: p.name ?? p.instance,
+              state: p.state,
+              ...(p.imageId ? { imageId: p.imageId } : {}),
+              ...(p.backend ? { backend: p.backend } : {}),
+              operation: p,
+            });
+          }
+          const opText = (p: PendingOperation): string =>
+            p.status === 'in-progress'
+              ? `${p.op} in progress (pid ${p.pid})`
+              : `${p.op} ${p.status} (pid ${p.pid} is gone): run \`ephemera reconcile\``;
+          print(
+            rows,
+            () =>
+              rows
+                .map((i) => {
+                  const head = `${i.uuid}  ${(i.name ?? '').padEnd(20)} ${i.state.padEnd(8)} ${(i.backend ?? '?').padEnd(6)}`;
+                  const tail =
+                    'rootDisk' in i ? `root ${i.rootDisk.method}  image ${i.imageId}` : `image ${i.imageId ?? '?'}`;
+                  return `${head} ${tail}${i.operation ? `  [${opText(i.operation)}]` : ''}`;
+                })
+                .join('\n') || '(no instances)',
+          );
+        },
+        {},
+        false,
+      );
     });
   program
     .command('show <instance>')
     .description('show one instance (name or UUID)')
     .action(async (ref: string) => {
-      await withDriver(async (d) => {
-        const i = await d.get(ref);
-        print(i, () => JSON.stringify(i, null, 2));
-      }, {}, false);
+      await withDriver(
+        async (d) => {
+          const i = await d.get(ref);
+          print(i, () => JSON.stringify(i, null, 2));
+        },
+        {},
+        false,
+      );
     });
   program
     .command('console <instance>')
     .description("print the instance's serial console log (COM1)")
     .option('-f, --follow', 'keep printing until the instance stops')
     .action(async (ref: string, o: { follow?: boolean }) => {
-      await withDriver(async (d) => {
-        let text = await d.console(ref);
-        if (o.follow && !globals().json) {
-          let shown = 0;
-          for (;;) {
-            io.stdout.write(text.slice(shown));
-            shown = text.length;
-            if ((await d.get(ref)).state !== 'running') break;
-            await new Promise((r) => setTimeout(r, 200));
-            text = await d.console(ref);
+      await withDriver(
+        async (d) => {
+          let text = await d.console(ref);
+          if (o.follow && !globals().json) {
+            let shown = 0;
+            for (;;) {
+              io.stdout.write(text.slice(shown));
+              shown = text.length;
+              if ((await d.get(ref)).state !== 'running') break;
+              await new Promise((r) => setTimeout(r, 200));
+              text = await d.console(ref);
+            }
+            io.stdout.write((await d.console(ref)).slice(shown));
+            return;
           }
-          io.stdout.write((await d.console(ref)).slice(shown));
-          return;
-        }
-        if (globals().json) out(JSON.stringify({ instance: ref, console: text }));
-        else io.stdout.write(text);
-      }, {}, false);
+          if (globals().json) out(JSON.stringify({ instance: ref, console: text }));
+          else io.stdout.write(text);
+        },
+        {},
+        false,
+      );
     });
   program
     .command('destroy <instance...>')
@@ -358,10 +360,18 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
       await withDriver(async (d) => {
         const results: { instance: string; removed: string[]; durationMs: number }[] = [];
         for (const ref of refs) results.push({ instance: ref, ...(await d.destroy(ref)) });
-        print(results, () => results.map((r) => `destroyed ${r.instance} in ${Math.round(r.durationMs)} ms (${r.removed.length} resources)`).join('\n'));
+        print(results, () =>
+          results
+            .map((r) => `destroyed ${r.instance} in ${Math.round(r.durationMs)} ms (${r.removed.length} resources)`)
+            .join('\n'),
+        );
       });
     });
-  for (const [cmd, desc] of [['start', 'power an instance on'], ['stop', 'power an instance off (ACPI, then forced)'], ['reboot', 'reboot an instance (hard)']] as const) {
+  for (const [cmd, desc] of [
+    ['start', 'power an instance on'],
+    ['stop', 'power an instance off (ACPI, then forced)'],
+    ['reboot', 'reboot an instance (hard)'],
+  ] as const) {
     program
       .command(`${cmd} <instance>`)
       .description(desc)
@@ -375,6 +385,15 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
         });
       });
   }
+  addMigrateCommand(program, {
+    io,
+    json: () => globals().json === true,
+    stack: () => (globals().stack ? stackJson(io.env) : undefined),
+    config,
+    withDriver: (fn, extra) => withDriver(fn, extra),
+    print,
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   program
     .command('resize <instance> <rootGiB>')
     .description('grow the root disk')
@@ -391,36 +410,83 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
     .action(async (ref: string, name: string) => {
       await withDriver(async (d) => {
         const r = await d.snapshot(ref, name);
-        print(r, () => `image ${r.imageId} (${r.method}${r.location ? `, ${r.location}` : ''}) in ${Math.round(r.durationMs)} ms`);
+        print(
+          r,
+          () =>
+            `image ${r.imageId} (${r.method}${r.location ? `, ${r.location}` : ''}) in ${Math.round(r.durationMs)} ms`,
+        );
       });
     });
   program
     .command('gc')
-    .description('find disks that belong to no instance (no domain, no record, no operation in progress)')
+    .argument('[instances...]', 'only disks of these instance UUIDs')
+    .description(
+      "find this host's disks that belong to no instance (no domain, no record, no operation in progress); other hosts' disks are never removed",
+    )
     .option('--delete', 'remove them')
-    .action(async (o: { delete?: boolean }) => {
-      await withDriver(async (d) => {
-        const r = await d.gc({ remove: !!o.delete });
-        print(r, () =>
-          r.orphans.length === 0
-            ? 'no orphan disks'
-            : r.orphans.map((x) => `${r.removed.includes(x.id) ? 'removed' : 'orphan '} ${x.backend}:${x.id} ${bytes(x.sizeBytes)}`).join('\n') + (o.delete ? '' : '\n(run with --delete to remove them)'));
-        // Disks of unfinished operations are not orphans: say where they are.
-        if (!o.delete && !globals().json) {
-          const stale = (await d.operations()).filter((p) => p.status !== 'in-progress');
-          if (stale.length) err(`${stale.length} unfinished operation(s) of processes that are gone hold disks: run \`ephemera reconcile\` (or gc --delete)`);
-        }
-      }, {}, !!o.delete);
+    .option('--include-unowned', 'with --delete: also orphan disks without an owner (made before ownership)')
+    .option('--all-hosts', "also list other hosts' disks (read-only)")
+    .option(
+      '--cache',
+      'instead: remove golden images whose Glance image is gone or changed, or unused (never with clones)',
+    )
+    .option('--unused <seconds>', 'with --cache: unused time (default images.rbd.goldenUnusedSeconds)')
+    .option('--dry-run', 'with --cache: only report')
+    .action(async (instances: string[], o: GcFlags) => {
+      if (o.cache) return withDriver((d) => cacheGc(d, o, print), {}, false);
+      for (const i of instances)
+        if (!isUuid(i)) throw new CliError('INVALID_ARGUMENT', `not an instance UUID: ${JSON.stringify(i)}`);
+      await withDriver(
+        async (d) => {
+          const r = await d.gc({
+            remove: !!o.delete,
+            includeUnowned: !!o.includeUnowned,
+            allHosts: !!o.allHosts,
+            ...(instances.length ? { instances } : {}),
+          });
+          print(r, () => formatGc(r, !!o.delete, !!o.includeUnowned));
+          // Disks of unfinished operations are not orphans: say where they are.
+          if (!o.delete && !globals().json) {
+            const stale = (await d.operations()).filter((p) => p.status !== 'in-progress');
+            if (stale.length)
+              err(
+                `${stale.length} unfinished operation(s) of processes that are gone hold disks: run \`ephemera reconcile\` (or gc --delete)`,
+              );
+          }
+        },
+        {},
+        !!o.delete,
+      );
     });
+  addAdoptCommand(program, (fn) => withDriver(fn), print);
+  addEvacuateCommand(program, {
+    withDriver: (fn) => withDriver(fn),
+    print,
+    stack: () => (globals().stack ? stackJson(io.env) : undefined),
+    ...(opts.signal ? { signal: opts.signal } : {}),
+  });
   program
     .command('reconcile')
     .description('finish operations a crashed driver left in the journal (roll back spawns, complete destroys)')
     .action(async () => {
-      await withDriver(async (d) => {
-        const r = await d.reconcile();
-        print(r, () => (r.length === 0 ? 'journal is clean' : r.map((a) => `${a.op} ${a.instance}: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`).join('\n')));
-        if (r.some((a) => a.action === 'failed')) state.exitCode = EXIT.PARTIAL;
-      }, {}, false);
+      await withDriver(
+        async (d) => {
+          const r = await d.reconcile();
+          print(r, () =>
+            r.length === 0
+              ? 'journal is clean'
+              : r
+                  .map(
+                    (a) =>
+                      `${a.op} ${a.instance}: ${a.action}${a.removed.length ? ` (${a.removed.join(', ')})` : ''}${a.error ? ` - ${a.error}` : ''}`,
+                  )
+                  .join('\n'),
+          );
+          if (r.some((a) => a.action === 'failed')) state.exitCode = EXIT.PARTIAL;
+        },
+        {},
+        false,
+      );
     });
   program
     .command('config')
@@ -437,7 +503,11 @@ export function buildProgram(io: CliIo, state: { exitCode: number } = { exitCode
 }
 
 /** Runs the command line; resolves to the exit code (never calls process.exit). */
-export async function run(argv: string[], io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env }, opts: RunOptions = {}): Promise<number> {
+export async function run(
+  argv: string[],
+  io: CliIo = { stdout: process.stdout, stderr: process.stderr, env: process.env },
+  opts: RunOptions = {},
+): Promise<number> {
   const state = { exitCode: EXIT.OK as number };
   const program = buildProgram(io, state, opts);
   const wantsJson = argv.includes('--json');
@@ -446,7 +516,8 @@ export async function run(argv: string[], io: CliIo = { stdout: process.stdout, 
     return state.exitCode;
   } catch (e) {
     if (e instanceof CommanderError) {
-      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version') return EXIT.OK;
+      if (e.code === 'commander.helpDisplayed' || e.code === 'commander.help' || e.code === 'commander.version')
+        return EXIT.OK;
       const code = exitCodeFor(e);
       if (wantsJson) io.stdout.write(`${JSON.stringify({ error: { code: e.code, message: e.message } })}\n`);
       return code === EXIT.FAILURE ? EXIT.USAGE : code;

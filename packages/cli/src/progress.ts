@@ -6,7 +6,11 @@ export class ProgressBar {
   #drawn = false;
   #enabled: boolean;
 
-  constructor(label: string, out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number } = process.stderr, enabled = true) {
+  constructor(
+    label: string,
+    out: NodeJS.WritableStream & { isTTY?: boolean; columns?: number } = process.stderr,
+    enabled = true,
+  ) {
     this.#out = out;
     this.#label = label;
     this.#enabled = enabled;
@@ -19,7 +23,9 @@ export class ProgressBar {
     if (this.#out.isTTY) {
       const width = 30;
       const full = Math.round((p / 100) * width);
-      this.#out.write(`\r${this.#label} [${'#'.repeat(full)}${' '.repeat(width - full)}] ${String(p).padStart(3)}% ${detail}\x1b[K`);
+      this.#out.write(
+        `\r${this.#label} [${'#'.repeat(full)}${' '.repeat(width - full)}] ${String(p).padStart(3)}% ${detail}\x1b[K`,
+      );
       this.#drawn = true;
     } else {
       const tenth = Math.floor(p / 10);

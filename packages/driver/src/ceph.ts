@@ -37,12 +37,19 @@ export async function keyringPath(confPath: string, user: string, configured?: s
   try {
     text = await readFile(confPath, 'utf8');
   } catch (err) {
-    throw new DriverError('INVALID_CONFIG', `cannot read ceph.conf ${confPath}: ${(err as Error).message}`, { cause: err });
+    throw new DriverError('INVALID_CONFIG', `cannot read ceph.conf ${confPath}: ${(err as Error).message}`, {
+      cause: err,
+    });
   }
   const ini = parseIni(text);
   for (const sec of [`client.${user}`, 'client', 'global']) {
     const v = ini.get(sec)?.get('keyring');
-    if (v) return v.split(',')[0]!.trim().replace(/\$name/g, `client.${user}`).replace(/\$cluster/g, 'ceph');
+    if (v)
+      return v
+        .split(',')[0]!
+        .trim()
+        .replace(/\$name/g, `client.${user}`)
+        .replace(/\$cluster/g, 'ceph');
   }
   return `/etc/ceph/ceph.client.${user}.keyring`;
 }
@@ -56,11 +63,15 @@ export async function readCephKey(path: string, user: string): Promise<Buffer> {
   try {
     text = await readFile(path, 'utf8');
   } catch (err) {
-    throw new DriverError('INVALID_CONFIG', `cannot read keyring ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`);
+    throw new DriverError(
+      'INVALID_CONFIG',
+      `cannot read keyring ${path}: ${(err as NodeJS.ErrnoException).code ?? 'error'}`,
+    );
   }
   const key = parseIni(text).get(`client.${user}`)?.get('key');
   text = '';
-  if (!key || !/^[A-Za-z0-9+/=]+$/.test(key)) throw new DriverError('INVALID_CONFIG', `keyring ${path} has no key for client.${user}`);
+  if (!key || !/^[A-Za-z0-9+/=]+$/.test(key))
+    throw new DriverError('INVALID_CONFIG', `keyring ${path} has no key for client.${user}`);
   return Buffer.from(key, 'base64');
 }
 
@@ -104,7 +115,11 @@ export async function defineCephSecret(conn: Connection, uuid: string, user: str
       await secret.setValue(key);
     } catch (err) {
       await secret.undefine().catch(() => undefined);
-      throw new DriverError('SPAWN_FAILED', `setting the value of libvirt secret ${uuid} failed: ${(err as Error).message}`, { cause: err });
+      throw new DriverError(
+        'SPAWN_FAILED',
+        `setting the value of libvirt secret ${uuid} failed: ${(err as Error).message}`,
+        { cause: err },
+      );
     }
   } finally {
     key.fill(0);
@@ -133,8 +148,14 @@ export class LibrbdProbe implements RbdProbe {
     this.#fsid = fsid;
   }
 
-  async snapshotReadable(ref: { fsid: string; pool: string; image: string; snapshot: string }): Promise<boolean | string> {
-    if (ref.fsid.toLowerCase() !== this.#fsid.toLowerCase()) return `cluster ${ref.fsid} is not this node's cluster ${this.#fsid}`;
+  async snapshotReadable(ref: {
+    fsid: string;
+    pool: string;
+    image: string;
+    snapshot: string;
+  }): Promise<boolean | string> {
+    if (ref.fsid.toLowerCase() !== this.#fsid.toLowerCase())
+      return `cluster ${ref.fsid} is not this node's cluster ${this.#fsid}`;
     try {
       const io = await this.#cluster.openIoCtx(ref.pool);
       try {

@@ -4,8 +4,15 @@
  */
 import { rm } from 'node:fs/promises';
 import { inject, injectable } from 'inversify';
-import { GLANCE_TYPES, GlanceNotFoundError, type GlanceClient } from '@ephemera/glance';
-import { BACKEND_REGISTRY, isImageBackendError, sleep, type BackendRegistry } from '@ephemera/image-backend';
+import { GLANCE_TYPES, isGlanceError, type GlanceClient } from '@ephemera/glance';
+import {
+  BACKEND_REGISTRY,
+  KEY_PROVIDER,
+  isImageBackendError,
+  sleep,
+  type BackendRegistry,
+  type KeyProvider,
+} from '@ephemera/image-backend';
 import { isLibvirtError, type Domain } from '@ephemera/libvirt-napi';
 import { undefineSecret } from './ceph.js';
 import type { DriverConfig } from './config.js';
@@ -13,7 +20,7 @@ import type { JournalResource } from './journal.js';
 import { LibvirtSession } from './libvirt-session.js';
 import type { Logger } from './logger.js';
 import { DRIVER_TYPES } from './tokens.js';
-import { errMessage, requireBackend } from './util.js';
+import { DRIVER_VERSION, errMessage, requireBackend } from './util.js';
 
 /** How an undo runs. */
 export interface UndoOptions {
@@ -24,7 +31,11 @@ export interface UndoOptions {
 }
 
 type ResourceKind = JournalResource['kind'];
-type Undo<K extends ResourceKind> = (instance: string, r: Extract<JournalResource, { kind: K }>, o: UndoOptions) => Promise<string | undefined>;
+type Undo<K extends ResourceKind> = (
+  instance: string,
+  r: Extract<JournalResource, { kind: K }>,
+  o: UndoOptions,
+) => Promise<string | undefined>;
 
 @injectable()
 export class Compensator {
@@ -46,6 +57,12 @@ export class Compensator {
     },
     disk: async (instance, r) => {
       const b = requireBackend(this.backends, r.backend);
+      // Same instance UUID on another host (or a disk handed over since): not ours to remove.
+      const owner = await b.getOwner?.({ instance, name: r.name }).catch(() => null);
+      if (owner && owner.hostId !== this.config.host.id) {
+        this.log.warn({ instance, disk: r.name, owner: owner.hostId }, 'disk belongs to another host: left alone');
+        return undefined;
+      }
       const gone = await b.remove({ instance, name: r.name }, { busyTimeoutMs: this.config.timeouts.diskBusyMs });
       return gone ? `disk ${r.backend}:${r.name}` : undefined;
     },
@@ -53,6 +70,13 @@ export class Compensator {
       if (!r.created) return undefined;
       if (await this.session.secretInUse(r.uuid)) return undefined;
       return (await undefineSecret(await this.session.connection(), r.uuid)) ? `secret ${r.uuid}` : undefined;
+    },
+    key: async (instance, r) => {
+      if (r.provider !== this.keys.name) {
+        this.log.warn({ instance, provider: r.provider }, `key ${r.id} is in another key provider: left alone`);
+        return undefined;
+      }
+      return (await this.keys.deleteKey(r.id)) ? `key ${r.provider}:${r.id}` : undefined;
     },
     file: async (_instance, r) => {
       await rm(r.path, { recursive: true, force: true });
@@ -64,20 +88,37 @@ export class Compensator {
         await this.glance.deleteImage(r.id);
         return `glance image ${r.id}`;
       } catch (err) {
-        if (err instanceof GlanceNotFoundError) return undefined;
+        if (isGlanceError(err, 'GLANCE_NOT_FOUND')) return undefined;
         throw err;
       }
     },
     'direct-snapshot': async (instance, r, o) => {
       const b = requireBackend(this.backends, r.backend);
       if (!b.removeDirectSnapshot) {
-        this.log.warn({ instance, resource: r }, `backend ${r.backend} cannot undo a direct snapshot: check its storage for ${r.imageId}`);
+        this.log.warn(
+          { instance, resource: r },
+          `backend ${r.backend} cannot undo a direct snapshot: check its storage for ${r.imageId}`,
+        );
         return undefined;
       }
       // Orphaned (reconcile): the killed process's snapshot creation may still complete (the
       // RBD backend waits for it, bounded; known failure 12 in e2e/reliability/README.md).
-      const ok = await b.removeDirectSnapshot({ instance, name: r.disk }, { imageId: r.imageId, busyTimeoutMs: this.config.timeouts.diskBusyMs, orphaned: o.orphaned });
+      const ok = await b.removeDirectSnapshot(
+        { instance, name: r.disk },
+        { imageId: r.imageId, busyTimeoutMs: this.config.timeouts.diskBusyMs, orphaned: o.orphaned },
+      );
       return ok ? `direct snapshot ${r.disk}:${r.imageId}` : undefined;
+    },
+    owner: async (instance, r) => {
+      const b = requireBackend(this.backends, r.backend);
+      if (!b.setOwner) return undefined;
+      const back: string[] = [];
+      for (const d of await b.list({ instance }))
+        if (d.owner?.hostId === this.config.host.id) {
+          await b.setOwner(d.disk, { hostId: r.hostId, version: DRIVER_VERSION });
+          back.push(d.disk.name);
+        }
+      return back.length ? `ownership of ${back.join(', ')} (back to ${r.hostId})` : undefined;
     },
     snapshot: async (instance, r) => {
       const b = requireBackend(this.backends, r.backend);
@@ -95,13 +136,21 @@ export class Compensator {
     @inject(BACKEND_REGISTRY) private readonly backends: BackendRegistry,
     @inject(GLANCE_TYPES.GlanceClient) private readonly glance: GlanceClient,
     @inject(LibvirtSession) private readonly session: LibvirtSession,
+    @inject(KEY_PROVIDER) private readonly keys: KeyProvider,
   ) {}
 
   /**
    * Undoes the resources of `intents` in reverse order; returns what could not be removed.
    * `orphaned`: the operation's process died (reconcile), so work it handed to others may still land.
    */
-  async rollback(instance: string, intents: { step: string; resource: JournalResource }[], log: Logger, removed: string[] = [], orphaned = false, settle = orphaned): Promise<string[]> {
+  async rollback(
+    instance: string,
+    intents: { step: string; resource: JournalResource }[],
+    log: Logger,
+    removed: string[] = [],
+    orphaned = false,
+    settle = orphaned,
+  ): Promise<string[]> {
     const failures: string[] = [];
     const seen = new Set<string>();
     for (const { resource } of [...intents].reverse()) {
@@ -139,12 +188,19 @@ export class Compensator {
       const st = await dom.state().catch(() => undefined);
       if (st?.state !== 'paused' || st.reason !== 'starting_up') break;
       if (Date.now() >= deadline) {
-        this.log.warn({ instance, waitedMs: Date.now() - t0 }, 'domain still starting after timeouts.startMs; destroying it anyway');
+        this.log.warn(
+          { instance, waitedMs: Date.now() - t0 },
+          'domain still starting after timeouts.startMs; destroying it anyway',
+        );
         return;
       }
       await sleep(50);
     }
-    if (Date.now() - t0 >= 50) this.log.info({ instance, waitedMs: Date.now() - t0 }, 'waited for libvirt to finish starting the domain before destroying it');
+    if (Date.now() - t0 >= 50)
+      this.log.info(
+        { instance, waitedMs: Date.now() - t0 },
+        'waited for libvirt to finish starting the domain before destroying it',
+      );
   }
 
   /**
@@ -161,12 +217,15 @@ export class Compensator {
       try {
         status = (await this.glance.getImage(imageId)).status;
       } catch (err) {
-        if (err instanceof GlanceNotFoundError) return;
+        if (isGlanceError(err, 'GLANCE_NOT_FOUND')) return;
         throw err;
       }
       if (status !== 'saving' && status !== 'uploading' && status !== 'importing') return;
       if (Date.now() >= deadline) {
-        this.log.warn({ imageId, status }, `Glance image ${imageId} is still ${status} after ${this.config.glance.timeoutMs} ms: deleting it anyway`);
+        this.log.warn(
+          { imageId, status },
+          `Glance image ${imageId} is still ${status} after ${this.config.glance.timeoutMs} ms: deleting it anyway`,
+        );
         return;
       }
       await sleep(100);

@@ -4,31 +4,71 @@
  * `container.ts`. It keeps the per-instance operations that are a few lines each (destroy, power,
  * resize, snapshot), every one journaled before it acts.
  */
-import { mkdir, readFile, rm } from 'node:fs/promises';
-import { join } from 'node:path';
+import { explainGolden, gcGoldenCache, type CacheGcEntry, type CacheGcOptions } from './golden-cache.js';
+import { readFile } from 'node:fs/promises';
 import { inject, injectable } from 'inversify';
-import { GLANCE_TYPES, formatPlan, type GlanceClient, type ImageResolver, type Plan, type ResolveTarget } from '@ephemera/glance';
-import { BACKEND_REGISTRY, isUuid, type BackendRegistry, type DiskRef, type ImageBackend } from '@ephemera/image-backend';
-import { isLibvirtError, type Connection } from '@ephemera/libvirt-napi';
+import {
+  GLANCE_TYPES,
+  formatPlan,
+  type GlanceClient,
+  type ImageResolver,
+  type Plan,
+  type ResolveTarget,
+} from '@ephemera/glance';
+import {
+  BACKEND_REGISTRY,
+  KEY_PROVIDER,
+  isUuid,
+  type BackendRegistry,
+  type KeyProvider,
+  type OwnerStamp,
+} from '@ephemera/image-backend';
+import { isLibvirtError, type Connection, type JobStats } from '@ephemera/libvirt-napi';
+import { adoptDisks, type AdoptResult } from './adopt.js';
+import { EvacuationWorkflow, type EvacuateOptions, type EvacuateResult } from './evacuation.js';
+import { Flattener } from './flattener.js';
 import { Compensator } from './compensator.js';
 import type { DriverConfig } from './config.js';
+import { RBD_ENCRYPTED_NOTE, encryptionResources, unsupportedEncrypted } from './encryption-ops.js';
 import { DriverError } from './errors.js';
 import type { DriverEvents } from './events.js';
 import { DriverEventBus, InFlight } from './in-flight.js';
 import { InstanceStore } from './instance-store.js';
-import type { Journal, JournalOp } from './journal.js';
+import type { Journal } from './journal.js';
 import { LibvirtSession } from './libvirt-session.js';
 import type { Logger } from './logger.js';
+import {
+  MigrationWorkflow,
+  type MigrateOptions,
+  type MigrateResult,
+  type MigrationDestination,
+  type MigrationTarget,
+} from './migration.js';
+import type { BlockMigrationDisk } from './migration-qcow2.js';
 import { Reconciler } from './reconciler.js';
+import { uploadDisk } from './upload-disk.js';
 import { SpawnWorkflow } from './spawn.js';
 import { DRIVER_TYPES } from './tokens.js';
-import type { CephContext, GcReport, InstanceInfo, PendingOperation, ReconcileAction, SnapshotResult, SpawnRequest, SpawnResult } from './types.js';
-import { GiB, MiB, errMessage, requireBackend } from './util.js';
+import type {
+  CephContext,
+  GcOptions,
+  GcReport,
+  InstanceInfo,
+  InstanceRecord,
+  PendingOperation,
+  ReconcileAction,
+  SnapshotResult,
+  SpawnRequest,
+  SpawnResult,
+} from './types.js';
+import { GiB, errMessage, ownerStamp, ownership, requireBackend } from './util.js';
 
 // The public types lived here before the split; kept importable from this module too.
 export type {
   CephContext,
   Flavor,
+  GcDisk,
+  GcOptions,
   GcReport,
   InstanceDisk,
   InstanceInfo,
@@ -43,7 +83,7 @@ export type {
 
 /** The driver. Build it with `createDriver()`. */
 @injectable()
-export class Driver {
+export class Driver implements MigrationDestination {
   readonly #log: Logger;
   readonly #session: LibvirtSession;
   readonly #store: InstanceStore;
@@ -52,6 +92,9 @@ export class Driver {
   readonly #spawn: SpawnWorkflow;
   readonly #compensator: Compensator;
   readonly #reconciler: Reconciler;
+  readonly #migration: MigrationWorkflow;
+  readonly #evacuation: EvacuationWorkflow;
+  readonly #flattener: Flattener;
   #closed = false;
 
   constructor(
@@ -69,6 +112,10 @@ export class Driver {
     @inject(SpawnWorkflow) spawn: SpawnWorkflow,
     @inject(Compensator) compensator: Compensator,
     @inject(Reconciler) reconciler: Reconciler,
+    @inject(MigrationWorkflow) migration: MigrationWorkflow,
+    @inject(EvacuationWorkflow) evacuation: EvacuationWorkflow,
+    @inject(KEY_PROVIDER) private readonly keys: KeyProvider,
+    @inject(Flattener) flattener: Flattener,
   ) {
     this.#log = logger;
     this.#session = session;
@@ -78,6 +125,9 @@ export class Driver {
     this.#spawn = spawn;
     this.#compensator = compensator;
     this.#reconciler = reconciler;
+    this.#migration = migration;
+    this.#evacuation = evacuation;
+    this.#flattener = flattener;
   }
 
   /** The current libvirt connection (replaced after libvirtd restarts). */
@@ -97,6 +147,16 @@ export class Driver {
   off<K extends keyof DriverEvents>(event: K, listener: (...args: DriverEvents[K]) => void): this {
     this.#events.off(event, listener as never);
     return this;
+  }
+
+  /** This host's id (`host.id`): the owner of every disk this driver creates. */
+  get hostId(): string {
+    return this.config.host.id;
+  }
+
+  /** What this driver records as the owner of the disks it creates or takes over (`setOwner`). */
+  ownerStamp(): OwnerStamp {
+    return ownerStamp(this.config);
   }
 
   /** The pino logger. */
@@ -143,7 +203,11 @@ export class Driver {
     const all = await this.list();
     const byName = all.filter((i) => i.name === ref || i.domainName === ref);
     if (byName.length === 1) return byName[0]!;
-    if (byName.length > 1) throw new DriverError('INVALID_ARGUMENT', `${byName.length} instances are named ${JSON.stringify(ref)}: use the UUID`);
+    if (byName.length > 1)
+      throw new DriverError(
+        'INVALID_ARGUMENT',
+        `${byName.length} instances are named ${JSON.stringify(ref)}: use the UUID`,
+      );
     throw new DriverError('INSTANCE_NOT_FOUND', `no instance ${JSON.stringify(ref)}`, { instance: ref });
   }
 
@@ -172,7 +236,10 @@ export class Driver {
 
   /** The plan as text: the chosen option, the alternatives and every declined option with its reason. */
   async explain(imageId: string, backend?: string): Promise<string> {
-    return formatPlan(await this.plan(imageId, backend));
+    const name = backend ?? this.config.images.type;
+    const text = formatPlan(await this.plan(imageId, name));
+    const golden = await explainGolden(requireBackend(this.backends, name), this.glance, imageId);
+    return [text, ...(golden ? [golden] : []), ...(name === 'rbd' ? [RBD_ENCRYPTED_NOTE] : [])].join('\n');
   }
 
   // ------------------------------------------------------------------ spawn
@@ -198,11 +265,16 @@ export class Driver {
       const rec = await this.#store.read(uuid);
       const dom = await this.#session.domain(uuid);
       const disks: { backend: string; name: string }[] = [];
-      for (const b of this.backends.all()) for (const d of await b.list({ instance: uuid })) disks.push({ backend: b.name, name: d.disk.name });
-      if (!rec && !dom && disks.length === 0) throw new DriverError('INSTANCE_NOT_FOUND', `no instance ${uuid}`, { instance: uuid });
+      for (const b of this.backends.all())
+        for (const d of await b.list({ instance: uuid }))
+          if (ownership(d, this.config.host.id) !== 'other') disks.push({ backend: b.name, name: d.disk.name });
+      if (!rec && !dom && disks.length === 0)
+        throw new DriverError('INSTANCE_NOT_FOUND', `no instance ${uuid}`, { instance: uuid });
       const op = await this.journal.begin('destroy', uuid, { domainName: this.domainName(uuid) });
       this.#inFlight.active.add(op.opId);
       try {
+        // Undone last (reverse order): the key and its secret go once no disk needs them.
+        for (const r of await encryptionResources(this.#session, rec, uuid, this.keys.name)) await op.intent('key', r);
         await op.intent('files', { kind: 'file', path: this.#store.dir(uuid) });
         for (const d of disks) await op.intent('disk', { kind: 'disk', backend: d.backend, name: d.name });
         await op.intent('domain', { kind: 'domain', uuid, name: dom?.name() ?? this.domainName(uuid) });
@@ -210,7 +282,11 @@ export class Driver {
         const failures = await this.#compensator.rollback(uuid, op.intents, log, removed);
         if (failures.length) {
           await op.end('rollback-failed', failures.join('; '));
-          throw new DriverError('ROLLBACK_FAILED', `destroy of ${uuid} left: ${failures.join('; ')} (reconcile retries)`, { instance: uuid });
+          throw new DriverError(
+            'ROLLBACK_FAILED',
+            `destroy of ${uuid} left: ${failures.join('; ')} (reconcile retries)`,
+            { instance: uuid },
+          );
         }
         await op.end('committed');
         this.#events.emit('lifecycle', { instance: uuid, state: 'destroyed' });
@@ -236,7 +312,10 @@ export class Driver {
       const dom = await this.#session.requireDomain(uuid);
       if (!(await dom.isActive())) return;
       if (opts.graceful !== false) {
-        const stopped = (await this.#session.connection()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'stopped', { timeoutMs: this.config.timeouts.stopMs });
+        const stopped = (await this.#session.connection()).waitForLifecycle(
+          (e) => e.domain.uuid === uuid && e.event === 'stopped',
+          { timeoutMs: this.config.timeouts.stopMs },
+        );
         stopped.catch(() => undefined);
         try {
           await dom.shutdown();
@@ -285,17 +364,23 @@ export class Driver {
   /** Grows the root disk to `rootGiB` (and tells a running guest with `blockResize`). */
   async resizeRootDisk(ref: string, rootGiB: number): Promise<{ sizeBytes: number }> {
     const uuid = await this.#resolveUuid(ref);
-    if (!Number.isInteger(rootGiB) || rootGiB < 1) throw new DriverError('INVALID_ARGUMENT', 'rootGiB must be a positive integer', { instance: uuid });
+    if (!Number.isInteger(rootGiB) || rootGiB < 1)
+      throw new DriverError('INVALID_ARGUMENT', 'rootGiB must be a positive integer', { instance: uuid });
     return this.#inFlight.mutex.run(uuid, async () => {
       const rec = await this.#store.read(uuid);
       if (!rec) throw new DriverError('INSTANCE_NOT_FOUND', `no instance ${uuid}`, { instance: uuid });
       const backend = requireBackend(this.backends, rec.backend);
+      if (rec.encryption) throw unsupportedEncrypted(uuid, 'resize');
       const disk = { instance: uuid, name: 'disk' };
       const bytes = rootGiB * GiB;
       const cur = await backend.info(disk);
-      if (bytes < cur.sizeBytes) throw new DriverError('INVALID_ARGUMENT', `root disk is ${cur.sizeBytes} bytes: shrinking is not supported`, { instance: uuid });
+      if (bytes < cur.sizeBytes)
+        throw new DriverError('INVALID_ARGUMENT', `root disk is ${cur.sizeBytes} bytes: shrinking is not supported`, {
+          instance: uuid,
+        });
       if (bytes === cur.sizeBytes) return { sizeBytes: bytes };
-      if (!backend.capabilities.resize) throw new DriverError('UNSUPPORTED', `backend ${backend.name} cannot resize`, { instance: uuid });
+      if (!backend.capabilities.resize)
+        throw new DriverError('UNSUPPORTED', `backend ${backend.name} cannot resize`, { instance: uuid });
       const op = await this.journal.begin('resize', uuid, { from: cur.sizeBytes, to: bytes });
       try {
         const dom = await this.#session.domain(uuid);
@@ -323,7 +408,8 @@ export class Driver {
    */
   async snapshot(ref: string, name: string): Promise<SnapshotResult> {
     const uuid = await this.#resolveUuid(ref);
-    if (typeof name !== 'string' || name.length === 0 || name.length > 255) throw new DriverError('INVALID_ARGUMENT', 'snapshot name must be 1..255 characters');
+    if (typeof name !== 'string' || name.length === 0 || name.length > 255)
+      throw new DriverError('INVALID_ARGUMENT', 'snapshot name must be 1..255 characters');
     return this.#inFlight.mutex.run(uuid, async () => {
       const t = performance.now();
       const log = this.#log.child({ instance: uuid, op: 'snapshot' });
@@ -335,11 +421,18 @@ export class Driver {
       const op = await this.journal.begin('snapshot', uuid, { name, imageId });
       this.#inFlight.active.add(op.opId);
       try {
-        const direct = backend.capabilities.directSnapshot;
+        // An encrypted disk's bytes are ciphertext: Glance gets the decrypted image, uploaded.
+        const direct = backend.capabilities.directSnapshot && !rec.encryption;
         // Journaled before the Glance image, so that undoing (reverse order) deletes the Glance
         // image first (Glance removes the RBD data of a location it has) and then whatever the
         // backend left (its temporary snapshot, the image it was writing for Glance).
-        if (direct) await op.intent('direct-snapshot', { kind: 'direct-snapshot', backend: backend.name, disk: disk.name, imageId });
+        if (direct)
+          await op.intent('direct-snapshot', {
+            kind: 'direct-snapshot',
+            backend: backend.name,
+            disk: disk.name,
+            imageId,
+          });
         await op.intent('image', { kind: 'glance-image', id: imageId });
         await this.glance.createImage({
           id: imageId,
@@ -351,17 +444,37 @@ export class Driver {
           ...(rec.imageId ? { base_image_ref: rec.imageId } : {}),
         });
         let location: string | undefined;
+        let flattenPending = false;
         if (direct) {
-          const r = await backend.directSnapshot(disk, { imageId });
+          const deferFlatten = this.config.images.rbd.snapshotFlatten === 'background';
+          const r = await backend.directSnapshot(disk, { imageId, deferFlatten });
+          flattenPending = r.flattenPending === true;
           location = r.url;
-          await this.glance.addLocation(imageId, r.url, r.metadata ? { ...r.metadata } : {});
+          const meta = r.metadata ? { ...r.metadata } : {};
+          await this.glance.addLocation(imageId, r.url, meta).catch(async (err: unknown) => {
+            // Glance's own rbd user may not read the instances pool (the clone's parent): flat, it can.
+            if (!flattenPending || !backend.finishDirectSnapshot) throw err;
+            await backend.finishDirectSnapshot(disk, { imageId });
+            flattenPending = false;
+            await this.glance.addLocation(imageId, r.url, meta);
+          });
         } else {
-          await this.#uploadDisk(backend, disk, imageId, op);
+          const key = rec.encryption ? () => this.keys.getKey(rec.encryption!.keyId) : undefined;
+          await uploadDisk(this.config, this.ceph, this.glance, { backend, disk, imageId, op, key });
         }
         await this.glance.waitForStatus(imageId, ['active'], { timeoutMs: 120_000 });
         await op.end('committed');
-        log.info({ imageId, method: direct ? 'direct' : 'upload' }, 'snapshot done');
-        return { imageId, method: direct ? 'direct' : 'upload', durationMs: performance.now() - t, ...(location ? { location } : {}) };
+        // The Glance image is usable; its flatten (then the temporary snapshot's removal) follows.
+        if (flattenPending)
+          this.#flattener.enqueue({ instance: uuid, backend: backend.name, disk: disk.name, imageId });
+        log.info({ imageId, method: direct ? 'direct' : 'upload', flattenPending }, 'snapshot done');
+        return {
+          imageId,
+          method: direct ? 'direct' : 'upload',
+          durationMs: performance.now() - t,
+          ...(location ? { location } : {}),
+          ...(flattenPending ? { flattenPending } : {}),
+        };
       } catch (err) {
         const failures = await this.#compensator.rollback(uuid, op.intents, log);
         await op.end(failures.length ? 'rollback-failed' : 'rolled-back', errMessage(err)).catch(() => undefined);
@@ -372,30 +485,39 @@ export class Driver {
     });
   }
 
-  async #uploadDisk(backend: ImageBackend, disk: DiskRef, imageId: string, op: JournalOp): Promise<void> {
-    const { QemuImg, rbdLocation } = await import('@ephemera/qemu-img-wrapper');
-    const src = await backend.diskSource(disk);
-    const tmpDir = join(this.config.stateDir, 'tmp');
-    await mkdir(tmpDir, { recursive: true });
-    const tmp = join(tmpDir, `${imageId}.raw`);
-    await op.intent('upload-file', { kind: 'file', path: tmp });
-    const q = new QemuImg();
-    try {
-      if (src.type === 'network') {
-        const [pool, ...rest] = src.name.split('/');
-        await q.convert(
-          rbdLocation({ pool: pool!, image: rest.join('/'), user: this.ceph.user, confPath: this.config.images.rbd.cephConf }),
-          tmp,
-          { sourceFormat: 'raw', targetFormat: 'raw', untrusted: false },
-        );
-      } else {
-        await q.convert(src.path, tmp, { sourceFormat: src.format, targetFormat: 'raw', untrusted: false });
-      }
-      const { createReadStream } = await import('node:fs');
-      await this.glance.upload(imageId, createReadStream(tmp, { highWaterMark: 4 * MiB }));
-    } finally {
-      await rm(tmp, { force: true });
-    }
+  // ------------------------------------------------------------------ live migration
+
+  /**
+   * Migrates a running instance live to another host (`opts.to`, that host's driver): the
+   * destination defines the ceph secret and prepares, libvirt migrates peer-to-peer (persistent
+   * there, undefined here; RBD: no disk copied; qcow2: the destination fetches the base into its
+   * cache and libvirt copies only the overlays), then the record moves to the destination and this
+   * host keeps nothing. Progress from the job statistics (`onProgress`); bounded by `timeoutMs`
+   * and cancellable (`signal`): a failed or aborted migration (MIGRATION_FAILED, TIMEOUT, ABORTED)
+   * leaves the instance running here with its record. LVM instances: UNSUPPORTED.
+   * Journaled on both hosts (`migrate-out`, `migrate-in`).
+   */
+  async migrate(ref: string, opts: MigrateOptions): Promise<MigrateResult> {
+    if (opts?.to === this) throw new DriverError('INVALID_ARGUMENT', 'the destination is this driver');
+    return this.#migration.migrate(await this.#resolveUuid(ref), opts);
+  }
+
+  /** Destination side of {@link Driver.migrate} (Nova's pre_live_migration): called by the source's driver. */
+  preLiveMigration(rec: InstanceRecord, from?: string, disks?: BlockMigrationDisk[]): Promise<MigrationTarget> {
+    return this.#migration.preLiveMigration(rec, from, disks);
+  }
+
+  /**
+   * Destination side of {@link Driver.migrate}, after libvirt's success: the record becomes this
+   * host's. Resolves to the completed migration job's statistics here (downtime), when reported.
+   */
+  postLiveMigrationAtDestination(uuid: string): Promise<JobStats | undefined> {
+    return this.#migration.postLiveMigrationAtDestination(uuid);
+  }
+
+  /** Destination side of {@link Driver.migrate}, after a failure or abort: undoes the preparation. */
+  rollbackLiveMigrationAtDestination(uuid: string): Promise<void> {
+    return this.#migration.rollbackLiveMigrationAtDestination(uuid);
   }
 
   // ------------------------------------------------------------------ reconcile and gc
@@ -411,21 +533,63 @@ export class Driver {
   }
 
   /**
-   * Finds disks (in every loaded backend) whose instance has no libvirt domain, no record and no
-   * operation in progress. Reports them; removes them when `remove` is true (only those of
-   * `instances` when given).
+   * Finds this host's disks (in every loaded backend) whose instance has no libvirt domain, no
+   * record and no operation in progress. Reports them; removes them when `remove` is true (only
+   * those of `instances` when given). Disks without owner are reported `unowned` (removed only
+   * with `includeUnowned`); other hosts' disks are never removed (`allHosts` lists them).
    */
-  gc(opts: { remove?: boolean; instances?: string[] } = {}): Promise<GcReport> {
+  gc(opts: GcOptions = {}): Promise<GcReport> {
     return this.#reconciler.gc(opts);
+  }
+
+  /**
+   * `gc --cache`: removes golden images (cluster-wide conversions the RBD backend clones from)
+   * whose Glance image is gone or has another checksum, or that no spawn used for `unusedSeconds`;
+   * never one that still has clones.
+   */
+  gcCache(opts: CacheGcOptions = {}): Promise<CacheGcEntry[]> {
+    const unusedSeconds = opts.unusedSeconds ?? this.config.images.rbd.goldenUnusedSeconds;
+    return gcGoldenCache(this.backends.all(), this.glance, { unusedSeconds, ...(opts.dryRun ? { dryRun: true } : {}) });
+  }
+
+  // ------------------------------------------------------------------ many hosts
+
+  /**
+   * Takes over the disks of `instance` that host `fromHost` owns (a dead host's), with the
+   * backends' `setOwner`: refused (`INSTANCE_STATE`) while a client that is not blocklisted has
+   * one of them open. Idempotent. The instance's record and domain stay on the old host: without
+   * them here, the adopted disks are this host's orphans (`gc` lists them, `gc --delete` removes them).
+   */
+  adopt(instance: string, opts: { fromHost: string }): Promise<AdoptResult> {
+    const key = isUuid(instance) ? instance.toLowerCase() : instance;
+    return this.#inFlight.mutex.run(key, () =>
+      adoptDisks(this.backends, this.config, this.#log, instance, opts.fromHost),
+    );
+  }
+
+  /**
+   * Rebuilds `instance` here from its RBD disks after its host (`opts.from`) died: refused
+   * (HOST_ALIVE, nothing changed) while that host's libvirtd answers; then fences the dead host's
+   * clients on the disks (blocklist), takes the disks over, defines and starts the domain from the
+   * definition recorded on the root disk. LVM and qcow2 instances: UNSUPPORTED. Journaled (`evacuate`).
+   */
+  evacuate(instance: string, opts: EvacuateOptions): Promise<EvacuateResult> {
+    return this.#evacuation.evacuate(instance, opts);
   }
 
   // ------------------------------------------------------------------ lifecycle of the driver
 
-  /** Closes libvirt, the backends and Ceph. */
+  /** Resolves when no background flatten (deferred snapshot, clone-depth policy) is queued or running. */
+  flattenIdle(): Promise<void> {
+    return this.#flattener.idle();
+  }
+
+  /** Closes the background flattens (see `Flattener.close`), libvirt, the backends and Ceph. */
   async close(): Promise<void> {
     if (this.#closed) return;
     this.#closed = true;
     this.#session.markClosed();
+    await this.#flattener.close();
     await this.backends.close?.().catch(() => undefined);
     await this.#session.close();
     await this.ceph.cluster?.close().catch(() => undefined);

@@ -2,7 +2,17 @@
 import type { ProgressEvent } from '@ephemera/image-backend';
 
 /** Steps of a spawn, in order. */
-export type SpawnStep = 'resolve' | 'root-disk' | 'ephemeral-disk' | 'swap-disk' | 'secret' | 'define' | 'start';
+export type SpawnStep =
+  | 'preflight'
+  | 'resolve'
+  | 'key'
+  | 'root-disk'
+  | 'ephemeral-disk'
+  | 'swap-disk'
+  | 'secret'
+  | 'xml'
+  | 'define'
+  | 'start';
 
 /** An operation's step started or finished. */
 export interface StepEvent {

@@ -17,10 +17,38 @@
  */
 import 'reflect-metadata';
 
-export type { CephUserLike, ConfigInput, ConfigSource, DriverConfig, LoadConfigOptions, LoadedConfig, OptionSpec, OptionType, StackInfoLike } from './config.js';
-export { CONFIG_SCHEMA, configReference, configValue, fromStack, loadConfig, redactConfig } from './config.js';
+export type {
+  CephUserLike,
+  ConfigInput,
+  ConfigSource,
+  DriverConfig,
+  LoadConfigOptions,
+  LoadedConfig,
+  OptionSpec,
+  OptionType,
+  StackInfoLike,
+} from './config.js';
+// The host id check lives with the owner record it is written into.
+export { isHostId } from '@ephemera/image-backend';
+export type { AdoptResult } from './adopt.js';
+export {
+  CONFIG_SCHEMA,
+  configReference,
+  configValue,
+  driverConfigSchema,
+  defaultHostId,
+  fromStack,
+  loadConfig,
+  redactConfig,
+} from './config.js';
 // Which keyring a ceph.conf leads to and the secret UUID the driver derives: for operators checking a non-admin user's setup (docs/operations.md).
 export { defaultSecretUuid, keyringPath, readCephKey } from './ceph.js';
+
+export type { EncryptionRequest, InstanceEncryption } from './encryption.js';
+export { FileKeyProvider, encryptionRequest, volumeSecretUuid } from './encryption.js';
+// The key-provider contract lives with the backend contract (an embedder implements it).
+export type { KeyProvider } from '@ephemera/image-backend';
+export { KEY_PROVIDER } from '@ephemera/image-backend';
 
 export type { DriverErrorCode } from './errors.js';
 export { ConfigError, DRIVER_ERROR_CODES, DriverError, isDriverError } from './errors.js';
@@ -39,6 +67,8 @@ export { BUILTIN_BACKENDS, lvmPlugin, memoryPlugin, qcow2Plugin, rbdPlugin } fro
 export type {
   CephContext,
   Flavor,
+  GcDisk,
+  GcOptions,
   GcReport,
   PendingOperation,
   InstanceDisk,
@@ -51,6 +81,21 @@ export type {
   SpawnResult,
 } from './types.js';
 export { Driver } from './driver.js';
+export type { CacheGcEntry, CacheGcOptions } from './golden-cache.js';
+export type { DomainHook, DomainHookContext, DomainOptions } from './domain-spec.js';
+// The spec a DomainHook receives and returns: an embedder needs no direct dependency on libvirt-xml.
+export type { CpuSpec, DeviceNode, DeviceSpec, DomainSpec, NetworkSpec } from '@ephemera/libvirt-xml';
+export type {
+  MigrateOptions,
+  MigrateResult,
+  MigrationDestination,
+  MigrationProgress,
+  MigrationTarget,
+} from './migration.js';
+export { DEFAULT_MIGRATE_TIMEOUT_MS } from './migration.js';
+export type { BlockMigrationDisk, IncomingDiskPath } from './migration-qcow2.js';
+export type { EvacuateOptions, EvacuateResult, EvacuationSource } from './evacuation.js';
+export { DEFAULT_EVACUATE_PROBE_MS } from './evacuation.js';
 
 export type { CreateDriverOptions, DriverHandle } from './container.js';
 export { DriverBackendRegistry, createDriver, createDriverContainer } from './container.js';

@@ -3,7 +3,7 @@
  *
  * - `begin` is written (and fsynced, file and directory) before the operation does anything.
  * - Before each step acts, an `intent` record names the resource it is about to create or
- *   remove (`disk`, `domain`, `secret`, `glance-image`, `snapshot`, `direct-snapshot`, `file`), fsynced; `done`
+ *   remove (`disk`, `domain`, `secret`, `key`, `glance-image`, `snapshot`, `direct-snapshot`, `file`), fsynced; `done`
  *   follows when the step finished. Rollback therefore knows exactly what may exist: every
  *   resource with an intent, whether or not its step completed (removal is idempotent).
  * - `end` closes the operation; a committed or cleanly rolled-back operation's file is deleted.
@@ -17,22 +17,43 @@ import { join } from 'node:path';
 import { DriverError } from './errors.js';
 
 /** Operations that are journaled. */
-export type JournaledOp = 'spawn' | 'destroy' | 'snapshot' | 'resize';
+/** `migrate-out` on a live migration's source, `migrate-in` on its destination. */
+export type JournaledOp =
+  | 'spawn'
+  | 'destroy'
+  | 'snapshot'
+  | 'resize'
+  | 'migrate-out'
+  | 'migrate-in'
+  | 'evacuate'
+  | 'flatten';
 
 /** A resource an operation creates or removes. */
 export type JournalResource =
   | { kind: 'disk'; backend: string; name: string }
   | { kind: 'domain'; uuid: string; name: string }
   | { kind: 'secret'; uuid: string; created: boolean }
+  /** An encryption key in the named key provider (never the key itself). */
+  | { kind: 'key'; provider: string; id: string }
   | { kind: 'glance-image'; id: string }
   | { kind: 'snapshot'; backend: string; disk: string; name: string }
   /** What a backend's `directSnapshot(disk, { imageId })` makes (temporary snapshot, the image for Glance). */
   | { kind: 'direct-snapshot'; backend: string; disk: string; imageId: string }
-  | { kind: 'file'; path: string };
+  | { kind: 'file'; path: string }
+  /** Disks of the instance in `backend` taken from host `hostId` (`setOwner`): undone by giving them back. */
+  | { kind: 'owner'; backend: string; hostId: string };
 
 /** One line of a journal file. */
 export type JournalRecord =
-  | { t: 'begin'; opId: string; op: JournaledOp; instance: string; pid: number; at: string; data: Record<string, unknown> }
+  | {
+      t: 'begin';
+      opId: string;
+      op: JournaledOp;
+      instance: string;
+      pid: number;
+      at: string;
+      data: Record<string, unknown>;
+    }
   | { t: 'intent'; step: string; resource: JournalResource; at: string }
   | { t: 'done'; step: string; at: string; detail?: Record<string, unknown> }
   | { t: 'end'; status: 'committed' | 'rolled-back' | 'rollback-failed'; at: string; error?: string };
@@ -49,6 +70,8 @@ export interface JournalEntry {
   intents: { step: string; resource: JournalResource }[];
   /** Steps that finished. */
   done: string[];
+  /** The detail each finished step recorded (the last one per step), e.g. a migration's destination. */
+  details: Record<string, Record<string, unknown>>;
   end?: 'committed' | 'rolled-back' | 'rollback-failed';
   path: string;
 }
@@ -153,7 +176,10 @@ export class Journal {
     } catch (err) {
       await rm(tmp, { force: true });
       if (fh === undefined) await rm(path, { force: true });
-      throw new DriverError('JOURNAL', `cannot write journal ${path}: ${(err as Error).message}`, { instance, cause: err });
+      throw new DriverError('JOURNAL', `cannot write journal ${path}: ${(err as Error).message}`, {
+        instance,
+        cause: err,
+      });
     }
     return new JournalOp(fh, path, opId, op, instance);
   }
@@ -223,11 +249,24 @@ export function parseJournal(text: string, path = ''): JournalEntry | undefined 
       continue;
     }
     if (rec.t === 'begin') {
-      entry = { opId: rec.opId, op: rec.op, instance: rec.instance, pid: rec.pid, startedAt: rec.at, data: rec.data ?? {}, intents: [], done: [], path };
+      entry = {
+        opId: rec.opId,
+        op: rec.op,
+        instance: rec.instance,
+        pid: rec.pid,
+        startedAt: rec.at,
+        data: rec.data ?? {},
+        intents: [],
+        done: [],
+        details: {},
+        path,
+      };
     } else if (entry) {
       if (rec.t === 'intent') entry.intents.push({ step: rec.step, resource: rec.resource });
-      else if (rec.t === 'done') entry.done.push(rec.step);
-      else if (rec.t === 'end') entry.end = rec.status;
+      else if (rec.t === 'done') {
+        entry.done.push(rec.step);
+        if (rec.detail) entry.details[rec.step] = rec.detail;
+      } else if (rec.t === 'end') entry.end = rec.status;
     }
   }
   return entry;

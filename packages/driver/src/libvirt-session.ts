@@ -14,6 +14,9 @@ import { DRIVER_TYPES } from './tokens.js';
 import type { InstanceInfo, InstanceRecord } from './types.js';
 import { errMessage } from './util.js';
 
+/** QEMU's words for a LUKS passphrase that opens no key slot. */
+const WRONG_KEY = /cannot unlock any keyslot|invalid password|encryption load fail/i;
+
 @injectable()
 export class LibvirtSession {
   #conn: Connection;
@@ -127,7 +130,10 @@ export class LibvirtSession {
     if (!dom) throw new DriverError('INSTANCE_NOT_FOUND', `no domain ${uuid}`, { instance: uuid });
     const ms = this.config.timeouts.startMs;
     const ac = new AbortController();
-    const started = (await this.connection()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', { timeoutMs: ms, signal: ac.signal });
+    const started = (await this.connection()).waitForLifecycle((e) => e.domain.uuid === uuid && e.event === 'started', {
+      timeoutMs: ms,
+      signal: ac.signal,
+    });
     started.catch(() => undefined);
     // virDomainCreate blocks until QEMU is up, and QEMU waits for its disks (an unreachable Ceph
     // monitor: minutes). Past the deadline the half-started domain is destroyed, which makes
@@ -158,11 +164,22 @@ export class LibvirtSession {
       }
     } catch (err) {
       ac.abort();
-      if (signal?.aborted) throw new DriverError('ABORTED', `start of domain ${uuid} aborted`, { instance: uuid, cause: err });
+      if (signal?.aborted)
+        throw new DriverError('ABORTED', `start of domain ${uuid} aborted`, { instance: uuid, cause: err });
       const st = timedOut ? undefined : await dom.state().catch(() => undefined);
       if (st && (st.state === 'running' || (st.state === 'shutoff' && st.reason === 'shutdown'))) return;
-      const code = timedOut || (err as Error).name === 'TimeoutError' ? 'TIMEOUT' : 'SPAWN_FAILED';
-      throw new DriverError(code, `domain ${uuid} did not start${timedOut ? ` within ${ms} ms` : ''}: ${errMessage(err)}`, { instance: uuid, cause: err });
+      // QEMU could not unlock an encrypted disk with the secret's value: a key problem, typed.
+      const code =
+        timedOut || (err as Error).name === 'TimeoutError'
+          ? 'TIMEOUT'
+          : WRONG_KEY.test(errMessage(err))
+            ? 'ENCRYPTION_KEY'
+            : 'SPAWN_FAILED';
+      throw new DriverError(
+        code,
+        `domain ${uuid} did not start${timedOut ? ` within ${ms} ms` : ''}: ${errMessage(err)}`,
+        { instance: uuid, cause: err },
+      );
     } finally {
       if (onAbort) signal?.removeEventListener('abort', onAbort);
       // Aborted: the rollback's settleStart bounds the wait for libvirtd's start instead.

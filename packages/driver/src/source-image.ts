@@ -5,7 +5,8 @@ import type { ImageLocation, SourceImage } from '@ephemera/image-backend';
 /** A SourceImage over `glance`: locations from the record, bytes from `GET /v2/images/ID/file`. */
 export function sourceImageFromGlance(glance: GlanceClient, image: GlanceImage): SourceImage {
   const locations: ImageLocation[] = (image.locations ?? []).map((l) => ({ url: l.url, metadata: l.metadata ?? {} }));
-  if (image.direct_url && !locations.some((l) => l.url === image.direct_url)) locations.push({ url: image.direct_url, metadata: {} });
+  if (image.direct_url && !locations.some((l) => l.url === image.direct_url))
+    locations.push({ url: image.direct_url, metadata: {} });
   return {
     id: image.id,
     ...(image.name ? { name: image.name } : {}),
@@ -19,7 +20,11 @@ export function sourceImageFromGlance(glance: GlanceClient, image: GlanceImage):
     locations,
     async open(opts = {}) {
       // Backends verify the bytes against os_hash_value/checksum themselves (readImage).
-      const dl = await glance.download(image.id, { image, verify: false, ...(opts.signal ? { signal: opts.signal } : {}) });
+      const dl = await glance.download(image.id, {
+        image,
+        verify: false,
+        ...(opts.signal ? { signal: opts.signal } : {}),
+      });
       dl.result.catch(() => undefined);
       return dl.stream;
     },

@@ -12,6 +12,8 @@ export const DRIVER_TYPES = {
   Ceph: Symbol.for('@ephemera/driver:Ceph'),
   /** {@link CephContext}: fsid, secret UUID, keyring path. */
   CephContext: Symbol.for('@ephemera/driver:CephContext'),
+  /** The embedder's `customizeDomain` hook ({@link DomainHook}), or null. */
+  DomainHook: Symbol.for('@ephemera/driver:DomainHook'),
   /** The {@link Driver}. */
   Driver: Symbol.for('@ephemera/driver:Driver'),
 } as const;

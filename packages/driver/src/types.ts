@@ -3,6 +3,8 @@ import type { Cluster } from '@ephemera/ceph-rbd-napi';
 import type { DeclinedOption } from '@ephemera/glance';
 import type { CreateResult } from '@ephemera/image-backend';
 import type { DomainState } from '@ephemera/libvirt-napi';
+import type { DomainOptions } from './domain-spec.js';
+import type { EncryptionRequest, InstanceEncryption } from './encryption.js';
 import type { SpawnStep } from './events.js';
 
 /** Ceph facts the driver needs (null members when no backend uses Ceph). */
@@ -44,6 +46,13 @@ export interface SpawnRequest {
   backend?: string;
   /** Always import a full copy (never clone). Default: `!images.useCowImages`. */
   forceImport?: boolean;
+  /** Additions to the domain: NICs, CPU, machine type, extra devices (then `customizeDomain`, if any). */
+  domain?: DomainOptions;
+  /**
+   * Encrypt every disk of the instance (LUKS, one key per instance from the key provider).
+   * Absent: the flavor's `hw:ephemeral_encryption` extra spec decides.
+   */
+  encryption?: EncryptionRequest;
   signal?: AbortSignal;
 }
 
@@ -77,6 +86,8 @@ export interface InstanceRecord {
   consolePath: string;
   createdAt: string;
   rootDisk: RootDiskReport;
+  /** Set when the instance's disks are encrypted. */
+  encryption?: InstanceEncryption;
 }
 
 /** An instance with its current libvirt state. */
@@ -129,10 +140,43 @@ export interface PendingOperation {
 
 /** What gc found. */
 export interface GcReport {
-  /** Disks whose instance has no domain and no operation in progress. */
-  orphans: { backend: string; id: string; instance: string; name: string; sizeBytes: number }[];
-  /** Ids removed (when `remove` was asked). */
+  /** This host's disks whose instance has no domain, no record and no operation in progress. */
+  orphans: GcDisk[];
+  /**
+   * Disks without an owner record (made before ownership) that are orphans by the same test:
+   * removed only with `includeUnowned` (another host may be using one).
+   */
+  unowned: GcDisk[];
+  /** Other hosts' disks (only with `allHosts`; read-only: gc never removes them). */
+  otherHosts?: (GcDisk & { hostId: string })[];
+  /**
+   * Encryption keys (ids = instance UUIDs) of the built-in file provider whose instance has no
+   * domain, no record and no operation in progress; removed with their volume secrets by `remove`.
+   */
+  keys?: string[];
+  /** Ids removed (when `remove` was asked); a removed key is `key:<id>`. */
   removed: string[];
+}
+
+/** A disk in a {@link GcReport}. */
+export interface GcDisk {
+  backend: string;
+  id: string;
+  instance: string;
+  name: string;
+  sizeBytes: number;
+}
+
+/** Options of `Driver.gc`. */
+export interface GcOptions {
+  /** Remove this host's orphans (default: only report). */
+  remove?: boolean;
+  /** Only disks of these instance UUIDs. */
+  instances?: string[];
+  /** With `remove`: also remove `unowned` orphans. */
+  includeUnowned?: boolean;
+  /** Also report other hosts' disks (`otherHosts`, never removed). */
+  allHosts?: boolean;
 }
 
 /** Result of a snapshot. */
@@ -141,4 +185,6 @@ export interface SnapshotResult {
   method: 'direct' | 'upload';
   durationMs: number;
   location?: string;
+  /** The Glance image is usable and is being flattened in the background (`images.rbd.snapshotFlatten`). */
+  flattenPending?: boolean;
 }

@@ -121,7 +121,9 @@ export class KeystoneTokenProvider implements TokenProvider {
       auth: {
         identity: {
           methods: ['password'],
-          password: { user: { name: o.username, domain: { name: o.userDomainName ?? 'Default' }, password: o.password } },
+          password: {
+            user: { name: o.username, domain: { name: o.userDomainName ?? 'Default' }, password: o.password },
+          },
         },
         scope: { project: { name: o.projectName, domain: { name: o.projectDomainName ?? 'Default' } } },
       },

@@ -23,7 +23,15 @@ import { GlanceHttp, imagePath, parseJson, sig, type RequestBody } from './http.
 import { copyImageToStores } from './image-import.js';
 import { DEFAULT_RETRY } from './retry.js';
 import { openDownload, toAsyncIterable } from './transfer.js';
-import type { CreateImageRequest, GlanceImage, GlanceStore, ImageLocationEntry, ImageStatus, JsonPatchOp, ListImagesFilter } from './types.js';
+import type {
+  CreateImageRequest,
+  GlanceImage,
+  GlanceStore,
+  ImageLocationEntry,
+  ImageStatus,
+  JsonPatchOp,
+  ListImagesFilter,
+} from './types.js';
 
 export type {
   CallOptions,
@@ -72,7 +80,13 @@ export class GlanceClient {
 
   /** `GET /v2/images/ID`. */
   async getImage(imageId: string, opts: CallOptions = {}): Promise<GlanceImage> {
-    return this.#http.json<GlanceImage>({ method: 'GET', path: imagePath(imageId), imageId, idempotent: true, ...sig(opts) });
+    return this.#http.json<GlanceImage>({
+      method: 'GET',
+      path: imagePath(imageId),
+      imageId,
+      idempotent: true,
+      ...sig(opts),
+    });
   }
 
   /** All images matching `filter`, following Glance's `next` links page by page. */
@@ -168,7 +182,9 @@ export class GlanceClient {
   /** Remove custom properties; keys the image does not have are ignored. */
   async removeProperties(imageId: string, keys: string[], opts: CallOptions = {}): Promise<GlanceImage> {
     const image = await this.getImage(imageId, opts);
-    const ops: JsonPatchOp[] = keys.filter((k) => k in image).map((k) => ({ op: 'remove', path: `/${escapePointer(k)}` }));
+    const ops: JsonPatchOp[] = keys
+      .filter((k) => k in image)
+      .map((k) => ({ op: 'remove', path: `/${escapePointer(k)}` }));
     return ops.length ? this.updateImage(imageId, ops, opts) : image;
   }
 
@@ -184,7 +200,8 @@ export class GlanceClient {
       if (statuses.includes(image.status)) return image;
       if (['killed', 'deleted', 'pending_delete'].includes(image.status))
         throw new ImageStateError(imageId, image.status, `waited for ${statuses.join('|')}`);
-      if (Date.now() > deadline) throw new GlanceTimeoutError(`image ${imageId} still ${image.status}`, opts.timeoutMs ?? 300_000, { imageId });
+      if (Date.now() > deadline)
+        throw new GlanceTimeoutError(`image ${imageId} still ${image.status}`, opts.timeoutMs ?? 300_000, { imageId });
       await this.#http.sleep(opts.pollIntervalMs ?? 500, opts.signal, imageId);
     }
   }
@@ -195,7 +212,11 @@ export class GlanceClient {
    * `PUT /v2/images/ID/file` from a buffer or a stream; returns the image after the upload.
    * A buffer upload is retried like an idempotent call; a stream upload is never retried.
    */
-  async upload(imageId: string, data: UploadBody, opts: CallOptions & { timeoutMs?: number } = {}): Promise<GlanceImage> {
+  async upload(
+    imageId: string,
+    data: UploadBody,
+    opts: CallOptions & { timeoutMs?: number } = {},
+  ): Promise<GlanceImage> {
     const replayable = data instanceof Uint8Array;
     const body: RequestBody = replayable ? (data as Uint8Array) : (toAsyncIterable(data) as unknown as RequestBody);
     let attempts = 0;
@@ -275,9 +296,20 @@ export class GlanceClient {
       const text = await raw.res.text().finally(raw.done);
       if (raw.res.ok) {
         this.#locationsApi = true;
-        const locations = parseJson<ImageLocationEntry[]>(text, 'GET', `${imagePath(imageId)}/locations`, raw.res.status, imageId);
+        const locations = parseJson<ImageLocationEntry[]>(
+          text,
+          'GET',
+          `${imagePath(imageId)}/locations`,
+          raw.res.status,
+          imageId,
+        );
         const image = known ?? (await this.getImage(imageId, opts));
-        return { imageId, locations, ...(image.direct_url ? { directUrl: image.direct_url } : {}), source: 'locations-api' };
+        return {
+          imageId,
+          locations,
+          ...(image.direct_url ? { directUrl: image.direct_url } : {}),
+          source: 'locations-api',
+        };
       }
       // 404 is ambiguous (no image, or no such API): the image GET below decides.
       if (raw.res.status !== 404) this.#locationsApi = false;
@@ -289,7 +321,12 @@ export class GlanceClient {
   }
 
   /** Add a location (`PATCH add /locations/-`; Glance needs `show_multiple_locations = True`). */
-  async addLocation(imageId: string, url: string, metadata: Record<string, unknown> = {}, opts: CallOptions = {}): Promise<GlanceImage> {
+  async addLocation(
+    imageId: string,
+    url: string,
+    metadata: Record<string, unknown> = {},
+    opts: CallOptions = {},
+  ): Promise<GlanceImage> {
     return this.updateImage(imageId, [{ op: 'add', path: '/locations/-', value: { url, metadata } }], opts);
   }
 
@@ -305,7 +342,13 @@ export class GlanceClient {
 
   /** Stores of a multi-store Glance (`GET /v2/info/stores`); `[]` when multi-store is off. */
   async stores(opts: CallOptions = {}): Promise<GlanceStore[]> {
-    const raw = await this.#http.request({ method: 'GET', path: '/v2/info/stores', idempotent: true, allow: [404, 410], ...sig(opts) });
+    const raw = await this.#http.request({
+      method: 'GET',
+      path: '/v2/info/stores',
+      idempotent: true,
+      allow: [404, 410],
+      ...sig(opts),
+    });
     const text = await raw.res.text().finally(raw.done);
     if (!raw.res.ok) return [];
     return parseJson<{ stores: GlanceStore[] }>(text, 'GET', '/v2/info/stores', raw.res.status).stores ?? [];
@@ -335,7 +378,14 @@ export class GlanceClient {
   /** Tasks of an image (`GET /v2/images/ID/tasks`, Glance Wallaby+); `[]` when the API is absent. */
   async imageTasks(imageId: string, opts: CallOptions = {}): Promise<ImageTask[]> {
     const path = `${imagePath(imageId)}/tasks`;
-    const raw = await this.#http.request({ method: 'GET', path, imageId, idempotent: true, allow: [404, 405], ...sig(opts) });
+    const raw = await this.#http.request({
+      method: 'GET',
+      path,
+      imageId,
+      idempotent: true,
+      allow: [404, 405],
+      ...sig(opts),
+    });
     const text = await raw.res.text().finally(raw.done);
     if (!raw.res.ok) return [];
     return parseJson<{ tasks?: ImageTask[] }>(text, 'GET', path, raw.res.status, imageId).tasks ?? [];
@@ -344,7 +394,13 @@ export class GlanceClient {
   /** `GET /healthcheck` answered 200. Never throws. */
   async healthy(opts: CallOptions = {}): Promise<boolean> {
     try {
-      const raw = await this.#http.request({ method: 'GET', path: '/healthcheck', idempotent: true, allow: [503], ...sig(opts) });
+      const raw = await this.#http.request({
+        method: 'GET',
+        path: '/healthcheck',
+        idempotent: true,
+        allow: [503],
+        ...sig(opts),
+      });
       await raw.res.arrayBuffer().finally(raw.done);
       return raw.res.status === 200;
     } catch {

@@ -48,9 +48,13 @@ export function glanceModule(opts: GlanceModuleOptions): ContainerModule {
     bind<RbdProbe>(GLANCE_TYPES.RbdProbe).toConstantValue(opts.rbdProbe);
     const H = GLANCE_TYPES.ImageHandler;
     if (wanted.has('rbd-clone'))
-      bind<ImageHandler>(H).toResolvedValue((p: RbdProbe) => new RbdCloneHandler(p), [GLANCE_TYPES.RbdProbe]).inSingletonScope();
+      bind<ImageHandler>(H)
+        .toResolvedValue((p: RbdProbe) => new RbdCloneHandler(p), [GLANCE_TYPES.RbdProbe])
+        .inSingletonScope();
     if (wanted.has('rbd-copy'))
-      bind<ImageHandler>(H).toResolvedValue((p: RbdProbe) => new RbdCopyHandler(p), [GLANCE_TYPES.RbdProbe]).inSingletonScope();
+      bind<ImageHandler>(H)
+        .toResolvedValue((p: RbdProbe) => new RbdCopyHandler(p), [GLANCE_TYPES.RbdProbe])
+        .inSingletonScope();
     if (wanted.has('http-download')) bind<ImageHandler>(H).toConstantValue(new HttpDownloadHandler());
     if (wanted.has('file')) bind<ImageHandler>(H).toConstantValue(new FileHandler());
     if (wanted.has('glance-download')) bind<ImageHandler>(H).toConstantValue(new GlanceDownloadHandler());

@@ -4,6 +4,9 @@
  */
 import type { RbdLocationProblem } from '@ephemera/image-backend';
 
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/glance:error');
+
 /** Every stable code a {@link GlanceError} can carry (the CLI maps each one to an exit code). */
 export const GLANCE_ERROR_CODES = [
   'GLANCE_HTTP',
@@ -36,9 +39,14 @@ export class GlanceError extends Error {
   /** HTTP status of Glance's answer, when there was an answer. */
   readonly status?: number;
 
-  constructor(code: GlanceErrorCode, message: string, opts: { imageId?: string; status?: number; cause?: unknown } = {}) {
+  constructor(
+    code: GlanceErrorCode,
+    message: string,
+    opts: { imageId?: string; status?: number; cause?: unknown } = {},
+  ) {
     super(message, opts.cause === undefined ? undefined : { cause: opts.cause });
     this.name = new.target.name;
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     if (opts.imageId !== undefined) this.imageId = opts.imageId;
     if (opts.status !== undefined) this.status = opts.status;
@@ -156,9 +164,13 @@ export class ImageImportError extends GlanceError {
   /** Stores Glance listed as failed. */
   readonly failedStores: string[];
   constructor(imageId: string, failedStores: string[], message?: string) {
-    super('GLANCE_IMPORT_FAILED', message ?? `image ${imageId}: import failed for store(s) ${failedStores.join(', ')}`, {
-      imageId,
-    });
+    super(
+      'GLANCE_IMPORT_FAILED',
+      message ?? `image ${imageId}: import failed for store(s) ${failedStores.join(', ')}`,
+      {
+        imageId,
+      },
+    );
     this.failedStores = failedStores;
   }
 }
@@ -219,6 +231,15 @@ export class NoUsablePlanError extends GlanceError {
     );
     this.declined = declined;
   }
+}
+
+/**
+ * True when `err` is an error of this package (optionally with the given code), also one made by
+ * another copy of `@ephemera/glance` (it checks the package's brand, not `instanceof`).
+ */
+export function isGlanceError(err: unknown, code?: GlanceErrorCode): err is GlanceError {
+  if (typeof err !== 'object' || err === null || (err as { [BRAND]?: unknown })[BRAND] !== true) return false;
+  return code === undefined || (err as GlanceError).code === code;
 }
 
 /**

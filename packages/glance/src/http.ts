@@ -1,5 +1,6 @@
 // Glance HTTP transport: one request with its timeout, token and headers, retries with backoff,
 // and the mapping of every failure to a typed GlanceError.
+import { isUuid, sleep } from '@ephemera/image-backend';
 import type { TokenProvider } from './auth.js';
 import type { CallOptions } from './client-types.js';
 import {
@@ -12,9 +13,8 @@ import {
   GlanceNotFoundError,
   GlanceTimeoutError,
 } from './errors.js';
-import { backoffDelay, sleep, type RetryPolicy } from './retry.js';
+import { backoffDelay, type RetryPolicy } from './retry.js';
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 /** @internal */
 export type RequestBody = NonNullable<RequestInit['body']>;
 /** @internal abort reason of a request's own timer, told apart from the caller's abort. */
@@ -89,19 +89,26 @@ export class GlanceHttp {
     const raw = await this.request(spec);
     const text = await raw.res.text().catch((err: unknown) => {
       raw.done();
-      throw mapFetchError(err, raw.controller, spec.signal, spec.imageId, `reading ${spec.method} ${spec.path}`, spec.timeoutMs ?? this.#timeoutMs, this.url);
+      throw mapFetchError(
+        err,
+        raw.controller,
+        spec.signal,
+        spec.imageId,
+        `reading ${spec.method} ${spec.path}`,
+        spec.timeoutMs ?? this.#timeoutMs,
+        this.url,
+      );
     });
     raw.done();
     if (!text) return undefined as T;
     return parseJson<T>(text, spec.method, spec.path, raw.res.status, spec.imageId);
   }
 
-  async sleep(ms: number, signal: AbortSignal | undefined, imageId: string | undefined): Promise<void> {
-    try {
-      await sleep(ms, signal);
-    } catch (err) {
-      throw new GlanceAbortedError('aborted', { ...(imageId ? { imageId } : {}), cause: err });
-    }
+  /** Waits `ms`; an abort rejects with GlanceAbortedError (the signal's reason as cause). */
+  sleep(ms: number, signal: AbortSignal | undefined, imageId: string | undefined): Promise<void> {
+    return sleep(ms, signal, {
+      abortError: (reason) => new GlanceAbortedError('aborted', { ...(imageId ? { imageId } : {}), cause: reason }),
+    });
   }
 
   /** One logical request with retries. Throws typed errors for statuses >= 400 not in `allow`. */
@@ -110,7 +117,8 @@ export class GlanceHttp {
     let reauthed = false;
     for (let attempt = 1; ; attempt++) {
       spec.onAttempt?.(attempt);
-      if (spec.signal?.aborted) throw new GlanceAbortedError(`${spec.method} ${spec.path} aborted`, withId(spec.imageId, spec.signal.reason));
+      if (spec.signal?.aborted)
+        throw new GlanceAbortedError(`${spec.method} ${spec.path} aborted`, withId(spec.imageId, spec.signal.reason));
       let raw: RawResponse | undefined;
       let retryable = false;
       try {
@@ -160,7 +168,11 @@ export class GlanceHttp {
       const s = q.toString();
       if (s) url += `?${s}`;
     }
-    const headers: Record<string, string> = { accept: 'application/json', 'user-agent': this.#userAgent, ...spec.headers };
+    const headers: Record<string, string> = {
+      accept: 'application/json',
+      'user-agent': this.#userAgent,
+      ...spec.headers,
+    };
     let token: string | undefined;
     try {
       token = await this.#auth.token(controller.signal);
@@ -177,7 +189,12 @@ export class GlanceHttp {
       headers['content-type'] ??= 'application/json';
     }
     try {
-      const init: RequestInit & { duplex?: 'half' } = { method: spec.method, headers, signal: controller.signal, redirect: 'error' };
+      const init: RequestInit & { duplex?: 'half' } = {
+        method: spec.method,
+        headers,
+        signal: controller.signal,
+        redirect: 'error',
+      };
       if (body !== undefined) {
         init.body = body;
         if (!(typeof body === 'string' || body instanceof Uint8Array)) init.duplex = 'half';
@@ -187,7 +204,15 @@ export class GlanceHttp {
       return { res, controller, done };
     } catch (err) {
       done();
-      throw mapFetchError(err, controller, spec.signal, spec.imageId, `${spec.method} ${spec.path}`, timeoutMs, this.url);
+      throw mapFetchError(
+        err,
+        controller,
+        spec.signal,
+        spec.imageId,
+        `${spec.method} ${spec.path}`,
+        timeoutMs,
+        this.url,
+      );
     }
   }
 }
@@ -204,8 +229,11 @@ export function sig(opts: CallOptions): { signal?: AbortSignal } {
 
 /** @internal */
 export function imagePath(imageId: string): string {
-  if (typeof imageId !== 'string' || !UUID_RE.test(imageId))
-    throw new GlanceError('GLANCE_BAD_IMAGE_ID', `image id ${JSON.stringify(String(imageId)).slice(0, 80)} is not a UUID`);
+  if (typeof imageId !== 'string' || !isUuid(imageId))
+    throw new GlanceError(
+      'GLANCE_BAD_IMAGE_ID',
+      `image id ${JSON.stringify(String(imageId)).slice(0, 80)} is not a UUID`,
+    );
   return `/v2/images/${imageId.toLowerCase()}`;
 }
 
@@ -239,7 +267,8 @@ function causeText(err: unknown): string {
   for (let i = 0; i < 5 && e && typeof e === 'object'; i++) {
     const msg = (e as Error).message;
     const inner = (e as { errors?: unknown }).errors;
-    if (Array.isArray(inner) && inner.length) parts.push(inner.map((x) => (x as Error)?.message ?? String(x)).join(', '));
+    if (Array.isArray(inner) && inner.length)
+      parts.push(inner.map((x) => (x as Error)?.message ?? String(x)).join(', '));
     else if (msg && msg !== 'fetch failed') parts.push(msg);
     e = (e as { cause?: unknown }).cause;
   }
@@ -260,7 +289,11 @@ export function mapFetchError(
 ): GlanceError {
   if (err instanceof GlanceError) return err;
   if (controller.signal.aborted && controller.signal.reason === TIMEOUT)
-    return new GlanceTimeoutError(`Glance ${endpoint} ${what}: no answer within ${timeoutMs} ms`, timeoutMs, withId(imageId, err));
+    return new GlanceTimeoutError(
+      `Glance ${endpoint} ${what}: no answer within ${timeoutMs} ms`,
+      timeoutMs,
+      withId(imageId, err),
+    );
   if (userSignal?.aborted) return new GlanceAbortedError(`${what}: aborted`, withId(imageId, userSignal.reason));
   return new GlanceConnectionError(`Glance ${endpoint} ${what}: ${causeText(err)}`, withId(imageId, err));
 }

@@ -7,7 +7,12 @@ import { imagePath, sig, type GlanceHttp } from './http.js';
 import type { GlanceImage } from './types.js';
 
 function splitList(v: unknown): string[] {
-  return typeof v === 'string' ? v.split(',').map((s) => s.trim()).filter(Boolean) : [];
+  return typeof v === 'string'
+    ? v
+        .split(',')
+        .map((s) => s.trim())
+        .filter(Boolean)
+    : [];
 }
 
 /** @internal the body of GlanceClient.copyImage. */
@@ -26,7 +31,11 @@ export async function copyImageToStores(
     method: 'POST',
     path: `${imagePath(imageId)}/import`,
     imageId,
-    json: { method: { name: 'copy-image' }, stores: missing, all_stores_must_succeed: opts.allStoresMustSucceed ?? true },
+    json: {
+      method: { name: 'copy-image' },
+      stores: missing,
+      all_stores_must_succeed: opts.allStoresMustSucceed ?? true,
+    },
     idempotent: false,
     ...sig(opts),
   });
@@ -37,7 +46,13 @@ export async function copyImageToStores(
   const report = (percent: number, bytes?: number): void => {
     if (!opts.onProgress || percent <= lastPercent) return;
     lastPercent = percent;
-    opts.onProgress({ operation: 'copy-image', imageId, percent, ...(bytes !== undefined ? { bytes } : {}), ...(total !== undefined ? { total } : {}) });
+    opts.onProgress({
+      operation: 'copy-image',
+      imageId,
+      percent,
+      ...(bytes !== undefined ? { bytes } : {}),
+      ...(total !== undefined ? { total } : {}),
+    });
   };
   report(0);
   for (;;) {
@@ -68,7 +83,12 @@ export async function copyImageToStores(
       // the import task's own status decides.
       const taskId = typeof image.os_glance_import_task === 'string' ? image.os_glance_import_task : undefined;
       const task = taskId ? (await client.imageTasks(imageId, opts)).find((t) => t.id === taskId) : undefined;
-      if (task?.status === 'failure') throw new ImageImportError(imageId, missing.filter((s) => !have.includes(s)), `image ${imageId}: import task ${task.id} failed: ${task.message ?? ''}`);
+      if (task?.status === 'failure')
+        throw new ImageImportError(
+          imageId,
+          missing.filter((s) => !have.includes(s)),
+          `image ${imageId}: import task ${task.id} failed: ${task.message ?? ''}`,
+        );
       if (task?.status === 'success') {
         const last = await client.getImage(imageId, opts);
         if (missing.every((s) => splitList(last.stores).includes(s))) {
@@ -76,10 +96,15 @@ export async function copyImageToStores(
           return last;
         }
         const notThere = missing.filter((s) => !splitList(last.stores).includes(s));
-        throw new ImageImportError(imageId, notThere, `image ${imageId}: import task ${task.id} ended without copying to ${notThere.join(', ')}`);
+        throw new ImageImportError(
+          imageId,
+          notThere,
+          `image ${imageId}: import task ${task.id} ended without copying to ${notThere.join(', ')}`,
+        );
       }
     }
-    if (Date.now() >= deadline) throw new ImageImportTimeoutError(imageId, pending.length ? pending : missing, timeoutMs);
+    if (Date.now() >= deadline)
+      throw new ImageImportTimeoutError(imageId, pending.length ? pending : missing, timeoutMs);
     await http.sleep(Math.min(opts.pollIntervalMs ?? 1_000, Math.max(0, deadline - Date.now())), opts.signal, imageId);
   }
 }

@@ -54,6 +54,7 @@ export {
   ImageImportError,
   ImageImportTimeoutError,
   ImageStateError,
+  isGlanceError,
   LocationParseError,
   NoUsablePlanError,
   SizeMismatchError,

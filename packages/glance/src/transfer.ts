@@ -70,7 +70,15 @@ export async function openDownload(
         try {
           chunk = await reader.read();
         } catch (err) {
-          throw mapFetchError(err, controller, userSignal, imageId, `download of image ${imageId} broke after ${bytes} bytes`, idleMs, endpoint);
+          throw mapFetchError(
+            err,
+            controller,
+            userSignal,
+            imageId,
+            `download of image ${imageId} broke after ${bytes} bytes`,
+            idleMs,
+            endpoint,
+          );
         }
         if (chunk.done) break;
         arm();

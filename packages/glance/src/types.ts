@@ -77,9 +77,7 @@ export interface CreateImageRequest {
 }
 
 /** RFC 6902 operation in Glance's `application/openstack-images-v2.1-json-patch` dialect. */
-export type JsonPatchOp =
-  | { op: 'add' | 'replace'; path: string; value: unknown }
-  | { op: 'remove'; path: string };
+export type JsonPatchOp = { op: 'add' | 'replace'; path: string; value: unknown } | { op: 'remove'; path: string };
 
 /** Filters of `GET /v2/images` (all optional). */
 export interface ListImagesFilter {

@@ -11,7 +11,7 @@
  * four parts each decoded once (so `%252e` is the name `%2e` there, no double-encoding rule), the
  * legacy one-part form not decoded, raw non-ASCII accepted.
  */
-import { InvalidRbdLocationError, parseRbdLocation } from '@ephemera/image-backend';
+import { InvalidRbdLocationError, isUuid, parseRbdLocation } from '@ephemera/image-backend';
 import { LocationParseError, type LocationProblem } from './errors.js';
 
 /** `rbd://fsid/pool/image/snapshot`: a Glance rbd-store location, cloneable. */
@@ -68,12 +68,17 @@ export interface OtherLocation {
 }
 
 /** Result of {@link parseLocationUrl}. */
-export type ParsedLocation = RbdLocation | RbdLegacyLocation | HttpLocation | FileLocation | GlanceLocation | OtherLocation;
+export type ParsedLocation =
+  | RbdLocation
+  | RbdLegacyLocation
+  | HttpLocation
+  | FileLocation
+  | GlanceLocation
+  | OtherLocation;
 
 /** Longest URL accepted. */
 export const MAX_LOCATION_URL_LENGTH = 4096;
 
-const UUID_RE = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 const SCHEME_RE = /^([A-Za-z][A-Za-z0-9+.-]*):\/\//;
 // RFC 3986 unreserved + gen-delims + sub-delims + '%'.
 const RAW_ALLOWED_RE = /^[A-Za-z0-9\-._~:/?#[\]@!$&'()*+,;=%]*$/;
@@ -104,7 +109,8 @@ function decodePart(url: string, raw: string, part: string, pathLike = true): st
   }
   checkChars(url, decoded, part, true);
   if (!pathLike) return decoded;
-  if (decoded !== raw && /%[0-9A-Fa-f]{2}/.test(decoded)) fail(url, 'double-encoding', 'is percent-encoded twice', part);
+  if (decoded !== raw && /%[0-9A-Fa-f]{2}/.test(decoded))
+    fail(url, 'double-encoding', 'is percent-encoded twice', part);
   if (decoded === '.' || decoded === '..') fail(url, 'dot-segment', `'${decoded}' is not allowed`, part);
   return decoded;
 }
@@ -196,7 +202,7 @@ export function parseLocationUrl(url: string): ParsedLocation {
     case 'file':
       return parseFile(url, rest);
     case 'glance': {
-      if (!UUID_RE.test(rest)) fail(url, 'part-count', 'expected glance://<image uuid>', 'image');
+      if (!isUuid(rest)) fail(url, 'part-count', 'expected glance://<image uuid>', 'image');
       return { kind: 'glance', scheme: 'glance', imageId: rest.toLowerCase() };
     }
     default:

@@ -15,7 +15,12 @@ export interface ExpectedHash {
 /** Map a Python hashlib name (`sha3_512`, `blake2b`) to Node's, or undefined when unsupported. */
 export function nodeHashName(pyName: string): string | undefined {
   const lower = pyName.toLowerCase();
-  const candidates = [lower, lower.replace(/_/g, '-'), lower === 'blake2b' ? 'blake2b512' : '', lower === 'blake2s' ? 'blake2s256' : ''];
+  const candidates = [
+    lower,
+    lower.replace(/_/g, '-'),
+    lower === 'blake2b' ? 'blake2b512' : '',
+    lower === 'blake2s' ? 'blake2s256' : '',
+  ];
   const available = new Set(getHashes().map((h) => h.toLowerCase()));
   return candidates.find((c) => c && available.has(c));
 }
@@ -24,7 +29,9 @@ export function nodeHashName(pyName: string): string | undefined {
  * The hash to verify a download of `image` against: `os_hash_algo`/`os_hash_value` when Node
  * supports the algorithm, else the legacy MD5 `checksum`, else none.
  */
-export function expectedHash(image: Pick<GlanceImage, 'os_hash_algo' | 'os_hash_value' | 'checksum'>): ExpectedHash | undefined {
+export function expectedHash(
+  image: Pick<GlanceImage, 'os_hash_algo' | 'os_hash_value' | 'checksum'>,
+): ExpectedHash | undefined {
   if (image.os_hash_algo && image.os_hash_value) {
     const algo = nodeHashName(image.os_hash_algo);
     if (algo) return { algorithm: algo, value: image.os_hash_value.toLowerCase(), source: 'os_hash_value' };

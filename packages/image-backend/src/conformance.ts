@@ -1,9 +1,8 @@
 import assert from 'node:assert/strict';
-import { isImageBackendError, type ImageBackendError, type ImageBackendErrorCode, UnsupportedOperationError } from './errors.js';
-import { isUuid } from './disk-ref.js';
+import { isImageBackendError } from './errors.js';
 import { assertCompatiblePlugin } from './registry.js';
 import { patternBytes, sourceImageFromBytes } from './source-image.js';
-import { CAPABILITIES, type Capability, type DiskRef, type DiskSource, type ImageBackend, type ProgressEvent, type SourceImage } from './types.js';
+import { CAPABILITIES, type DiskRef, type ImageBackend, type ProgressEvent, type SourceImage } from './types.js';
 
 /**
  * The test functions the suite registers with. Pass vitest's (or any compatible runner's):
@@ -48,75 +47,14 @@ export interface ConformanceOptions {
   checkInsufficientCapacity?: boolean;
 }
 
-/** Rejects unless `promise` rejects with a contract error of `code`; returns the error. */
-export async function expectImageBackendError(promise: Promise<unknown>, code: ImageBackendErrorCode): Promise<ImageBackendError> {
-  let result: unknown;
-  try {
-    result = await promise;
-  } catch (err) {
-    if (!isImageBackendError(err, code)) {
-      const got = isImageBackendError(err) ? `${err.code}: ${err.message}` : String((err as Error)?.stack ?? err);
-      assert.fail(`expected ImageBackendError ${code}, got ${got}`);
-    }
-    return err;
-  }
-  assert.fail(`expected ImageBackendError ${code}, but it resolved with ${JSON.stringify(result)}`);
-}
-
-/** Rejects unless `promise` rejects with `UnsupportedOperationError` naming `capability`. */
-export async function expectUnsupported(promise: Promise<unknown>, capability: Capability): Promise<void> {
-  const err = await expectImageBackendError(promise, 'UNSUPPORTED_OPERATION');
-  assert.equal((err as UnsupportedOperationError).capability, capability, `capability named in ${err.message}`);
-}
-
-const HOST_RE = /^(?:[A-Za-z0-9.-]+|[0-9A-Fa-f:.]+)$/;
-
-/** Throws unless `source` is a well-formed `DiskSource` (absolute paths, rbd `pool/image`, hosts, auth pairs). */
-export function assertWellFormedDiskSource(source: DiskSource): void {
-  assert.equal(typeof source, 'object');
-  switch (source.type) {
-    case 'file':
-      assert.match(source.path, /^\/[^\0]*$/, 'file path is absolute');
-      assert.ok(source.format === 'raw' || source.format === 'qcow2', `file format ${source.format}`);
-      break;
-    case 'block':
-      assert.match(source.path, /^\/[^\0]*$/, 'block path is absolute');
-      assert.equal(source.format, 'raw');
-      break;
-    case 'network':
-      assert.equal(source.protocol, 'rbd');
-      assert.match(source.name, /^[^/@\s]+(\/[^/@\s]+){1,2}$/, 'rbd name is pool/image');
-      assert.ok(Array.isArray(source.hosts) && source.hosts.length > 0, 'at least one monitor');
-      for (const h of source.hosts) {
-        assert.match(h.host, HOST_RE, `monitor host ${h.host} (IPv6 without brackets)`);
-        assert.ok(Number.isInteger(h.port) && h.port > 0 && h.port < 65536, `monitor port ${h.port}`);
-      }
-      if (source.auth !== undefined) {
-        assert.match(source.auth.username, /^[A-Za-z0-9_.+-]+$/, 'auth username');
-        assert.ok(isUuid(source.auth.secretUuid), 'auth secretUuid is a UUID');
-      }
-      assert.equal(source.format, 'raw');
-      break;
-    default:
-      assert.fail(`unknown disk source type ${JSON.stringify((source as { type?: unknown }).type)}`);
-  }
-  if (source.encryption !== undefined) {
-    assert.equal(source.encryption.format, 'luks');
-    assert.ok(isUuid(source.encryption.secretUuid));
-  }
-}
-
-function assertProgress(events: ProgressEvent[]): void {
-  assert.ok(events.length > 0, 'at least one progress event');
-  let last = -1;
-  for (const e of events) {
-    assert.ok(e.percent >= 0 && e.percent <= 100, `percent ${e.percent} in 0..100`);
-    assert.ok(e.percent >= last, `percent monotonic (${last} -> ${e.percent})`);
-    assert.ok(Number.isFinite(e.bytesDone) && e.bytesDone >= 0, 'bytesDone');
-    last = e.percent;
-  }
-  assert.equal(events.at(-1)!.percent, 100, 'last event at 100%');
-}
+export { assertWellFormedDiskSource, expectImageBackendError, expectUnsupported } from './conformance-asserts.js';
+import { describeOwnerConformance } from './conformance-owner.js';
+import {
+  assertProgress,
+  assertWellFormedDiskSource,
+  expectImageBackendError,
+  expectUnsupported,
+} from './conformance-asserts.js';
 
 /**
  * Registers the shared conformance suite for one backend. Every backend package runs it from
@@ -174,20 +112,24 @@ export function describeBackendConformance(
   };
   /** Registers a test that removes the disks it made when it ends (small pools stay small). */
   const test = (name: string, fn: () => Promise<void>): void => {
-    t.it(name, async () => {
-      current = new Set();
-      const mine = current;
-      let failed = true;
-      try {
-        await fn();
-        failed = false;
-      } finally {
-        // Never let cleanup mask the test's own failure; the afterAll sweep retries leftovers.
-        const failures = await sweep(mine).catch((err: unknown) => [String(err)]);
-        for (const id of mine) if (failures.every((f) => !f.startsWith(id))) instances.delete(id);
-        if (!failed) assert.deepEqual(failures, [], "the test's disks are removable");
-      }
-    }, timeout);
+    t.it(
+      name,
+      async () => {
+        current = new Set();
+        const mine = current;
+        let failed = true;
+        try {
+          await fn();
+          failed = false;
+        } finally {
+          // Never let cleanup mask the test's own failure; the afterAll sweep retries leftovers.
+          const failures = await sweep(mine).catch((err: unknown) => [String(err)]);
+          for (const id of mine) if (failures.every((f) => !f.startsWith(id))) instances.delete(id);
+          if (!failed) assert.deepEqual(failures, [], "the test's disks are removable");
+        }
+      },
+      timeout,
+    );
   };
   const newDisk = (name = 'disk'): DiskRef => ({ instance: newInstance(), name });
   const content = (seed: number): Uint8Array => patternBytes(imageBytes, seed);
@@ -220,7 +162,8 @@ export function describeBackendConformance(
       assertCompatiblePlugin(b);
       for (const c of CAPABILITIES) assert.equal(typeof b.capabilities[c], 'boolean', `capability ${c}`);
       for (const f of b.diskFormats) assert.ok(f === 'raw' || f === 'qcow2', `disk format ${f}`);
-      if (b.capabilities.clone) assert.ok(fixture().cloneableImage, 'a backend claiming clone must give cloneableImage');
+      if (b.capabilities.clone)
+        assert.ok(fixture().cloneableImage, 'a backend claiming clone must give cloneableImage');
     });
 
     test('reports a disk never created as missing (exists false, info/diskSource NotFound)', async () => {
@@ -255,6 +198,15 @@ export function describeBackendConformance(
       }
       assert.deepEqual(await backend().list({ instance }), []);
       await expectImageBackendError(backend().list({ instance: 'nope' }), 'INVALID_ARGUMENT');
+    });
+
+    describeOwnerConformance({
+      test,
+      backend,
+      newDisk,
+      content,
+      cloneableImage: () => fixture().cloneableImage,
+      blankBytes,
     });
 
     test('imports an image without a usable location, verified, with progress to 100%', async () => {
@@ -319,7 +271,10 @@ export function describeBackendConformance(
       const bytes = content(5);
       await backend().createFromImage(disk, sourceImageFromBytes(bytes));
       const before = await backend().info(disk);
-      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(6))), 'ALREADY_EXISTS');
+      await expectImageBackendError(
+        backend().createFromImage(disk, sourceImageFromBytes(content(6))),
+        'ALREADY_EXISTS',
+      );
       await expectImageBackendError(backend().createBlank(disk, blankBytes), 'ALREADY_EXISTS');
       assert.deepEqual(await backend().info(disk), before);
       await checkContent(disk, bytes);
@@ -327,12 +282,18 @@ export function describeBackendConformance(
 
     test('lets exactly one of two concurrent creates of the same disk win', async () => {
       const disk = newDisk('disk.local');
-      const results = await Promise.allSettled([backend().createBlank(disk, blankBytes), backend().createBlank(disk, blankBytes)]);
+      const results = await Promise.allSettled([
+        backend().createBlank(disk, blankBytes),
+        backend().createBlank(disk, blankBytes),
+      ]);
       const ok = results.filter((r) => r.status === 'fulfilled');
       const failed = results.filter((r): r is PromiseRejectedResult => r.status === 'rejected');
       assert.equal(ok.length, 1, 'one create succeeds');
       assert.equal(failed.length, 1);
-      assert.ok(isImageBackendError(failed[0]!.reason, 'ALREADY_EXISTS'), `loser gets AlreadyExists: ${String(failed[0]!.reason)}`);
+      assert.ok(
+        isImageBackendError(failed[0]!.reason, 'ALREADY_EXISTS'),
+        `loser gets AlreadyExists: ${String(failed[0]!.reason)}`,
+      );
       assert.equal(await backend().exists(disk), true);
     });
 
@@ -360,7 +321,10 @@ export function describeBackendConformance(
       for (const size of [0, -1, 1.5, Number.NaN, 2 ** 60]) {
         await expectImageBackendError(backend().createBlank(disk, size), 'INVALID_ARGUMENT');
       }
-      await expectImageBackendError(backend().createBlank(disk, blankBytes, { format: 'vmdk' as never }), 'INVALID_ARGUMENT');
+      await expectImageBackendError(
+        backend().createBlank(disk, blankBytes, { format: 'vmdk' as never }),
+        'INVALID_ARGUMENT',
+      );
       await assertNothingLeft(disk);
     });
 
@@ -390,7 +354,10 @@ export function describeBackendConformance(
       const s = await backend().createSnapshot(disk, 's1');
       assert.equal(s.name, 's1');
       assert.ok(s.sizeBytes >= imageBytes);
-      assert.deepEqual((await backend().listSnapshots(disk)).map((x) => x.name), ['s1']);
+      assert.deepEqual(
+        (await backend().listSnapshots(disk)).map((x) => x.name),
+        ['s1'],
+      );
       await expectImageBackendError(backend().createSnapshot(disk, 's1'), 'ALREADY_EXISTS');
       for (const bad of ['', 'a/b', 'a@b', 'x y', '..']) {
         await expectImageBackendError(backend().createSnapshot(disk, bad), 'INVALID_ARGUMENT');
@@ -451,12 +418,27 @@ export function describeBackendConformance(
       const loc = await backend().directSnapshot(disk, { imageId });
       assert.equal(typeof loc.url, 'string');
       assert.doesNotThrow(() => new URL(loc.url), 'location is a URL');
-      await expectImageBackendError(backend().directSnapshot(newDisk(), { imageId: globalThis.crypto.randomUUID() }), 'NOT_FOUND');
+      await expectImageBackendError(
+        backend().directSnapshot(newDisk(), { imageId: globalThis.crypto.randomUUID() }),
+        'NOT_FOUND',
+      );
       if (backend().removeDirectSnapshot) {
         // Undoing it (what a crash recovery does) removes what it made; a second undo finds nothing.
-        assert.equal(await backend().removeDirectSnapshot!(disk, { imageId }), true, 'removeDirectSnapshot removes the snapshot it made');
-        assert.equal(await backend().removeDirectSnapshot!(disk, { imageId }), false, 'removeDirectSnapshot is idempotent');
-        assert.equal(await backend().removeDirectSnapshot!(newDisk(), { imageId: globalThis.crypto.randomUUID() }), false, 'nothing to undo on a missing disk');
+        assert.equal(
+          await backend().removeDirectSnapshot!(disk, { imageId }),
+          true,
+          'removeDirectSnapshot removes the snapshot it made',
+        );
+        assert.equal(
+          await backend().removeDirectSnapshot!(disk, { imageId }),
+          false,
+          'removeDirectSnapshot is idempotent',
+        );
+        assert.equal(
+          await backend().removeDirectSnapshot!(newDisk(), { imageId: globalThis.crypto.randomUUID() }),
+          false,
+          'nothing to undo on a missing disk',
+        );
       }
     });
 
@@ -465,11 +447,16 @@ export function describeBackendConformance(
       const encryption = { format: 'luks' as const, secretUuid: globalThis.crypto.randomUUID() };
       if (!caps().encryption) {
         await expectUnsupported(backend().createBlank(disk, blankBytes, { encryption }), 'encryption');
-        await expectUnsupported(backend().createFromImage(disk, sourceImageFromBytes(content(11)), { encryption }), 'encryption');
+        await expectUnsupported(
+          backend().createFromImage(disk, sourceImageFromBytes(content(11)), { encryption }),
+          'encryption',
+        );
         await assertNothingLeft(disk);
         return;
       }
-      await backend().createBlank(disk, blankBytes, { encryption });
+      // A backend that formats the disk needs the passphrase; diskSource never returns it.
+      const passphrase = async (): Promise<Uint8Array> => new TextEncoder().encode('conformance-key');
+      await backend().createBlank(disk, blankBytes, { encryption: { ...encryption, passphrase } });
       assert.equal((await backend().info(disk)).encrypted, true);
       const src = await backend().diskSource(disk);
       assertWellFormedDiskSource(src);
@@ -502,7 +489,10 @@ export function describeBackendConformance(
         assert.equal(d.disk.instance, a);
         assert.ok(d.sizeBytes >= blankBytes);
       }
-      assert.deepEqual((await backend().list({ instance: b.toUpperCase() })).map((d) => d.id), [`${b}_disk`]);
+      assert.deepEqual(
+        (await backend().list({ instance: b.toUpperCase() })).map((d) => d.id),
+        [`${b}_disk`],
+      );
       const all = (await backend().list()).map((d) => d.id);
       for (const id of [`${a}_disk`, `${a}_disk.swap`, `${b}_disk`]) assert.ok(all.includes(id), `list() has ${id}`);
     });
@@ -528,13 +518,19 @@ export function describeBackendConformance(
     test('leaves nothing behind when the stream is shorter than the declared size', async () => {
       const disk = newDisk();
       const img = sourceImageFromBytes(content(14), { noHash: true });
-      await expectImageBackendError(backend().createFromImage(disk, { ...img, size: img.size + 4096, virtualSize: img.size + 4096 }), 'IMAGE_SOURCE');
+      await expectImageBackendError(
+        backend().createFromImage(disk, { ...img, size: img.size + 4096, virtualSize: img.size + 4096 }),
+        'IMAGE_SOURCE',
+      );
       await assertNothingLeft(disk);
     });
 
     test('refuses an image whose hash does not match (UnsafeImage) and leaves nothing behind', async () => {
       const disk = newDisk();
-      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(15), { corruptHash: true })), 'UNSAFE_IMAGE');
+      await expectImageBackendError(
+        backend().createFromImage(disk, sourceImageFromBytes(content(15), { corruptHash: true })),
+        'UNSAFE_IMAGE',
+      );
       await assertNothingLeft(disk);
     });
 
@@ -542,7 +538,10 @@ export function describeBackendConformance(
       const disk = newDisk();
       const ac = new AbortController();
       ac.abort();
-      await expectImageBackendError(backend().createFromImage(disk, sourceImageFromBytes(content(16)), { signal: ac.signal }), 'ABORTED');
+      await expectImageBackendError(
+        backend().createFromImage(disk, sourceImageFromBytes(content(16)), { signal: ac.signal }),
+        'ABORTED',
+      );
       await expectImageBackendError(backend().createBlank(disk, blankBytes, { signal: ac.signal }), 'ABORTED');
       await assertNothingLeft(disk);
     });
@@ -585,7 +584,10 @@ export function describeBackendConformance(
         refused = err;
       }
       if (refused !== undefined || mustRefuse) {
-        assert.ok(isImageBackendError(refused, 'INSUFFICIENT_CAPACITY'), `expected InsufficientCapacity, got ${String(refused)}`);
+        assert.ok(
+          isImageBackendError(refused, 'INSUFFICIENT_CAPACITY'),
+          `expected InsufficientCapacity, got ${String(refused)}`,
+        );
         await assertNothingLeft(disk);
       } else {
         // A thin backend may overcommit: the disk exists and is removable.

@@ -83,6 +83,10 @@ export function parseDiskId(id: string): DiskRef | undefined {
 export function listFilterPrefix(filter: ListFilter, backend?: string): string | undefined {
   if (filter.instance === undefined) return undefined;
   if (!isUuid(filter.instance))
-    throw new InvalidArgumentError('filter.instance', `not a UUID: ${describe(filter.instance)}`, backend ? { backend } : undefined);
+    throw new InvalidArgumentError(
+      'filter.instance',
+      `not a UUID: ${describe(filter.instance)}`,
+      backend ? { backend } : undefined,
+    );
   return `${filter.instance.toLowerCase()}_`;
 }

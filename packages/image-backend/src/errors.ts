@@ -4,6 +4,9 @@
  * loaded (where `instanceof` would not).
  */
 
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/image-backend:error');
+
 /** Every error code this contract defines (e.g. for a table that maps each code to an exit status). */
 export const IMAGE_BACKEND_ERROR_CODES = [
   'NOT_FOUND',
@@ -46,6 +49,7 @@ export class ImageBackendError extends Error {
   constructor(code: ImageBackendErrorCode, message: string, options: ImageBackendErrorOptions = {}) {
     super(message, options.cause === undefined ? undefined : { cause: options.cause });
     this.name = new.target.name;
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     this.backend = options.backend;
     this.diskId = options.diskId;
@@ -166,12 +170,7 @@ export class IncompatiblePluginError extends ImageBackendError {
   /** Newest accepted contract version. */
   readonly maxApiVersion: number;
 
-  constructor(
-    plugin: string,
-    pluginApiVersion: unknown,
-    window: { min: number; max: number },
-    detail?: string,
-  ) {
+  constructor(plugin: string, pluginApiVersion: unknown, window: { min: number; max: number }, detail?: string) {
     super(
       'INCOMPATIBLE_PLUGIN',
       `image backend plugin '${plugin}' declares contract apiVersion ${String(pluginApiVersion)}, ` +
@@ -212,16 +211,15 @@ export class DuplicateBackendError extends ImageBackendError {
 }
 
 /**
- * True when `err` is a contract error (optionally with the given code). Checks the `code` and
- * the class name shape instead of `instanceof`, so it also recognises errors from another copy
- * of this package.
+ * True when `err` is a contract error (optionally with the given code). Checks the package's brand,
+ * not `instanceof`, so it also recognises errors from another copy of this package; an Error
+ * whose `code` is one of the contract's also counts (plugins built with a copy older than the brand).
  */
 export function isImageBackendError(err: unknown, code?: ImageBackendErrorCode): err is ImageBackendError {
-  if (err instanceof ImageBackendError) return code === undefined || err.code === code;
-  if (typeof err !== 'object' || err === null || !(err instanceof Error)) return false;
+  if (typeof err !== 'object' || err === null) return false;
   const c = (err as { code?: unknown }).code;
-  if (typeof c !== 'string' || !KNOWN_CODES.has(c)) return false;
-  return code === undefined || c === code;
+  const ours = (err as { [BRAND]?: unknown })[BRAND] === true || (err instanceof Error && KNOWN_CODES.has(c as string));
+  return ours && (code === undefined || c === code);
 }
 
 const KNOWN_CODES: ReadonlySet<string> = new Set<string>(IMAGE_BACKEND_ERROR_CODES);

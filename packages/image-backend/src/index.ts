@@ -26,7 +26,10 @@ export type {
   CreateFromImageOptions,
   CreateResult,
   DirectSnapshotOptions,
+  FinishDirectSnapshotOptions,
+  FlattenOptions,
   DirectSnapshotResult,
+  DiskClient,
   DiskEncryption,
   DiskFormat,
   DiskInfo,
@@ -71,7 +74,15 @@ export {
   isImageBackendError,
 } from './errors.js';
 
-export { assertValidDiskRef, assertValidSize, assertValidSnapshotName, diskId, isUuid, listFilterPrefix, parseDiskId } from './disk-ref.js';
+export {
+  assertValidDiskRef,
+  assertValidSize,
+  assertValidSnapshotName,
+  diskId,
+  isUuid,
+  listFilterPrefix,
+  parseDiskId,
+} from './disk-ref.js';
 
 export type { ApiWindow, BackendRegistryOptions } from './registry.js';
 export {
@@ -87,17 +98,47 @@ export {
   requireCapability,
 } from './registry.js';
 
-export type { ReadImageOptions, RetryWhileBusyOptions } from './support.js';
+export type { ReadImageOptions, RetryWhileBusyOptions, SleepOptions } from './support.js';
 export { ProgressReporter, processesHoldingOpen, readImage, retryWhileBusy, sleep, throwIfAborted } from './support.js';
 
+export {
+  MAX_ANNOTATION_BYTES,
+  assertValidAnnotation,
+  assertValidAnnotationKey,
+  isAnnotationKey,
+} from './annotation.js';
+export type { KeyProvider } from './keys.js';
+export { KEY_PROVIDER } from './keys.js';
+
+export type { DiskOwner, OwnerStamp } from './owner.js';
+export {
+  assertValidOwnerStamp,
+  formatOwner,
+  handOver,
+  isDiskOwner,
+  isHostId,
+  ownerRecord,
+  parseOwner,
+} from './owner.js';
+
 export type { ParsedRbdLocation, RbdLocationPart, RbdLocationParts, RbdLocationProblem } from './rbd-location.js';
-export { formatRbdLocation, InvalidRbdLocationError, MAX_RBD_LOCATION_LENGTH, parseRbdLocation } from './rbd-location.js';
+export {
+  formatRbdLocation,
+  InvalidRbdLocationError,
+  MAX_RBD_LOCATION_LENGTH,
+  parseRbdLocation,
+} from './rbd-location.js';
 
 export type { BytesImageOptions } from './source-image.js';
 export { patternBytes, sourceImageFromBytes } from './source-image.js';
 
 export type { ConformanceFixture, ConformanceOptions, ConformanceTestApi } from './conformance.js';
-export { assertWellFormedDiskSource, describeBackendConformance, expectImageBackendError, expectUnsupported } from './conformance.js';
+export {
+  assertWellFormedDiskSource,
+  describeBackendConformance,
+  expectImageBackendError,
+  expectUnsupported,
+} from './conformance.js';
 
 export type { MemoryBackendOptions } from './memory-backend.js';
 export { MemoryBackend } from './memory-backend.js';

@@ -6,8 +6,16 @@ import {
   InvalidArgumentError,
   NotFoundError,
 } from './errors.js';
-import { assertValidDiskRef, assertValidSize, assertValidSnapshotName, diskId, isUuid, parseDiskId } from './disk-ref.js';
+import {
+  assertValidDiskRef,
+  assertValidSize,
+  assertValidSnapshotName,
+  diskId,
+  isUuid,
+  parseDiskId,
+} from './disk-ref.js';
 import { IMAGE_BACKEND_API_VERSION, requireCapability } from './registry.js';
+import { assertValidOwnerStamp, handOver, ownerRecord, type DiskOwner, type OwnerStamp } from './owner.js';
 import { ProgressReporter, readImage, retryWhileBusy, throwIfAborted } from './support.js';
 import type {
   BackendCapabilities,
@@ -61,6 +69,7 @@ interface MemDisk {
   data: Uint8Array;
   parent?: string;
   encryption?: DiskEncryption;
+  owner: DiskOwner | null;
   snapshots: Map<string, MemSnapshot>;
 }
 
@@ -143,18 +152,29 @@ export class MemoryBackend implements ImageBackend {
     return this.toInfo(this.get(disk));
   }
 
-  async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+  async createFromImage(
+    disk: DiskRef,
+    image: SourceImage,
+    options: CreateFromImageOptions = {},
+  ): Promise<CreateResult> {
     const started = Date.now();
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     const id = this.reserve(disk, options.signal);
     try {
       if (options.encryption) requireCapability(this, 'encryption', 'createFromImage');
       if (options.sizeBytes !== undefined) assertValidSize(options.sizeBytes, 'options.sizeBytes');
       if (image.diskFormat !== 'raw') {
-        throw new InvalidArgumentError('image.diskFormat', `the memory backend imports raw images only, not '${image.diskFormat}'`, { backend: this.name });
+        throw new InvalidArgumentError(
+          'image.diskFormat',
+          `the memory backend imports raw images only, not '${image.diskFormat}'`,
+          { backend: this.name },
+        );
       }
       const virtualSize = image.virtualSize ?? image.size;
       if (options.sizeBytes !== undefined && options.sizeBytes < virtualSize) {
-        throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, { backend: this.name });
+        throw new InvalidArgumentError('options.sizeBytes', `smaller than the image's virtual size ${virtualSize}`, {
+          backend: this.name,
+        });
       }
       const sizeBytes = Math.max(options.sizeBytes ?? 0, virtualSize);
       const progress = new ProgressReporter(options.onProgress);
@@ -164,7 +184,14 @@ export class MemoryBackend implements ImageBackend {
         this.checkSpace(0, sizeBytes);
         progress.report('clone', 0, sizeBytes);
         throwIfAborted(options.signal, 'createFromImage');
-        this.commit(id, disk, { sizeBytes, format: 'raw', data: base.data, parent: `memory/${image.id}`, ...this.enc(options.encryption) });
+        this.commit(id, disk, {
+          sizeBytes,
+          format: 'raw',
+          data: base.data,
+          parent: `memory/${image.id}`,
+          ...this.enc(options.encryption),
+          owner: this.owner(disk, options.owner),
+        });
         progress.finish(sizeBytes, sizeBytes);
         return { method: 'cloned', sizeBytes, durationMs: Date.now() - started };
       }
@@ -183,7 +210,13 @@ export class MemoryBackend implements ImageBackend {
         at += c.byteLength;
       }
       throwIfAborted(options.signal, 'createFromImage');
-      this.commit(id, disk, { sizeBytes, format: 'raw', data, ...this.enc(options.encryption) });
+      this.commit(id, disk, {
+        sizeBytes,
+        format: 'raw',
+        data,
+        ...this.enc(options.encryption),
+        owner: this.owner(disk, options.owner),
+      });
       progress.finish(written, image.size);
       return { method: 'imported', reason: base, bytesWritten: written, sizeBytes, durationMs: Date.now() - started };
     } finally {
@@ -196,13 +229,24 @@ export class MemoryBackend implements ImageBackend {
     assertValidSize(sizeBytes);
     const format = options.format ?? this.diskFormats[0]!;
     if (!this.diskFormats.includes(format)) {
-      throw new InvalidArgumentError('options.format', `'${String(format)}' is not one of ${this.diskFormats.join(', ')}`, { backend: this.name });
+      throw new InvalidArgumentError(
+        'options.format',
+        `'${String(format)}' is not one of ${this.diskFormats.join(', ')}`,
+        { backend: this.name },
+      );
     }
     if (options.encryption) requireCapability(this, 'encryption', 'createBlank');
+    if (options.owner !== undefined) assertValidOwnerStamp(options.owner, 'options.owner');
     const id = this.reserve(disk, options.signal);
     try {
       this.checkSpace(0, sizeBytes);
-      this.commit(id, disk, { sizeBytes, format, data: new Uint8Array(0), ...this.enc(options.encryption) });
+      this.commit(id, disk, {
+        sizeBytes,
+        format,
+        data: new Uint8Array(0),
+        ...this.enc(options.encryption),
+        owner: this.owner(disk, options.owner),
+      });
       return { method: 'blank', sizeBytes, durationMs: Date.now() - started };
     } finally {
       this.pending.delete(id);
@@ -216,7 +260,9 @@ export class MemoryBackend implements ImageBackend {
     throwIfAborted(options.signal, 'resize');
     const d = this.get(disk);
     if (sizeBytes < d.sizeBytes) {
-      throw new InvalidArgumentError('sizeBytes', `cannot shrink ${diskId(disk)} from ${d.sizeBytes} to ${sizeBytes}`, { backend: this.name });
+      throw new InvalidArgumentError('sizeBytes', `cannot shrink ${diskId(disk)} from ${d.sizeBytes} to ${sizeBytes}`, {
+        backend: this.name,
+      });
     }
     this.checkSpace(0, sizeBytes - d.sizeBytes);
     d.sizeBytes = sizeBytes;
@@ -228,7 +274,10 @@ export class MemoryBackend implements ImageBackend {
     assertValidSnapshotName(snapshot);
     const d = this.get(disk);
     if (d.snapshots.has(snapshot)) {
-      throw new AlreadyExistsError(`snapshot ${diskId(disk)}@${snapshot} exists`, { backend: this.name, diskId: diskId(disk) });
+      throw new AlreadyExistsError(`snapshot ${diskId(disk)}@${snapshot} exists`, {
+        backend: this.name,
+        diskId: diskId(disk),
+      });
     }
     d.snapshots.set(snapshot, { sizeBytes: d.sizeBytes, data: d.data });
     return { name: snapshot, sizeBytes: d.sizeBytes };
@@ -253,7 +302,11 @@ export class MemoryBackend implements ImageBackend {
     assertValidSnapshotName(snapshot);
     const d = this.get(disk);
     const s = d.snapshots.get(snapshot);
-    if (!s) throw new NotFoundError(`snapshot ${diskId(disk)}@${snapshot} not found`, { backend: this.name, diskId: diskId(disk) });
+    if (!s)
+      throw new NotFoundError(`snapshot ${diskId(disk)}@${snapshot} not found`, {
+        backend: this.name,
+        diskId: diskId(disk),
+      });
     d.data = s.data;
     d.sizeBytes = s.sizeBytes;
   }
@@ -303,7 +356,12 @@ export class MemoryBackend implements ImageBackend {
         this.disks.delete(id);
         return true;
       },
-      { timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs, intervalMs: 10, maxIntervalMs: 200, ...(options.signal ? { signal: options.signal } : {}) },
+      {
+        timeoutMs: options.busyTimeoutMs ?? this.busyTimeoutMs,
+        intervalMs: 10,
+        maxIntervalMs: 200,
+        ...(options.signal ? { signal: options.signal } : {}),
+      },
     );
   }
 
@@ -316,6 +374,18 @@ export class MemoryBackend implements ImageBackend {
       .filter(([id]) => parseDiskId(id) !== undefined && (want === undefined || id.startsWith(`${want}_`)))
       .sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))
       .map(([, d]) => this.toInfo(d));
+  }
+
+  async getOwner(disk: DiskRef): Promise<DiskOwner | null> {
+    const o = this.get(disk).owner;
+    return o ? { ...o } : null;
+  }
+
+  async setOwner(disk: DiskRef, owner: OwnerStamp): Promise<DiskOwner> {
+    const d = this.get(disk);
+    assertValidOwnerStamp(owner);
+    d.owner = d.owner ? handOver(d.owner, owner) : ownerRecord(d.disk, owner);
+    return { ...d.owner };
   }
 
   async capacity(): Promise<Capacity> {
@@ -341,7 +411,8 @@ export class MemoryBackend implements ImageBackend {
 
   private reserve(disk: DiskRef, signal: AbortSignal | undefined): string {
     const id = diskId(disk);
-    if (signal?.aborted) throw new AbortedError('create aborted', { backend: this.name, diskId: id, cause: signal.reason });
+    if (signal?.aborted)
+      throw new AbortedError('create aborted', { backend: this.name, diskId: id, cause: signal.reason });
     if (this.disks.has(id) || this.pending.has(id)) {
       throw new AlreadyExistsError(`disk ${id} exists`, { backend: this.name, diskId: id });
     }
@@ -350,7 +421,15 @@ export class MemoryBackend implements ImageBackend {
   }
 
   private commit(id: string, disk: DiskRef, d: Omit<MemDisk, 'disk' | 'snapshots'>): void {
-    this.disks.set(id, { disk: { instance: disk.instance.toLowerCase(), name: disk.name }, snapshots: new Map(), ...d });
+    this.disks.set(id, {
+      disk: { instance: disk.instance.toLowerCase(), name: disk.name },
+      snapshots: new Map(),
+      ...d,
+    });
+  }
+
+  private owner(disk: DiskRef, stamp: OwnerStamp | undefined): DiskOwner | null {
+    return stamp ? ownerRecord(disk, stamp) : null;
   }
 
   private enc(e: DiskEncryption | undefined): { encryption?: DiskEncryption } {
@@ -382,7 +461,11 @@ export class MemoryBackend implements ImageBackend {
     const need = this.capabilities.thin ? dataBytes : sizeBytes;
     const free = this.totalBytes - this.used();
     if (need > free) {
-      throw new InsufficientCapacityError(`need ${need} bytes, ${free} free`, { backend: this.name, requestedBytes: need, availableBytes: free });
+      throw new InsufficientCapacityError(`need ${need} bytes, ${free} free`, {
+        backend: this.name,
+        requestedBytes: need,
+        availableBytes: free,
+      });
     }
   }
 
@@ -394,6 +477,7 @@ export class MemoryBackend implements ImageBackend {
       format: d.format,
       ...(d.parent === undefined ? {} : { parent: d.parent }),
       encrypted: d.encryption !== undefined,
+      owner: d.owner ? { ...d.owner } : null,
     };
   }
 }

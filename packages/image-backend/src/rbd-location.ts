@@ -150,26 +150,33 @@ function decodePart(url: string, raw: string, part: RbdLocationPart): string {
  *   // { kind: 'rbd', fsid: 'acada594-...', pool: 'images', image: 'IMAGE', snapshot: 'snap' }
  */
 export function parseRbdLocation(url: string): ParsedRbdLocation {
-  if (typeof url !== 'string' || url.length === 0) throw new InvalidRbdLocationError(typeof url === 'string' ? url : '', 'empty', 'is empty');
+  if (typeof url !== 'string' || url.length === 0)
+    throw new InvalidRbdLocationError(typeof url === 'string' ? url : '', 'empty', 'is empty');
   if (url.length > MAX_RBD_LOCATION_LENGTH)
     throw new InvalidRbdLocationError(url, 'too-long', `is longer than ${MAX_RBD_LOCATION_LENGTH} characters`);
-  if (!url.startsWith(PREFIX)) throw new InvalidRbdLocationError(url, 'bad-scheme', "does not start with 'rbd://' (the scheme is case-sensitive)");
+  if (!url.startsWith(PREFIX))
+    throw new InvalidRbdLocationError(url, 'bad-scheme', "does not start with 'rbd://' (the scheme is case-sensitive)");
   const rest = url.slice(PREFIX.length);
   checkRaw(url, rest);
   const pieces = rest.split('/');
   if (pieces.length !== 1 && pieces.length !== 4)
-    throw new InvalidRbdLocationError(url, 'part-count', `has ${pieces.length} parts; expected rbd://fsid/pool/image/snapshot (or legacy rbd://image)`);
+    throw new InvalidRbdLocationError(
+      url,
+      'part-count',
+      `has ${pieces.length} parts; expected rbd://fsid/pool/image/snapshot (or legacy rbd://image)`,
+    );
   if (pieces.length === 1) {
     const image = pieces[0]!;
     if (image === '') throw new InvalidRbdLocationError(url, 'blank-part', 'is empty', 'image');
-    if (image === '.' || image === '..') throw new InvalidRbdLocationError(url, 'dot-segment', `'${image}' is not a name`, 'image');
+    if (image === '.' || image === '..')
+      throw new InvalidRbdLocationError(url, 'dot-segment', `'${image}' is not a name`, 'image');
     return { kind: 'rbd-legacy', image };
   }
   pieces.forEach((p, i) => {
     if (p === '') throw new InvalidRbdLocationError(url, 'blank-part', 'is empty', PARTS[i]);
   });
   const decoded = pieces.map((p, i) => decodePart(url, p, PARTS[i]!));
-  decoded.forEach((d, i) => checkPart(url, d, PARTS[i]!));
+  for (const [i, d] of decoded.entries()) checkPart(url, d, PARTS[i]!);
   const [fsid, pool, image, snapshot] = decoded as [string, string, string, string];
   return { kind: 'rbd', fsid: fsid.toLowerCase(), pool, image, snapshot };
 }
@@ -190,7 +197,13 @@ export function formatRbdLocation(parts: RbdLocationParts): string {
     throw new InvalidRbdLocationError('', 'missing-part', 'expected { fsid, pool, image, snapshot }');
   const values = PARTS.map((part) => {
     const v: unknown = parts[part];
-    if (typeof v !== 'string') throw new InvalidRbdLocationError('', 'missing-part', `expected a string, got ${v === null ? 'null' : typeof v}`, part);
+    if (typeof v !== 'string')
+      throw new InvalidRbdLocationError(
+        '',
+        'missing-part',
+        `expected a string, got ${v === null ? 'null' : typeof v}`,
+        part,
+      );
     checkPart('', v, part);
     return quote(v);
   });

@@ -1,5 +1,10 @@
 import { CAPABILITIES, type Capability, type ImageBackend } from './types.js';
-import { DuplicateBackendError, IncompatiblePluginError, UnknownBackendError, UnsupportedOperationError } from './errors.js';
+import {
+  DuplicateBackendError,
+  IncompatiblePluginError,
+  UnknownBackendError,
+  UnsupportedOperationError,
+} from './errors.js';
 
 /**
  * Version of the image-backend contract this package defines. A plugin sets its `apiVersion`
@@ -69,7 +74,10 @@ const METHODS = [
  * `window`, a full capability map, at least one disk format and every method. Throws
  * `IncompatiblePluginError` naming the plugin, its version and the window.
  */
-export function assertCompatiblePlugin(plugin: unknown, window: ApiWindow = apiWindow()): asserts plugin is ImageBackend {
+export function assertCompatiblePlugin(
+  plugin: unknown,
+  window: ApiWindow = apiWindow(),
+): asserts plugin is ImageBackend {
   const p = plugin as Partial<ImageBackend> | null | undefined;
   const name = typeof p?.name === 'string' && p.name.length > 0 ? p.name : '<unnamed>';
   const version = p?.apiVersion;
@@ -81,7 +89,12 @@ export function assertCompatiblePlugin(plugin: unknown, window: ApiWindow = apiW
     throw new IncompatiblePluginError(name, version, window, 'apiVersion must be an integer');
   }
   if (version < window.min) {
-    throw new IncompatiblePluginError(name, version, window, 'plugin is too old: rebuild it against a newer @ephemera/image-backend');
+    throw new IncompatiblePluginError(
+      name,
+      version,
+      window,
+      'plugin is too old: rebuild it against a newer @ephemera/image-backend',
+    );
   }
   if (version > window.max) {
     throw new IncompatiblePluginError(name, version, window, 'plugin is newer than this host: upgrade the host');

@@ -8,16 +8,23 @@ export function throwIfAborted(signal: AbortSignal | undefined, what = 'operatio
   if (signal?.aborted) throw new AbortedError(`${what} aborted`, { cause: signal.reason });
 }
 
-/** Resolves after `ms`, or rejects with `AbortedError` when `signal` aborts first. */
-export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
+/** Options of {@link sleep}. */
+export interface SleepOptions {
+  /** What to reject with when the signal aborts, given its reason. Default: an `AbortedError` with the reason as cause. */
+  abortError?: (reason: unknown) => unknown;
+}
+
+/** Resolves after `ms`, or rejects (with `AbortedError` unless `abortError` says otherwise) when `signal` aborts first. */
+export function sleep(ms: number, signal?: AbortSignal, options: SleepOptions = {}): Promise<void> {
+  const abortError = options.abortError ?? ((reason: unknown) => new AbortedError('wait aborted', { cause: reason }));
   return new Promise((resolve, reject) => {
     if (signal?.aborted) {
-      reject(new AbortedError('wait aborted', { cause: signal.reason }));
+      reject(abortError(signal.reason));
       return;
     }
     const onAbort = () => {
       clearTimeout(timer);
-      reject(new AbortedError('wait aborted', { cause: signal?.reason }));
+      reject(abortError(signal?.reason));
     };
     const timer = setTimeout(() => {
       signal?.removeEventListener('abort', onAbort);
@@ -101,8 +108,10 @@ export class ProgressReporter {
 }
 
 function isReadableStream(s: ImageByteStream): s is ReadableStream<Uint8Array> {
-  return typeof (s as ReadableStream<Uint8Array>).getReader === 'function' &&
-    typeof (s as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function';
+  return (
+    typeof (s as ReadableStream<Uint8Array>).getReader === 'function' &&
+    typeof (s as AsyncIterable<Uint8Array>)[Symbol.asyncIterator] !== 'function'
+  );
 }
 
 async function* iterate(stream: ImageByteStream): AsyncGenerator<Uint8Array> {
@@ -133,7 +142,13 @@ export interface ReadImageOptions {
   backend?: string;
 }
 
-const HASH_ALGOS: Record<string, string> = { sha512: 'sha512', sha256: 'sha256', sha384: 'sha384', sha1: 'sha1', md5: 'md5' };
+const HASH_ALGOS: Record<string, string> = {
+  sha512: 'sha512',
+  sha256: 'sha256',
+  sha384: 'sha384',
+  sha1: 'sha1',
+  md5: 'md5',
+};
 
 /**
  * Reads an image's bytes as an async iterable of chunks, for backends that import:
@@ -152,7 +167,11 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
   if (verify && image.osHashAlgo && image.osHashValue) {
     const algo = HASH_ALGOS[image.osHashAlgo.toLowerCase()];
     if (!algo) {
-      throw new UnsafeImageError('unknown-hash-algo', `image ${image.id}: unsupported os_hash_algo '${image.osHashAlgo}'`, { backend });
+      throw new UnsafeImageError(
+        'unknown-hash-algo',
+        `image ${image.id}: unsupported os_hash_algo '${image.osHashAlgo}'`,
+        { backend },
+      );
     }
     hashes.push({ name: image.osHashAlgo, expected: image.osHashValue.toLowerCase(), hash: createHash(algo) });
   }
@@ -165,7 +184,10 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
   } catch (err) {
     if (isImageBackendError(err)) throw err;
     if (signal?.aborted) throw new AbortedError('image read aborted', { cause: err, backend });
-    throw new ImageSourceError(`image ${image.id}: cannot open: ${(err as Error)?.message ?? String(err)}`, { cause: err, backend });
+    throw new ImageSourceError(`image ${image.id}: cannot open: ${(err as Error)?.message ?? String(err)}`, {
+      cause: err,
+      backend,
+    });
   }
   let done = 0;
   const it = iterate(stream)[Symbol.asyncIterator]();
@@ -203,7 +225,11 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
   for (const h of hashes) {
     const got = h.hash.digest('hex');
     if (got !== h.expected) {
-      throw new UnsafeImageError('checksum-mismatch', `image ${image.id}: ${h.name} mismatch (expected ${h.expected}, got ${got})`, { backend });
+      throw new UnsafeImageError(
+        'checksum-mismatch',
+        `image ${image.id}: ${h.name} mismatch (expected ${h.expected}, got ${got})`,
+        { backend },
+      );
     }
   }
 }

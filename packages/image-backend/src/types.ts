@@ -60,6 +60,8 @@ export interface SourceImage {
   open(options?: { signal?: AbortSignal }): Promise<ImageByteStream>;
 }
 
+import type { DiskOwner, OwnerStamp } from './owner.js';
+
 /** Phases a long operation reports. */
 export type ProgressPhase = 'clone' | 'download' | 'import' | 'convert' | 'resize' | 'flatten' | 'snapshot' | 'done';
 
@@ -78,11 +80,17 @@ export interface OperationOptions {
   readonly signal?: AbortSignal;
 }
 
-/** Encryption of a new disk (LUKS). The passphrase lives in a libvirt secret, never here. */
+/** Encryption of a new disk (LUKS). QEMU gets the passphrase from a libvirt secret. */
 export interface DiskEncryption {
   readonly format: 'luks';
   /** UUID of the libvirt secret (usage type `volume`) holding the passphrase. */
   readonly secretUuid: string;
+  /**
+   * The passphrase, for a create that formats the disk (qemu-img). A function, so the bytes
+   * never land in JSON, logs or records; the backend zeroes them after use. `diskSource` never
+   * returns it. Backends with the `encryption` capability refuse a create without it.
+   */
+  readonly passphrase?: () => Promise<Uint8Array>;
 }
 
 /** Options of `createFromImage`. */
@@ -98,6 +106,11 @@ export interface CreateFromImageOptions extends OperationOptions {
   readonly forceImport?: boolean;
   /** Encrypt the new disk (needs the `encryption` capability). */
   readonly encryption?: DiskEncryption;
+  /**
+   * Record this owner on the new disk (backends with `setOwner`), in the same step that creates
+   * it: a create that cannot record it fails and leaves nothing. Absent: the disk has no owner.
+   */
+  readonly owner?: OwnerStamp;
 }
 
 /** Options of `createBlank`. */
@@ -106,6 +119,8 @@ export interface CreateBlankOptions extends OperationOptions {
   readonly format?: DiskFormat;
   /** Encrypt the new disk (needs the `encryption` capability). */
   readonly encryption?: DiskEncryption;
+  /** Record this owner on the new disk, as `CreateFromImageOptions.owner`. */
+  readonly owner?: OwnerStamp;
 }
 
 /** Options of `remove`. */
@@ -139,6 +154,11 @@ export interface DiskInfo {
   /** What it is a copy-on-write child of (e.g. `images/abc@snap`), when it is one. */
   readonly parent?: string;
   readonly encrypted?: boolean;
+  /**
+   * Who owns the disk (backends with `getOwner`): `null` when the disk carries no owner record
+   * (made before ownership, or created without `owner`); absent when the backend records none.
+   */
+  readonly owner?: DiskOwner | null;
 }
 
 /** A snapshot of a disk. */
@@ -153,12 +173,39 @@ export interface DirectSnapshotResult {
   /** e.g. `rbd://<fsid>/<pool>/<image>/<snap>`. */
   readonly url: string;
   readonly metadata?: Readonly<Record<string, unknown>>;
+  /**
+   * The new image is usable but still depends on the disk (asked with `deferFlatten`): the caller
+   * finishes it with `finishDirectSnapshot` (or, after a crash, finds it with `pendingDirectSnapshots`).
+   */
+  readonly flattenPending?: boolean;
 }
 
 /** Options of `directSnapshot`. */
 export interface DirectSnapshotOptions extends OperationOptions {
   /** The Glance image id the snapshot will become; backends use it to name the snapshot. */
   readonly imageId: string;
+  /**
+   * Return as soon as the new image is usable, leaving the copy of the disk's data into it to a
+   * later `finishDirectSnapshot` (result `flattenPending`). Backends that cannot defer ignore it.
+   */
+  readonly deferFlatten?: boolean;
+}
+
+/** Options of `finishDirectSnapshot`. */
+export interface FinishDirectSnapshotOptions extends DirectSnapshotOptions {
+  /** Progress of the copy (phase `flatten`, monotonic, last event at 100%). */
+  readonly onProgress?: (event: ProgressEvent) => void;
+  /**
+   * A process that was finishing it died (crash recovery): what that process still holds on the
+   * image (RBD: the exclusive lock of its dead client) is broken instead of waited out.
+   */
+  readonly orphaned?: boolean;
+}
+
+/** Options of `flatten`. */
+export interface FlattenOptions extends OperationOptions {
+  /** Progress of the copy (phase `flatten`, monotonic, last event at 100%). */
+  readonly onProgress?: (event: ProgressEvent) => void;
 }
 
 /** Options of `removeDirectSnapshot`. */
@@ -171,6 +218,18 @@ export interface RemoveDirectSnapshotOptions extends DirectSnapshotOptions, Remo
    * documents, for such work to land, and removes what it creates.
    */
   readonly orphaned?: boolean;
+}
+
+/** A client that has a disk open now (`diskClients`). */
+export interface DiskClient {
+  /** `watcher`: an RBD watch (the disk is open); `lock-owner`: holds the disk's exclusive lock. */
+  readonly kind: 'watcher' | 'lock-owner';
+  /** The client's address, e.g. `127.0.0.1:0/3271039427`. */
+  readonly address: string;
+  /** The client's name, e.g. `client.4235`. */
+  readonly client: string;
+  /** The client is on the cluster's blocklist (it can no longer write): it does not count as live. */
+  readonly blocklisted: boolean;
 }
 
 /** Filter of `list`. */
@@ -314,9 +373,26 @@ export interface ImageBackend {
    * Capability `flatten`: copies the parent's data so the disk no longer depends on it. A no-op
    * for a disk without a parent.
    */
-  flatten(disk: DiskRef, options?: OperationOptions): Promise<void>;
+  flatten(disk: DiskRef, options?: FlattenOptions): Promise<void>;
+  /**
+   * Optional (backends with clones): how many ancestors the disk has (0: no parent; a clone of a
+   * flat image: 1; a clone of a clone: 2). Callers bound the chains (the driver's clone-depth policy).
+   */
+  cloneDepth?(disk: DiskRef): Promise<number>;
   /** Capability `directSnapshot`: snapshots the disk in place and returns a Glance location for it. */
   directSnapshot(disk: DiskRef, options: DirectSnapshotOptions): Promise<DirectSnapshotResult>;
+  /**
+   * Optional (backends that honour `deferFlatten`): finishes a direct snapshot that returned with
+   * `flattenPending`: copies the disk's data into the image made for `imageId` and then drops
+   * what tied that image to the disk (RBD: the temporary snapshot). Resumable and idempotent: after
+   * a crash it is simply run again; `false` when nothing was pending.
+   */
+  finishDirectSnapshot?(disk: DiskRef, options: FinishDirectSnapshotOptions): Promise<boolean>;
+  /**
+   * Optional (with `finishDirectSnapshot`): the image ids of the disk's direct snapshots whose
+   * image is usable but not yet finished, read from the storage itself (so any host can resume).
+   */
+  pendingDirectSnapshots?(disk: DiskRef): Promise<string[]>;
   /**
    * Optional (backends with `directSnapshot`): undoes a direct snapshot that was interrupted (the
    * process died inside `directSnapshot(disk, { imageId })`, or its Glance image was never
@@ -331,7 +407,48 @@ export interface ImageBackend {
    * while the disk is busy, up to `busyTimeoutMs`, then throws `BusyError`.
    */
   remove(disk: DiskRef, options?: RemoveOptions): Promise<boolean>;
-  /** Disks this backend holds (only ones with canonical ids), optionally of one instance. */
+  /**
+   * Optional (every built-in backend has it): the owner recorded on the disk, `null` when it has
+   * none; `NotFoundError` if the disk is missing.
+   */
+  getOwner?(disk: DiskRef): Promise<DiskOwner | null>;
+  /**
+   * Optional (with `getOwner`): hands the disk over to `owner.hostId` in one atomic write (live
+   * migration, adopting a dead host's disks) and returns the new record. Instance, disk name and
+   * creation time are kept (a disk without a record gets one created now). Does not check who
+   * uses the disk: callers that take a disk from a live host check that first. `NotFoundError`
+   * if the disk is missing, `InvalidArgumentError` for a bad stamp (nothing changed).
+   */
+  setOwner?(disk: DiskRef, owner: OwnerStamp): Promise<DiskOwner>;
+  /**
+   * Optional (shared storage): the clients that have the disk open now (RBD: its watchers and
+   * exclusive-lock owners), each marked `blocklisted` when the cluster has fenced it. Callers that
+   * take a disk from another host refuse while a client that is not blocklisted remains.
+   * `NotFoundError` if the disk is missing.
+   */
+  diskClients?(disk: DiskRef): Promise<DiskClient[]>;
+  /**
+   * Optional (shared storage, with `diskClients`): fences the clients that have the disk open, so
+   * that they can never write to it again (RBD: `ceph osd blocklist add` of each watcher's and
+   * lock owner's address that is not blocklisted yet; never this backend's own client). For a
+   * caller that has made sure their host is dead (evacuation): fencing a live host's QEMU breaks
+   * its guest. Resolves to the clients it fenced (each `blocklisted: true`), `[]` when none held
+   * the disk. `NotFoundError` if the disk is missing.
+   */
+  fenceClients?(disk: DiskRef): Promise<DiskClient[]>;
+  /**
+   * Optional: the annotation `key` recorded on the disk (see `setAnnotation`), `null` when none.
+   * `NotFoundError` if the disk is missing, `InvalidArgumentError` for a bad key.
+   */
+  getAnnotation?(disk: DiskRef, key: string): Promise<string | null>;
+  /**
+   * Optional (with `getAnnotation`): records `value` as the annotation `key` of the disk, on the
+   * storage itself (RBD image metadata), replacing an earlier one; it goes with the disk. Keys:
+   * `isAnnotationKey`; values up to `MAX_ANNOTATION_BYTES`. `NotFoundError` if the disk is missing,
+   * `InvalidArgumentError` for a bad key or value (nothing changed).
+   */
+  setAnnotation?(disk: DiskRef, key: string, value: string): Promise<void>;
+  /** Disks this backend holds (only ones with canonical ids, each with its `owner`), optionally of one instance. */
   list(filter?: ListFilter): Promise<DiskInfo[]>;
   /** Capacity of the storage behind the backend. */
   capacity(): Promise<Capacity>;

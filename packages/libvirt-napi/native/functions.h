@@ -40,6 +40,15 @@ Napi::Value DomXML(const Napi::CallbackInfo& info);
 Napi::Value DomIsActive(const Napi::CallbackInfo& info);
 Napi::Value DomIsPersistent(const Napi::CallbackInfo& info);
 Napi::Value DomID(const Napi::CallbackInfo& info);
+// migration.cc
+Napi::Value DomMigrateToURI(const Napi::CallbackInfo& info);
+Napi::Value DomGetJobStats(const Napi::CallbackInfo& info);
+Napi::Value DomAbortJob(const Napi::CallbackInfo& info);
+Napi::Value DomAbortJobFlags(const Napi::CallbackInfo& info);
+Napi::Value DomMigrateSetMaxDowntime(const Napi::CallbackInfo& info);
+Napi::Value DomMigrateGetMaxDowntime(const Napi::CallbackInfo& info);
+Napi::Value DomMigrateSetMaxSpeed(const Napi::CallbackInfo& info);
+Napi::Value DomMigrateGetMaxSpeed(const Napi::CallbackInfo& info);
 // secret.cc
 Napi::Value ConnDefineSecret(const Napi::CallbackInfo& info);
 Napi::Value ConnLookupSecretByUsage(const Napi::CallbackInfo& info);

@@ -3,6 +3,9 @@
 
 #include "runtime.h"
 
+#include <system_error>
+#include <thread>
+
 namespace ephemera_libvirt {
 
 void CompleteJob(napi_env raw_env, napi_value, void*, void* data) {
@@ -37,22 +40,47 @@ void FinalizeEnvState(napi_env, void* finalize_data, void*) {
   delete holder;
 }
 
-Napi::Value Submit(Napi::Env env, Job* job) {
+namespace {
+
+// Worker side of a job: runs it, then hands it to the JS thread (or drops it if the env is gone).
+void ExecuteAndPost(Job* job) {
+  job->Execute();
+  std::shared_ptr<EnvState> state = job->state;
+  std::lock_guard<std::mutex> lock(state->mu);
+  if (!state->alive ||
+      napi_call_threadsafe_function(state->tsfn, job, napi_tsfn_nonblocking) != napi_ok) {
+    // The environment is gone: nobody is waiting for this result any more.
+    delete job;
+  }
+}
+
+napi_value Prepare(Napi::Env env, Job* job) {
   AddonData* data = Data(env);
   job->state = data->state;
   napi_value promise;
   napi_create_promise(env, &job->deferred, &promise);
   if (data->state->pending++ == 0) napi_ref_threadsafe_function(env, data->state->tsfn);
-  Pool::Get().Post([job] {
-    job->Execute();
-    std::shared_ptr<EnvState> state = job->state;
-    std::lock_guard<std::mutex> lock(state->mu);
-    if (!state->alive ||
-        napi_call_threadsafe_function(state->tsfn, job, napi_tsfn_nonblocking) != napi_ok) {
-      // The environment is gone: nobody is waiting for this result any more.
-      delete job;
-    }
-  });
+  return promise;
+}
+
+}  // namespace
+
+Napi::Value Submit(Napi::Env env, Job* job) {
+  napi_value promise = Prepare(env, job);
+  Pool::Get().Post([job] { ExecuteAndPost(job); });
+  return Napi::Value(env, promise);
+}
+
+Napi::Value SubmitOwnThread(Napi::Env env, Job* job) {
+  napi_value promise = Prepare(env, job);
+  try {
+    std::thread([job] {
+      BlockAllSignals();
+      ExecuteAndPost(job);
+    }).detach();
+  } catch (const std::system_error&) {
+    Pool::Get().Post([job] { ExecuteAndPost(job); });  // no thread to spare: the pool still works
+  }
   return Napi::Value(env, promise);
 }
 

@@ -55,6 +55,10 @@ void CompleteJob(napi_env raw_env, napi_value, void*, void* data);
 void FinalizeEnvState(napi_env, void* finalize_data, void*);
 // Queues a job; returns its promise.
 Napi::Value Submit(Napi::Env env, Job* job);
+// Runs a job on a thread of its own; returns its promise. For calls that block for their whole
+// operation (a migration): on the bounded pool they could take every worker and starve the calls
+// that watch or cancel them (getJobStats, abortJob).
+Napi::Value SubmitOwnThread(Napi::Env env, Job* job);
 
 template <typename R>
 Napi::Value Run(Napi::Env env, std::function<R(Failure&)> work,
@@ -65,6 +69,15 @@ Napi::Value Run(Napi::Env env, std::function<R(Failure&)> work,
   job->done = std::move(done);
   job->onFailure = std::move(onFailure);
   return Submit(env, job);
+}
+
+template <typename R>
+Napi::Value RunOwnThread(Napi::Env env, std::function<R(Failure&)> work,
+                        std::function<Napi::Value(Napi::Env, R&)> done) {
+  auto* job = new FnJob<R>();
+  job->work = std::move(work);
+  job->done = std::move(done);
+  return SubmitOwnThread(env, job);
 }
 
 // Resolvers for common result types.

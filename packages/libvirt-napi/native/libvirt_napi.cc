@@ -16,8 +16,9 @@
 //
 // This file is the module init only. The rest, one concept a file: runtime (worker pool, libvirt
 // init and event loop thread), job (calls on the pool settled on the JS thread), errors, args,
-// events (lifecycle/close events), handles (connection/domain/secret externals), and the
-// exported functions in connection.cc, domain.cc and secret.cc (declared in functions.h).
+// events (lifecycle/close events), handles (connection/domain/secret externals), typedparams,
+// and the exported functions in connection.cc, domain.cc, migration.cc and secret.cc (declared
+// in functions.h).
 
 #include <napi.h>
 
@@ -84,6 +85,14 @@ Napi::Object ModuleInit(Napi::Env env, Napi::Object exports) {
   exports.Set("domainIsActive", Napi::Function::New(env, DomIsActive, "domainIsActive"));
   exports.Set("domainIsPersistent", Napi::Function::New(env, DomIsPersistent, "domainIsPersistent"));
   exports.Set("domainID", Napi::Function::New(env, DomID, "domainID"));
+  exports.Set("domainMigrateToURI", Napi::Function::New(env, DomMigrateToURI, "domainMigrateToURI"));
+  exports.Set("domainGetJobStats", Napi::Function::New(env, DomGetJobStats, "domainGetJobStats"));
+  exports.Set("domainAbortJob", Napi::Function::New(env, DomAbortJob, "domainAbortJob"));
+  exports.Set("domainAbortJobFlags", Napi::Function::New(env, DomAbortJobFlags, "domainAbortJobFlags"));
+  exports.Set("domainMigrateSetMaxDowntime", Napi::Function::New(env, DomMigrateSetMaxDowntime, "domainMigrateSetMaxDowntime"));
+  exports.Set("domainMigrateGetMaxDowntime", Napi::Function::New(env, DomMigrateGetMaxDowntime, "domainMigrateGetMaxDowntime"));
+  exports.Set("domainMigrateSetMaxSpeed", Napi::Function::New(env, DomMigrateSetMaxSpeed, "domainMigrateSetMaxSpeed"));
+  exports.Set("domainMigrateGetMaxSpeed", Napi::Function::New(env, DomMigrateGetMaxSpeed, "domainMigrateGetMaxSpeed"));
   exports.Set("secretSetValue", Napi::Function::New(env, SecretSetValue, "secretSetValue"));
   exports.Set("secretXML", Napi::Function::New(env, SecretXML, "secretXML"));
   exports.Set("secretUndefine", Napi::Function::New(env, SecretUndefine, "secretUndefine"));

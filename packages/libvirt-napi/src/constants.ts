@@ -264,3 +264,73 @@ export const ListSecretsFlags = {
   PRIVATE: 1 << 2,
   NO_PRIVATE: 1 << 3,
 } as const;
+
+// ---------------------------------------------------------------------------------------------
+// Migration and domain jobs
+
+/** `virDomainMigrateFlags` for `Domain.migrateToUri()`. */
+export const MigrateFlags = {
+  LIVE: 1 << 0,
+  PEER2PEER: 1 << 1,
+  TUNNELLED: 1 << 2,
+  PERSIST_DEST: 1 << 3,
+  UNDEFINE_SOURCE: 1 << 4,
+  PAUSED: 1 << 5,
+  NON_SHARED_DISK: 1 << 6,
+  NON_SHARED_INC: 1 << 7,
+  CHANGE_PROTECTION: 1 << 8,
+  UNSAFE: 1 << 9,
+  OFFLINE: 1 << 10,
+  COMPRESSED: 1 << 11,
+  ABORT_ON_ERROR: 1 << 12,
+  AUTO_CONVERGE: 1 << 13,
+  RDMA_PIN_ALL: 1 << 14,
+  POSTCOPY: 1 << 15,
+  TLS: 1 << 16,
+  PARALLEL: 1 << 17,
+  NON_SHARED_SYNCHRONOUS_WRITES: 1 << 18,
+  POSTCOPY_RESUME: 1 << 19,
+  ZEROCOPY: 1 << 20,
+} as const;
+
+/** `virDomainGetJobStatsFlags` for `Domain.getJobStats()`. */
+export const JobStatsFlags = {
+  /** Statistics of the most recently completed job instead of the running one. */
+  COMPLETED: 1 << 0,
+  /** With `COMPLETED`: keep the completed statistics (libvirt drops them once read). */
+  KEEP_COMPLETED: 1 << 1,
+} as const;
+
+/** `virDomainAbortJobFlagsValues` for `Domain.abortJobFlags()`. */
+export const AbortJobFlags = {
+  /** Interrupt a post-copy migration (it can be resumed with `MigrateFlags.POSTCOPY_RESUME`). */
+  POSTCOPY: 1 << 0,
+} as const;
+
+/** `virDomainMigrateMaxSpeedFlags` for `Domain.migrateSetMaxSpeed()`/`migrateGetMaxSpeed()`. */
+export const MigrateMaxSpeedFlags = {
+  /** The post-copy phase's bandwidth instead of pre-copy's. */
+  POSTCOPY: 1 << 0,
+} as const;
+
+/** Job types, indexed by libvirt's `virDomainJobType` number. */
+export const JOB_TYPES = ['none', 'bounded', 'unbounded', 'completed', 'failed', 'cancelled'] as const;
+/** A job type: `'unbounded'` while a migration runs, `'completed'`/`'failed'` for completed stats. */
+export type JobType = (typeof JOB_TYPES)[number];
+
+/** Job operations, indexed by libvirt's `virDomainJobOperation` number. */
+export const JOB_OPERATIONS = [
+  'unknown',
+  'start',
+  'save',
+  'restore',
+  'migration_in',
+  'migration_out',
+  'snapshot',
+  'snapshot_revert',
+  'dump',
+  'backup',
+  'snapshot_delete',
+] as const;
+/** The operation a job belongs to. */
+export type JobOperation = (typeof JOB_OPERATIONS)[number];

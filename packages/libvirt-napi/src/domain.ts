@@ -1,6 +1,7 @@
 import { binding, closedError } from './binding.js';
 import { domainStateInfo, DOMAIN_STATES, type DomainState, type DomainStateInfo } from './constants.js';
 import type { Connection } from './connection.js';
+import { jobStatsFromRaw, migrateTypedParams, type JobStats, type MigrateParams } from './migration.js';
 import type { DomHandle, RawDomain } from './native.js';
 
 /** `Domain.info()`: a snapshot of a domain's resources (`virDomainInfo`). */
@@ -156,6 +157,78 @@ export class Domain {
     const size = BigInt(bytes);
     if (size < 0n) return Promise.reject(new RangeError('bytes must be non-negative'));
     return this.#run((h) => binding().domainBlockResize(h, disk, size, flags));
+  }
+
+  /**
+   * Migrates the domain to the host at `dconnuri` (`MigrateFlags`; for a peer-to-peer live move:
+   * `LIVE | PEER2PEER | PERSIST_DEST | UNDEFINE_SOURCE`, plus `TUNNELLED` to carry the data over
+   * the libvirtd connection). Resolves when the migration has finished. It runs on a native
+   * thread of its own, so `getJobStats()`/`abortJob()` can run while it is in flight; an aborted
+   * migration rejects (`VIR_ERR_OPERATION_ABORTED`) and leaves the domain running here.
+   * Bad `params` reject with a TypeError/RangeError before anything is sent.
+   * Implements virDomainMigrateToURI3().
+   */
+  migrateToUri(dconnuri: string, params: MigrateParams = {}, flags = 0): Promise<void> {
+    let typed;
+    try {
+      if (typeof dconnuri !== 'string' || dconnuri === '') throw new TypeError('dconnuri must be a non-empty string');
+      typed = migrateTypedParams(params);
+    } catch (err) {
+      return Promise.reject(err);
+    }
+    return this.#run((h) => binding().domainMigrateToURI(h, dconnuri, typed, flags));
+  }
+
+  /**
+   * Statistics of the domain's running job (type `'none'` when there is none), or with
+   * `JobStatsFlags.COMPLETED` of the last completed one. Implements virDomainGetJobStats().
+   */
+  async getJobStats(flags = 0): Promise<JobStats> {
+    return jobStatsFromRaw(await this.#run((h) => binding().domainGetJobStats(h, flags)));
+  }
+
+  /**
+   * Aborts the domain's running job (e.g. a migration, whose `migrateToUri()` then rejects).
+   * Rejects with `VIR_ERR_OPERATION_INVALID` when no job runs. Implements virDomainAbortJob().
+   */
+  abortJob(): Promise<void> {
+    return this.#run((h) => binding().domainAbortJob(h));
+  }
+
+  /** `abortJob()` with `AbortJobFlags` (e.g. `POSTCOPY`). Implements virDomainAbortJobFlags(). */
+  abortJobFlags(flags = 0): Promise<void> {
+    return this.#run((h) => binding().domainAbortJobFlags(h, flags));
+  }
+
+  /**
+   * Sets the downtime (ms) a live migration may pause the guest for at its end.
+   * Implements virDomainMigrateSetMaxDowntime().
+   */
+  migrateSetMaxDowntime(ms: number, flags = 0): Promise<void> {
+    if (!Number.isSafeInteger(ms) || ms < 0)
+      return Promise.reject(new RangeError('ms must be a non-negative safe integer'));
+    return this.#run((h) => binding().domainMigrateSetMaxDowntime(h, ms, flags));
+  }
+
+  /** The maximum migration downtime in ms. Implements virDomainMigrateGetMaxDowntime(). */
+  migrateGetMaxDowntime(flags = 0): Promise<number> {
+    return this.#run((h) => binding().domainMigrateGetMaxDowntime(h, flags));
+  }
+
+  /**
+   * Sets the migration bandwidth in MiB/s, also while a migration runs (`MigrateMaxSpeedFlags`).
+   * Implements virDomainMigrateSetMaxSpeed().
+   */
+  migrateSetMaxSpeed(mibPerSecond: number, flags = 0): Promise<void> {
+    if (!Number.isSafeInteger(mibPerSecond) || mibPerSecond < 0) {
+      return Promise.reject(new RangeError('mibPerSecond must be a non-negative safe integer'));
+    }
+    return this.#run((h) => binding().domainMigrateSetMaxSpeed(h, mibPerSecond, flags));
+  }
+
+  /** The migration bandwidth in MiB/s. Implements virDomainMigrateGetMaxSpeed(). */
+  migrateGetMaxSpeed(flags = 0): Promise<number> {
+    return this.#run((h) => binding().domainMigrateGetMaxSpeed(h, flags));
   }
 
   /** @internal */

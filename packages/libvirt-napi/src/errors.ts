@@ -15,6 +15,9 @@ const domainNames = new Map<number, ErrorDomainName>(
   Object.entries(ErrorDomain).map(([name, value]) => [value, name as ErrorDomainName]),
 );
 
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/libvirt-napi:error');
+
 /**
  * An error reported by libvirt, captured on the thread that made the failing call.
  * `code` is libvirt's `virErrorNumber` (compare with `ErrorCode.VIR_ERR_NO_DOMAIN`, or use
@@ -36,6 +39,7 @@ export class LibvirtError extends Error {
 
   constructor(info: RawErrorInfo) {
     super(info.message);
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = info.code;
     this.codeName = codeNames.get(info.code) ?? `VIR_ERR_UNKNOWN_${info.code}`;
     this.domain = info.domain;
@@ -44,9 +48,13 @@ export class LibvirtError extends Error {
   }
 }
 
-/** True when `err` is a LibvirtError, optionally with the given code (name or number). */
+/**
+ * True when `err` is a LibvirtError, optionally with the given code (name or number), also one made
+ * by another copy of `@ephemera/libvirt-napi` (it checks the package's brand, not `instanceof`).
+ */
 export function isLibvirtError(err: unknown, code?: ErrorCodeName | number): err is LibvirtError {
-  if (!(err instanceof LibvirtError)) return false;
+  if (typeof err !== 'object' || err === null || (err as { [BRAND]?: unknown })[BRAND] !== true) return false;
   if (code === undefined) return true;
-  return typeof code === 'number' ? err.code === code : err.code === ErrorCode[code];
+  const e = err as LibvirtError;
+  return typeof code === 'number' ? e.code === code : e.code === ErrorCode[code];
 }

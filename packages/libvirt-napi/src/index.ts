@@ -21,6 +21,8 @@ export type {
 } from './connection.js';
 export { Domain } from './domain.js';
 export type { DomainInfo } from './domain.js';
+export { migrateTypedParams, jobStatsFromRaw } from './migration.js';
+export type { MigrateParams, JobStats } from './migration.js';
 export { Secret } from './secret.js';
 export { LibvirtError, isLibvirtError, ErrorLevel } from './errors.js';
 export { ErrorCode, ErrorDomain } from './codes.js';
@@ -45,6 +47,12 @@ export {
   RebootFlags,
   DestroyFlags,
   ListSecretsFlags,
+  MigrateFlags,
+  JobStatsFlags,
+  AbortJobFlags,
+  MigrateMaxSpeedFlags,
+  JOB_TYPES,
+  JOB_OPERATIONS,
 } from './constants.js';
 export type {
   DomainState,
@@ -55,4 +63,6 @@ export type {
   LifecycleEvent,
   CloseReason,
   SecretUsageType,
+  JobType,
+  JobOperation,
 } from './constants.js';

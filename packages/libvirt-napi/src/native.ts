@@ -1,8 +1,11 @@
 /**
- * Loads the compiled addon (`build/Release/ephemera_libvirt.node`, built by node-gyp at install)
+ * Loads the compiled addon (`build/Release/ephemera_libvirt.node` from a source build, else the
+ * prebuilt `prebuilds/linux-x64/ephemera_libvirt.node` the tarball ships)
  * and describes its raw, untyped-handle surface. Internal: the public API wraps it.
  */
+import { existsSync } from 'node:fs';
 import { createRequire } from 'node:module';
+import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 
 /** Opaque native handles (type-tagged N-API externals). */
@@ -33,6 +36,15 @@ export interface RawErrorInfo {
 export type RawEvent =
   | ['lifecycle', { name: string; uuid: string; event: number; detail: number }]
   | ['close', { reason: number }];
+
+/** A typed parameter for the addon: [libvirt name, VIR_TYPED_PARAM_* type, value]. */
+export type RawTypedParam = [name: string, type: number, value: number | bigint | boolean | string];
+
+/** virDomainGetJobStats()'s result: the job type and the params by name (64-bit integers as bigint). */
+export interface RawJobStats {
+  type: number;
+  params: Record<string, number | bigint | boolean | string>;
+}
 
 export interface NativeBinding {
   initOk: boolean;
@@ -92,6 +104,14 @@ export interface NativeBinding {
   domainIsActive(d: DomHandle): Promise<boolean>;
   domainIsPersistent(d: DomHandle): Promise<boolean>;
   domainID(d: DomHandle): Promise<number>;
+  domainMigrateToURI(d: DomHandle, dconnuri: string, params: RawTypedParam[], flags: number): Promise<void>;
+  domainGetJobStats(d: DomHandle, flags: number): Promise<RawJobStats>;
+  domainAbortJob(d: DomHandle): Promise<void>;
+  domainAbortJobFlags(d: DomHandle, flags: number): Promise<void>;
+  domainMigrateSetMaxDowntime(d: DomHandle, ms: number, flags: number): Promise<void>;
+  domainMigrateGetMaxDowntime(d: DomHandle, flags: number): Promise<number>;
+  domainMigrateSetMaxSpeed(d: DomHandle, mibPerSecond: number, flags: number): Promise<void>;
+  domainMigrateGetMaxSpeed(d: DomHandle, flags: number): Promise<number>;
   secretSetValue(s: SecretHandle, value: Uint8Array, flags: number): Promise<void>;
   secretXML(s: SecretHandle, flags: number): Promise<string>;
   secretUndefine(s: SecretHandle): Promise<void>;
@@ -105,6 +125,17 @@ export function defaultAddonPath(): string {
   return fileURLToPath(new URL(`../build/Release/${ADDON_FILE}`, import.meta.url));
 }
 
+/**
+ * The addon to load from a package directory: a source build (`build/Release/`) wins, else the
+ * prebuilt Node-API binary the tarball ships (`prebuilds/<platform>-<arch>/`, linux-x64 glibc);
+ * with neither, the build path, so the load error says what to build.
+ */
+export function resolveAddonPath(packageDir: string = fileURLToPath(new URL('..', import.meta.url))): string {
+  const build = join(packageDir, 'build', 'Release', ADDON_FILE);
+  const prebuilt = join(packageDir, 'prebuilds', `${process.platform}-${process.arch}`, ADDON_FILE);
+  return !existsSync(build) && existsSync(prebuilt) ? prebuilt : build;
+}
+
 /** Thrown when the native addon cannot be loaded; says what to install and how to rebuild. */
 export class LibvirtLoadError extends Error {
   override readonly name = 'LibvirtLoadError';
@@ -112,8 +143,11 @@ export class LibvirtLoadError extends Error {
   readonly path: string;
   constructor(path: string, cause: unknown) {
     const original = cause instanceof Error ? cause.message : String(cause);
+    const missing = existsSync(path)
+      ? ''
+      : ` (and there is no prebuilt binary for ${process.platform}-${process.arch})`;
     super(
-      `Cannot load the libvirt Node-API addon at ${path}: ${original}. ` +
+      `Cannot load the libvirt Node-API addon at ${path}${missing}: ${original}. ` +
         'Building it needs the Debian package libvirt-dev (headers and pkg-config libvirt.pc), ' +
         'pkg-config and a C++ toolchain (g++, make, python3); run `npm rebuild @ephemera/libvirt-napi` ' +
         '(or `npx node-gyp rebuild` in the package) after installing them. At runtime the shared ' +
@@ -127,7 +161,7 @@ export class LibvirtLoadError extends Error {
 const require = createRequire(import.meta.url);
 
 /** Loads the addon from `path` (no caching); throws LibvirtLoadError with an actionable message. */
-export function loadAddon(path: string = defaultAddonPath()): NativeBinding {
+export function loadAddon(path: string = resolveAddonPath()): NativeBinding {
   let binding: NativeBinding;
   try {
     binding = require(path) as NativeBinding;

@@ -99,7 +99,8 @@ const SERIAL_RE = /^[A-Za-z0-9_.+\- ]{1,64}$/;
 const RBD_PART = '[A-Za-z0-9_][A-Za-z0-9_.-]*';
 const RBD_NAME_RE = new RegExp(`^${RBD_PART}(/${RBD_PART}){1,2}$`);
 const CEPH_USER_RE = /^[A-Za-z0-9_+-]{1,64}$/;
-const DNS_RE = /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
+const DNS_RE =
+  /^(?=.{1,253}$)[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?(?:\.[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?)*$/;
 const IPV4_RE = /^(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)(\.(25[0-5]|2[0-4]\d|1\d\d|[1-9]?\d)){3}$/;
 
 /** Checks a libvirt UUID (8-4-4-4-12 hex). */
@@ -140,12 +141,18 @@ export function checkHost(value: unknown, field: string): string {
   if (typeof value !== 'string') throw new LibvirtXmlError('INVALID_VALUE', field, 'expected a host');
   const v = value.startsWith('[') && value.endsWith(']') ? value.slice(1, -1) : value;
   if (IPV4_RE.test(v) || isIpv6(v) || (DNS_RE.test(v) && !/^[\d.]+$/.test(v))) return v;
-  throw new LibvirtXmlError('INVALID_VALUE', field, `${JSON.stringify(value.slice(0, 64))} is not an IPv4/IPv6 address or a DNS name`);
+  throw new LibvirtXmlError(
+    'INVALID_VALUE',
+    field,
+    `${JSON.stringify(value.slice(0, 64))} is not an IPv4/IPv6 address or a DNS name`,
+  );
 }
 
 function encryptionElement(enc: LuksEncryption, field: string): XmlElement {
   checkEnum(enc?.format, `${field}.format`, ['luks']);
-  return el('encryption', { format: 'luks' }, [el('secret', { type: 'passphrase', uuid: checkUuid(enc.secretUuid, `${field}.secretUuid`) })]);
+  return el('encryption', { format: 'luks' }, [
+    el('secret', { type: 'passphrase', uuid: checkUuid(enc.secretUuid, `${field}.secretUuid`) }),
+  ]);
 }
 
 /**
@@ -154,10 +161,12 @@ function encryptionElement(enc: LuksEncryption, field: string): XmlElement {
  * @throws LibvirtXmlError for any malformed or contradictory field.
  */
 export function diskElement(spec: DiskSpec, field = 'disk'): XmlElement {
-  if (typeof spec !== 'object' || spec === null) throw new LibvirtXmlError('MISSING_VALUE', field, 'expected a disk spec');
+  if (typeof spec !== 'object' || spec === null)
+    throw new LibvirtXmlError('MISSING_VALUE', field, 'expected a disk spec');
   const device = checkEnum(spec.device ?? 'disk', `${field}.device`, ['disk', 'cdrom']);
   const src = spec.source;
-  if (typeof src !== 'object' || src === null) throw new LibvirtXmlError('MISSING_VALUE', `${field}.source`, 'required');
+  if (typeof src !== 'object' || src === null)
+    throw new LibvirtXmlError('MISSING_VALUE', `${field}.source`, 'required');
   const sf = `${field}.source`;
 
   let sourceEl: XmlElement;
@@ -193,16 +202,33 @@ export function diskElement(spec: DiskSpec, field = 'disk'): XmlElement {
       if (src.auth !== undefined) {
         const a = src.auth as Partial<RbdAuthSpec>;
         if (typeof a !== 'object' || a === null || a.username === undefined || a.secretUuid === undefined) {
-          throw new LibvirtXmlError('INVALID_COMBINATION', `${sf}.auth`, 'username and secretUuid are required together');
+          throw new LibvirtXmlError(
+            'INVALID_COMBINATION',
+            `${sf}.auth`,
+            'username and secretUuid are required together',
+          );
         }
-        authEl = el('auth', { username: checkPattern(a.username, `${sf}.auth.username`, CEPH_USER_RE, "a cephx user id (without 'client.')") }, [
-          el('secret', { type: 'ceph', uuid: checkUuid(a.secretUuid, `${sf}.auth.secretUuid`) }),
-        ]);
+        authEl = el(
+          'auth',
+          {
+            username: checkPattern(
+              a.username,
+              `${sf}.auth.username`,
+              CEPH_USER_RE,
+              "a cephx user id (without 'client.')",
+            ),
+          },
+          [el('secret', { type: 'ceph', uuid: checkUuid(a.secretUuid, `${sf}.auth.secretUuid`) })],
+        );
       }
       break;
     }
     default:
-      throw new LibvirtXmlError('INVALID_VALUE', `${sf}.type`, `must be file, block or network, got ${JSON.stringify((src as { type?: unknown }).type)}`);
+      throw new LibvirtXmlError(
+        'INVALID_VALUE',
+        `${sf}.type`,
+        `must be file, block or network, got ${JSON.stringify((src as { type?: unknown }).type)}`,
+      );
   }
   if ((src as { auth?: unknown }).auth !== undefined && type !== 'network') {
     throw new LibvirtXmlError('INVALID_COMBINATION', `${sf}.auth`, 'auth applies to network (rbd) disks only');
@@ -210,17 +236,25 @@ export function diskElement(spec: DiskSpec, field = 'disk'): XmlElement {
 
   const d = spec.driver ?? {};
   const df = `${field}.driver`;
-  const driverType = d.type === undefined ? srcFormat ?? 'raw' : checkEnum(d.type, `${df}.type`, ['raw', 'qcow2']);
+  const driverType = d.type === undefined ? (srcFormat ?? 'raw') : checkEnum(d.type, `${df}.type`, ['raw', 'qcow2']);
   if (srcFormat !== undefined && driverType !== srcFormat) {
-    throw new LibvirtXmlError('INVALID_COMBINATION', `${df}.type`, `'${driverType}' contradicts the source format '${srcFormat}'`);
+    throw new LibvirtXmlError(
+      'INVALID_COMBINATION',
+      `${df}.type`,
+      `'${driverType}' contradicts the source format '${srcFormat}'`,
+    );
   }
-  const cache = d.cache === undefined ? undefined : checkEnum(d.cache, `${df}.cache`, ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe']);
+  const cache =
+    d.cache === undefined
+      ? undefined
+      : checkEnum(d.cache, `${df}.cache`, ['default', 'none', 'writethrough', 'writeback', 'directsync', 'unsafe']);
   const io = d.io === undefined ? undefined : checkEnum(d.io, `${df}.io`, ['native', 'threads', 'io_uring']);
   if (io === 'native' && cache !== 'none' && cache !== 'directsync') {
     throw new LibvirtXmlError('INVALID_COMBINATION', `${df}.io`, "io='native' needs cache 'none' or 'directsync'");
   }
   const discard = d.discard === undefined ? undefined : checkEnum(d.discard, `${df}.discard`, ['unmap', 'ignore']);
-  const detectZeroes = d.detectZeroes === undefined ? undefined : checkEnum(d.detectZeroes, `${df}.detectZeroes`, ['off', 'on', 'unmap']);
+  const detectZeroes =
+    d.detectZeroes === undefined ? undefined : checkEnum(d.detectZeroes, `${df}.detectZeroes`, ['off', 'on', 'unmap']);
   const driverEl = el('driver', {
     name: checkEnum(d.name ?? 'qemu', `${df}.name`, ['qemu']),
     type: driverType,
@@ -234,14 +268,27 @@ export function diskElement(spec: DiskSpec, field = 'disk'): XmlElement {
   if (typeof t !== 'object' || t === null) throw new LibvirtXmlError('MISSING_VALUE', `${field}.target`, 'required');
   const targetEl = el('target', {
     dev: checkPattern(t.dev, `${field}.target.dev`, TARGET_RE, 'a target device like vda, sdb, hdc'),
-    bus: t.bus === undefined ? undefined : checkEnum(t.bus, `${field}.target.bus`, ['virtio', 'scsi', 'sata', 'ide', 'usb']),
+    bus:
+      t.bus === undefined
+        ? undefined
+        : checkEnum(t.bus, `${field}.target.bus`, ['virtio', 'scsi', 'sata', 'ide', 'usb']),
   });
 
   const encryption = src.encryption === undefined ? undefined : encryptionElement(src.encryption, `${sf}.encryption`);
-  const serial = spec.serial === undefined ? undefined : checkPattern(spec.serial, `${field}.serial`, SERIAL_RE, "a serial (letters, digits, ' ', '_', '.', '+', '-'; at most 64)");
+  const serial =
+    spec.serial === undefined
+      ? undefined
+      : checkPattern(
+          spec.serial,
+          `${field}.serial`,
+          SERIAL_RE,
+          "a serial (letters, digits, ' ', '_', '.', '+', '-'; at most 64)",
+        );
   const boot = spec.bootOrder === undefined ? undefined : checkInt(spec.bootOrder, `${field}.bootOrder`, 1, 65535);
-  if (spec.readonly !== undefined && typeof spec.readonly !== 'boolean') throw new LibvirtXmlError('INVALID_VALUE', `${field}.readonly`, 'must be a boolean');
-  if (spec.shareable !== undefined && typeof spec.shareable !== 'boolean') throw new LibvirtXmlError('INVALID_VALUE', `${field}.shareable`, 'must be a boolean');
+  if (spec.readonly !== undefined && typeof spec.readonly !== 'boolean')
+    throw new LibvirtXmlError('INVALID_VALUE', `${field}.readonly`, 'must be a boolean');
+  if (spec.shareable !== undefined && typeof spec.shareable !== 'boolean')
+    throw new LibvirtXmlError('INVALID_VALUE', `${field}.shareable`, 'must be a boolean');
 
   return el('disk', { type, device }, [
     driverEl,

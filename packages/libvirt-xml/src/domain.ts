@@ -1,4 +1,12 @@
 import { checkAbsPath, checkUuid, diskElement, type DiskSpec } from './disk.js';
+import {
+  cpuElement,
+  type CpuSpec,
+  type DeviceSpec,
+  extraDeviceElements,
+  interfaceElements,
+  type NetworkSpec,
+} from './devices.js';
 import { LibvirtXmlError } from './errors.js';
 import { checkEnum, checkInt, checkPattern, checkString, el, serialize, type XmlElement } from './xml.js';
 
@@ -7,12 +15,6 @@ export const EPHEMERA_METADATA_NS = 'https://ephemera.dev/xmlns/libvirt/instance
 
 /** What the domain's lifecycle events do. */
 export type LifecycleAction = 'destroy' | 'restart' | 'preserve' | 'rename-restart';
-
-/** An optional NIC. */
-export type NetworkSpec =
-  | { readonly type: 'user'; readonly model?: 'virtio' | 'e1000' | 'rtl8139'; readonly mac?: string }
-  | { readonly type: 'network'; readonly network: string; readonly model?: 'virtio' | 'e1000' | 'rtl8139'; readonly mac?: string }
-  | { readonly type: 'bridge'; readonly bridge: string; readonly model?: 'virtio' | 'e1000' | 'rtl8139'; readonly mac?: string };
 
 /** Ephemera's data recorded in the domain's `<metadata>`. */
 export interface InstanceMetadata {
@@ -45,8 +47,10 @@ export interface DomainSpec {
   };
   /** Default `{ acpi: true, apic: true }`. */
   readonly features?: { readonly acpi?: boolean; readonly apic?: boolean; readonly pae?: boolean };
-  /** `<cpu mode>`; omitted by default. */
+  /** `<cpu mode>`; omitted by default. Same as `cpu.mode` (give one of them). */
   readonly cpuMode?: 'host-passthrough' | 'host-model' | 'maximum';
+  /** `<cpu>`: mode, model and topology. */
+  readonly cpu?: CpuSpec;
   /** Default `utc`. */
   readonly clock?: 'utc' | 'localtime';
   /** Defaults: destroy, restart, destroy. */
@@ -58,15 +62,18 @@ export interface DomainSpec {
   readonly disks: readonly DiskSpec[];
   /** Guest serial console (COM1) written to this file. */
   readonly serialLogPath?: string;
+  /** One NIC (kept for compatibility): written before `interfaces`. */
   readonly network?: NetworkSpec;
+  /** NICs, in order. */
+  readonly interfaces?: readonly NetworkSpec[];
+  /** Extra devices (RNG, watchdog, input, video, ...): names checked, values escaped. */
+  readonly devices?: readonly DeviceSpec[];
   /** `<memballoon model='none'/>` when false (default: libvirt's default balloon). */
   readonly memballoon?: boolean;
   readonly metadata?: InstanceMetadata;
 }
 
-const MAC_RE = /^[0-9a-fA-F]{2}(:[0-9a-fA-F]{2}){5}$/;
 const MACHINE_RE = /^[A-Za-z0-9_.-]{1,64}$/;
-const IFACE_RE = /^[A-Za-z0-9_.:-]{1,64}$/;
 const IMAGE_ID_RE = /^[A-Za-z0-9_.-]{1,128}$/;
 
 /** Checks a domain name: no control characters, no `/`, not blank, at most 200 characters. */
@@ -82,21 +89,13 @@ function metadataElement(m: InstanceMetadata): XmlElement {
   return el('metadata', {}, [
     el(`${p}:instance`, { [`xmlns:${p}`]: EPHEMERA_METADATA_NS }, [
       el(`${p}:id`, {}, [checkUuid(m.instanceId, 'metadata.instanceId')]),
-      m.displayName !== undefined && el(`${p}:name`, {}, [checkString(m.displayName, 'metadata.displayName', { maxLength: 255 })]),
-      m.imageId !== undefined && el(`${p}:image`, {}, [checkPattern(m.imageId, 'metadata.imageId', IMAGE_ID_RE, 'an image id')]),
+      m.displayName !== undefined &&
+        el(`${p}:name`, {}, [checkString(m.displayName, 'metadata.displayName', { maxLength: 255 })]),
+      m.imageId !== undefined &&
+        el(`${p}:image`, {}, [checkPattern(m.imageId, 'metadata.imageId', IMAGE_ID_RE, 'an image id')]),
       m.flavor !== undefined && el(`${p}:flavor`, {}, [checkString(m.flavor, 'metadata.flavor', { maxLength: 255 })]),
     ]),
   ]);
-}
-
-function interfaceElement(n: NetworkSpec): XmlElement {
-  const type = checkEnum(n?.type, 'network.type', ['user', 'network', 'bridge']);
-  const mac = n.mac === undefined ? undefined : el('mac', { address: checkPattern(n.mac, 'network.mac', MAC_RE, 'a MAC address') });
-  let source: XmlElement | undefined;
-  if (n.type === 'network') source = el('source', { network: checkPattern(n.network, 'network.network', IFACE_RE, 'a libvirt network name') });
-  if (n.type === 'bridge') source = el('source', { bridge: checkPattern(n.bridge, 'network.bridge', IFACE_RE, 'a bridge name') });
-  const model = el('model', { type: checkEnum(n.model ?? 'virtio', 'network.model', ['virtio', 'e1000', 'rtl8139']) });
-  return el('interface', { type }, [mac, source, model]);
 }
 
 /**
@@ -105,7 +104,8 @@ function interfaceElement(n: NetworkSpec): XmlElement {
  * @throws LibvirtXmlError for any malformed or contradictory field (nothing is emitted).
  */
 export function domainElement(spec: DomainSpec): XmlElement {
-  if (typeof spec !== 'object' || spec === null) throw new LibvirtXmlError('MISSING_VALUE', 'domain', 'expected a domain spec');
+  if (typeof spec !== 'object' || spec === null)
+    throw new LibvirtXmlError('MISSING_VALUE', 'domain', 'expected a domain spec');
   const type = checkEnum(spec.type, 'type', ['kvm', 'qemu']);
   const name = checkDomainName(spec.name);
   const uuid = checkUuid(spec.uuid, 'uuid');
@@ -116,23 +116,34 @@ export function domainElement(spec: DomainSpec): XmlElement {
   const disks = spec.disks.map((d, i) => diskElement(d, `disks[${i}]`));
   const targets = new Set<string>();
   spec.disks.forEach((d, i) => {
-    if (targets.has(d.target.dev)) throw new LibvirtXmlError('INVALID_COMBINATION', `disks[${i}].target.dev`, `'${d.target.dev}' is used twice`);
+    if (targets.has(d.target.dev))
+      throw new LibvirtXmlError('INVALID_COMBINATION', `disks[${i}].target.dev`, `'${d.target.dev}' is used twice`);
     targets.add(d.target.dev);
   });
   const diskBoot = spec.disks.some((d) => d.bootOrder !== undefined);
   const orders = spec.disks.flatMap((d) => (d.bootOrder === undefined ? [] : [d.bootOrder]));
-  if (new Set(orders).size !== orders.length) throw new LibvirtXmlError('INVALID_COMBINATION', 'disks', 'boot orders must be unique');
+  if (new Set(orders).size !== orders.length)
+    throw new LibvirtXmlError('INVALID_COMBINATION', 'disks', 'boot orders must be unique');
 
   const os = spec.os ?? {};
   const boot = os.boot ?? (diskBoot ? [] : ['hd']);
   if (diskBoot && boot.length > 0) {
-    throw new LibvirtXmlError('INVALID_COMBINATION', 'os.boot', 'per-disk bootOrder cannot be used together with os.boot');
+    throw new LibvirtXmlError(
+      'INVALID_COMBINATION',
+      'os.boot',
+      'per-disk bootOrder cannot be used together with os.boot',
+    );
   }
   const osEl = el('os', {}, [
-    el('type', {
-      arch: os.arch === undefined ? undefined : checkEnum(os.arch, 'os.arch', ['x86_64', 'i686', 'aarch64']),
-      machine: os.machine === undefined ? undefined : checkPattern(os.machine, 'os.machine', MACHINE_RE, 'a machine type'),
-    }, ['hvm']),
+    el(
+      'type',
+      {
+        arch: os.arch === undefined ? undefined : checkEnum(os.arch, 'os.arch', ['x86_64', 'i686', 'aarch64']),
+        machine:
+          os.machine === undefined ? undefined : checkPattern(os.machine, 'os.machine', MACHINE_RE, 'a machine type'),
+      },
+      ['hvm'],
+    ),
     ...boot.map((b, i) => el('boot', { dev: checkEnum(b, `os.boot[${i}]`, ['hd', 'cdrom', 'network', 'fd']) })),
   ]);
 
@@ -143,9 +154,13 @@ export function domainElement(spec: DomainSpec): XmlElement {
   const devices = el('devices', {}, [
     spec.emulator !== undefined && el('emulator', {}, [checkAbsPath(spec.emulator, 'emulator')]),
     ...disks,
-    spec.network !== undefined && interfaceElement(spec.network),
+    ...interfaceElements(spec.network, spec.interfaces),
+    ...extraDeviceElements(spec.devices),
     spec.serialLogPath !== undefined &&
-      el('serial', { type: 'file' }, [el('source', { path: checkAbsPath(spec.serialLogPath, 'serialLogPath') }), el('target', { port: 0 })]),
+      el('serial', { type: 'file' }, [
+        el('source', { path: checkAbsPath(spec.serialLogPath, 'serialLogPath') }),
+        el('target', { port: 0 }),
+      ]),
     spec.memballoon === false && el('memballoon', { model: 'none' }),
   ]);
 
@@ -157,7 +172,7 @@ export function domainElement(spec: DomainSpec): XmlElement {
     el('vcpu', { placement: 'static' }, [String(vcpus)]),
     osEl,
     featureEls.length > 0 && el('features', {}, featureEls),
-    spec.cpuMode !== undefined && el('cpu', { mode: checkEnum(spec.cpuMode, 'cpuMode', ['host-passthrough', 'host-model', 'maximum']) }),
+    cpuElement(spec.cpu, spec.cpuMode, vcpus),
     el('clock', { offset: checkEnum(spec.clock ?? 'utc', 'clock', ['utc', 'localtime']) }),
     el('on_poweroff', {}, [checkEnum(spec.onPoweroff ?? 'destroy', 'onPoweroff', actions)]),
     el('on_reboot', {}, [checkEnum(spec.onReboot ?? 'restart', 'onReboot', actions)]),

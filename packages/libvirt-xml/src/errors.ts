@@ -6,6 +6,9 @@
  */
 export const LIBVIRT_XML_ERROR_CODES = ['INVALID_VALUE', 'INVALID_COMBINATION', 'MISSING_VALUE'] as const;
 
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/libvirt-xml:error');
+
 /** Why a spec was refused (see {@link LIBVIRT_XML_ERROR_CODES}). */
 export type LibvirtXmlErrorCode = (typeof LIBVIRT_XML_ERROR_CODES)[number];
 
@@ -21,7 +24,17 @@ export class LibvirtXmlError extends Error {
   constructor(code: LibvirtXmlErrorCode, field: string, message: string) {
     super(`${field}: ${message}`);
     this.name = 'LibvirtXmlError';
+    Object.defineProperty(this, BRAND, { value: true });
     this.code = code;
     this.field = field;
   }
+}
+
+/**
+ * True when `err` is a {@link LibvirtXmlError} (optionally with the given code), also one made by
+ * another copy of `@ephemera/libvirt-xml` (it checks the package's brand, not `instanceof`).
+ */
+export function isLibvirtXmlError(err: unknown, code?: LibvirtXmlErrorCode): err is LibvirtXmlError {
+  if (typeof err !== 'object' || err === null || (err as { [BRAND]?: unknown })[BRAND] !== true) return false;
+  return code === undefined || (err as LibvirtXmlError).code === code;
 }

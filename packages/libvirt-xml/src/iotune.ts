@@ -89,9 +89,15 @@ export function checkIoTune(tune: IoTune, field = 'iotune'): Partial<Record<keyo
  * {@link checkIoTune}; an error's field is `prefix + label(key)`, and its message names other
  * limits by `label(key)`.
  */
-function validate(tune: IoTune, field: string, prefix: string, label: (k: keyof IoTune) => string): Partial<Record<keyof IoTune, number>> {
+function validate(
+  tune: IoTune,
+  field: string,
+  prefix: string,
+  label: (k: keyof IoTune) => string,
+): Partial<Record<keyof IoTune, number>> {
   const name = (k: keyof IoTune): string => prefix + label(k);
-  if (typeof tune !== 'object' || tune === null) throw new LibvirtXmlError('INVALID_VALUE', field, 'expected an object');
+  if (typeof tune !== 'object' || tune === null)
+    throw new LibvirtXmlError('INVALID_VALUE', field, 'expected an object');
   const known = new Set<string>(FIELDS.map(([k]) => k));
   for (const k of Object.keys(tune)) {
     if (!known.has(k)) throw new LibvirtXmlError('INVALID_VALUE', name(k as keyof IoTune), 'unknown QoS limit');
@@ -105,7 +111,11 @@ function validate(tune: IoTune, field: string, prefix: string, label: (k: keyof 
   }
   for (const [total, read, write] of EXCLUSIVE) {
     if (out[total] !== undefined && (out[read] !== undefined || out[write] !== undefined)) {
-      throw new LibvirtXmlError('INVALID_COMBINATION', name(total), `cannot be combined with ${label(read)}/${label(write)}`);
+      throw new LibvirtXmlError(
+        'INVALID_COMBINATION',
+        name(total),
+        `cannot be combined with ${label(read)}/${label(write)}`,
+      );
     }
   }
   // libvirt defines these, but QEMU refuses to start the domain (after the disks were made).
@@ -113,13 +123,33 @@ function validate(tune: IoTune, field: string, prefix: string, label: (k: keyof 
     const b = out[base];
     const m = out[max];
     const l = out[length];
-    if (m !== undefined && b === undefined) throw new LibvirtXmlError('INVALID_COMBINATION', name(max), `needs ${label(base)} (a burst rate without its base rate)`);
-    if (m !== undefined && b !== undefined && m < b) throw new LibvirtXmlError('INVALID_COMBINATION', name(max), `${m} is below ${label(base)} (${b})`);
-    if (l !== undefined && m === undefined) throw new LibvirtXmlError('INVALID_COMBINATION', name(length), `needs ${label(max)} (a burst length without its burst rate)`);
+    if (m !== undefined && b === undefined)
+      throw new LibvirtXmlError(
+        'INVALID_COMBINATION',
+        name(max),
+        `needs ${label(base)} (a burst rate without its base rate)`,
+      );
+    if (m !== undefined && b !== undefined && m < b)
+      throw new LibvirtXmlError('INVALID_COMBINATION', name(max), `${m} is below ${label(base)} (${b})`);
+    if (l !== undefined && m === undefined)
+      throw new LibvirtXmlError(
+        'INVALID_COMBINATION',
+        name(length),
+        `needs ${label(max)} (a burst length without its burst rate)`,
+      );
     if (l !== undefined && m !== undefined && l > IOTUNE_VALUE_MAX / m)
-      throw new LibvirtXmlError('INVALID_COMBINATION', name(length), `${label(max)} x ${label(length)} must not exceed ${IOTUNE_VALUE_MAX}`);
+      throw new LibvirtXmlError(
+        'INVALID_COMBINATION',
+        name(length),
+        `${label(max)} x ${label(length)} must not exceed ${IOTUNE_VALUE_MAX}`,
+      );
   }
-  if (out.sizeIopsSec !== undefined && out.totalIopsSec === undefined && out.readIopsSec === undefined && out.writeIopsSec === undefined) {
+  if (
+    out.sizeIopsSec !== undefined &&
+    out.totalIopsSec === undefined &&
+    out.readIopsSec === undefined &&
+    out.writeIopsSec === undefined
+  ) {
     throw new LibvirtXmlError('INVALID_COMBINATION', name('sizeIopsSec'), 'needs an iops limit');
   }
   return out;
@@ -145,7 +175,12 @@ export function iotuneFromFlavor(extraSpecs: Readonly<Record<string, string | nu
     const raw = extraSpecs[spec];
     if (raw === undefined) continue;
     const s = String(raw).trim();
-    if (!/^\d{1,16}$/.test(s)) throw new LibvirtXmlError('INVALID_VALUE', spec, `expected a non-negative integer, got ${JSON.stringify(String(raw).slice(0, 32))}`);
+    if (!/^\d{1,16}$/.test(s))
+      throw new LibvirtXmlError(
+        'INVALID_VALUE',
+        spec,
+        `expected a non-negative integer, got ${JSON.stringify(String(raw).slice(0, 32))}`,
+      );
     out[key] = Number(s);
   }
   // Errors name the extra spec the operator wrote, not our field.

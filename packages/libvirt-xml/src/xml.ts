@@ -13,7 +13,11 @@ export type XmlAttrs = Record<string, string | number | undefined>;
 const NAME_RE = /^[A-Za-z_][A-Za-z0-9_.:-]*$/;
 
 /** Makes an element; children that are `undefined`/`false` are dropped. */
-export function el(name: string, attrs: XmlAttrs = {}, children: ReadonlyArray<XmlElement | string | undefined | false> = []): XmlElement {
+export function el(
+  name: string,
+  attrs: XmlAttrs = {},
+  children: ReadonlyArray<XmlElement | string | undefined | false> = [],
+): XmlElement {
   if (!NAME_RE.test(name)) throw new Error(`internal: bad element name ${name}`);
   const a: [string, string][] = [];
   for (const [k, v] of Object.entries(attrs)) {
@@ -49,8 +53,13 @@ const CONTROL_RE = /[\u0000-\u001f\u007f-\u009f\ufffe\uffff]/;
  * Checks a free-form string value (a name, a path): a non-empty string without forbidden
  * characters. Markup characters (`<`, `&`, quotes) are allowed: they are escaped on output.
  */
-export function checkString(value: unknown, field: string, options: { maxLength?: number; allowEmpty?: boolean } = {}): string {
-  if (typeof value !== 'string') throw new LibvirtXmlError('INVALID_VALUE', field, `expected a string, got ${typeof value}`);
+export function checkString(
+  value: unknown,
+  field: string,
+  options: { maxLength?: number; allowEmpty?: boolean } = {},
+): string {
+  if (typeof value !== 'string')
+    throw new LibvirtXmlError('INVALID_VALUE', field, `expected a string, got ${typeof value}`);
   if (!options.allowEmpty && value.length === 0) throw new LibvirtXmlError('MISSING_VALUE', field, 'must not be empty');
   if (CONTROL_RE.test(value) || hasLoneSurrogate(value)) {
     throw new LibvirtXmlError('INVALID_VALUE', field, 'contains control characters or invalid unicode');
@@ -72,7 +81,11 @@ export function checkPattern(value: unknown, field: string, re: RegExp, what: st
 /** Checks that `value` is one of `allowed`. */
 export function checkEnum<const T extends string>(value: unknown, field: string, allowed: readonly T[]): T {
   if (typeof value !== 'string' || !(allowed as readonly string[]).includes(value)) {
-    throw new LibvirtXmlError('INVALID_VALUE', field, `must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`);
+    throw new LibvirtXmlError(
+      'INVALID_VALUE',
+      field,
+      `must be one of ${allowed.join(', ')}, got ${JSON.stringify(value)}`,
+    );
   }
   return value as T;
 }
@@ -97,7 +110,8 @@ export function escapeAttr(s: string): string {
 
 function assertSafe(s: string, where: string): void {
   // Last line of defence: builders already checked every value with a field name.
-  if (CONTROL_RE.test(s) || hasLoneSurrogate(s)) throw new LibvirtXmlError('INVALID_VALUE', where, 'contains control characters or invalid unicode');
+  if (CONTROL_RE.test(s) || hasLoneSurrogate(s))
+    throw new LibvirtXmlError('INVALID_VALUE', where, 'contains control characters or invalid unicode');
 }
 
 /** Serialises an element tree, two-space indented, single-quoted attributes (as libvirt writes). */

@@ -1,4 +1,27 @@
 /**
+ * Every stable `code` an error of this package carries (the CLI maps each one to an exit code):
+ * {@link ImageFormatError} is `QEMU_IMG_BAD_IMAGE`, {@link ImageSafetyError} `QEMU_IMG_UNSAFE_IMAGE`,
+ * {@link QemuImgError} `QEMU_IMG_<KIND>` (its `kind` in capitals, `-` as `_`).
+ */
+export const QEMU_IMG_ERROR_CODES = [
+  'QEMU_IMG_BAD_IMAGE',
+  'QEMU_IMG_UNSAFE_IMAGE',
+  'QEMU_IMG_EXIT',
+  'QEMU_IMG_TIMEOUT',
+  'QEMU_IMG_ABORTED',
+  'QEMU_IMG_SPAWN',
+  'QEMU_IMG_PARSE',
+  'QEMU_IMG_SIGNAL',
+  'QEMU_IMG_INVALID_ARGUMENT',
+] as const;
+
+/** A stable code of this package's errors (see {@link QEMU_IMG_ERROR_CODES}). */
+export type QemuImgErrorCode = (typeof QEMU_IMG_ERROR_CODES)[number];
+
+/** Marks this package's errors; `Symbol.for` makes it the same symbol in every copy of the package. */
+const BRAND: unique symbol = Symbol.for('@ephemera/qemu-img-wrapper:error');
+
+/**
  * Why the inspector could not make sense of an image's headers.
  * - `truncated`: the input ends inside a header the format requires.
  * - `invalid-header`: a header field is out of range or inconsistent.
@@ -20,6 +43,8 @@ export type ImageFormatErrorReason =
 /** The inspector could not parse an image: the image must not be used. */
 export class ImageFormatError extends Error {
   override readonly name = 'ImageFormatError';
+  /** Stable code (the same for every `reason`). */
+  readonly code = 'QEMU_IMG_BAD_IMAGE';
   /** Machine-readable reason code. */
   readonly reason: ImageFormatErrorReason;
   /** The format whose header was being parsed, when known. */
@@ -27,6 +52,7 @@ export class ImageFormatError extends Error {
 
   constructor(reason: ImageFormatErrorReason, message: string, format?: string, options?: { cause?: unknown }) {
     super(message, options);
+    Object.defineProperty(this, BRAND, { value: true });
     this.reason = reason;
     this.format = format;
   }
@@ -67,8 +93,10 @@ export interface SafetyIssue {
 }
 
 /** The image parsed but is unsafe to use. `issues` lists every problem found; `reason` is the first. */
-export class UnsafeImageError extends Error {
-  override readonly name = 'UnsafeImageError';
+export class ImageSafetyError extends Error {
+  override readonly name = 'ImageSafetyError';
+  /** Stable code (the same for every `reason`). */
+  readonly code = 'QEMU_IMG_UNSAFE_IMAGE';
   readonly reason: UnsafeImageReason;
   /** The detected format. */
   readonly format: string;
@@ -81,6 +109,7 @@ export class UnsafeImageError extends Error {
         ? `unsafe ${format} image: ${issues.map((i) => i.message).join('; ')}`
         : `unsafe ${format} image: ${first.message}`,
     );
+    Object.defineProperty(this, BRAND, { value: true });
     this.reason = first.reason;
     this.format = format;
     this.issues = issues;
@@ -100,6 +129,8 @@ export type QemuImgErrorKind = 'exit' | 'timeout' | 'aborted' | 'spawn' | 'parse
 /** A qemu-img run failed. `stderr` holds qemu-img's own explanation (capped). */
 export class QemuImgError extends Error {
   override readonly name = 'QemuImgError';
+  /** Stable code, `QEMU_IMG_<KIND>` (e.g. `QEMU_IMG_TIMEOUT` for kind `timeout`). */
+  readonly code: QemuImgErrorCode;
   readonly kind: QemuImgErrorKind;
   /** The qemu-img sub-command (`info`, `convert`, ...). */
   readonly command: string;
@@ -120,6 +151,8 @@ export class QemuImgError extends Error {
     cause?: unknown;
   }) {
     super(init.message, init.cause === undefined ? undefined : { cause: init.cause });
+    Object.defineProperty(this, BRAND, { value: true });
+    this.code = `QEMU_IMG_${init.kind.toUpperCase().replace('-', '_')}` as QemuImgErrorCode;
     this.kind = init.kind;
     this.command = init.command;
     this.args = init.args ?? [];
@@ -127,4 +160,24 @@ export class QemuImgError extends Error {
     this.signal = init.signal ?? null;
     this.stderr = init.stderr ?? '';
   }
+}
+
+/** The class of this package's errors that carries code `C` (a union for a union of codes). */
+export type QemuImgErrorWithCode<C extends QemuImgErrorCode> = C extends 'QEMU_IMG_BAD_IMAGE'
+  ? ImageFormatError
+  : C extends 'QEMU_IMG_UNSAFE_IMAGE'
+    ? ImageSafetyError
+    : QemuImgError;
+
+/**
+ * True when `err` is an error of this package ({@link ImageFormatError}, {@link ImageSafetyError},
+ * {@link QemuImgError}), optionally with the given code, also one made by another copy of
+ * `@ephemera/qemu-img-wrapper` (it checks the package's brand, not `instanceof`).
+ */
+export function isQemuImgError<C extends QemuImgErrorCode = QemuImgErrorCode>(
+  err: unknown,
+  code?: C,
+): err is QemuImgErrorWithCode<C> {
+  if (typeof err !== 'object' || err === null || (err as { [BRAND]?: unknown })[BRAND] !== true) return false;
+  return code === undefined || (err as QemuImgError).code === code;
 }

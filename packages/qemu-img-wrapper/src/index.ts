@@ -9,8 +9,12 @@
 // Errors
 export {
   ImageFormatError,
-  UnsafeImageError,
+  ImageSafetyError,
   QemuImgError,
+  QEMU_IMG_ERROR_CODES,
+  isQemuImgError,
+  type QemuImgErrorCode,
+  type QemuImgErrorWithCode,
   type ImageFormatErrorReason,
   type UnsafeImageReason,
   type SafetyIssue,
@@ -51,6 +55,14 @@ export {
   type MeasureResult,
 } from './qemu-img.js';
 export type { ResourceLimits } from './run.js';
+export type { QemuSecret } from './secrets.js';
+export {
+  LUKS_ITER_TIME_MS,
+  luksCreateOptions,
+  luksImageOpts,
+  renderSecretObject,
+  withSecretFile,
+} from './secrets.js';
 /**
  * Children that die with this process: `withParentDeathSignal(argv)` prefixes
  * `setpriv --pdeathsig KILL --` (util-linux) when `findSetpriv()` finds it on PATH.

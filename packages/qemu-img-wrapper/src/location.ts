@@ -48,13 +48,17 @@ export interface HttpLocation {
 export type ImageLocation = string | RbdLocation | HttpLocation;
 
 /** Builds an {@link HttpLocation}. */
-export function httpLocation(url: string, options: { readaheadBytes?: number; timeoutSeconds?: number } = {}): HttpLocation {
+export function httpLocation(
+  url: string,
+  options: { readaheadBytes?: number; timeoutSeconds?: number } = {},
+): HttpLocation {
   return { type: 'http', url, ...options };
 }
 
 /** The `json:` spelling of an HTTP(S) source for QEMU's curl driver. */
 export function httpJson(h: Omit<HttpLocation, 'type'>): string {
-  if (typeof h.url !== 'string' || !/^https?:\/\/[^\s]+$/.test(h.url)) throw bad('HTTP location must be an http:// or https:// URL');
+  if (typeof h.url !== 'string' || !/^https?:\/\/[^\s]+$/.test(h.url))
+    throw bad('HTTP location must be an http:// or https:// URL');
   const file: Record<string, unknown> = { driver: h.url.startsWith('https:') ? 'https' : 'http', url: h.url };
   for (const [k, v] of [
     ['readahead', h.readaheadBytes],
@@ -183,7 +187,8 @@ export function renderImageOpts(loc: ImageLocation, format: string): string {
     return `driver=${optValue(format)},file.driver=file,file.filename=${optValue(renderLocation(loc))}`;
   }
   renderLocation(loc); // validates
-  if (loc.type === 'http' || loc.keyringPath !== undefined) throw bad('--image-opts spells local and keyring-less RBD images only');
+  if (loc.type === 'http' || loc.keyringPath !== undefined)
+    throw bad('--image-opts spells local and keyring-less RBD images only');
   let s = `driver=${optValue(format)},file.driver=rbd,file.pool=${optValue(loc.pool)}`;
   if (loc.namespace) s += `,file.namespace=${optValue(loc.namespace)}`;
   s += `,file.image=${optValue(loc.image)}`;

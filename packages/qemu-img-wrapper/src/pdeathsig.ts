@@ -36,6 +36,9 @@ export function findSetpriv(envPath: string | undefined = process.env['PATH']): 
  * Linux delivers the signal when the *thread* that spawned the child exits; Node spawns from the
  * main (event loop) thread, which lives as long as the process.
  */
-export function withParentDeathSignal(argv: readonly string[], setpriv: string | false = findSetpriv() ?? false): string[] {
+export function withParentDeathSignal(
+  argv: readonly string[],
+  setpriv: string | false = findSetpriv() ?? false,
+): string[] {
   return setpriv ? [setpriv, '--pdeathsig', 'KILL', '--', ...argv] : [...argv];
 }

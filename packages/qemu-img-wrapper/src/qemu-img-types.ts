@@ -2,6 +2,7 @@
 import type { SafetyOptions } from './inspector/index.js';
 import type { ImageLocation } from './location.js';
 import type { ResourceLimits } from './run.js';
+import type { QemuSecret } from './secrets.js';
 
 /** Construction options of {@link QemuImg}. */
 export interface QemuImgOptions {
@@ -35,6 +36,8 @@ export interface CommonOptions {
   /** Overrides the default timeout for this call (0 = none). */
   timeoutMs?: number;
   signal?: AbortSignal;
+  /** Secret objects (`--object secret,...,file=`) the command's image options reference; see `withSecretFile`. */
+  secrets?: readonly QemuSecret[];
 }
 
 /** One internal snapshot, as `qemu-img info` lists it. */
@@ -100,6 +103,11 @@ export interface CreateOptions extends CommonOptions {
   options?: Record<string, string | number | boolean>;
   /** `-u`: do not open the backing file (it may not exist yet). */
   unsafeBacking?: boolean;
+  /**
+   * Removes what a failed LUKS create made of a target the wrapper cannot remove itself (RBD),
+   * before the create is run again (see the PBKDF benchmark retry): librbd refuses an existing image.
+   */
+  cleanup?: (target: ImageLocation) => Promise<void> | void;
 }
 
 /** Cache modes qemu-img accepts for `-t`/`-T`. */
@@ -139,9 +147,17 @@ export interface ConvertOptions extends CommonOptions {
   /** `-o` target options. */
   targetOptions?: Record<string, string | number | boolean>;
   /**
+   * With `noCreate`: open the target with these `--target-image-opts` (e.g. `luksImageOpts`) instead
+   * of its location and `-O`; `targetFormat` is then only informational.
+   */
+  targetImageOpts?: string;
+  /** Trusted sources only: open the source with these `--image-opts` (e.g. `luksImageOpts`) instead of `-f`. */
+  sourceImageOpts?: string;
+  /**
    * Called after a failed or aborted convert with the target, for targets the wrapper cannot
    * remove itself (RBD): e.g. `rbd rm`. Local files created by this convert are removed by the
-   * wrapper.
+   * wrapper. Also called before a LUKS convert is run again (the PBKDF benchmark retry), so the
+   * second run does not find the first run's target.
    */
   cleanup?: (target: ImageLocation) => Promise<void> | void;
   /** On an abort, before any kill: see `RunSpec.onAbort` (SIGTERM then waits `killGraceMs`). */

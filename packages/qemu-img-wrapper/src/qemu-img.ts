@@ -4,10 +4,32 @@ import { inspectImageFile, safetyCheck, type InspectedImage, type SafetyOptions 
 import { isLocal, renderBacking, renderImageOpts, renderLocation, type ImageLocation } from './location.js';
 import { ProgressParser } from './progress.js';
 import { findSetpriv } from './pdeathsig.js';
+import { renderSecretObject } from './secrets.js';
 import { runQemuImg, type ResourceLimits, type RunResult } from './run.js';
 
-import type { QemuImgOptions, CommonOptions, SnapshotInfo, ImageInfo, InfoOptions, CreateOptions, CacheMode, ConvertOptions, CheckResult, MeasureResult } from './qemu-img-types.js';
-export type { QemuImgOptions, CommonOptions, SnapshotInfo, ImageInfo, InfoOptions, CreateOptions, CacheMode, ConvertOptions, CheckResult, MeasureResult } from './qemu-img-types.js';
+import type {
+  QemuImgOptions,
+  CommonOptions,
+  SnapshotInfo,
+  ImageInfo,
+  InfoOptions,
+  CreateOptions,
+  ConvertOptions,
+  CheckResult,
+  MeasureResult,
+} from './qemu-img-types.js';
+export type {
+  QemuImgOptions,
+  CommonOptions,
+  SnapshotInfo,
+  ImageInfo,
+  InfoOptions,
+  CreateOptions,
+  CacheMode,
+  ConvertOptions,
+  CheckResult,
+  MeasureResult,
+} from './qemu-img-types.js';
 
 const DEFAULT_LIMITS: ResourceLimits = { addressSpaceBytes: 1024 * 1024 * 1024, cpuSeconds: 30 };
 const FORMAT_RE = /^[a-z0-9_-]{1,32}$/;
@@ -38,6 +60,29 @@ function renderOptions(command: string, opts: Record<string, string | number | b
     })
     .join(',');
 }
+
+/**
+ * Creating a LUKS key slot benchmarks PBKDF2 on the thread's CPU time; on a busy host with
+ * tick-based CPU accounting that reads 0 ms and QEMU gives up ("Unable to get accurate CPU
+ * usage"). Nothing was formatted then: the same command is run again (3 tries in all).
+ */
+async function retryPbkdfBenchmark(
+  run: () => Promise<RunResult>,
+  signal?: AbortSignal,
+  beforeRetry?: () => Promise<void>,
+): Promise<RunResult> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await run();
+    } catch (e) {
+      const stderr = (e as { stderr?: unknown }).stderr;
+      if (attempt >= 3 || signal?.aborted || typeof stderr !== 'string' || !stderr.includes(PBKDF_FLAKE)) throw e;
+      // The failed run may have created the target before formatting it (an RBD image).
+      await beforeRetry?.();
+    }
+  }
+}
+const PBKDF_FLAKE = 'Unable to get accurate CPU usage';
 
 function num(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;
@@ -102,7 +147,8 @@ export class QemuImg {
       LANG: 'C',
     };
     this.onExec = options.onExec;
-    this.setprivBinary = options.dieWithParent === false ? undefined : (options.setprivBinary ?? findSetpriv(this.env['PATH']));
+    this.setprivBinary =
+      options.dieWithParent === false ? undefined : (options.setprivBinary ?? findSetpriv(this.env['PATH']));
   }
 
   private run(
@@ -113,26 +159,30 @@ export class QemuImg {
       okExitCodes?: number[];
       onStdout?: (t: string) => void;
       long?: boolean;
+      beforeRetry?: () => Promise<void>;
     } & Pick<ConvertOptions, 'onAbort' | 'onKill' | 'killGraceMs'>,
   ): Promise<RunResult> {
     const timeout = opts.timeoutMs ?? (opts.long ? 0 : this.timeoutMs);
-    return runQemuImg({
-      binary: this.binary,
-      prlimitBinary: this.prlimitBinary,
-      setprivBinary: this.setprivBinary,
-      command,
-      args: [command, ...args],
-      env: this.env,
-      timeoutMs: timeout > 0 ? timeout : undefined,
-      signal: opts.signal,
-      limits: opts.limits ? this.limits : undefined,
-      killGraceMs: opts.killGraceMs ?? this.killGraceMs,
-      onAbort: opts.onAbort,
-      onKill: opts.onKill,
-      okExitCodes: opts.okExitCodes,
-      onStdout: opts.onStdout,
-      onExec: this.onExec,
-    });
+    const once = (): Promise<RunResult> =>
+      runQemuImg({
+        binary: this.binary,
+        prlimitBinary: this.prlimitBinary,
+        setprivBinary: this.setprivBinary,
+        command,
+        args: [command, ...(opts.secrets ?? []).flatMap(renderSecretObject), ...args],
+        env: this.env,
+        timeoutMs: timeout > 0 ? timeout : undefined,
+        signal: opts.signal,
+        limits: opts.limits ? this.limits : undefined,
+        killGraceMs: opts.killGraceMs ?? this.killGraceMs,
+        onAbort: opts.onAbort,
+        onKill: opts.onKill,
+        okExitCodes: opts.okExitCodes,
+        onStdout: opts.onStdout,
+        onExec: this.onExec,
+      });
+    if (!opts.secrets?.length) return once();
+    return retryPbkdfBenchmark(once, opts.signal, opts.beforeRetry);
   }
 
   private parseJson(command: string, res: RunResult): unknown {
@@ -206,18 +256,28 @@ export class QemuImg {
     const args = ['-q', '-f', checkFormat('create', options.format)];
     if (options.backing) {
       if (!options.backing.format) throw invalid('create', 'a backing file needs its format');
-      args.push('-b', renderBacking(options.backing.file), '-F', checkFormat('create', options.backing.format, 'backing format'));
+      args.push(
+        '-b',
+        renderBacking(options.backing.file),
+        '-F',
+        checkFormat('create', options.backing.format, 'backing format'),
+      );
       if (options.unsafeBacking) args.push('-u');
     } else if (options.size === undefined) {
       throw invalid('create', 'size is required without a backing file');
     }
     const o: Record<string, string | number | boolean> = { ...options.options };
-    if (options.clusterSize !== undefined) o['cluster_size'] = Number(checkBytes('create', options.clusterSize, 'clusterSize', 512));
+    if (options.clusterSize !== undefined)
+      o['cluster_size'] = Number(checkBytes('create', options.clusterSize, 'clusterSize', 512));
     if (options.preallocation) o['preallocation'] = options.preallocation;
     if (Object.keys(o).length) args.push('-o', renderOptions('create', o));
     args.push(renderLocation(loc));
     if (options.size !== undefined) args.push(checkBytes('create', options.size, 'size'));
-    await this.run('create', args, options);
+    const { cleanup } = options;
+    await this.run('create', args, {
+      ...options,
+      ...(cleanup && !isLocal(loc) ? { beforeRetry: async () => void (await cleanup(loc)) } : {}),
+    });
   }
 
   /**
@@ -233,7 +293,14 @@ export class QemuImg {
     } else if (srcFormat === undefined) {
       throw invalid(cmd, 'sourceFormat is required for trusted converts (qemu-img must never probe)');
     }
-    const args = ['-p', '-f', checkFormat(cmd, srcFormat!), '-O', checkFormat(cmd, options.targetFormat, 'target format')];
+    if (options.sourceImageOpts !== undefined && (options.untrusted ?? true))
+      throw invalid(cmd, 'sourceImageOpts is for trusted sources only');
+    const args = ['-p'];
+    if (options.sourceImageOpts === undefined) args.push('-f', checkFormat(cmd, srcFormat!));
+    else args.push('--image-opts');
+    if (options.targetImageOpts === undefined) args.push('-O', checkFormat(cmd, options.targetFormat, 'target format'));
+    else if (!options.noCreate) throw invalid(cmd, 'targetImageOpts needs noCreate');
+    else args.push('--target-image-opts');
     if (options.parallel !== undefined) {
       if (!Number.isInteger(options.parallel) || options.parallel < 1 || options.parallel > 16) {
         throw invalid(cmd, 'parallel must be 1..16');
@@ -256,22 +323,32 @@ export class QemuImg {
     }
     const src = renderLocation(source);
     const dst = renderLocation(target);
-    args.push(src, dst);
+    args.push(options.sourceImageOpts ?? src, options.targetImageOpts ?? dst);
 
     const createdLocal = isLocal(target) && !(await exists(dst));
-    await this.withProgress(cmd, args, options, async () => {
+    const removeTarget = async (): Promise<void> => {
       if (isLocal(target)) {
         if (createdLocal) await unlink(dst).catch(() => undefined);
       } else if (options.cleanup) {
         await options.cleanup(target);
       }
-    });
+    };
+    // A retried run (-n aside) must not find the target the failed run created.
+    await this.withProgress(
+      cmd,
+      { args, beforeRetry: options.noCreate ? undefined : removeTarget },
+      options,
+      removeTarget,
+    );
   }
 
   private async withProgress(
     command: string,
-    args: string[],
-    options: CommonOptions & { onProgress?: (p: number) => void } & Pick<ConvertOptions, 'onAbort' | 'onKill' | 'killGraceMs'>,
+    { args, beforeRetry }: { args: string[]; beforeRetry?: () => Promise<void> },
+    options: CommonOptions & { onProgress?: (p: number) => void } & Pick<
+        ConvertOptions,
+        'onAbort' | 'onKill' | 'killGraceMs'
+      >,
     onFailure?: () => Promise<void>,
   ): Promise<void> {
     const parser = new ProgressParser();
@@ -283,6 +360,7 @@ export class QemuImg {
         ...options,
         long: true,
         onStdout: (t) => emit(parser.feed(t)),
+        ...(beforeRetry ? { beforeRetry } : {}),
       });
     } catch (e) {
       if (onFailure) await onFailure();
@@ -295,7 +373,11 @@ export class QemuImg {
   async resize(
     loc: ImageLocation,
     size: number,
-    options: CommonOptions & { format: string; shrink?: boolean; preallocation?: 'off' | 'metadata' | 'falloc' | 'full' },
+    options: CommonOptions & {
+      format: string;
+      shrink?: boolean;
+      preallocation?: 'off' | 'metadata' | 'falloc' | 'full';
+    },
   ): Promise<void> {
     const args = ['-q', '-f', checkFormat('resize', options.format)];
     if (options.preallocation) args.push(`--preallocation=${options.preallocation}`);
@@ -310,7 +392,12 @@ export class QemuImg {
    */
   async check(
     loc: ImageLocation,
-    options: CommonOptions & { format?: string; untrusted?: boolean; safety?: SafetyOptions; repair?: 'leaks' | 'all' } = {},
+    options: CommonOptions & {
+      format?: string;
+      untrusted?: boolean;
+      safety?: SafetyOptions;
+      repair?: 'leaks' | 'all';
+    } = {},
   ): Promise<CheckResult> {
     const untrusted = options.untrusted ?? true;
     let format = options.format;
@@ -373,7 +460,12 @@ export class QemuImg {
     const required = num(o['required']);
     const fullyAllocated = num(o['fully-allocated']);
     if (required === undefined || fullyAllocated === undefined) {
-      throw new QemuImgError({ kind: 'parse', command: 'measure', stderr: res.stderr, message: 'measure output lacks sizes' });
+      throw new QemuImgError({
+        kind: 'parse',
+        command: 'measure',
+        stderr: res.stderr,
+        message: 'measure output lacks sizes',
+      });
     }
     return { required, fullyAllocated, bitmaps: num(o['bitmaps']) };
   }
@@ -394,12 +486,17 @@ export class QemuImg {
     const args = ['-p', '-f', checkFormat('rebase', options.format)];
     if (options.unsafe) args.push('-u');
     if (options.backing) {
-      args.push('-b', renderBacking(options.backing.file), '-F', checkFormat('rebase', options.backing.format, 'backing format'));
+      args.push(
+        '-b',
+        renderBacking(options.backing.file),
+        '-F',
+        checkFormat('rebase', options.backing.format, 'backing format'),
+      );
     } else {
       args.push('-b', '');
     }
     args.push(renderLocation(loc));
-    await this.withProgress('rebase', args, options);
+    await this.withProgress('rebase', { args }, options);
   }
 
   /** `qemu-img commit -p`: merge an overlay into its backing file (or `base`). `drop` = `-d`. */
@@ -416,7 +513,7 @@ export class QemuImg {
     if (options.base !== undefined) args.push('-b', renderLocation(options.base));
     if (options.drop) args.push('-d');
     args.push(renderLocation(loc));
-    await this.withProgress('commit', args, options);
+    await this.withProgress('commit', { args }, options);
   }
 
   /** Internal snapshots of an image (from `qemu-img info`, which has a JSON form). */
@@ -440,7 +537,12 @@ export class QemuImg {
     await this.snapshot('-d', loc, name, options);
   }
 
-  private async snapshot(flag: string, loc: ImageLocation, name: string, options: CommonOptions & { format: string }): Promise<void> {
+  private async snapshot(
+    flag: string,
+    loc: ImageLocation,
+    name: string,
+    options: CommonOptions & { format: string },
+  ): Promise<void> {
     if (!name || /[\0\n]/.test(name) || name.length > 255) throw invalid('snapshot', 'invalid snapshot name');
     // `qemu-img snapshot` has no -f: --image-opts names the driver so qemu-img never probes.
     const opts = renderImageOpts(loc, checkFormat('snapshot', options.format));

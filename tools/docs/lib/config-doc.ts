@@ -99,7 +99,8 @@ export function renderConfigReference(schema: readonly OptionDoc[]): string {
   return out.join('\n');
 }
 
-export const BEGIN_GENERATED = '<!-- BEGIN GENERATED: config reference (tools/docs; edit the driver schema, not this) -->';
+export const BEGIN_GENERATED =
+  '<!-- BEGIN GENERATED: config reference (tools/docs; edit the driver schema, not this) -->';
 export const END_GENERATED = '<!-- END GENERATED -->';
 
 /** `page` with the text between the generated markers replaced by `reference`. */

@@ -15,13 +15,40 @@ import { randomUUID } from 'node:crypto';
 import { existsSync, mkdirSync, readFileSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import {
-  CEPH_DAEMONS, cephLogs, cephPaths, cephReady, cephStatusChecks, createPools, monMkfs, osdMkfs, osdNew,
-  startCephDaemon, writeCephConfig, writeCephConfs,
+  CEPH_DAEMONS,
+  cephLogs,
+  cephPaths,
+  cephReady,
+  cephStatusChecks,
+  createPools,
+  monMkfs,
+  osdMkfs,
+  osdNew,
+  startCephDaemon,
+  writeCephConfig,
+  writeCephConfs,
 } from './ceph.mjs';
-import { glanceDbSync, glanceLogs, glancePaths, glanceReady, glanceUrl, startGlance, writeGlanceConfig } from './glance.mjs';
 import {
-  defineCephSecret, destroyDomains, ensureLibvirtQemuUser, libvirtdLogs, libvirtdPaths, libvirtdReady,
-  pidsInNamespaces, probeAccel, saveLibvirtCaps, startLibvirtd, writeLibvirtConfig,
+  glanceDbSync,
+  glanceLogs,
+  glancePaths,
+  glanceReady,
+  glanceUrl,
+  startGlance,
+  writeGlanceConfig,
+} from './glance.mjs';
+import {
+  defineCephSecret,
+  destroyDomains,
+  ensureLibvirtQemuUser,
+  libvirtdLogs,
+  libvirtdPaths,
+  libvirtdReady,
+  pidsInNamespaces,
+  probeAccel,
+  saveLibvirtCaps,
+  startLibvirtd,
+  writeLibvirtConfig,
 } from './libvirtd.mjs';
 import { ensureHosts, hostOfService, hostPaths, hostService, hostStateDir, newHost, requestedHosts } from './hosts.mjs';
 import { allPids, mountNs, pidAlive, procCmdline, rssBytes, serviceError, terminate, waitFor } from './process.mjs';
@@ -56,8 +83,12 @@ const isCeph = (svc) => Object.hasOwn(CEPH_DAEMONS, svc);
 // ---------------------------------------------------------------------------------------------
 // state and services
 
-function loadState() { return readJson(P.state); }
-function saveState(st) { writeAtomic(P.state, `${JSON.stringify(st, null, 2)}\n`); }
+function loadState() {
+  return readJson(P.state);
+}
+function saveState(st) {
+  writeAtomic(P.state, `${JSON.stringify(st, null, 2)}\n`);
+}
 
 /** Log files shown (tail) when a service fails. */
 function serviceLogs(svc) {
@@ -110,7 +141,10 @@ async function waitService(st, svc, handle) {
   const host = hostOf(st, svc);
   if (host) {
     const ns = mountNs(st.pids[svc]);
-    if (ns && !host.libvirtNs.includes(ns)) { host.libvirtNs.push(ns); saveState(st); }
+    if (ns && !host.libvirtNs.includes(ns)) {
+      host.libvirtNs.push(ns);
+      saveState(st);
+    }
     saveLibvirtCaps(HP(host.id));
   }
   return now() - t0;
@@ -136,16 +170,28 @@ async function health(st) {
     glance: () => READY.glance(st),
   };
   for (const h of ensureHosts(st)) checks[hostService(h.id)] = () => libvirtdReady(HP(h.id).uri);
-  await Promise.all(services(st).map(async (svc) => {
-    const pid = st.pids?.[svc];
-    const isAlive = alive(pid);
-    let answers = false;
-    let error;
-    if (isAlive) {
-      try { answers = !!(await checks[svc]()); } catch (e) { error = e.message.split('\n')[0]; }
-    }
-    res[svc] = { pid: pid ?? null, alive: isAlive, answers, rss: isAlive ? rssBytes(pid) : 0, ...(error ? { error } : {}) };
-  }));
+  await Promise.all(
+    services(st).map(async (svc) => {
+      const pid = st.pids?.[svc];
+      const isAlive = alive(pid);
+      let answers = false;
+      let error;
+      if (isAlive) {
+        try {
+          answers = !!(await checks[svc]());
+        } catch (e) {
+          error = e.message.split('\n')[0];
+        }
+      }
+      res[svc] = {
+        pid: pid ?? null,
+        alive: isAlive,
+        answers,
+        rss: isAlive ? rssBytes(pid) : 0,
+        ...(error ? { error } : {}),
+      };
+    }),
+  );
   return res;
 }
 
@@ -167,7 +213,12 @@ function writeStackJson(st) {
       objectStore: st.objectStore,
     },
     glance: { url: glanceUrl(st.ports.glance), port: st.ports.glance, pool: 'images' },
-    libvirt: { uri: st.libvirtUri, accel: st.accel, domainType: st.accel === 'kvm' ? 'kvm' : 'qemu', cephSecretUuid: st.secretUuid },
+    libvirt: {
+      uri: st.libvirtUri,
+      accel: st.accel,
+      domainType: st.accel === 'kvm' ? 'kvm' : 'qemu',
+      cephSecretUuid: st.secretUuid,
+    },
     // Host 1 is what `libvirt` describes; every host shares Ceph, Glance and the ceph secret.
     hosts: ensureHosts(st).map((h) => ({
       id: h.id,
@@ -231,41 +282,58 @@ async function bootstrap(timings, hostCount) {
   timings.config = now() - t0;
 
   const started = [];
-  const step = async (name, fn) => { const t = now(); const r = await fn(); timings[name] = now() - t; return r; };
+  const step = async (name, fn) => {
+    const t = now();
+    const r = await fn();
+    timings[name] = now() - t;
+    return r;
+  };
   try {
     const cephChain = (async () => {
-      const osdFs = step('osd mkfs', () => osdMkfs(s, P.ceph)).then(() => undefined, (e) => e);
+      const osdFs = step('osd mkfs', () => osdMkfs(s, P.ceph)).then(
+        () => undefined,
+        (e) => e,
+      );
       await step('mon mkfs', () => monMkfs(s, P.ceph));
-      const mon = await startService(s, 'mon'); started.push('mon');
+      const mon = await startService(s, 'mon');
+      started.push('mon');
       await step('mon', () => waitService(s, 'mon', mon));
-      const mgr = await startService(s, 'mgr'); started.push('mgr');
+      const mgr = await startService(s, 'mgr');
+      started.push('mgr');
       await osdNew(s, P.ceph);
       const mkfsError = await osdFs;
       if (mkfsError) throw serviceError('osd', `mkfs failed: ${mkfsError.message}`, serviceLogs('osd'));
-      const osd = await startService(s, 'osd'); started.push('osd');
+      const osd = await startService(s, 'osd');
+      started.push('osd');
       await step('osd', () => waitService(s, 'osd', osd));
       await step('pools', () => createPools(P.ceph));
       await step('mgr', () => waitService(s, 'mgr', mgr));
     })();
     const glanceChain = (async () => {
       const how = await step('glance db', () => glanceDbSync(P.glance));
-      timings[`glance db (${how})`] = timings['glance db']; delete timings['glance db'];
-      const g = await startService(s, 'glance'); started.push('glance');
+      timings[`glance db (${how})`] = timings['glance db'];
+      delete timings['glance db'];
+      const g = await startService(s, 'glance');
+      started.push('glance');
       await step('glance', () => waitService(s, 'glance', g));
     })();
     const libvirtChain = (async () => {
       await ensureLibvirtQemuUser();
       // The hosts' libvirtds start side by side (the secret needs only the keyring, not the cluster).
-      await Promise.all(s.hosts.map(async (h) => {
-        const svc = hostService(h.id);
-        const l = await startService(s, svc); started.push(svc);
-        await step(svc, () => waitService(s, svc, l));
-        await step(`ceph secret${h.id === 1 ? '' : `@${h.id}`}`, () => defineStackSecret(s, svc));
-      }));
+      await Promise.all(
+        s.hosts.map(async (h) => {
+          const svc = hostService(h.id);
+          const l = await startService(s, svc);
+          started.push(svc);
+          await step(svc, () => waitService(s, svc, l));
+          await step(`ceph secret${h.id === 1 ? '' : `@${h.id}`}`, () => defineStackSecret(s, svc));
+        }),
+      );
     })();
     const accelChain = step('accel probe', async () => {
       const a = await probeAccel(DIR);
-      s.accel = a.accel; s.accelHow = a.how;
+      s.accel = a.accel;
+      s.accelHow = a.how;
     });
     const results = await Promise.allSettled([cephChain, glanceChain, libvirtChain, accelChain]);
     const failed = results.filter((r) => r.status === 'rejected');
@@ -295,7 +363,10 @@ async function cmdUp(args) {
   } else {
     // A stack never loses hosts here (a test may be using them): `--hosts N` means at least N.
     const hosts = ensureHosts(st);
-    while (want && hosts.length < want) { hosts.push(newHost(st, hosts.length + 1)); added++; }
+    while (want && hosts.length < want) {
+      hosts.push(newHost(st, hosts.length + 1));
+      added++;
+    }
     if (added) saveState(st);
     // Reuse: start whatever is not running, in dependency order; wait for what is.
     const h = await health(st);
@@ -306,17 +377,31 @@ async function cmdUp(args) {
         if (!h[svc].alive) handles[svc] = await startService(st, svc);
         if (svc === 'mon') timings.mon = await waitService(st, 'mon', handles.mon);
       }
-      await Promise.all(bad.filter((s) => s !== 'mon').map(async (svc) => { timings[svc] = await waitService(st, svc, handles[svc]); }));
+      await Promise.all(
+        bad
+          .filter((s) => s !== 'mon')
+          .map(async (svc) => {
+            timings[svc] = await waitService(st, svc, handles[svc]);
+          }),
+      );
       for (const svc of bad.filter(hostOfService)) await defineStackSecret(st, svc);
     }
   }
   writeStackJson(st);
   const total = now() - t0;
-  const detail = Object.entries(timings).map(([k, v]) => `${k} ${secs(v)}`).join(', ');
-  process.stdout.write(`stack ${fresh ? 'up' : 'already up'} in ${secs(total)}${detail ? ` (${detail})` : ''}: ${P.stackJson}\n`);
-  if (fresh) process.stdout.write(`object store ${st.objectStore}, accel ${st.accel} (${st.accelHow}), glance ${glanceUrl(st.ports.glance)}, libvirt ${st.libvirtUri}\n`);
+  const detail = Object.entries(timings)
+    .map(([k, v]) => `${k} ${secs(v)}`)
+    .join(', ');
+  process.stdout.write(
+    `stack ${fresh ? 'up' : 'already up'} in ${secs(total)}${detail ? ` (${detail})` : ''}: ${P.stackJson}\n`,
+  );
+  if (fresh)
+    process.stdout.write(
+      `object store ${st.objectStore}, accel ${st.accel} (${st.accelHow}), glance ${glanceUrl(st.ports.glance)}, libvirt ${st.libvirtUri}\n`,
+    );
   if (fresh || added) process.stdout.write(`hosts: ${st.hosts.length}${added ? ` (${added} added)` : ''}\n`);
-  if (want && st.hosts.length > want) process.stdout.write(`hosts: ${st.hosts.length} (more than the ${want} asked for; hosts go only with down)\n`);
+  if (want && st.hosts.length > want)
+    process.stdout.write(`hosts: ${st.hosts.length} (more than the ${want} asked for; hosts go only with down)\n`);
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -331,7 +416,10 @@ async function cmdDown() {
     const libvirtds = ensureHosts(st).map((h) => hostService(h.id));
     await Promise.all(libvirtds.filter(running).map((svc) => destroyDomains(HP(hostOfService(svc)).uri)));
     // The OSD says goodbye to the mon on SIGTERM (and waits 5 s for a mon that is gone): mon last.
-    await Promise.all([terminate([running('osd')], 15_000), terminate(['glance', ...libvirtds, 'mgr'].map(running), 15_000)]);
+    await Promise.all([
+      terminate([running('osd')], 15_000),
+      terminate(['glance', ...libvirtds, 'mgr'].map(running), 15_000),
+    ]);
     await terminate([running('mon')], 15_000);
   }
   await killLeftovers(st);
@@ -356,7 +444,9 @@ async function cmdStatus(args) {
       const x = h[s];
       rss += x.rss;
       const state = !x.alive ? 'not running' : x.answers ? 'ok' : `not answering${x.error ? `: ${x.error}` : ''}`;
-      process.stdout.write(`${s.padEnd(11)} pid ${String(x.pid ?? '-').padEnd(8)} ${(x.rss / 2 ** 20).toFixed(0).padStart(5)} MiB  ${state}\n`);
+      process.stdout.write(
+        `${s.padEnd(11)} pid ${String(x.pid ?? '-').padEnd(8)} ${(x.rss / 2 ** 20).toFixed(0).padStart(5)} MiB  ${state}\n`,
+      );
     }
     process.stdout.write(`${ok ? 'healthy' : 'NOT healthy'}: ${DIR} (RSS total ${(rss / 2 ** 20).toFixed(0)} MiB)\n`);
   }
@@ -367,14 +457,16 @@ async function cmdEnv() {
   const info = readJson(P.stackJson);
   if (!info) throw new StackError(`no stack.json in ${DIR}: run tools/stack up`);
   const q = (v) => `'${String(v).replace(/'/g, `'\\''`)}'`;
-  process.stdout.write([
-    `export EPHEMERA_STACK_DIR=${q(info.dir)}`,
-    `export CEPH_CONF=${q(info.ceph.confPath)}`,
-    `export LIBVIRT_DEFAULT_URI=${q(info.libvirt.uri)}`,
-    `export EPHEMERA_GLANCE_URL=${q(info.glance.url)}`,
-    `export OS_IMAGE_URL=${q(info.glance.url)}`,
-    '',
-  ].join('\n'));
+  process.stdout.write(
+    [
+      `export EPHEMERA_STACK_DIR=${q(info.dir)}`,
+      `export CEPH_CONF=${q(info.ceph.confPath)}`,
+      `export LIBVIRT_DEFAULT_URI=${q(info.libvirt.uri)}`,
+      `export EPHEMERA_GLANCE_URL=${q(info.glance.url)}`,
+      `export OS_IMAGE_URL=${q(info.glance.url)}`,
+      '',
+    ].join('\n'),
+  );
 }
 
 async function cmdService(cmd, svc) {
@@ -382,7 +474,9 @@ async function cmdService(cmd, svc) {
   if (!st?.bootstrapped) throw new StackError(`no stack at ${DIR}: run tools/stack up`);
   if (hostOfService(svc)) svc = hostService(hostOfService(svc)); // libvirtd@1 is libvirtd
   if (!services(st).includes(svc)) {
-    throw new StackError(`usage: tools/stack ${cmd} <${services(st).join('|')}>${hostOfService(svc) ? ` (this stack has ${st.hosts.length} host(s): up --hosts N adds hosts)` : ''}`);
+    throw new StackError(
+      `usage: tools/stack ${cmd} <${services(st).join('|')}>${hostOfService(svc) ? ` (this stack has ${st.hosts.length} host(s): up --hosts N adds hosts)` : ''}`,
+    );
   }
   const t0 = now();
   if (cmd === 'stop' || cmd === 'restart') await stopService(st, svc);
@@ -396,7 +490,9 @@ async function cmdService(cmd, svc) {
     }
   }
   writeStackJson(st);
-  process.stdout.write(`${svc} ${cmd === 'stop' ? 'stopped' : `running (pid ${st.pids[svc]})`} in ${secs(now() - t0)}\n`);
+  process.stdout.write(
+    `${svc} ${cmd === 'stop' ? 'stopped' : `running (pid ${st.pids[svc]})`} in ${secs(now() - t0)}\n`,
+  );
 }
 
 /** An extra libvirtd (same recipe, own namespace and socket) rooted at `root`, for tests. */
@@ -410,7 +506,10 @@ async function cmdPrivateLibvirtd(action, root) {
   const oldPid = Number(readJson(pidFile)?.pid ?? 0);
   if (['start', 'stop', 'restart'].includes(action)) {
     if (pidAlive(oldPid, root)) {
-      if (action === 'start') { process.stdout.write(`${JSON.stringify({ uri, pid: oldPid })}\n`); return; }
+      if (action === 'start') {
+        process.stdout.write(`${JSON.stringify({ uri, pid: oldPid })}\n`);
+        return;
+      }
       // stop: domains go too; restart: like a real libvirtd restart, domains keep running.
       if (action === 'stop') await destroyDomains(uri);
       await terminate([oldPid], 15_000);
@@ -428,8 +527,11 @@ async function cmdPrivateLibvirtd(action, root) {
   const handle = startLibvirtd(l);
   if (!handle.pid) throw new StackError(`private libvirtd: ${handle.exited ?? 'failed to start'}`);
   writeFileSync(pidFile, JSON.stringify({ pid: handle.pid }));
-  await waitFor('libvirtd (private)', handle, () => libvirtdReady(uri), 60_000, `virsh -c ${uri} version`)
-    .catch((e) => { throw new StackError(`${e.message}\n${tail(l.logFile)}`); });
+  await waitFor('libvirtd (private)', handle, () => libvirtdReady(uri), 60_000, `virsh -c ${uri} version`).catch(
+    (e) => {
+      throw new StackError(`${e.message}\n${tail(l.logFile)}`);
+    },
+  );
   saveLibvirtCaps(l);
   const ns = mountNs(handle.pid);
   if (ns) writeFileSync(nsFile, `${ns}\n`, { flag: 'a' });
@@ -454,13 +556,33 @@ state dir: ${DIR}
 export async function main(argv) {
   const [cmd, ...args] = argv;
   switch (cmd) {
-    case 'up': await cmdUp(args); return 0;
-    case 'down': await cmdDown(); return 0;
-    case 'status': return cmdStatus(args);
-    case 'env': await cmdEnv(); return 0;
-    case 'start': case 'stop': case 'restart': await cmdService(cmd, args[0]); return 0;
-    case 'private-libvirtd': await cmdPrivateLibvirtd(args[0], args[1]); return 0;
-    case undefined: case '-h': case '--help': case 'help': process.stdout.write(USAGE); return cmd ? 0 : 2;
-    default: process.stderr.write(USAGE); return 2;
+    case 'up':
+      await cmdUp(args);
+      return 0;
+    case 'down':
+      await cmdDown();
+      return 0;
+    case 'status':
+      return cmdStatus(args);
+    case 'env':
+      await cmdEnv();
+      return 0;
+    case 'start':
+    case 'stop':
+    case 'restart':
+      await cmdService(cmd, args[0]);
+      return 0;
+    case 'private-libvirtd':
+      await cmdPrivateLibvirtd(args[0], args[1]);
+      return 0;
+    case undefined:
+    case '-h':
+    case '--help':
+    case 'help':
+      process.stdout.write(USAGE);
+      return cmd ? 0 : 2;
+    default:
+      process.stderr.write(USAGE);
+      return 2;
   }
 }

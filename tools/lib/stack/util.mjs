@@ -27,13 +27,17 @@ export class StackError extends Error {}
 /** Runs a program (argv, never a shell) and resolves with stdout; rejects with stderr in the message. */
 export function run(cmd, args, { timeout = 60_000, env } = {}) {
   return new Promise((resolvePromise, reject) => {
-    execFile(cmd, args, { timeout, maxBuffer: 64 << 20, env: { ...process.env, PATH: PATH_ENV, ...env } },
+    execFile(
+      cmd,
+      args,
+      { timeout, maxBuffer: 64 << 20, env: { ...process.env, PATH: PATH_ENV, ...env } },
       (err, stdout, stderr) => {
         if (err) {
           const why = err.killed ? `timed out after ${timeout} ms` : `exit ${err.code ?? err.signal}`;
           reject(new StackError(`${cmd} ${args.join(' ')}: ${why}: ${String(stderr).trim() || err.message}`));
         } else resolvePromise(String(stdout));
-      });
+      },
+    );
   });
 }
 
@@ -47,11 +51,17 @@ export function tail(file, lines = 25) {
   try {
     const text = readFileSync(file, 'utf8').trimEnd().split('\n');
     return text.slice(-lines).join('\n');
-  } catch { return ''; }
+  } catch {
+    return '';
+  }
 }
 
 export function readJson(file) {
-  try { return JSON.parse(readFileSync(file, 'utf8')); } catch { return undefined; }
+  try {
+    return JSON.parse(readFileSync(file, 'utf8'));
+  } catch {
+    return undefined;
+  }
 }
 
 /** The first value of `key` anywhere in a nested object (Ceph's JSON moves fields between releases). */
@@ -69,7 +79,10 @@ export function findKey(obj, key) {
 /** Status code of a GET (node:http, not fetch: its timers must keep this process alive). */
 export function httpStatus(url, timeoutMs) {
   return new Promise((resolvePromise, reject) => {
-    const req = httpGet(url, { timeout: timeoutMs, agent: false }, (res) => { res.resume(); resolvePromise(res.statusCode); });
+    const req = httpGet(url, { timeout: timeoutMs, agent: false }, (res) => {
+      res.resume();
+      resolvePromise(res.statusCode);
+    });
     req.on('timeout', () => req.destroy(new Error(`GET ${url}: no answer in ${timeoutMs} ms`)));
     req.on('error', reject);
   });
@@ -100,7 +113,14 @@ export async function pickPorts() {
     const all = Array.from({ length: BLOCK }, (_, i) => base + i);
     const free = await Promise.all(all.map(portFree));
     if (free.every(Boolean)) {
-      return { monV2: base, monV1: base + 1, glance: base + 2, msMin: base + 8, msMax: base + 31, migration: base + 32 };
+      return {
+        monV2: base,
+        monV1: base + 1,
+        glance: base + 2,
+        msMin: base + 8,
+        msMax: base + 31,
+        migration: base + 32,
+      };
     }
   }
   throw new StackError(`could not find ${BLOCK} free loopback ports between 20000 and 32000`);

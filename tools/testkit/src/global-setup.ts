@@ -18,14 +18,24 @@ export default async function setup(): Promise<void> {
   process.env.EPHEMERA_STACK_DIR = dir;
   const started = Date.now();
   const out = await new Promise<string>((resolvePromise, reject) => {
-    execFile('bash', [join(repo, 'tools', 'stack'), 'up'], { timeout: 15 * 60_000, maxBuffer: 16 << 20, env: { ...process.env, EPHEMERA_STACK_DIR: dir } },
+    execFile(
+      'bash',
+      [join(repo, 'tools', 'stack'), 'up'],
+      { timeout: 15 * 60_000, maxBuffer: 16 << 20, env: { ...process.env, EPHEMERA_STACK_DIR: dir } },
       (err, stdout, stderr) => {
         if (err) {
           const why = err.killed ? 'timed out after 15 min' : `exit ${err.code ?? err.signal}`;
-          reject(new Error(`The dev stack could not come up (tools/stack up: ${why}):\n${String(stderr).trim() || String(stdout).trim() || err.message}`));
+          reject(
+            new Error(
+              `The dev stack could not come up (tools/stack up: ${why}):\n${String(stderr).trim() || String(stdout).trim() || err.message}`,
+            ),
+          );
         } else resolvePromise(String(stdout));
-      });
+      },
+    );
   });
   const info = loadStack();
-  process.stderr.write(`[global-setup] ${out.trim().split('\n')[0]} (${Date.now() - started} ms; glance ${info.glance.url}, accel ${info.libvirt.accel})\n`);
+  process.stderr.write(
+    `[global-setup] ${out.trim().split('\n')[0]} (${Date.now() - started} ms; glance ${info.glance.url}, accel ${info.libvirt.accel})\n`,
+  );
 }

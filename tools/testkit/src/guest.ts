@@ -99,7 +99,10 @@ export function markerSector(marker: string): Buffer {
 function completeLines(text: string): string[] {
   const end = text.lastIndexOf('\n');
   if (end < 0) return [];
-  return text.slice(0, end).split('\n').map((l) => l.replace(/\r$/, ''));
+  return text
+    .slice(0, end)
+    .split('\n')
+    .map((l) => l.replace(/\r$/, ''));
 }
 
 /**

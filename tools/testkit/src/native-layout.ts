@@ -19,6 +19,14 @@ export interface NativeSource {
 const NOTE = /\b(?:Implements|See) ((?:[A-Za-z_]\w*\(\)(?:,\s*|\s+and\s+|\s*\+\s*)?)+)/;
 const BINDING_ONLY = /\bBinding only\b/;
 
+/** The TypeScript files under `dir` and its subfolders (`file` relative to `dir`), for per-package layout tests. */
+export function typeScriptSources(dir: string): NativeSource[] {
+  return readdirSync(dir, { recursive: true, encoding: 'utf8' })
+    .filter((f) => f.endsWith('.ts'))
+    .sort()
+    .map((f) => ({ file: f, lines: readFileSync(join(dir, f), 'utf8').replace(/\n$/, '').split('\n') }));
+}
+
 /** The C/C++ sources and headers under `<pkgDir>/native`. */
 export function nativeSources(pkgDir: string): NativeSource[] {
   const dir = join(pkgDir, 'native');
@@ -30,7 +38,9 @@ export function nativeSources(pkgDir: string): NativeSource[] {
 
 /** Files longer than `maxLines`. */
 export function oversizedFiles(sources: NativeSource[], maxLines: number): string[] {
-  return sources.filter((s) => s.lines.length > maxLines).map((s) => `${s.file}: ${s.lines.length} lines (max ${maxLines})`);
+  return sources
+    .filter((s) => s.lines.length > maxLines)
+    .map((s) => `${s.file}: ${s.lines.length} lines (max ${maxLines})`);
 }
 
 /** Differences between binding.gyp's first target's `sources` and the `.cc` files in native/. */
@@ -56,7 +66,9 @@ function noteProblems(where: string, doc: string, calls: string): string[] {
   if (!m) return [`${where}: no "Implements <c_function>()" / "See <c_function>()" / "Binding only" note`];
   const names = [...m[1].matchAll(/([A-Za-z_]\w*)\(\)/g)].map((x) => x[1]);
   // A mention outside comments (a call, or a function pointer handed to a shared helper).
-  return names.filter((n) => !new RegExp(`\\b${n}\\b`).test(calls)).map((n) => `${where}: names ${n}(), which the native sources never use`);
+  return names
+    .filter((n) => !new RegExp(`\\b${n}\\b`).test(calls))
+    .map((n) => `${where}: names ${n}(), which the native sources never use`);
 }
 
 /** A JS-visible entry point of the addon: the C++ function and the name JavaScript sees. */
@@ -68,8 +80,10 @@ interface Registration {
 
 function registrations(all: string): Registration[] {
   const out: Registration[] = [];
-  for (const m of all.matchAll(/InstanceMethod<&(\w+)::(\w+)>\("(\w+)"\)/g)) out.push({ cls: m[1], fn: m[2], js: m[3] });
-  for (const m of all.matchAll(/exports\.Set\("(\w+)",\s*Napi::Function::New\(env,\s*(\w+)/g)) out.push({ fn: m[2], js: m[1] });
+  for (const m of all.matchAll(/InstanceMethod<&(\w+)::(\w+)>\("(\w+)"\)/g))
+    out.push({ cls: m[1], fn: m[2], js: m[3] });
+  for (const m of all.matchAll(/exports\.Set\("(\w+)",\s*Napi::Function::New\(env,\s*(\w+)/g))
+    out.push({ fn: m[2], js: m[1] });
   return out;
 }
 
@@ -86,10 +100,14 @@ export function nativeDocProblems(sources: NativeSource[]): string[] {
   const problems: string[] = [];
   for (const r of regs) {
     const name = r.cls ? `${r.cls}::${r.fn}` : r.fn;
-    const def = new RegExp(`^\\s*(?:static\\s+)?Napi::Value\\s+${r.cls ? `${r.cls}::` : ''}${r.fn}\\(const Napi::CallbackInfo&(?!.*;\\s*$)`);
+    const def = new RegExp(
+      `^\\s*(?:static\\s+)?Napi::Value\\s+${r.cls ? `${r.cls}::` : ''}${r.fn}\\(const Napi::CallbackInfo&(?!.*;\\s*$)`,
+    );
     const found = sources.flatMap((s) => s.lines.map((l, i) => ({ s, i, l })).filter((x) => def.test(x.l)));
     if (found.length !== 1) {
-      problems.push(`${r.js} (${name}): ${found.length} definitions of the form "Napi::Value ${name}(const Napi::CallbackInfo&"`);
+      problems.push(
+        `${r.js} (${name}): ${found.length} definitions of the form "Napi::Value ${name}(const Napi::CallbackInfo&"`,
+      );
       continue;
     }
     const { s, i } = found[0]!;
@@ -109,7 +127,7 @@ export function tsDocProblems(tsFile: string, callPattern: RegExp, sources: Nati
   const calls = code(sources);
   // A member (two-space indent) or exported function header: `name(...)...{` at the end of the line.
   const header =
-    /^(?:export\s+(?:async\s+)?function\s+\w+|  (?!(?:if|for|while|switch|catch|return|await|const|let)\b)(?:(?:static|async|get|set)\s+)*[A-Za-z_]\w*\s*(?:<[^>]*>)?\(.*\{\s*$)/;
+    /^(?:export\s+(?:async\s+)?function\s+\w+| {2}(?!(?:if|for|while|switch|catch|return|await|const|let)\b)(?:(?:static|async|get|set)\s+)*[A-Za-z_]\w*\s*(?:<[^>]*>)?\(.*\{\s*$)/;
   const seen = new Set<number>();
   const problems: string[] = [];
   lines.forEach((line, i) => {
@@ -125,7 +143,9 @@ export function tsDocProblems(tsFile: string, callPattern: RegExp, sources: Nati
         if (/^\s*\/\*\*/.test(lines[j]!)) break;
       }
     }
-    problems.push(...noteProblems(`${tsFile.split('/').slice(-3).join('/')}:${h + 1} ${lines[h]!.trim()}`, doc.join('\n'), calls));
+    problems.push(
+      ...noteProblems(`${tsFile.split('/').slice(-3).join('/')}:${h + 1} ${lines[h]!.trim()}`, doc.join('\n'), calls),
+    );
   });
   if (seen.size === 0) problems.push(`${tsFile}: no call into the addon found`);
   return problems;

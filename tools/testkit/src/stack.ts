@@ -29,7 +29,9 @@ export function stackDir(): string {
 export function loadStack(dir: string = stackDir()): StackInfo {
   const file = join(resolve(dir), 'stack.json');
   if (!existsSync(file)) {
-    throw new Error(`The dev stack is not up: ${file} does not exist. Run \`bash tools/stack up\` (vitest's integration/e2e global setup does it).`);
+    throw new Error(
+      `The dev stack is not up: ${file} does not exist. Run \`bash tools/stack up\` (vitest's integration/e2e global setup does it).`,
+    );
   }
   return JSON.parse(readFileSync(file, 'utf8')) as StackInfo;
 }
@@ -51,7 +53,9 @@ function exec(cmd: string, args: string[], timeoutMs: number, env?: NodeJS.Proce
       if (err) {
         const why = err.killed ? `timed out after ${timeoutMs} ms` : `exit ${err.code ?? err.signal}`;
         const e = new Error(`${cmd} ${args.join(' ')}: ${why}: ${String(stderr).trim() || err.message}`) as Error & {
-          stderr: string; stdout: string; exitCode: number | string | null | undefined;
+          stderr: string;
+          stdout: string;
+          exitCode: number | string | null | undefined;
         };
         e.stderr = String(stderr);
         e.stdout = String(stdout);
@@ -69,7 +73,11 @@ function exec(cmd: string, args: string[], timeoutMs: number, env?: NodeJS.Proce
  * added (the conf names the user's keyring, so no key is ever in argv). Resolves with stdout;
  * rejects with an Error carrying `stderr`, `stdout` and `exitCode`.
  */
-export function cephCli(user: StackCephUser, args: [tool: 'rbd' | 'ceph' | 'rados', ...rest: string[]], options: StackExecOptions = {}): Promise<string> {
+export function cephCli(
+  user: StackCephUser,
+  args: [tool: 'rbd' | 'ceph' | 'rados', ...rest: string[]],
+  options: StackExecOptions = {},
+): Promise<string> {
   const [tool, ...rest] = args;
   if (!['rbd', 'ceph', 'rados'].includes(tool)) throw new Error(`cephCli: unsupported tool ${tool}`);
   const u = (options.stack ?? loadStack()).ceph.users[user];
@@ -90,7 +98,10 @@ export interface StackCommandOptions {
  * failing service and the tail of its log) on a non-zero exit.
  */
 export function stackCommand(args: string[], options: StackCommandOptions = {}): Promise<string> {
-  return exec('bash', [stackScript, ...args], options.timeoutMs ?? 600_000, { ...process.env, EPHEMERA_STACK_DIR: resolve(options.dir ?? stackDir()) });
+  return exec('bash', [stackScript, ...args], options.timeoutMs ?? 600_000, {
+    ...process.env,
+    EPHEMERA_STACK_DIR: resolve(options.dir ?? stackDir()),
+  });
 }
 
 /** A libvirtd of your own, started by {@link startPrivateLibvirtd}. */
@@ -113,14 +124,24 @@ export interface PrivateLibvirtd {
 export async function startPrivateLibvirtd(dir: string): Promise<PrivateLibvirtd> {
   const root = resolve(dir);
   const start = async (): Promise<{ uri: string; pid: number }> =>
-    JSON.parse((await stackCommand(['private-libvirtd', 'start', root], { timeoutMs: 120_000 })).trim().split('\n').pop()!);
+    JSON.parse(
+      (await stackCommand(['private-libvirtd', 'start', root], { timeoutMs: 120_000 })).trim().split('\n').pop()!,
+    );
   let current = await start();
-  const stop = async (): Promise<void> => { await stackCommand(['private-libvirtd', 'stop', root], { timeoutMs: 120_000 }); };
+  const stop = async (): Promise<void> => {
+    await stackCommand(['private-libvirtd', 'stop', root], { timeoutMs: 120_000 });
+  };
   return {
-    get uri() { return current.uri; },
-    get pid() { return current.pid; },
+    get uri() {
+      return current.uri;
+    },
+    get pid() {
+      return current.pid;
+    },
     async restart() {
-      current = JSON.parse((await stackCommand(['private-libvirtd', 'restart', root], { timeoutMs: 120_000 })).trim().split('\n').pop()!);
+      current = JSON.parse(
+        (await stackCommand(['private-libvirtd', 'restart', root], { timeoutMs: 120_000 })).trim().split('\n').pop()!,
+      );
     },
     stop,
   };
@@ -135,13 +156,33 @@ export async function startPrivateLibvirtd(dir: string): Promise<PrivateLibvirtd
  * but cannot open the parent read-write to purge the snapshot, an error it ignores. The user's
  * key stays in a 0600 temporary keyring file; the user is deleted afterwards.
  */
-export async function removeCloneKeepingTrashSnapshot(clonePool: string, clone: string, parentPool: string, options: { stack?: StackInfo } = {}): Promise<void> {
+export async function removeCloneKeepingTrashSnapshot(
+  clonePool: string,
+  clone: string,
+  parentPool: string,
+  options: { stack?: StackInfo } = {},
+): Promise<void> {
   const s = options.stack ?? loadStack();
   const entity = `client.eph-keep-trash-${process.pid}-${Date.now()}`;
   const dir = await mkdtemp(join(tmpdir(), 'eph-keep-trash-'));
   const keyring = join(dir, 'keyring');
   try {
-    await cephCli('admin', ['ceph', 'auth', 'get-or-create', entity, 'mon', 'profile rbd', 'osd', `profile rbd pool=${clonePool}, allow rx pool=${parentPool}`, '-o', keyring], { stack: s });
+    await cephCli(
+      'admin',
+      [
+        'ceph',
+        'auth',
+        'get-or-create',
+        entity,
+        'mon',
+        'profile rbd',
+        'osd',
+        `profile rbd pool=${clonePool}, allow rx pool=${parentPool}`,
+        '-o',
+        keyring,
+      ],
+      { stack: s },
+    );
     const conf = s.ceph.users.admin.confPath;
     await exec('rbd', ['--conf', conf, '--name', entity, '--keyring', keyring, 'rm', `${clonePool}/${clone}`], 60_000);
   } finally {

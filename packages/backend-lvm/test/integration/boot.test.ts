@@ -17,7 +17,12 @@ let fx: BackendFixture;
 const domains: string[] = [];
 
 function xmlEscape(s: string): string {
-  return s.replace(/&/g, '&amp;').replace(/</g, '&lt;').replace(/>/g, '&gt;').replace(/'/g, '&apos;').replace(/"/g, '&quot;');
+  return s
+    .replace(/&/g, '&amp;')
+    .replace(/</g, '&lt;')
+    .replace(/>/g, '&gt;')
+    .replace(/'/g, '&apos;')
+    .replace(/"/g, '&quot;');
 }
 
 /** The libvirt <disk> element for a block DiskSource (what the XML generator makes of it). */
@@ -57,9 +62,24 @@ describe('LVM disk boots the guest', () => {
     const started = performance.now();
     await exec(
       'qemu-system-x86_64',
-      ['-machine', 'pc,accel=tcg', '-m', '64', '-nographic', '-nodefaults', '-no-user-config', '-no-reboot',
-        '-serial', `file:${log}`, '-monitor', 'none', '-net', 'none',
-        '-drive', `file=${src.path},format=raw,if=ide,index=0,media=disk`],
+      [
+        '-machine',
+        'pc,accel=tcg',
+        '-m',
+        '64',
+        '-nographic',
+        '-nodefaults',
+        '-no-user-config',
+        '-no-reboot',
+        '-serial',
+        `file:${log}`,
+        '-monitor',
+        'none',
+        '-net',
+        'none',
+        '-drive',
+        `file=${src.path},format=raw,if=ide,index=0,media=disk`,
+      ],
       { timeout: 60_000 },
     );
     const text = await readFile(log, 'latin1');

@@ -108,7 +108,10 @@ describe('LvmBackend on a real VG', () => {
     const d = disk();
     const bytes = patternBytes(3 * MiB + 1234, 7);
     const events: ProgressEvent[] = [];
-    const res = await fx.backend.createFromImage(d, sourceImageFromBytes(bytes), { sizeBytes: 10 * MiB, onProgress: (e) => events.push(e) });
+    const res = await fx.backend.createFromImage(d, sourceImageFromBytes(bytes), {
+      sizeBytes: 10 * MiB,
+      onProgress: (e) => events.push(e),
+    });
     expect(res).toMatchObject({ method: 'imported', bytesWritten: bytes.length, sizeBytes: 12 * MiB });
     expect(events.at(-1)!.percent).toBe(100);
     const src = await fx.backend.diskSource(d);
@@ -134,9 +137,13 @@ describe('LvmBackend on a real VG', () => {
     const qcow = await readFile(join(dir, 'src.qcow2'));
     const d = disk();
     const events: ProgressEvent[] = [];
-    const res = await fx.backend.createFromImage(d, sourceImageFromBytes(qcow, { diskFormat: 'qcow2', virtualSize: 6 * MiB }), {
-      onProgress: (e) => events.push(e),
-    });
+    const res = await fx.backend.createFromImage(
+      d,
+      sourceImageFromBytes(qcow, { diskFormat: 'qcow2', virtualSize: 6 * MiB }),
+      {
+        onProgress: (e) => events.push(e),
+      },
+    );
     expect(res.sizeBytes).toBe(8 * MiB);
     expect(events.some((e) => e.phase === 'download')).toBe(true);
     expect(events.at(-1)!.percent).toBe(100);
@@ -150,16 +157,40 @@ describe('LvmBackend on a real VG', () => {
   it('refuses a qcow2 with a backing file, and data that is not what diskFormat says (UnsafeImage, nothing left)', async () => {
     const dir = fx.tvg.dir;
     await exec('qemu-img', ['create', '-f', 'qcow2', join(dir, 'base.qcow2'), '4M']);
-    await exec('qemu-img', ['create', '-f', 'qcow2', '-b', join(dir, 'base.qcow2'), '-F', 'qcow2', join(dir, 'child.qcow2')]);
+    await exec('qemu-img', [
+      'create',
+      '-f',
+      'qcow2',
+      '-b',
+      join(dir, 'base.qcow2'),
+      '-F',
+      'qcow2',
+      join(dir, 'child.qcow2'),
+    ]);
     const d = disk();
     await expectCode(
-      fx.backend.createFromImage(d, sourceImageFromBytes(await readFile(join(dir, 'child.qcow2')), { diskFormat: 'qcow2' })),
+      fx.backend.createFromImage(
+        d,
+        sourceImageFromBytes(await readFile(join(dir, 'child.qcow2')), { diskFormat: 'qcow2' }),
+      ),
       'UNSAFE_IMAGE',
     );
-    await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'qcow2' })), 'UNSAFE_IMAGE');
-    await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'vmdk' })), 'INVALID_ARGUMENT');
+    await expectCode(
+      fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'qcow2' })),
+      'UNSAFE_IMAGE',
+    );
+    await expectCode(
+      fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 3), { diskFormat: 'vmdk' })),
+      'INVALID_ARGUMENT',
+    );
     // qcow2 bytes declared raw: streamed through the inspector and refused at the end.
-    await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(await readFile(join(dir, 'base.qcow2')), { diskFormat: 'raw' })), 'UNSAFE_IMAGE');
+    await expectCode(
+      fx.backend.createFromImage(
+        d,
+        sourceImageFromBytes(await readFile(join(dir, 'base.qcow2')), { diskFormat: 'raw' }),
+      ),
+      'UNSAFE_IMAGE',
+    );
     expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
     expect(await lvm.lvs(d.instance)).toEqual([]);
   });
@@ -174,7 +205,10 @@ describe('LvmBackend on a real VG', () => {
       let err: unknown;
       await fx.backend.createFromImage(d, sourceImageFromBytes(bytes, { diskFormat })).catch((e: unknown) => (err = e));
       expect(isImageBackendError(err), `${diskFormat} ${bytes.length} bytes: ${String(err)}`).toBe(true);
-      expect(err, `${diskFormat} ${bytes.length} bytes`).toMatchObject({ code: 'UNSAFE_IMAGE', reason: 'invalid-image-empty' });
+      expect(err, `${diskFormat} ${bytes.length} bytes`).toMatchObject({
+        code: 'UNSAFE_IMAGE',
+        reason: 'invalid-image-empty',
+      });
       expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
       expect(await lvm.lvs(d.instance)).toEqual([]);
     }
@@ -199,6 +233,24 @@ describe('LvmBackend on a real VG', () => {
     expect((await fx.backend.info(b)).sizeBytes).toBe(8 * MiB);
     await expectCode(fx.backend.resize(b, 4 * MiB), 'INVALID_ARGUMENT');
     await expectCode(fx.backend.resize(b, 1024 * MiB), 'INSUFFICIENT_CAPACITY');
+    await fx.backend.remove(a);
+    await fx.backend.remove(b);
+  });
+
+  it('a relocating resize keeps the owner tags (the copy becomes the disk)', async () => {
+    const instance = randomUUID();
+    const a: DiskRef = { instance, name: 'disk' };
+    const b: DiskRef = { instance, name: 'disk.local' };
+    const owner = { hostId: 'lvm-host-1', version: '9.9.9' };
+    await fx.backend.createBlank(a, 4 * MiB, { owner });
+    await fx.backend.createBlank(b, 4 * MiB); // right after `a`: `a` must move to grow
+    const before = await fx.backend.getOwner(a);
+    expect(before).toMatchObject({ hostId: 'lvm-host-1', instance, disk: 'disk', version: '9.9.9' });
+    const range = fx.backend.deviceMapper ? undefined : await rangeOf(a);
+    await fx.backend.resize(a, 12 * MiB);
+    if (range) expect((await rangeOf(a)).offset).not.toBe(range.offset); // it moved
+    expect(await fx.backend.getOwner(a)).toEqual(before);
+    expect((await fx.backend.list({ instance })).map((d) => d.owner?.hostId ?? null)).toEqual(['lvm-host-1', null]);
     await fx.backend.remove(a);
     await fx.backend.remove(b);
   });
@@ -242,11 +294,24 @@ describe('LvmBackend on a real VG', () => {
     const d = disk();
     const { freeBytes } = await fx.backend.capacity();
     let opened = false;
-    const img = { ...sourceImageFromBytes(new Uint8Array(16)), size: freeBytes + 4 * MiB, virtualSize: freeBytes + 4 * MiB };
-    const spy = { ...img, open: async (o?: { signal?: AbortSignal }) => ((opened = true), img.open(o)) };
+    const img = {
+      ...sourceImageFromBytes(new Uint8Array(16)),
+      size: freeBytes + 4 * MiB,
+      virtualSize: freeBytes + 4 * MiB,
+    };
+    const spy = {
+      ...img,
+      open: async (o?: { signal?: AbortSignal }) => {
+        opened = true;
+        return img.open(o);
+      },
+    };
     await expectCode(fx.backend.createFromImage(d, spy), 'INSUFFICIENT_CAPACITY');
     expect(opened).toBe(false);
-    await expectCode(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 1)), { sizeBytes: freeBytes + MiB }), 'INSUFFICIENT_CAPACITY');
+    await expectCode(
+      fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(MiB, 1)), { sizeBytes: freeBytes + MiB }),
+      'INSUFFICIENT_CAPACITY',
+    );
     expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
   });
 
@@ -268,7 +333,8 @@ describe('LvmBackend on a real VG', () => {
 
   it('lists every disk of an instance by LV name prefix and removes them all', async () => {
     const instance = randomUUID();
-    for (const name of ['disk', 'disk.local', 'disk.swap', 'disk.config']) await fx.backend.createBlank({ instance, name }, 4 * MiB);
+    for (const name of ['disk', 'disk.local', 'disk.swap', 'disk.config'])
+      await fx.backend.createBlank({ instance, name }, 4 * MiB);
     const listed = await fx.backend.list({ instance });
     expect(listed.map((x) => x.disk.name)).toEqual(['disk', 'disk.config', 'disk.local', 'disk.swap']);
     for (const x of listed) expect(await fx.backend.remove(x.disk)).toBe(true);

@@ -53,7 +53,11 @@ export async function createTestVg(options: { sizeMiB?: number; extentMiB?: numb
   let destroyed = false;
 
   const mappingLoops = async (): Promise<string[]> =>
-    pv ? (await loops()).filter((l) => l['back-file'] === pv || (l['back-file'] === file && l.name !== pv)).map((l) => l.name) : [];
+    pv
+      ? (await loops())
+          .filter((l) => l['back-file'] === pv || (l['back-file'] === file && l.name !== pv))
+          .map((l) => l.name)
+      : [];
 
   const destroy = async (): Promise<void> => {
     if (destroyed) return;

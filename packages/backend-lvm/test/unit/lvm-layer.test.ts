@@ -108,7 +108,9 @@ describe('LVM layer on a real VG', () => {
       expect((await readAt(tvg.file, range.offset, data.length)).equals(data)).toBe(true);
       // The neighbouring LV is untouched.
       const padRange = await mapper.rangeOf((await lvm.lv('u2_pad'))!);
-      expect((await readAt(tvg.file, padRange.offset + padRange.bytes - 16, 16)).equals(data.subarray(0, 16))).toBe(false);
+      expect((await readAt(tvg.file, padRange.offset + padRange.bytes - 16, 16)).equals(data.subarray(0, 16))).toBe(
+        false,
+      );
     }
     await zeroDevice(dev, undefined, { via: 'write' });
     expect((await readAt(dev, 0, 12 * MiB)).equals(Buffer.alloc(12 * MiB))).toBe(true);
@@ -132,7 +134,12 @@ describe('LVM layer on a real VG', () => {
     await lvm.remove('u3_disk');
     const stray = await attachLoop(tvg.pv, range.offset + 4 * MiB, 4 * MiB);
     const maps = await mapper.mappings();
-    expect(maps.filter((m) => m.lv === undefined).map((m) => m.device).sort()).toEqual([dev, stray].sort());
+    expect(
+      maps
+        .filter((m) => m.lv === undefined)
+        .map((m) => m.device)
+        .sort(),
+    ).toEqual([dev, stray].sort());
     expect((await mapper.detachOrphans()).sort()).toEqual([dev, stray].sort());
     expect(await tvg.mappingLoops()).toEqual([]);
   });

@@ -27,7 +27,9 @@ describe('LVM report parsing', () => {
       classifyLvmStderr('Insufficient suitable contiguous allocatable extents for logical volume a: 5 more required'),
     ).toBe('insufficient-contiguous-space');
     expect(classifyLvmStderr('Failed to find logical volume "vg/x"')).toBe('lv-not-found');
-    expect(classifyLvmStderr('Volume group "nosuch" not found\nCannot process volume group nosuch')).toBe('vg-not-found');
+    expect(classifyLvmStderr('Volume group "nosuch" not found\nCannot process volume group nosuch')).toBe(
+      'vg-not-found',
+    );
     expect(classifyLvmStderr('something else')).toBe('failed');
   });
 
@@ -41,7 +43,8 @@ describe('LVM report parsing', () => {
 
   it('validates LV names', () => {
     expect(() => assertLvName('6f1c0f9e-1111-2222-3333-444455556666_disk.local')).not.toThrow();
-    for (const bad of ['', '-x', 'a b', 'a/b', '..', 'snapshot1', 'x'.repeat(128)]) expect(() => assertLvName(bad)).toThrow();
+    for (const bad of ['', '-x', 'a b', 'a/b', '..', 'snapshot1', 'x'.repeat(128)])
+      expect(() => assertLvName(bad)).toThrow();
   });
 });
 
@@ -70,7 +73,13 @@ describe('extent mapping arithmetic', () => {
   it('refuses multi-segment LVs', () => {
     expect(() =>
       extentRange(
-        lv({ segmentCount: 2, segments: [{ pv: '/dev/loop3', firstExtent: 0, lastExtent: 0 }, { pv: '/dev/loop3', firstExtent: 4, lastExtent: 5 }] }),
+        lv({
+          segmentCount: 2,
+          segments: [
+            { pv: '/dev/loop3', firstExtent: 0, lastExtent: 0 },
+            { pv: '/dev/loop3', firstExtent: 4, lastExtent: 5 },
+          ],
+        }),
         pvs,
         4 * 2 ** 20,
       ),

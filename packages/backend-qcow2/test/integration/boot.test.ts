@@ -11,7 +11,15 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { sourceImageFromBytes, type DiskRef, type SourceImage } from '@ephemera/image-backend';
 import { domainXml } from '@ephemera/libvirt-xml';
-import { guestImage, loadStack, readBootCount, readMarker, sawPoweroff, waitForMarker, waitForSerial } from '@ephemera/testkit';
+import {
+  guestImage,
+  loadStack,
+  readBootCount,
+  readMarker,
+  sawPoweroff,
+  waitForMarker,
+  waitForSerial,
+} from '@ephemera/testkit';
 import { createFixture, type Fixture } from '../support/fixture.js';
 
 const exec = promisify(execFile);
@@ -41,9 +49,24 @@ async function bootDirect(d: DiskRef, log: string): Promise<string> {
   const src = await fx.backend.diskSource(d);
   await exec(
     'qemu-system-x86_64',
-    ['-machine', 'pc,accel=tcg', '-m', '64', '-nographic', '-nodefaults', '-no-user-config', '-no-reboot',
-      '-serial', `file:${log}`, '-monitor', 'none', '-net', 'none',
-      '-drive', `file=${src.path},format=${src.format},if=ide,index=0,media=disk`],
+    [
+      '-machine',
+      'pc,accel=tcg',
+      '-m',
+      '64',
+      '-nographic',
+      '-nodefaults',
+      '-no-user-config',
+      '-no-reboot',
+      '-serial',
+      `file:${log}`,
+      '-monitor',
+      'none',
+      '-net',
+      'none',
+      '-drive',
+      `file=${src.path},format=${src.format},if=ide,index=0,media=disk`,
+    ],
     { timeout: 60_000 },
   );
   return readFile(log, 'latin1');

@@ -31,11 +31,14 @@ export async function buildForChildProcess(outDir: string): Promise<Record<strin
         fileName: file,
         compilerOptions: { module: ts.ModuleKind.ESNext, target: ts.ScriptTarget.ES2022, isolatedModules: true },
       });
-      const code = outputText.replace(/(from\s+|import\()(['"])@ephemera\/([a-z0-9-]+)\2/g, (_m, kw: string, q: string, name: string) => {
-        let rel = relative(dirname(out), join(outDir, name, 'index.js'));
-        if (!rel.startsWith('.')) rel = `./${rel}`;
-        return `${kw}${q}${rel}${q}`;
-      });
+      const code = outputText.replace(
+        /(from\s+|import\()(['"])@ephemera\/([a-z0-9-]+)\2/g,
+        (_m, kw: string, q: string, name: string) => {
+          let rel = relative(dirname(out), join(outDir, name, 'index.js'));
+          if (!rel.startsWith('.')) rel = `./${rel}`;
+          return `${kw}${q}${rel}${q}`;
+        },
+      );
       await mkdir(dirname(out), { recursive: true });
       await writeFile(out, code);
     }

@@ -35,7 +35,11 @@ const disks = Array.from({ length: cfg.count }, () => ({ instance: randomUUID(),
 const results = await Promise.allSettled(disks.map((d) => backend.createFromImage(d, source)));
 process.stdout.write(
   JSON.stringify(
-    results.map((r, i) => (r.status === 'fulfilled' ? { disk: disks[i], method: r.value.method } : { disk: disks[i], error: String(r.reason?.stack ?? r.reason) })),
+    results.map((r, i) =>
+      r.status === 'fulfilled'
+        ? { disk: disks[i], method: r.value.method }
+        : { disk: disks[i], error: String(r.reason?.stack ?? r.reason) },
+    ),
   ) + '\n',
 );
 process.stdin.destroy();

@@ -31,7 +31,13 @@ export async function createFixture(options: Partial<Qcow2BackendOptions> = {}):
 let seq = 0;
 
 /** Guest-visible bytes of a disk, via `qemu-img dd` with the disk's known format (never probed). */
-export async function readGuestBytes(backend: Qcow2Backend, disk: DiskRef, length: number, offset: number, scratch: string): Promise<Uint8Array> {
+export async function readGuestBytes(
+  backend: Qcow2Backend,
+  disk: DiskRef,
+  length: number,
+  offset: number,
+  scratch: string,
+): Promise<Uint8Array> {
   const src = await backend.diskSource(disk);
   const out = join(scratch, `read-${process.pid}-${seq++}.raw`);
   const bs = 512;
@@ -39,12 +45,28 @@ export async function readGuestBytes(backend: Qcow2Backend, disk: DiskRef, lengt
   // qemu-img dd's count is where copying ends, in blocks from the start (it includes skip).
   const count = Math.ceil((offset + length) / bs);
   try {
-    await exec('qemu-img', ['dd', '-f', src.format, '-O', 'raw', `bs=${bs}`, `skip=${skip}`, `count=${count}`, `if=${src.path}`, `of=${out}`], {
-      timeout: 60_000,
-    });
+    await exec(
+      'qemu-img',
+      [
+        'dd',
+        '-f',
+        src.format,
+        '-O',
+        'raw',
+        `bs=${bs}`,
+        `skip=${skip}`,
+        `count=${count}`,
+        `if=${src.path}`,
+        `of=${out}`,
+      ],
+      {
+        timeout: 60_000,
+      },
+    );
     const buf = await readFile(out);
     const at = offset - skip * bs;
-    if (buf.length < at + length) throw new Error(`read ${buf.length - at} of ${length} bytes at ${offset} of ${src.path}`);
+    if (buf.length < at + length)
+      throw new Error(`read ${buf.length - at} of ${length} bytes at ${offset} of ${src.path}`);
     return buf.subarray(at, at + length);
   } finally {
     await rm(out, { force: true });

@@ -36,7 +36,9 @@ export function countingSource(
 export async function qemuImageBytes(dir: string, format: string, args: string[]): Promise<Uint8Array> {
   const path = join(dir, `img-${Math.random().toString(36).slice(2)}.${format}`);
   try {
-    await exec('qemu-img', ['create', '-q', '-f', format, ...args.map((a) => a.replace('@', path))], { timeout: 30_000 });
+    await exec('qemu-img', ['create', '-q', '-f', format, ...args.map((a) => a.replace('@', path))], {
+      timeout: 30_000,
+    });
     return new Uint8Array(await readFile(path));
   } finally {
     await rm(path, { force: true });
@@ -58,6 +60,14 @@ export async function qcow2Of(dir: string, raw: Uint8Array): Promise<Uint8Array>
 }
 
 /** `qemu-io -c 'write -P <pattern> <offset> <length>'` on a disk of known format. */
-export async function writePattern(path: string, format: string, pattern: number, offset: number, length: number): Promise<void> {
-  await exec('qemu-io', ['-f', format, '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, path], { timeout: 30_000 });
+export async function writePattern(
+  path: string,
+  format: string,
+  pattern: number,
+  offset: number,
+  length: number,
+): Promise<void> {
+  await exec('qemu-io', ['-f', format, '-c', `write -P 0x${pattern.toString(16)} ${offset} ${length}`, path], {
+    timeout: 30_000,
+  });
 }

@@ -33,7 +33,8 @@ afterAll(async () => {
 
 const newDisk = (name = 'disk'): DiskRef => ({ instance: randomUUID(), name });
 const baseNames = async (): Promise<string[]> => (await readdir(fx.backend.baseDir)).sort();
-const instanceEntries = async (): Promise<string[]> => (await readdir(fx.backend.instancesDir)).filter((n) => n !== '_base');
+const instanceEntries = async (): Promise<string[]> =>
+  (await readdir(fx.backend.instancesDir)).filter((n) => n !== '_base');
 
 async function assertNoLeftovers(): Promise<void> {
   expect((await baseNames()).filter((n) => n.startsWith('.tmp-') || n.endsWith('.lock'))).toEqual([]);
@@ -57,10 +58,19 @@ describe('image cache and overlays', () => {
 
     const basePath = join(fx.backend.baseDir, baseKey(img.id));
     expect((await stat(basePath)).size).toBe(bytes.length);
-    expect(await fx.backend.cachedBase(img.id)).toEqual({ key: baseKey(img.id), path: basePath, format: 'raw', virtualSize: bytes.length });
+    expect(await fx.backend.cachedBase(img.id)).toEqual({
+      key: baseKey(img.id),
+      path: basePath,
+      format: 'raw',
+      virtualSize: bytes.length,
+    });
 
     const src = await fx.backend.diskSource(d1);
-    expect(src).toEqual({ type: 'file', path: join(fx.backend.instancesDir, `${d1.instance}_disk`, 'disk.qcow2'), format: 'qcow2' });
+    expect(src).toEqual({
+      type: 'file',
+      path: join(fx.backend.instancesDir, `${d1.instance}_disk`, 'disk.qcow2'),
+      format: 'qcow2',
+    });
     // qemu-img itself sees the explicit backing format and the base as the whole chain.
     const [top, below] = await qemuInfo(src.path, 'qcow2', true);
     expect(top!['backing-filename-format']).toBe('raw');
@@ -124,8 +134,16 @@ describe('image cache and overlays', () => {
 
   it('refuses unsafe images before qemu-img sees them and leaves no base, temp file or disk', async () => {
     const cases: { bytes: Uint8Array; diskFormat: string; reason: string }[] = [
-      { bytes: await qemuImageBytes(fx.root, 'qcow2', ['-u', '-b', '/etc/passwd', '-F', 'raw', '@', '1M']), diskFormat: 'qcow2', reason: 'backing-file' },
-      { bytes: await qemuImageBytes(fx.root, 'qcow2', ['-o', `data_file=${join(fx.root, 'data-file.raw')}`, '@', '1M']), diskFormat: 'qcow2', reason: 'data-file' },
+      {
+        bytes: await qemuImageBytes(fx.root, 'qcow2', ['-u', '-b', '/etc/passwd', '-F', 'raw', '@', '1M']),
+        diskFormat: 'qcow2',
+        reason: 'backing-file',
+      },
+      {
+        bytes: await qemuImageBytes(fx.root, 'qcow2', ['-o', `data_file=${join(fx.root, 'data-file.raw')}`, '@', '1M']),
+        diskFormat: 'qcow2',
+        reason: 'data-file',
+      },
       { bytes: await qemuImageBytes(fx.root, 'qcow2', ['@', '1M']), diskFormat: 'raw', reason: 'format-mismatch' },
       { bytes: patternBytes(MiB, 14), diskFormat: 'qcow2', reason: 'format-mismatch' },
     ];
@@ -140,7 +158,10 @@ describe('image cache and overlays', () => {
       expect(await fx.backend.exists(d)).toBe(false);
       expect(await fx.backend.list({ instance: d.instance })).toEqual([]);
     }
-    await expectImageBackendError(fx.backend.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(4096), { diskFormat: 'ploop' })), 'INVALID_ARGUMENT');
+    await expectImageBackendError(
+      fx.backend.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(4096), { diskFormat: 'ploop' })),
+      'INVALID_ARGUMENT',
+    );
     expect(await baseNames()).toEqual(before);
     await assertNoLeftovers();
   });
@@ -181,10 +202,17 @@ describe('image cache and overlays', () => {
       const raw = patternBytes(MiB, 16);
       const rawPath = join(own.root, 'src.raw');
       await writeFile(rawPath, raw);
-      for (const [fmt, declared] of [['vmdk', 'vmdk'], ['vhdx', 'vhdx'], ['vdi', 'vdi']] as const) {
+      for (const [fmt, declared] of [
+        ['vmdk', 'vmdk'],
+        ['vhdx', 'vhdx'],
+        ['vdi', 'vdi'],
+      ] as const) {
         const out = join(own.root, `src.${fmt}`);
         await exec('qemu-img', ['convert', '-q', '-f', 'raw', '-O', fmt, rawPath, out], { timeout: 60_000 });
-        const img = sourceImageFromBytes(new Uint8Array(await readFile(out)), { diskFormat: declared, virtualSize: raw.length });
+        const img = sourceImageFromBytes(new Uint8Array(await readFile(out)), {
+          diskFormat: declared,
+          virtualSize: raw.length,
+        });
         const d = newDisk();
         expect((await own.backend.createFromImage(d, img)).method).toBe('imported');
         const base = (await own.backend.cachedBase(img.id))!;
@@ -208,7 +236,10 @@ describe('image cache and overlays', () => {
 
   it('refuses a requested size below the image virtual size, leaving nothing', async () => {
     const d = newDisk();
-    await expectImageBackendError(fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(2 * MiB, 15)), { sizeBytes: MiB }), 'INVALID_ARGUMENT');
+    await expectImageBackendError(
+      fx.backend.createFromImage(d, sourceImageFromBytes(patternBytes(2 * MiB, 15)), { sizeBytes: MiB }),
+      'INVALID_ARGUMENT',
+    );
     expect(await fx.backend.exists(d)).toBe(false);
     await assertNoLeftovers();
   });
@@ -235,7 +266,9 @@ describe('single flight in one process', () => {
     const img = countingSource(bytes, { chunkBytes: 128 * 1024, delayMs: 5 });
     const disks = Array.from({ length: 10 }, () => newDisk());
     const progress = disks.map(() => [] as ProgressEvent[]);
-    const results = await Promise.all(disks.map((d, i) => fx.backend.createFromImage(d, img, { onProgress: (e) => progress[i]!.push(e) })));
+    const results = await Promise.all(
+      disks.map((d, i) => fx.backend.createFromImage(d, img, { onProgress: (e) => progress[i]!.push(e) })),
+    );
     expect(img.opens()).toBe(1);
     expect(results.filter((r) => r.method === 'imported')).toHaveLength(1);
     expect(results.filter((r) => r.method === 'cloned')).toHaveLength(9);
@@ -262,7 +295,9 @@ describe('single flight in one process', () => {
     const img2 = countingSource(patternBytes(4 * MiB, 23), { chunkBytes: 64 * 1024, delayMs: 5 });
     const acs = [new AbortController(), new AbortController()];
     // Abort once the shared fetch is under way (a timer alone can fire before it opened the source on a loaded machine).
-    const abortAll = () => acs.forEach((c) => c.abort(new Error('test')));
+    const abortAll = () => {
+      for (const c of acs) c.abort(new Error('test'));
+    };
     const onProgress = (e: ProgressEvent) => {
       if (e.phase === 'download' && img2.opens() === 1) abortAll();
     };
@@ -327,7 +362,9 @@ describe('snapshots, resize, flatten', () => {
     await fx.backend.rollbackToSnapshot(d, 'before-upgrade');
     expect((await fx.backend.info(d)).sizeBytes).toBe(MiB);
     expect(Buffer.from(await fx.read(d, 65536)).every((b) => b === 0xab)).toBe(true);
-    expect(Buffer.compare(Buffer.from(await fx.read(d, 65536, 65536)), Buffer.from(bytes.subarray(65536, 131072)))).toBe(0);
+    expect(
+      Buffer.compare(Buffer.from(await fx.read(d, 65536, 65536)), Buffer.from(bytes.subarray(65536, 131072))),
+    ).toBe(0);
     // Our header reader agrees with qemu-img.
     const [info] = await qemuInfo(path, 'qcow2');
     const names = (info!['snapshots'] as { name: string }[]).map((x) => x.name);
@@ -383,7 +420,10 @@ describe('cache clean-up', () => {
       await writeFile(deadTemp, 'partial');
       await utimes(deadTemp, old, old);
       const lockedKey = baseKey(locked.id);
-      const release = await lockfile.lock(join(b.baseDir, lockedKey), { realpath: false, lockfilePath: join(b.baseDir, `${lockedKey}.lock`) });
+      const release = await lockfile.lock(join(b.baseDir, lockedKey), {
+        realpath: false,
+        lockfilePath: join(b.baseDir, `${lockedKey}.lock`),
+      });
       let res;
       try {
         res = await b.cleanupBases({ olderThanMs: 60_000 });
@@ -393,7 +433,11 @@ describe('cache clean-up', () => {
       expect(res.removed.sort()).toEqual([join(b.baseDir, baseKey(unused.id)), deadTemp].sort());
       expect(await b.cachedBase(unused.id)).toBeUndefined();
       const kept = Object.fromEntries(await Promise.all(res.kept.map(async (k) => [k.path, k.reason] as const)));
-      expect(kept).toEqual({ [await path(used)]: 'in-use', [await path(recent)]: 'recent', [await path(locked)]: 'locked' });
+      expect(kept).toEqual({
+        [await path(used)]: 'in-use',
+        [await path(recent)]: 'recent',
+        [await path(locked)]: 'locked',
+      });
       // Once the disk is gone its base goes too (age permitting); the rest follows with age 0.
       expect(await b.remove(d)).toBe(true);
       await utimes(await path(used), old, old);

@@ -43,10 +43,16 @@ interface ChildResult {
 }
 
 /** Starts the creator child and resolves once it is ready; `results` resolves with its output. */
-async function startChild(config: Record<string, unknown>): Promise<{ child: ChildProcessWithoutNullStreams; go: () => void; results: Promise<ChildResult[]> }> {
-  const child = spawn(process.execPath, [CHILD, entries['backend-qcow2']!, entries['image-backend']!, JSON.stringify(config)], {
-    stdio: ['pipe', 'pipe', 'pipe'],
-  });
+async function startChild(
+  config: Record<string, unknown>,
+): Promise<{ child: ChildProcessWithoutNullStreams; go: () => void; results: Promise<ChildResult[]> }> {
+  const child = spawn(
+    process.execPath,
+    [CHILD, entries['backend-qcow2']!, entries['image-backend']!, JSON.stringify(config)],
+    {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    },
+  );
   children.push(child);
   let out = '';
   let err = '';
@@ -91,7 +97,8 @@ function countedSource(bytes: Uint8Array, id: string, opensLog: string, delayMs:
   };
 }
 
-const opens = async (log: string): Promise<string[]> => (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean);
+const opens = async (log: string): Promise<string[]> =>
+  (await readFile(log, 'utf8').catch(() => '')).split('\n').filter(Boolean);
 
 describe('single flight across processes', () => {
   it('20 concurrent creators in 2 processes fetch the image exactly once', async () => {
@@ -131,7 +138,9 @@ describe('single flight across processes', () => {
     expect((await readdir(fx.backend.baseDir)).sort()).toEqual([baseKey(imageId)]);
     // A disk made by each process reads the image.
     for (const d of [mine[0]!, remote[0]!.disk]) {
-      expect(Buffer.compare(Buffer.from(await fx.read(d, 1 * MiB, 7 * MiB)), Buffer.from(bytes.subarray(7 * MiB)))).toBe(0);
+      expect(
+        Buffer.compare(Buffer.from(await fx.read(d, 1 * MiB, 7 * MiB)), Buffer.from(bytes.subarray(7 * MiB))),
+      ).toBe(0);
     }
     for (const d of all) expect(await fx.backend.remove(d)).toBe(true);
   });

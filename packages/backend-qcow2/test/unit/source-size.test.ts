@@ -1,18 +1,26 @@
 // Issue 17: every concern in a file of its own, so no TypeScript source is over 600 lines.
-import { readdirSync, readFileSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { describe, expect, it } from 'vitest';
+import { oversizedFiles, typeScriptSources } from '@ephemera/testkit';
 
 const src = join(dirname(fileURLToPath(import.meta.url)), '../../src');
 
 describe('backend-qcow2 source layout', () => {
   it('has no TypeScript file under src/ over 600 lines, and the backend split by concern', () => {
-    const files = readdirSync(src, { recursive: true, encoding: 'utf8' }).filter((f) => f.endsWith('.ts'));
-    expect(files).toEqual(expect.arrayContaining(['backend.ts', 'base-cache.ts', 'create.ts', 'snapshots.ts', 'resize.ts', 'remove.ts', 'layout.ts', 'index.ts']));
-    const long = files
-      .map((f) => ({ file: f, lines: readFileSync(join(src, f), 'utf8').split('\n').length - 1 }))
-      .filter((x) => x.lines > 600);
-    expect(long).toEqual([]);
+    const sources = typeScriptSources(src);
+    expect(sources.map((s) => s.file)).toEqual(
+      expect.arrayContaining([
+        'backend.ts',
+        'base-cache.ts',
+        'create.ts',
+        'snapshots.ts',
+        'resize.ts',
+        'remove.ts',
+        'layout.ts',
+        'index.ts',
+      ]),
+    );
+    expect(oversizedFiles(sources, 600)).toEqual([]);
   });
 });

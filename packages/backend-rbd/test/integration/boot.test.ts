@@ -29,7 +29,8 @@ beforeAll(async () => {
 
 afterAll(async () => {
   const { uri } = loadStack().libvirt;
-  for (const name of domains) await exec('virsh', ['-c', uri, 'destroy', name], { timeout: 30_000 }).catch(() => undefined);
+  for (const name of domains)
+    await exec('virsh', ['-c', uri, 'destroy', name], { timeout: 30_000 }).catch(() => undefined);
   for (const d of disks) await backend.remove(d, { busyTimeoutMs: 60_000 });
   await backend?.close();
   await glance.deleteAll();
@@ -51,7 +52,9 @@ async function boot(disk: DiskRef, label: string): Promise<{ text: string; ms: n
     features: { acpi: true },
     onPoweroff: 'destroy',
     onReboot: 'destroy',
-    disks: [{ source: await backend.diskSource(disk), driver: { cache: 'writeback' }, target: { dev: 'hda', bus: 'ide' } }],
+    disks: [
+      { source: await backend.diskSource(disk), driver: { cache: 'writeback' }, target: { dev: 'hda', bus: 'ide' } },
+    ],
     serialLogPath: log,
     memballoon: false,
   });

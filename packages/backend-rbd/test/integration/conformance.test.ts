@@ -5,7 +5,15 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { describeBackendConformance } from '@ephemera/image-backend';
 import { RbdBackend } from '../../src/index.js';
 import { parseRbdUrl } from '../../src/locations.js';
-import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, readDisk, stack } from '../support/stack.js';
+import {
+  GlanceImages,
+  adminCluster,
+  closeAdmin,
+  glanceDirectSnapshot,
+  newBackend,
+  readDisk,
+  stack,
+} from '../support/stack.js';
 
 const glance = new GlanceImages();
 const directSnapshots: string[] = [];

@@ -17,9 +17,21 @@ import {
   type ProgressEvent,
 } from '@ephemera/image-backend';
 import { cephCli, removeCloneKeepingTrashSnapshot } from '@ephemera/testkit';
-import { RbdBackend } from '../../src/index.js';
+import type { RbdBackend } from '../../src/index.js';
 import { parseRbdUrl } from '../../src/locations.js';
-import { GlanceImages, adminCluster, closeAdmin, glanceDirectSnapshot, newBackend, rbdLs, readDisk, stack } from '../support/stack.js';
+import {
+  GlanceImages,
+  adminCluster,
+  closeAdmin,
+  glanceDirectSnapshot,
+  newBackend,
+  patternedImage,
+  qcow2Of,
+  rbdLs,
+  readDisk,
+  stack,
+  trackedDisk,
+} from '../support/stack.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -33,7 +45,9 @@ const imagesPoolLeftovers: string[] = [];
 /** A backend whose direct snapshots write the images pool as client.admin (closed after the file). */
 async function adminDirectSnapshotBackend(): Promise<RbdBackend> {
   const a = stack().ceph.users.admin;
-  const b = await newBackend({ directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath } });
+  const b = await newBackend({
+    directSnapshot: { pool: 'images', clientId: a.id, confPath: a.confPath, keyringPath: a.keyringPath },
+  });
   extraBackends.push(b);
   return b;
 }
@@ -49,31 +63,10 @@ async function adminBackend(): Promise<RbdBackend> {
   return admin;
 }
 
-function newDisk(name = 'disk'): DiskRef {
-  const d = { instance: randomUUID(), name };
-  made.push(d);
-  return d;
-}
-
-/** A qcow2 of `raw` made with qemu-img (test-side files only; the backend never stages). */
-async function qcow2Of(raw: Uint8Array): Promise<Uint8Array> {
-  const r = join(tmp, `${randomUUID()}.raw`);
-  const q = join(tmp, `${randomUUID()}.qcow2`);
-  await writeFile(r, raw);
-  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', r, q], { timeout: 60_000 });
-  const bytes = await readFile(q);
-  await rm(r);
-  await rm(q);
-  return bytes;
-}
+const newDisk = (name = 'disk'): DiskRef => trackedDisk(made, name);
 
 /** Mostly zeros with some data: 1 MiB of pattern at 0, 1 MiB at 9 MiB, 12 MiB total. */
-function sparseImage(seed: number): Uint8Array {
-  const b = new Uint8Array(12 * MiB);
-  b.set(patternBytes(MiB, seed), 0);
-  b.set(patternBytes(MiB, seed + 1), 9 * MiB);
-  return b;
-}
+const sparseImage = (seed: number): Uint8Array => patternedImage(12 * MiB, seed, 9 * MiB);
 
 beforeAll(async () => {
   backend = await newBackend();
@@ -125,11 +118,16 @@ describe('clone from a real Glance upload', () => {
     const d = newDisk();
     const events: ProgressEvent[] = [];
     const started = performance.now();
-    const res = await backend.createFromImage(d, glance.source(rec), { sizeBytes: 16 * MiB, onProgress: (e) => events.push(e) });
+    const res = await backend.createFromImage(d, glance.source(rec), {
+      sizeBytes: 16 * MiB,
+      onProgress: (e) => events.push(e),
+    });
     const ms = Math.round(performance.now() - started);
     expect(res.method).toBe('cloned');
     // The stack keeps require_min_compat_client at luminous: format 1 of Glance's protected snapshot.
-    expect(res.reason).toMatch(/^clone format 1 of images\/.+@snap \(require_min_compat_client luminous < mimic; parent snapshot protected\)/);
+    expect(res.reason).toMatch(
+      /^clone format 1 of images\/.+@snap \(require_min_compat_client luminous < mimic; parent snapshot protected\)/,
+    );
     expect(res.sizeBytes).toBe(16 * MiB);
     expect(events.at(-1)?.percent).toBe(100);
     // The parent, through the binding, as admin.
@@ -163,7 +161,10 @@ describe('clone from a real Glance upload', () => {
   it('refuses a smaller requested size than the image (InvalidArgument, nothing made)', async () => {
     const rec = await glance.upload(patternBytes(2 * MiB, 23));
     const d = newDisk();
-    await expectImageBackendError(backend.createFromImage(d, glance.source(rec), { sizeBytes: MiB }), 'INVALID_ARGUMENT');
+    await expectImageBackendError(
+      backend.createFromImage(d, glance.source(rec), { sizeBytes: MiB }),
+      'INVALID_ARGUMENT',
+    );
     expect(await backend.exists(d)).toBe(false);
   });
 
@@ -199,7 +200,7 @@ describe('several rbd locations in this cluster (tried in order, as Nova does)',
     return `rbd://${backend.fsid}/${stack().ceph.pools.images}/${name}/snap`;
   }
 
-  it('clones from the second location when the first one\'s snapshot is gone and a third pool is not readable, with and without neverDownloadIfOnRbd', async () => {
+  it("clones from the second location when the first one's snapshot is gone and a third pool is not readable, with and without neverDownloadIfOnRbd", async () => {
     const bytes = patternBytes(MiB, 25);
     const rec = await glance.upload(bytes);
     const gone = await snapshotGone();
@@ -211,13 +212,27 @@ describe('several rbd locations in this cluster (tried in order, as Nova does)',
     for (const b of [backend, strict]) {
       const d = newDisk();
       let opened = 0;
-      const src = glance.source(rec, { locations: [{ url: gone, metadata: {} }, { url: noCaps, metadata: {} }, { url: good, metadata: {} }] });
-      const res = await b.createFromImage(d, { ...src, open: (o) => (opened++, src.open(o)) });
+      const src = glance.source(rec, {
+        locations: [
+          { url: gone, metadata: {} },
+          { url: noCaps, metadata: {} },
+          { url: good, metadata: {} },
+        ],
+      });
+      const res = await b.createFromImage(d, {
+        ...src,
+        open: (o) => {
+          opened++;
+          return src.open(o);
+        },
+      });
       expect(res.method).toBe('cloned');
       expect(res.reason).toMatch(new RegExp(`^clone format \\d of images/${rec.id}@snap`));
       // Why each earlier location was skipped, in order.
       expect(res.reason).toContain(`skipped ${gone}: `);
-      expect(res.reason).toMatch(/skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EPERM|skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EACCES/);
+      expect(res.reason).toMatch(
+        /skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EPERM|skipped rbd:\/\/[^ ]+\/rbd\/[^ ]+: .*EACCES/,
+      );
       expect(res.reason!.indexOf(gone)).toBeLessThan(res.reason!.indexOf(noCaps));
       expect(opened).toBe(0);
       expect((await b.info(d)).parent).toBe(`images/${rec.id}@snap`);
@@ -233,7 +248,15 @@ describe('several rbd locations in this cluster (tried in order, as Nova does)',
     extraBackends.push(strict);
     const d = newDisk();
     const err = await expectImageBackendError(
-      strict.createFromImage(d, glance.source(rec, { locations: [{ url: g1, metadata: {} }, { url: g2, metadata: {} }] })),
+      strict.createFromImage(
+        d,
+        glance.source(rec, {
+          locations: [
+            { url: g1, metadata: {} },
+            { url: g2, metadata: {} },
+          ],
+        }),
+      ),
       'INVALID_ARGUMENT',
     );
     expect(err.message).toContain(g1);
@@ -246,7 +269,7 @@ describe('several rbd locations in this cluster (tried in order, as Nova does)',
 describe('streamed import', () => {
   it('imports a qcow2 Glance image through qemu-img from the stream: content byte-equal to the raw original, never cloned', async () => {
     const raw = sparseImage(31);
-    const q = await qcow2Of(raw);
+    const q = await qcow2Of(raw, tmp);
     const rec = await glance.upload(q, 'qcow2');
     expect(rec.locations![0]!.url).toMatch(/^rbd:\/\//);
     const d = newDisk();
@@ -269,23 +292,37 @@ describe('streamed import', () => {
 
   it('converts a qcow2 on RBD as a read-only client from images/<id>@snap (what the rbd-copy plan says), never downloading it', async () => {
     const raw = sparseImage(32);
-    const rec = await glance.upload(await qcow2Of(raw), 'qcow2');
+    const rec = await glance.upload(await qcow2Of(raw, tmp), 'qcow2');
     // First location: a snapshot this client cannot read (no caps on the rbd pool); skipped, said why.
     const noCaps = `rbd://${backend.fsid}/${stack().ceph.pools.rbd}/${randomUUID()}/snap`;
     const src = glance.source(rec, { locations: [{ url: noCaps, metadata: {} }, ...rec.locations!] });
     let opened = 0;
     const d = newDisk();
-    const res = await backend.createFromImage(d, { ...src, open: (o) => (opened++, src.open(o)) });
+    const res = await backend.createFromImage(d, {
+      ...src,
+      open: (o) => {
+        opened++;
+        return src.open(o);
+      },
+    });
     expect(res.method).toBe('imported');
     expect(opened).toBe(0);
-    expect(res.reason).toContain(`converted by qemu-img from the stream of images/${rec.id}@snap (read-only through librbd)`);
+    expect(res.reason).toContain(
+      `converted by qemu-img from the stream of images/${rec.id}@snap (read-only through librbd)`,
+    );
     expect(res.reason).toContain(`skipped ${noCaps}: `);
     expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
     // Without any readable rbd location, the image's own stream (Glance) is the source.
     const d2 = newDisk();
     let opened2 = 0;
     const src2 = glance.source(rec, { locations: [{ url: noCaps, metadata: {} }] });
-    const res2 = await backend.createFromImage(d2, { ...src2, open: (o) => (opened2++, src2.open(o)) });
+    const res2 = await backend.createFromImage(d2, {
+      ...src2,
+      open: (o) => {
+        opened2++;
+        return src2.open(o);
+      },
+    });
     expect(opened2).toBe(1);
     expect(res2.reason).toMatch(/converted by qemu-img from the stream$/);
   });
@@ -302,21 +339,65 @@ describe('streamed import', () => {
     expect(res.reason).toMatch(/forceImport/);
     expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
     const a = stack().ceph.users.admin;
-    const { stdout } = await run('rbd', ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'du', '--format', 'json', `vms/${diskId(d)}`], { timeout: 60_000 });
+    const { stdout } = await run(
+      'rbd',
+      ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'du', '--format', 'json', `vms/${diskId(d)}`],
+      { timeout: 60_000 },
+    );
     const used = (JSON.parse(stdout) as { images: { used_size: number }[] }).images[0]!.used_size;
     expect(used).toBeLessThanOrEqual(4 * MiB); // one 4 MiB object holds the data
     console.log(`raw 64 MiB import (1 MiB of data) from Glance: ${ms} ms, ${used} bytes allocated`);
   });
 
+  it('imports raw from object-sized source chunks (blocks written as views, zero-copy librbd): bytes equal, zero objects unallocated, partial tail kept', async () => {
+    // 10 objects and a 1234-byte tail; objects 0, 3 and 7 hold data, object 5 one byte, the rest are zero.
+    const raw = new Uint8Array(40 * MiB + 1234);
+    for (const o of [0, 3, 7]) raw.set(patternBytes(4 * MiB, 70 + o), o * 4 * MiB);
+    raw[5 * 4 * MiB + 4095] = 9;
+    raw.set(patternBytes(1234, 77), 40 * MiB);
+    const d = newDisk();
+    // 8 MiB chunks: every block is a view of a chunk (as with a local file), none gathered.
+    const res = await backend.createFromImage(d, sourceImageFromBytes(raw, { chunkBytes: 8 * MiB }), {
+      forceImport: true,
+    });
+    expect(res.method).toBe('imported');
+    expect(Buffer.compare(Buffer.from(await readDisk(d, raw.length)), Buffer.from(raw))).toBe(0);
+    const a = stack().ceph.users.admin;
+    const { stdout } = await run(
+      'rbd',
+      ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'du', '--format', 'json', `vms/${diskId(d)}`],
+      { timeout: 60_000 },
+    );
+    const used = (JSON.parse(stdout) as { images: { used_size: number }[] }).images[0]!.used_size;
+    // Objects 0, 3, 5, 7 and the tail object exist; the six all-zero objects were never written.
+    expect(used).toBeGreaterThan(4 * 4 * MiB);
+    expect(used).toBeLessThanOrEqual(5 * 4 * MiB);
+  });
+
+  it('leaves no image when a source of object-sized chunks fails with block views in flight', async () => {
+    const raw = patternBytes(48 * MiB, 78);
+    const d = newDisk();
+    await expectImageBackendError(
+      backend.createFromImage(d, sourceImageFromBytes(raw, { chunkBytes: 8 * MiB, failAfterBytes: 24 * MiB }), {
+        forceImport: true,
+      }),
+      'IMAGE_SOURCE',
+    );
+    expect(await rbdLs('vms')).not.toContain(diskId(d));
+    expect(await backend.list({ instance: d.instance })).toEqual([]);
+  });
+
   it('leaves no image when the Glance download fails midway (raw and qcow2)', async () => {
     const raw = patternBytes(8 * MiB, 51);
     const recRaw = await glance.upload(raw);
-    const recQ = await glance.upload(await qcow2Of(raw), 'qcow2');
+    const recQ = await glance.upload(await qcow2Of(raw, tmp), 'qcow2');
     for (const rec of [recRaw, recQ]) {
       const d = newDisk();
       // Without locations: the qcow2 goes through the stream path (qemu-img reads the download).
       await expectImageBackendError(
-        backend.createFromImage(d, glance.source(rec, { failAfterBytes: 3 * MiB, locations: [] }), { forceImport: true }),
+        backend.createFromImage(d, glance.source(rec, { failAfterBytes: 3 * MiB, locations: [] }), {
+          forceImport: true,
+        }),
         'IMAGE_SOURCE',
       );
       expect(await rbdLs('vms')).not.toContain(diskId(d));
@@ -342,22 +423,28 @@ describe('streamed import', () => {
     const small = await newBackend({ convertStream: { headBytes: 512 * 1024, windowBytes: 1024 * 1024 } });
     extraBackends.push(small);
     const d2 = newDisk();
-    const err = await expectImageBackendError(small.createFromImage(d2, glance.source(rec, { locations: [] })), 'IMAGE_SOURCE');
+    const err = await expectImageBackendError(
+      small.createFromImage(d2, glance.source(rec, { locations: [] })),
+      'IMAGE_SOURCE',
+    );
     expect(err.message).toMatch(/not sequential enough/);
     expect(await rbdLs('vms')).not.toContain(diskId(d2));
   });
 
   it('refuses a qcow2 read from RBD whose declared hash does not match what is stored (UnsafeImage, target removed)', async () => {
-    const rec = await glance.upload(await qcow2Of(patternBytes(4 * MiB, 52)), 'qcow2');
+    const rec = await glance.upload(await qcow2Of(patternBytes(4 * MiB, 52), tmp), 'qcow2');
     const d = newDisk();
     const lie = { ...rec, os_hash_value: rec.os_hash_value!.replace(/^./, (c) => (c === '0' ? '1' : '0')) };
-    const err = await expectImageBackendError((await adminBackend()).createFromImage(d, glance.source(lie)), 'UNSAFE_IMAGE');
+    const err = await expectImageBackendError(
+      (await adminBackend()).createFromImage(d, glance.source(lie)),
+      'UNSAFE_IMAGE',
+    );
     expect(err.message).toMatch(/mismatch/);
     expect(await rbdLs('vms')).not.toContain(diskId(d));
   });
 
   it('rolls back a direct (RBD-read) qcow2 conversion aborted midway, evicting the killed qemu-img watch', async () => {
-    const rec = await glance.upload(await qcow2Of(patternBytes(96 * MiB, 53)), 'qcow2');
+    const rec = await glance.upload(await qcow2Of(patternBytes(96 * MiB, 53), tmp), 'qcow2');
     const b = await adminBackend();
     const d = newDisk();
     const ac = new AbortController();
@@ -376,9 +463,12 @@ describe('streamed import', () => {
   });
 
   it('refuses a qcow2 declared raw before creating anything (UnsafeImage)', async () => {
-    const q = await qcow2Of(patternBytes(4 * MiB, 61));
+    const q = await qcow2Of(patternBytes(4 * MiB, 61), tmp);
     const d = newDisk();
-    const err = await expectImageBackendError(backend.createFromImage(d, sourceImageFromBytes(q, { diskFormat: 'raw' })), 'UNSAFE_IMAGE');
+    const err = await expectImageBackendError(
+      backend.createFromImage(d, sourceImageFromBytes(q, { diskFormat: 'raw' })),
+      'UNSAFE_IMAGE',
+    );
     expect(err.message).toMatch(/qcow2/);
     expect(await rbdLs('vms')).not.toContain(diskId(d));
   });
@@ -389,14 +479,17 @@ describe('streamed import', () => {
     await writeFile(base, patternBytes(MiB, 62));
     await run('qemu-img', ['create', '-f', 'qcow2', '-b', base, '-F', 'raw', top], { timeout: 30_000 });
     const d = newDisk();
-    const err = await expectImageBackendError(backend.createFromImage(d, sourceImageFromBytes(await readFile(top), { diskFormat: 'qcow2' })), 'UNSAFE_IMAGE');
+    const err = await expectImageBackendError(
+      backend.createFromImage(d, sourceImageFromBytes(await readFile(top), { diskFormat: 'qcow2' })),
+      'UNSAFE_IMAGE',
+    );
     expect((err as { reason?: string }).reason).toBe('backing-file');
     expect(await backend.exists(d)).toBe(false);
   });
 
   it('rolls back a qcow2 import aborted while qemu-img runs (Aborted, nothing left)', async () => {
     const raw = patternBytes(16 * MiB, 63);
-    const q = await qcow2Of(raw);
+    const q = await qcow2Of(raw, tmp);
     const ac = new AbortController();
     const img = sourceImageFromBytes(q, {
       diskFormat: 'qcow2',
@@ -438,7 +531,7 @@ describe('neverDownloadIfOnRbd', () => {
   it('refuses to download an image on RBD that cannot be cloned (qcow2, or another cluster), creating nothing', async () => {
     const strict = await newBackend({ neverDownloadIfOnRbd: true });
     extraBackends.push(strict);
-    const recQ = await glance.upload(await qcow2Of(patternBytes(MiB, 71)), 'qcow2');
+    const recQ = await glance.upload(await qcow2Of(patternBytes(MiB, 71), tmp), 'qcow2');
     const d1 = newDisk();
     const e1 = await expectImageBackendError(strict.createFromImage(d1, glance.source(recQ)), 'INVALID_ARGUMENT');
     expect(e1.message).toMatch(/neverDownloadIfOnRbd.*|is on RBD/);
@@ -447,11 +540,16 @@ describe('neverDownloadIfOnRbd', () => {
     const recR = await glance.upload(patternBytes(MiB, 72));
     const foreign = recR.locations![0]!.url.replace(strict.fsid, '00000000-0000-4000-8000-000000000000');
     const d2 = newDisk();
-    const e2 = await expectImageBackendError(strict.createFromImage(d2, glance.source(recR, { locations: [{ url: foreign, metadata: {} }] })), 'INVALID_ARGUMENT');
+    const e2 = await expectImageBackendError(
+      strict.createFromImage(d2, glance.source(recR, { locations: [{ url: foreign, metadata: {} }] })),
+      'INVALID_ARGUMENT',
+    );
     expect(e2.message).toMatch(/another cluster/);
     // A clonable image is still cloned, and an image without any rbd location is still imported.
     expect((await strict.createFromImage(newDisk(), glance.source(recR))).method).toBe('cloned');
-    expect((await strict.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(MiB, 73)))).method).toBe('imported');
+    expect((await strict.createFromImage(newDisk(), sourceImageFromBytes(patternBytes(MiB, 73)))).method).toBe(
+      'imported',
+    );
     expect(await rbdLs('vms')).not.toContain(diskId(d1));
     expect(await rbdLs('vms')).not.toContain(diskId(d2));
   });
@@ -661,11 +759,11 @@ describe('snapshots, direct snapshot, removal', () => {
       await owner.close();
       await vms.close();
     }
-    // No lock owner: only the killed client's own requests could still land (1 s).
+    // No lock owner: only the killed client's own requests could still land (5 s).
     let t1 = performance.now();
     expect(await b.removeDirectSnapshot(d, { imageId, orphaned: true })).toBe(false);
-    expect(performance.now() - t1).toBeGreaterThanOrEqual(900);
-    expect(performance.now() - t1).toBeLessThan(3_000);
+    expect(performance.now() - t1).toBeGreaterThanOrEqual(4_900);
+    expect(performance.now() - t1).toBeLessThan(6_900);
     // Not orphaned (a live caller's rollback): no wait.
     t1 = performance.now();
     expect(await b.removeDirectSnapshot(d, { imageId })).toBe(false);
@@ -675,7 +773,9 @@ describe('snapshots, direct snapshot, removal', () => {
   it('removes a half-removed disk (directory entry without header, as a kill inside rbd_remove leaves it)', async () => {
     const d = newDisk();
     await backend.createBlank(d, 8 * MiB);
-    const info = JSON.parse(await cephCli('admin', ['rbd', 'info', `vms/${diskId(d)}`, '--format', 'json'])) as { id: string };
+    const info = JSON.parse(await cephCli('admin', ['rbd', 'info', `vms/${diskId(d)}`, '--format', 'json'])) as {
+      id: string;
+    };
     await cephCli('admin', ['rados', '-p', 'vms', 'rm', `rbd_header.${info.id}`]);
     expect(await rbdLs('vms')).toContain(diskId(d));
     expect(await backend.exists(d)).toBe(false); // cannot be opened

@@ -1,9 +1,12 @@
 // Test helpers on the real dev stack: the backend as client.ephemera, Glance uploads (fetch),
 // admin reads through the binding and `rbd ls` through the CLI.
 import { execFile } from 'node:child_process';
+import { randomUUID } from 'node:crypto';
+import { readFile, rm, writeFile } from 'node:fs/promises';
+import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { connect, type Cluster } from '@ephemera/ceph-rbd-napi';
-import { diskId, type DiskRef, type ImageLocation, type SourceImage } from '@ephemera/image-backend';
+import { diskId, patternBytes, type DiskRef, type ImageLocation, type SourceImage } from '@ephemera/image-backend';
 import { loadStack, type StackInfo } from '@ephemera/testkit';
 import { RbdBackend, type RbdBackendOptions } from '../../src/index.js';
 
@@ -11,6 +14,33 @@ const run = promisify(execFile);
 
 export function stack(): StackInfo {
   return loadStack();
+}
+
+/** A disk ref of a new instance, recorded in `made` for the file's cleanup. */
+export function trackedDisk(made: DiskRef[], name = 'disk'): DiskRef {
+  const d = { instance: randomUUID(), name };
+  made.push(d);
+  return d;
+}
+
+/** `size` bytes, mostly zeros: 1 MiB of pattern `seed` at 0 and 1 MiB of `seed + 1` at `secondAt`. */
+export function patternedImage(size: number, seed: number, secondAt: number): Uint8Array {
+  const b = new Uint8Array(size);
+  b.set(patternBytes(1024 * 1024, seed), 0);
+  b.set(patternBytes(1024 * 1024, seed + 1), secondAt);
+  return b;
+}
+
+/** A qcow2 of `raw` made with qemu-img in `dir` (test-side files only; the backend never stages). */
+export async function qcow2Of(raw: Uint8Array, dir: string): Promise<Uint8Array> {
+  const r = join(dir, `${randomUUID()}.raw`);
+  const q = join(dir, `${randomUUID()}.qcow2`);
+  await writeFile(r, raw);
+  await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', r, q], { timeout: 60_000 });
+  const bytes = await readFile(q);
+  await rm(r);
+  await rm(q);
+  return bytes;
 }
 
 /** The backend as the stack's restricted user (read-only on `images`), with the libvirt secret. */
@@ -65,7 +95,9 @@ export async function readDisk(disk: DiskRef, length: number, offset = 0): Promi
 /** `rbd ls <pool>` as admin (the CLI, independent of the binding). */
 export async function rbdLs(pool: string): Promise<string[]> {
   const a = stack().ceph.users.admin;
-  const { stdout } = await run('rbd', ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'ls', pool], { timeout: 60_000 });
+  const { stdout } = await run('rbd', ['--conf', a.confPath, '--id', a.id, '--keyring', a.keyringPath, 'ls', pool], {
+    timeout: 60_000,
+  });
   return stdout.split('\n').filter(Boolean);
 }
 

@@ -8,10 +8,20 @@ const FSID = 'acada594-e091-4f05-9d45-e3735cb2db40';
 const OTHER = '33630410-6d93-4d66-8e42-3b953cf194aa';
 const here = (image: string, snap = 'snap') => `rbd://${FSID}/images/${image}/${snap}`;
 const there = (image: string) => `rbd://${OTHER}/images/${image}/snap`;
-const img = (diskFormat: string, ...urls: string[]) => ({ diskFormat, locations: urls.map((url) => ({ url, metadata: {} })) });
+const img = (diskFormat: string, ...urls: string[]) => ({
+  diskFormat,
+  locations: urls.map((url) => ({ url, metadata: {} })),
+});
 
 describe('decideClone (is_cloneable)', () => {
-  const table: { name: string; image: ReturnType<typeof img>; force?: boolean; clone?: string[]; reason?: RegExp; rbdLocation?: string }[] = [
+  const table: {
+    name: string;
+    image: ReturnType<typeof img>;
+    force?: boolean;
+    clone?: string[];
+    reason?: RegExp;
+    rbdLocation?: string;
+  }[] = [
     { name: 'cloneable: raw, rbd location in this cluster', image: img('raw', here('a')), clone: [here('a')] },
     { name: 'format is case-insensitive', image: img('RAW', here('a')), clone: [here('a')] },
     { name: 'no locations at all', image: img('raw'), reason: /no rbd:\/\/ location/ },
@@ -32,7 +42,13 @@ describe('decideClone (is_cloneable)', () => {
       rbdLocation: here('a'),
     })),
     { name: 'unknown format', image: img('', here('a')), reason: /of unknown format, not raw/, rbdLocation: here('a') },
-    { name: 'forceImport: never cloned', image: img('raw', here('a')), force: true, reason: /^forceImport/, rbdLocation: here('a') },
+    {
+      name: 'forceImport: never cloned',
+      image: img('raw', here('a')),
+      force: true,
+      reason: /^forceImport/,
+      rbdLocation: here('a'),
+    },
     {
       name: 'several locations: every local one in the given order, others left out',
       image: img('raw', 'http://glance/x', there('a'), here('b'), here('c', 's2')),
@@ -70,15 +86,32 @@ describe('clone format', () => {
     expect(cloneFormatPolicy(1, 'reef')).toEqual({ format: 1, why: 'configured' });
     expect(cloneFormatPolicy(2, undefined)).toEqual({ format: 2, why: 'configured' });
     expect(cloneFormatPolicy('auto', 'mimic')).toEqual({ format: 2, why: 'require_min_compat_client mimic >= mimic' });
-    expect(cloneFormatPolicy('auto', 'luminous')).toEqual({ format: 1, why: 'require_min_compat_client luminous < mimic' });
-    expect(cloneFormatPolicy('auto', undefined)).toEqual({ format: undefined, why: 'require_min_compat_client unknown' });
+    expect(cloneFormatPolicy('auto', 'luminous')).toEqual({
+      format: 1,
+      why: 'require_min_compat_client luminous < mimic',
+    });
+    expect(cloneFormatPolicy('auto', undefined)).toEqual({
+      format: undefined,
+      why: 'require_min_compat_client unknown',
+    });
   });
 
-  const table: [policy: 1 | 2 | undefined, protectedParent: boolean, expected: { kind: string; format?: number; why?: RegExp; reason?: RegExp }][] = [
+  const table: [
+    policy: 1 | 2 | undefined,
+    protectedParent: boolean,
+    expected: { kind: string; format?: number; why?: RegExp; reason?: RegExp },
+  ][] = [
     [2, false, { kind: 'clone', format: 2, why: /^p$/ }],
     [2, true, { kind: 'clone', format: 2, why: /^p$/ }],
     [1, true, { kind: 'clone', format: 1, why: /^p; parent snapshot protected$/ }],
-    [1, false, { kind: 'import', reason: /clone format 2 not allowed \(p\) and parent snapshot pool\/img@snap is not protected/ }],
+    [
+      1,
+      false,
+      {
+        kind: 'import',
+        reason: /clone format 2 not allowed \(p\) and parent snapshot pool\/img@snap is not protected/,
+      },
+    ],
     [undefined, true, { kind: 'clone', format: 1, why: /parent snapshot protected$/ }],
     [undefined, false, { kind: 'clone', format: 2, why: /parent snapshot unprotected$/ }],
   ];

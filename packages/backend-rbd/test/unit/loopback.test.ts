@@ -43,7 +43,11 @@ describe('LoopbackImageServer', () => {
     raw.set(patternBytes(3 * MiB, 1), 0);
     raw.set(patternBytes(2 * MiB, 2), 17 * MiB);
     const q = await qcow2(raw);
-    const srv = new LoopbackImageServer(chunked(q, 64 * 1024), { size: q.length, headBytes: MiB, windowBytes: 4 * MiB });
+    const srv = new LoopbackImageServer(chunked(q, 64 * 1024), {
+      size: q.length,
+      headBytes: MiB,
+      windowBytes: 4 * MiB,
+    });
     await srv.listen();
     const out = join(dir, 'converted.raw');
     try {
@@ -80,7 +84,11 @@ describe('LoopbackImageServer', () => {
 
   it('fails a request for bytes that left the window (and every request after it)', async () => {
     const data = patternBytes(200_000, 4);
-    const srv = new LoopbackImageServer(chunked(data, 10_000), { size: data.length, headBytes: 10_000, windowBytes: 20_000 });
+    const srv = new LoopbackImageServer(chunked(data, 10_000), {
+      size: data.length,
+      headBytes: 10_000,
+      windowBytes: 20_000,
+    });
     await srv.listen();
     try {
       expect((await fetch(srv.url, { headers: { range: 'bytes=150000-150999' } })).status).toBe(206);
@@ -95,13 +103,88 @@ describe('LoopbackImageServer', () => {
     }
   });
 
+  it('converts a qcow2 whose L2 tables lie past the window (qemu-img reads them all first) by reopening the source', async () => {
+    // 4 KiB clusters: one L2 table per 2 MiB of data, spread through the file. qemu-img
+    // convert's first pass (block status for its progress) reads every L2 table, pulling the
+    // stream to the last one; the data pass then starts again at the front.
+    // The window holds qemu-img's reads in flight (8 coroutines of 2 MiB + readahead, in any order).
+    const raw = patternBytes(56 * MiB, 6);
+    const q = await qcow2(raw, ['-o', 'cluster_size=4096']);
+    let opened = 1;
+    const srv = new LoopbackImageServer(chunked(q, 256 * 1024), {
+      size: q.length,
+      headBytes: MiB,
+      windowBytes: 24 * MiB,
+      reopen: () => {
+        opened++;
+        return chunked(q, 256 * 1024);
+      },
+    });
+    await srv.listen();
+    const out = join(dir, 'spread.raw');
+    // A failed request can leave qemu's curl driver waiting: stop it (as the backend does).
+    const stop = new AbortController();
+    srv.onFail = () => stop.abort();
+    try {
+      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), out], {
+        timeout: 60_000,
+        signal: stop.signal,
+      });
+      await srv.drain();
+    } finally {
+      await srv.close();
+    }
+    expect(srv.error).toBeUndefined();
+    expect(opened).toBe(2);
+    expect(Buffer.compare(await readFile(out), Buffer.from(raw))).toBe(0);
+  });
+
+  it('a request straddling the head end is served from head + window (bytes exact)', async () => {
+    const data = patternBytes(200_000, 7);
+    const srv = new LoopbackImageServer(chunked(data, 10_000), {
+      size: data.length,
+      headBytes: 50_000,
+      windowBytes: 40_000,
+    });
+    await srv.listen();
+    try {
+      const r = await fetch(srv.url, { headers: { range: 'bytes=45000-64999' } });
+      expect(r.status).toBe(206);
+      expect(Buffer.from(await r.arrayBuffer()).equals(Buffer.from(data.subarray(45_000, 65_000)))).toBe(true);
+    } finally {
+      await srv.close();
+    }
+  });
+
+  it('without a way to reopen the source, bytes past the head that left the window still fail typed', async () => {
+    const data = patternBytes(200_000, 8);
+    const srv = new LoopbackImageServer(chunked(data, 10_000), {
+      size: data.length,
+      headBytes: 50_000,
+      windowBytes: 20_000,
+    });
+    await srv.listen();
+    try {
+      expect((await fetch(srv.url, { headers: { range: 'bytes=150000-150999' } })).status).toBe(206);
+      const gone = await fetch(srv.url, { headers: { range: 'bytes=45000-64999' } }).catch((e: unknown) => e);
+      expect(gone instanceof Error || (gone as Response).status === 500).toBe(true);
+      expect(srv.error).toBeInstanceOf(RangeUnavailableError);
+    } finally {
+      await srv.close();
+    }
+  });
+
   it('a source failure makes qemu-img fail and surfaces as the server error', async () => {
     const raw = patternBytes(8 * MiB, 5);
     const q = await qcow2(raw);
     const srv = new LoopbackImageServer(chunked(q, 64 * 1024, 4 * MiB), { size: q.length });
     await srv.listen();
     try {
-      await expect(run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), join(dir, 'x.raw')], { timeout: 60_000 })).rejects.toThrow();
+      await expect(
+        run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), join(dir, 'x.raw')], {
+          timeout: 60_000,
+        }),
+      ).rejects.toThrow();
       expect((srv.error as Error).message).toBe('source broke');
     } finally {
       await srv.close();

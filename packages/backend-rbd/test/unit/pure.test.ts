@@ -34,10 +34,22 @@ describe('rbd:// locations', () => {
   it('parses Glance rbd store locations (URL-quoted parts) and formats them back', () => {
     const u = parseRbdUrl(`rbd://${FSID}/images/9e8f67d9-9029-489a-9b3f-5d532f9d8e53/snap`);
     expect(u).toEqual({ fsid: FSID, pool: 'images', image: '9e8f67d9-9029-489a-9b3f-5d532f9d8e53', snapshot: 'snap' });
-    expect(parseRbdUrl(`rbd://${FSID.toUpperCase()}/my%2Dpool/a%3Ab/s`)).toEqual({ fsid: FSID, pool: 'my-pool', image: 'a:b', snapshot: 's' });
+    expect(parseRbdUrl(`rbd://${FSID.toUpperCase()}/my%2Dpool/a%3Ab/s`)).toEqual({
+      fsid: FSID,
+      pool: 'my-pool',
+      image: 'a:b',
+      snapshot: 's',
+    });
     // A decoded space is part of the name, as glance_store and Nova read it (issue 16.2: it was refused here).
-    expect(parseRbdUrl(`rbd://${FSID}/my%20pool/a/s`)).toEqual({ fsid: FSID, pool: 'my pool', image: 'a', snapshot: 's' });
-    expect(formatRbdUrl({ fsid: FSID, pool: 'my-pool', image: 'a:b', snapshot: 's' })).toBe(`rbd://${FSID}/my-pool/a%3Ab/s`);
+    expect(parseRbdUrl(`rbd://${FSID}/my%20pool/a/s`)).toEqual({
+      fsid: FSID,
+      pool: 'my pool',
+      image: 'a',
+      snapshot: 's',
+    });
+    expect(formatRbdUrl({ fsid: FSID, pool: 'my-pool', image: 'a:b', snapshot: 's' })).toBe(
+      `rbd://${FSID}/my-pool/a%3Ab/s`,
+    );
   });
 
   it('refuses everything else', () => {
@@ -62,7 +74,9 @@ describe('rbd:// locations', () => {
   });
 
   it('round-trips any well-formed parts (property)', () => {
-    const part = fc.string({ minLength: 1, maxLength: 40 }).filter((s) => /^[^/@\s\x00-\x1f\x7f]+$/.test(s) && s !== '.' && s !== '..');
+    const part = fc
+      .string({ minLength: 1, maxLength: 40 })
+      .filter((s) => /^[^/@\s\x00-\x1f\x7f]+$/.test(s) && s !== '.' && s !== '..');
     fc.assert(
       fc.property(fc.uuid(), part, part, part, (fsid, pool, image, snapshot) => {
         const u = { fsid: fsid.toLowerCase(), pool, image, snapshot };
@@ -77,9 +91,24 @@ describe('rbd:// locations', () => {
 describe('rbd:// locations: the forms glance and the backend used to disagree on', () => {
   it('ignores an upper-case scheme, reads po%20ol and non-ASCII parts, never clones a legacy location', () => {
     expect(parseRbdUrl(`RBD://${FSID}/images/img/snap`)).toBeUndefined();
-    expect(parseRbdUrl(`rbd://${FSID}/po%20ol/img/snap`)).toEqual({ fsid: FSID, pool: 'po ol', image: 'img', snapshot: 'snap' });
-    expect(parseRbdUrl(`rbd://${FSID}/images/imagé/snap`)).toEqual({ fsid: FSID, pool: 'images', image: 'imagé', snapshot: 'snap' });
-    expect(parseRbdUrl(`rbd://${FSID}/images/imag%C3%A9/snap`)).toEqual({ fsid: FSID, pool: 'images', image: 'imagé', snapshot: 'snap' });
+    expect(parseRbdUrl(`rbd://${FSID}/po%20ol/img/snap`)).toEqual({
+      fsid: FSID,
+      pool: 'po ol',
+      image: 'img',
+      snapshot: 'snap',
+    });
+    expect(parseRbdUrl(`rbd://${FSID}/images/imagé/snap`)).toEqual({
+      fsid: FSID,
+      pool: 'images',
+      image: 'imagé',
+      snapshot: 'snap',
+    });
+    expect(parseRbdUrl(`rbd://${FSID}/images/imag%C3%A9/snap`)).toEqual({
+      fsid: FSID,
+      pool: 'images',
+      image: 'imagé',
+      snapshot: 'snap',
+    });
     expect(parseRbdUrl('rbd://my%20image')).toBeUndefined();
   });
 
@@ -101,7 +130,11 @@ describe('rbd:// locations: the forms glance and the backend used to disagree on
 describe('mon_host', () => {
   it('picks the v1 address of every monitor', () => {
     expect(parseMonHost('[v2:127.0.0.1:30624,v1:127.0.0.1:30625]')).toEqual([{ host: '127.0.0.1', port: 30625 }]);
-    expect(parseMonHost('[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789] [v2:10.0.0.3:3300/0,v1:10.0.0.3:6789/0]')).toEqual([
+    expect(
+      parseMonHost(
+        '[v2:10.0.0.1:3300,v1:10.0.0.1:6789],[v2:10.0.0.2:3300,v1:10.0.0.2:6789] [v2:10.0.0.3:3300/0,v1:10.0.0.3:6789/0]',
+      ),
+    ).toEqual([
       { host: '10.0.0.1', port: 6789 },
       { host: '10.0.0.2', port: 6789 },
       { host: '10.0.0.3', port: 6789 },
@@ -121,7 +154,10 @@ describe('mon_host', () => {
 
   it('reads mon_host from a ceph.conf ([global], any spelling)', async () => {
     const p = join(dir, 'c.conf');
-    await writeFile(p, '# c\n[global]\nfsid = x\n mon host = [v2:1.2.3.4:3300,v1:1.2.3.4:6789] ; comment\n[client]\nkeyring = /k\n');
+    await writeFile(
+      p,
+      '# c\n[global]\nfsid = x\n mon host = [v2:1.2.3.4:3300,v1:1.2.3.4:6789] ; comment\n[client]\nkeyring = /k\n',
+    );
     expect(await readMonHost(p)).toBe('[v2:1.2.3.4:3300,v1:1.2.3.4:6789]');
     await writeFile(p, '[osd]\nmon_host = 9.9.9.9\n[client]\nkeyring=/k\n');
     expect(await readMonHost(p)).toBeUndefined();
@@ -167,7 +203,10 @@ describe('options', () => {
   });
 
   it('an unreachable conf is BackendUnavailable', async () => {
-    await expectImageBackendError(RbdBackend.create({ pool: 'vms', confPath: join(dir, 'missing.conf') }), 'BACKEND_UNAVAILABLE');
+    await expectImageBackendError(
+      RbdBackend.create({ pool: 'vms', confPath: join(dir, 'missing.conf') }),
+      'BACKEND_UNAVAILABLE',
+    );
   });
 });
 
@@ -200,6 +239,23 @@ describe('streaming pieces', () => {
         }
       }),
     );
+  });
+
+  it('blocks() yields whole blocks inside one chunk as views of it (no copy), gathers only blocks that straddle chunks', async () => {
+    const data = patternBytes(5 * 4096 + 100, 9);
+    // One block-sized chunk, one holding two blocks and a bit, then the rest.
+    const chunks = [data.subarray(0, 4096), data.subarray(4096, 3 * 4096 + 50), data.subarray(3 * 4096 + 50)];
+    const out = await collect(blocks(from(chunks), 4096));
+    expect(out.map((b) => b.length)).toEqual([4096, 4096, 4096, 4096, 4096, 100]);
+    expect(Buffer.concat(out).equals(Buffer.from(data))).toBe(true);
+    const viewOf = (b: Buffer, c: Uint8Array) =>
+      b.buffer === c.buffer && b.byteOffset >= c.byteOffset && b.byteOffset + b.length <= c.byteOffset + c.length;
+    expect(viewOf(out[0]!, chunks[0]!)).toBe(true);
+    expect(viewOf(out[1]!, chunks[1]!)).toBe(true);
+    expect(viewOf(out[2]!, chunks[1]!)).toBe(true);
+    // Block 3 straddles chunks 1 and 2: gathered into memory of its own.
+    expect(out[3]!.buffer).not.toBe(data.buffer);
+    expect(viewOf(out[4]!, chunks[2]!)).toBe(true);
   });
 
   it('isAllZero', () => {
@@ -263,14 +319,22 @@ describe('streaming pieces', () => {
 
 describe('qemu-img argv', () => {
   it('renders the RBD target with paths only, escaping separators', () => {
-    expect(rbdTargetUri({ pool: 'vms', image: 'u_disk', user: 'ephemera', confPath: '/etc/ceph/a:b.conf', keyringPath: '/k@1' })).toBe(
-      'rbd:vms/u_disk:id=ephemera:conf=/etc/ceph/a\\:b.conf:keyring=/k\\@1',
-    );
+    expect(
+      rbdTargetUri({
+        pool: 'vms',
+        image: 'u_disk',
+        user: 'ephemera',
+        confPath: '/etc/ceph/a:b.conf',
+        keyringPath: '/k@1',
+      }),
+    ).toBe('rbd:vms/u_disk:id=ephemera:conf=/etc/ceph/a\\:b.conf:keyring=/k\\@1');
     expect(() => rbdTargetUri({ pool: 'vms', image: 'x\n', user: 'u', confPath: '/c' })).toThrow();
   });
 
   it('renders an HTTP source for the curl driver as json:', () => {
-    expect(httpSource('http://127.0.0.1:1/t', { timeoutSeconds: 600 })).toBe('json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}');
+    expect(httpSource('http://127.0.0.1:1/t', { timeoutSeconds: 600 })).toBe(
+      'json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}',
+    );
     expect(JSON.parse(httpSource('https://h/x').slice(5)).file.driver).toBe('https');
   });
 });

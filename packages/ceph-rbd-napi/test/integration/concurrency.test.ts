@@ -7,7 +7,7 @@ import { join } from 'node:path';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, setWorkerThreads, Timeout, workerThreads, type Cluster, type IoCtx } from '@ephemera/ceph-rbd-napi';
-import { Cleanup, connectAs, DEAD_MON, stack, uniq } from './helpers.js';
+import { adminPools, Cleanup, cleanUpAndClose, DEAD_MON, stack, uniq } from './helpers.js';
 
 const MiB = 1 << 20;
 let admin: Cluster;
@@ -16,17 +16,9 @@ let vms: IoCtx;
 const cleanup = new Cleanup();
 
 beforeAll(async () => {
-  admin = await connectAs('admin');
-  images = await admin.openIoCtx(stack().ceph.pools.images);
-  vms = await admin.openIoCtx(stack().ceph.pools.vms);
+  ({ admin, images, vms } = await adminPools());
 });
-afterAll(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await admin?.close();
-  }
-});
+afterAll(() => cleanUpAndClose(cleanup, admin));
 
 describe('concurrency', () => {
   it('200 concurrent clones of one snapshot all succeed without blocking the event loop', async () => {
@@ -65,7 +57,9 @@ describe('concurrency', () => {
     expect((await atSnap.children()).length).toBe(200);
     await atSnap.close();
     const maxLagMs = delay.max / 1e6;
-    console.log(`200 concurrent clones: ${cloneMs.toFixed(0)} ms on ${workerThreads()} threads; event loop max lag ${maxLagMs.toFixed(1)} ms`);
+    console.log(
+      `200 concurrent clones: ${cloneMs.toFixed(0)} ms on ${workerThreads()} threads; event loop max lag ${maxLagMs.toFixed(1)} ms`,
+    );
     // Blocking the loop in clone calls would lag it by seconds (200 x ~30 ms); the slack is for a
     // loaded 2-core machine.
     expect(maxLagMs).toBeLessThan(1000);
@@ -113,7 +107,9 @@ describe('concurrency', () => {
     expect(back.equals(data)).toBe(true);
     // one 64 MiB read as a single request too
     expect((await img.read(0, 64 * MiB)).equals(data)).toBe(true);
-    console.log(`aio 64 MiB: write ${((64 / writeMs) * 1000).toFixed(0)} MiB/s, read ${((64 / readMs) * 1000).toFixed(0)} MiB/s (16 in flight)`);
+    console.log(
+      `aio 64 MiB: write ${((64 / writeMs) * 1000).toFixed(0)} MiB/s, read ${((64 / readMs) * 1000).toFixed(0)} MiB/s (16 in flight)`,
+    );
     await img.close();
   });
 
@@ -134,7 +130,9 @@ describe('concurrency', () => {
     await img.protectSnapshot('s');
     await img.close();
     const clones = Array.from({ length: 4 }, (_, i) => `${base}-f${i}`);
-    await Promise.all(clones.map((name) => vms.clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name } })));
+    await Promise.all(
+      clones.map((name) => vms.clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name } })),
+    );
     cleanup.add(`remove ${base} and clones`, async () => {
       await Promise.all(clones.map((n) => vms.remove(n)));
       const i = await images.open(base);

@@ -1,6 +1,6 @@
 import { randomBytes } from 'node:crypto';
 import { loadStack, type StackInfo } from '@ephemera/testkit';
-import { connect, type Cluster } from '@ephemera/ceph-rbd-napi';
+import { connect, type Cluster, type IoCtx } from '@ephemera/ceph-rbd-napi';
 
 export type User = keyof StackInfo['ceph']['users'];
 
@@ -12,6 +12,16 @@ export function stack(): StackInfo {
 export function connectAs(user: User, timeoutMs = 20_000): Promise<Cluster> {
   const u = stack().ceph.users[user];
   return connect({ confPath: u.confPath, clientId: u.id, keyringPath: u.keyringPath, timeoutMs });
+}
+
+/** An admin connection with the stack's images and vms pools open. */
+export async function adminPools(): Promise<{ admin: Cluster; images: IoCtx; vms: IoCtx }> {
+  const admin = await connectAs('admin');
+  return {
+    admin,
+    images: await admin.openIoCtx(stack().ceph.pools.images),
+    vms: await admin.openIoCtx(stack().ceph.pools.vms),
+  };
 }
 
 /** A unique image name for this test run. */
@@ -39,5 +49,14 @@ export class Cleanup {
     }
     this.#steps = [];
     if (errors.length) throw new Error(`cleanup failed:\n${errors.join('\n')}`);
+  }
+}
+
+/** Runs `cleanup`, then closes `clusters` (in order) even when a cleanup step failed. */
+export async function cleanUpAndClose(cleanup: Cleanup, ...clusters: (Cluster | undefined)[]): Promise<void> {
+  try {
+    await cleanup.run();
+  } finally {
+    for (const c of clusters) await c?.close();
   }
 }

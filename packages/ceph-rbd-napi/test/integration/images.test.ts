@@ -12,8 +12,8 @@ import {
   type IoCtx,
   type Progress,
 } from '@ephemera/ceph-rbd-napi';
-import { removeCloneKeepingTrashSnapshot } from '@ephemera/testkit';
-import { Cleanup, connectAs, stack, uniq } from './helpers.js';
+import { cephCli, removeCloneKeepingTrashSnapshot } from '@ephemera/testkit';
+import { adminPools, Cleanup, cleanUpAndClose, connectAs, stack, uniq } from './helpers.js';
 
 const MiB = 1 << 20;
 let admin: Cluster;
@@ -22,17 +22,9 @@ let vms: IoCtx;
 const cleanup = new Cleanup();
 
 beforeAll(async () => {
-  admin = await connectAs('admin');
-  images = await admin.openIoCtx(stack().ceph.pools.images);
-  vms = await admin.openIoCtx(stack().ceph.pools.vms);
+  ({ admin, images, vms } = await adminPools());
 });
-afterAll(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await admin?.close();
-  }
-});
+afterAll(() => cleanUpAndClose(cleanup, admin));
 
 function expectMonotonicToOne(events: Progress[]): void {
   expect(events.length).toBeGreaterThan(0);
@@ -61,7 +53,10 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
   it('clones images -> vms with the parent visible, flattens with monotonic progress', async () => {
     const base = uniq('base');
     const clone = uniq('clone');
-    await images.create(base, 16 * MiB, { features: ['layering', 'exclusive-lock', 'object-map', 'fast-diff', 'deep-flatten'], order: 22 });
+    await images.create(base, 16 * MiB, {
+      features: ['layering', 'exclusive-lock', 'object-map', 'fast-diff', 'deep-flatten'],
+      order: 22,
+    });
     cleanup.add(`remove ${base}`, () => images.remove(base));
     expect(await images.list()).toContain(base);
     expect(await images.create(base, MiB).catch((e: unknown) => e)).toBeInstanceOf(ImageExists);
@@ -95,7 +90,11 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
     await img.close();
 
     // clone format 1 from a protected snapshot, parent given by pool name
-    await vms.clone({ parent: { pool: 'images', image: base, snap: 'snap' }, dest: { ioctx: vms, name: clone }, cloneFormat: 1 });
+    await vms.clone({
+      parent: { pool: 'images', image: base, snap: 'snap' },
+      dest: { ioctx: vms, name: clone },
+      cloneFormat: 1,
+    });
     cleanup.add(`remove ${clone}`, () => vms.remove(clone));
     const child = await vms.open(clone);
     expect(await child.parent()).toEqual(
@@ -130,9 +129,11 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
     await images.create(base, 4 * MiB);
     const img = await images.open(base);
     await img.createSnapshot('s');
-    expect(await vms.clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name: clone }, cloneFormat: 1 }).catch((e: unknown) => e)).toBeInstanceOf(
-      InvalidArgument,
-    );
+    expect(
+      await vms
+        .clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name: clone }, cloneFormat: 1 })
+        .catch((e: unknown) => e),
+    ).toBeInstanceOf(InvalidArgument);
     await vms.clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name: clone }, cloneFormat: 2 });
     const child = await vms.open(clone);
     expect(await child.parent()).toEqual(expect.objectContaining({ pool: 'images', image: base, snap: 's' }));
@@ -153,11 +154,15 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
     const base = uniq('v2trash');
     const clone = uniq('v2trashc');
     await images.create(base, 4 * MiB);
-    cleanup.add(`remove ${base}`, () => images.remove(base).catch((e: unknown) => (e instanceof ImageNotFound ? undefined : Promise.reject(e))));
+    cleanup.add(`remove ${base}`, () =>
+      images.remove(base).catch((e: unknown) => (e instanceof ImageNotFound ? undefined : Promise.reject(e))),
+    );
     const img = await images.open(base);
     await img.createSnapshot('s');
     await vms.clone({ parent: { ioctx: images, image: base, snap: 's' }, dest: { name: clone }, cloneFormat: 2 });
-    cleanup.add(`remove ${clone}`, () => vms.remove(clone).catch((e: unknown) => (e instanceof ImageNotFound ? undefined : Promise.reject(e))));
+    cleanup.add(`remove ${clone}`, () =>
+      vms.remove(clone).catch((e: unknown) => (e instanceof ImageNotFound ? undefined : Promise.reject(e))),
+    );
     await img.removeSnapshot('s');
     const [trash] = await img.listSnapshots();
     expect(trash).toEqual(expect.objectContaining({ namespace: 'trash', originalName: 's' }));
@@ -205,6 +210,22 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
     expect(await images.open(name).catch((e: unknown) => e)).toBeInstanceOf(ImageNotFound);
   });
 
+  it('shrinks an image holding data without a progress callback', async () => {
+    // librbd reports progress while it trims the removed objects, whether or not one was asked for.
+    const name = uniq('shrink');
+    await images.create(name, 16 * MiB);
+    const img = await images.open(name);
+    try {
+      for (let off = 0; off < 16 * MiB; off += 4 * MiB) await img.write(off, Buffer.alloc(4096, 0xcd));
+      await img.resize(4 * MiB);
+      expect(await img.size()).toBe(4 * MiB);
+      expect((await img.read(0, 4096)).equals(Buffer.alloc(4096, 0xcd))).toBe(true);
+    } finally {
+      await img.close();
+      await images.remove(name);
+    }
+  });
+
   it('rename, trash move/list/restore/remove, rollback, discard', async () => {
     const name = uniq('trash');
     const renamed = `${name}-renamed`;
@@ -241,6 +262,48 @@ describe('images: create, snapshot, protect, cross-pool clone, flatten, resize, 
   });
 });
 
+describe('listPrefixed: images by name prefix from the pool directory', () => {
+  it('lists exactly the images (clones and renamed ones too) whose name starts with the prefix, as the restricted user', async () => {
+    const p = `${uniq('lp')}_`;
+    const made = [`${p}b`, `${p}a`, `${p}c-clone`];
+    const near = `${p.slice(0, -1)}-x`; // shares all of the prefix but its last character
+    const removeAll = async (n: string) => {
+      const img = await vms.open(n).catch(() => undefined);
+      if (!img) return;
+      for (const snap of await img.listSnapshots()) if (snap.namespace === 'user') await img.removeSnapshot(snap.name);
+      await img.close();
+      await vms.remove(n);
+    };
+    // Parent last (reverse order): its snapshot goes once the clone is gone.
+    for (const n of [made[0]!, made[1]!, near, made[2]!]) cleanup.add(`remove ${n}`, () => removeAll(n));
+    await vms.create(made[0]!, 4 * MiB);
+    await vms.create(`${p}tmp`, 4 * MiB);
+    await vms.rename(`${p}tmp`, made[1]!);
+    await vms.create(near, 4 * MiB);
+    const parent = await vms.open(made[0]!);
+    await parent.createSnapshot('s');
+    await parent.close();
+    await vms.clone({
+      parent: { pool: vms.pool, image: made[0]!, snap: 's' },
+      dest: { name: made[2]! },
+      cloneFormat: 2,
+    });
+    const eph = await connectAs('ephemera');
+    try {
+      const io = await eph.openIoCtx(vms.pool);
+      expect(await io.listPrefixed(p)).toEqual([...made].sort());
+      expect((await io.list()).filter((n) => n.startsWith(p)).sort()).toEqual([...made].sort());
+      expect(await io.listPrefixed(`${p}a`)).toEqual([`${p}a`]);
+      expect(await io.listPrefixed(`${p}zzz`)).toEqual([]);
+      await vms.remove(made[2]!);
+      expect(await io.listPrefixed(p)).toEqual([`${p}a`, `${p}b`]);
+      expect(await io.listPrefixed('').catch((e: unknown) => e)).toBeInstanceOf(InvalidArgument);
+    } finally {
+      await eph.close();
+    }
+  });
+});
+
 describe('handle lifetimes', () => {
   it('using a closed handle rejects with HandleClosed; closing a parent closes its children', async () => {
     const c = await connectAs('admin');
@@ -253,7 +316,14 @@ describe('handle lifetimes', () => {
     await inflight;
     await img.close(); // idempotent
     expect(img.closed).toBe(true);
-    for (const p of [img.size(), img.read(0, 10), img.write(0, Buffer.alloc(1)), img.flatten(), img.createSnapshot('x'), img.watchers()]) {
+    for (const p of [
+      img.size(),
+      img.read(0, 10),
+      img.write(0, Buffer.alloc(1)),
+      img.flatten(),
+      img.createSnapshot('x'),
+      img.watchers(),
+    ]) {
       const err = await p.catch((e: unknown) => e);
       expect(err).toBeInstanceOf(HandleClosed);
       expect((err as HandleClosed).code).toBe('EBADF');
@@ -276,6 +346,18 @@ describe('handle lifetimes', () => {
     await rbdPool.close();
   });
 
+  it("requireMinCompatClient(): the cluster's setting as the ceph CLI prints it, for a user with only profile rbd", async () => {
+    const c = await connectAs('ephemera');
+    try {
+      const cli = (await cephCli('admin', ['ceph', 'osd', 'get-require-min-compat-client'])).trim();
+      expect(cli).toMatch(/^[a-z]+$/);
+      expect(await c.requireMinCompatClient()).toBe(cli);
+    } finally {
+      await c.close();
+    }
+    expect(await c.requireMinCompatClient().catch((e: unknown) => e)).toBeInstanceOf(HandleClosed);
+  });
+
   it('lockers(): the exclusive lock taken by a write names this client (instanceId); pingMonitor answers', async () => {
     const name = uniq('lockers');
     const c = await connectAs('admin');
@@ -293,7 +375,9 @@ describe('handle lifetimes', () => {
       const l = await seen.lockers();
       expect(l.exclusive).toBe(true);
       expect(l.tag).toBe('internal');
-      expect(l.lockers).toEqual([expect.objectContaining({ client: `client.${me}`, cookie: expect.stringMatching(/^auto \d+$/) })]);
+      expect(l.lockers).toEqual([
+        expect.objectContaining({ client: `client.${me}`, cookie: expect.stringMatching(/^auto \d+$/) }),
+      ]);
       await seen.close();
       await img.close(); // releases the lock
       const after = await probe.open(name, { readOnly: true });

@@ -11,7 +11,7 @@ import {
   type Image,
   type IoCtx,
 } from '@ephemera/ceph-rbd-napi';
-import { Cleanup, connectAs, stack, uniq } from './helpers.js';
+import { Cleanup, cleanUpAndClose, connectAs, stack, uniq } from './helpers.js';
 
 const MiB = 1 << 20;
 const run = promisify(execFile);
@@ -28,14 +28,7 @@ beforeAll(async () => {
   vms = await ephemera.openIoCtx(stack().ceph.pools.vms);
   adminImages = await admin.openIoCtx(stack().ceph.pools.images);
 });
-afterAll(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await ephemera?.close();
-    await admin?.close();
-  }
-});
+afterAll(() => cleanUpAndClose(cleanup, ephemera, admin));
 
 /** Creates an image in `ioctx` (removed after the file's tests) and opens it. */
 async function freshImage(ioctx: IoCtx, prefix: string): Promise<{ name: string; img: Image }> {

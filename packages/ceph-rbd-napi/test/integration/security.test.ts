@@ -1,7 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, PermissionDenied, ReadOnlyImage, Timeout, type Cluster, type IoCtx } from '@ephemera/ceph-rbd-napi';
-import { Cleanup, connectAs, DEAD_MON, stack, uniq } from './helpers.js';
+import { Cleanup, cleanUpAndClose, connectAs, DEAD_MON, stack, uniq } from './helpers.js';
 
 const MiB = 1 << 20;
 let admin: Cluster;
@@ -20,14 +20,7 @@ beforeAll(async () => {
   ephemera = await connectAs('ephemera');
   adminImages = await admin.openIoCtx('images');
 });
-afterAll(async () => {
-  try {
-    await cleanup.run();
-  } finally {
-    await ephemera?.close();
-    await admin?.close();
-  }
-});
+afterAll(() => cleanUpAndClose(cleanup, ephemera, admin));
 
 describe('cephx capabilities', () => {
   it('client.ephemera cannot write into images (PermissionDenied / ReadOnlyImage) but clones from it into vms', async () => {
@@ -72,9 +65,12 @@ describe('connect timeout and secrets', () => {
   it('connecting to a dead monitor fails with Timeout within the timeout', async () => {
     const timeoutMs = 2000;
     const t0 = performance.now();
-    const err = await connect({ monHost: DEAD_MON, clientId: 'admin', keyringPath: stack().ceph.users.admin.keyringPath, timeoutMs }).catch(
-      (e: unknown) => e,
-    );
+    const err = await connect({
+      monHost: DEAD_MON,
+      clientId: 'admin',
+      keyringPath: stack().ceph.users.admin.keyringPath,
+      timeoutMs,
+    }).catch((e: unknown) => e);
     const ms = performance.now() - t0;
     expect(err).toBeInstanceOf(Timeout);
     expect((err as Timeout).code).toBe('ETIMEDOUT');
@@ -89,16 +85,28 @@ describe('connect timeout and secrets', () => {
     const errors: unknown[] = [];
     // a wrong inline key for a real user: authentication fails
     errors.push(
-      await connect({ monHost: stack().ceph.monHost, clientId: 'ephemera', timeoutMs: 5000, options: { key: fakeKey } }).catch((e: unknown) => e),
+      await connect({
+        monHost: stack().ceph.monHost,
+        clientId: 'ephemera',
+        timeoutMs: 5000,
+        options: { key: fakeKey },
+      }).catch((e: unknown) => e),
     );
     // the real keyring against a dead monitor
     errors.push(
-      await connect({ monHost: DEAD_MON, clientId: 'ephemera', keyringPath: stack().ceph.users.ephemera.keyringPath, timeoutMs: 1000 }).catch(
+      await connect({
+        monHost: DEAD_MON,
+        clientId: 'ephemera',
+        keyringPath: stack().ceph.users.ephemera.keyringPath,
+        timeoutMs: 1000,
+      }).catch((e: unknown) => e),
+    );
+    // a bad option next to a key
+    errors.push(
+      await connect({ monHost: DEAD_MON, timeoutMs: 1000, options: { key: realKey, no_such_option_xyz: '1' } }).catch(
         (e: unknown) => e,
       ),
     );
-    // a bad option next to a key
-    errors.push(await connect({ monHost: DEAD_MON, timeoutMs: 1000, options: { key: realKey, no_such_option_xyz: '1' } }).catch((e: unknown) => e));
     for (const e of errors) {
       expect(e).toBeInstanceOf(Error);
       const text = `${(e as Error).message}\n${(e as Error).stack}\n${JSON.stringify(e)}`;

@@ -34,7 +34,10 @@ describe('errno -> RbdError subclasses (rbd.pyx table)', () => {
   ];
   it.each(table)('errno %i -> %o (%s)', (errno, cls, code) => {
     // librbd reports negative errnos; both signs map the same way.
-    for (const e of [rbdErrorFromErrno(errno, 'ioctx.open', 'pool/img'), rbdErrorFromErrno(-errno, 'ioctx.open', 'pool/img')]) {
+    for (const e of [
+      rbdErrorFromErrno(errno, 'ioctx.open', 'pool/img'),
+      rbdErrorFromErrno(-errno, 'ioctx.open', 'pool/img'),
+    ]) {
       expect(e).toBeInstanceOf(cls);
       expect(e).toBeInstanceOf(RbdError);
       expect(e).toBeInstanceOf(Error);

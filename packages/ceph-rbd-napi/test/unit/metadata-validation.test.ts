@@ -61,7 +61,9 @@ describe('image metadata: argument validation before any librbd call', () => {
   it('an empty value and a value of exactly the maximum size are accepted', async () => {
     const img = trappedImage();
     await expect(img.metadataSet('owner', '')).rejects.toThrow('must not be called');
-    await expect(img.metadataSet('owner', 'é'.repeat(METADATA_VALUE_MAX_BYTES / 2))).rejects.toThrow('must not be called');
+    await expect(img.metadataSet('owner', 'é'.repeat(METADATA_VALUE_MAX_BYTES / 2))).rejects.toThrow(
+      'must not be called',
+    );
   });
 
   it.each([

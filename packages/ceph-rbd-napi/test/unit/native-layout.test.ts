@@ -13,7 +13,17 @@ describe('native addon layout (one file per concept, each method documented)', (
     const addon = sources.find((s) => s.file === 'addon.cc');
     expect(addon?.lines.length).toBeLessThanOrEqual(150);
     expect(sources.map((s) => s.file)).toEqual(
-      expect.arrayContaining(['errors.cc', 'args.cc', 'cluster.cc', 'ioctx.cc', 'image.cc', 'snapshot.cc', 'clone.cc', 'trash.cc', 'aio.cc']),
+      expect.arrayContaining([
+        'errors.cc',
+        'args.cc',
+        'cluster.cc',
+        'ioctx.cc',
+        'image.cc',
+        'snapshot.cc',
+        'clone.cc',
+        'trash.cc',
+        'aio.cc',
+      ]),
     );
   });
 

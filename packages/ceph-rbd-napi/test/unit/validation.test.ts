@@ -1,6 +1,13 @@
 import { constants as bufferConstants } from 'node:buffer';
 import { describe, expect, it } from 'vitest';
-import { connect, featureMask, featureNames, InvalidArgument, RbdFeature, setWorkerThreads } from '@ephemera/ceph-rbd-napi';
+import {
+  connect,
+  featureMask,
+  featureNames,
+  InvalidArgument,
+  RbdFeature,
+  setWorkerThreads,
+} from '@ephemera/ceph-rbd-napi';
 
 describe('features', () => {
   it('names <-> mask round trip', () => {
@@ -34,7 +41,9 @@ describe('connect() validates before touching the cluster', () => {
 
   it('an option value (possibly a secret) never appears in the error', async () => {
     const secret = 'AQBsecretsecretsecretsecretsecret==';
-    const err = (await connect({ timeoutMs: 1000, options: { key: secret, bogus: 1 as never } }).catch((e: unknown) => e)) as Error;
+    const err = (await connect({ timeoutMs: 1000, options: { key: secret, bogus: 1 as never } }).catch(
+      (e: unknown) => e,
+    )) as Error;
     expect(err).toBeInstanceOf(InvalidArgument);
     expect(`${err.message}\n${err.stack}`).not.toContain(secret);
   });

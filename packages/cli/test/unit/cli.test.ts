@@ -8,6 +8,7 @@ import { DRIVER_ERROR_CODES } from '@ephemera/driver';
 import { GLANCE_ERROR_CODES } from '@ephemera/glance';
 import { IMAGE_BACKEND_ERROR_CODES } from '@ephemera/image-backend';
 import { LIBVIRT_XML_ERROR_CODES } from '@ephemera/libvirt-xml';
+import { QEMU_IMG_ERROR_CODES } from '@ephemera/qemu-img-wrapper';
 import { EXIT_CODE_BY_ERROR, exitCodeFor } from '../../src/exit-codes.js';
 import { FLAVORS, parseFlavor } from '../../src/flavors.js';
 import { ProgressBar, bytes } from '../../src/progress.js';
@@ -26,7 +27,20 @@ describe('ephemera CLI (no stack needed)', () => {
   it('--help lists every command, examples and exit codes', async () => {
     const x = io();
     expect(await run(['--help'], x)).toBe(EXIT.OK);
-    for (const c of ['stack', 'image', 'boot', 'list', 'console', 'destroy', 'snapshot', 'gc', 'reconcile']) expect(x.out()).toContain(c);
+    for (const c of [
+      'stack',
+      'image',
+      'boot',
+      'list',
+      'console',
+      'destroy',
+      'snapshot',
+      'migrate',
+      'evacuate',
+      'gc',
+      'reconcile',
+    ])
+      expect(x.out()).toContain(c);
     expect(x.out()).toContain('Examples:');
     expect(x.out()).toContain('Exit codes:');
   });
@@ -39,13 +53,24 @@ describe('ephemera CLI (no stack needed)', () => {
     expect(JSON.parse(b.out()).error.code).toBe('commander.missingMandatoryOptionValue');
     const c = io();
     expect(await run(['boot', '--image', 'i', '--name', 'x', '--flavor', 'nope', '--json'], c)).toBe(EXIT.USAGE);
-    expect(JSON.parse(c.out())).toEqual({ error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining('unknown flavor') } });
+    expect(JSON.parse(c.out())).toEqual({
+      error: { code: 'INVALID_ARGUMENT', message: expect.stringContaining('unknown flavor') },
+    });
   });
 
   it('a bad configuration exits 3 and names the option', async () => {
     const x = io({ EPHEMERA_IMAGES_TYPE: 'zfs' });
     expect(await run(['config', '--no-stack'], x)).toBe(EXIT.CONFIG);
     expect(x.err()).toContain('images.type');
+  });
+
+  it('config shows the host id (from EPHEMERA_HOST_ID, or the default)', async () => {
+    const x = io({ EPHEMERA_HOST_ID: 'compute-a' });
+    expect(await run(['config', '--no-stack'], x), x.err()).toBe(EXIT.OK);
+    expect(JSON.parse(x.out()).host).toEqual({ id: 'compute-a' });
+    const y = io({ EPHEMERA_HOST_ID: 'no spaces' });
+    expect(await run(['config', '--no-stack'], y)).toBe(EXIT.CONFIG);
+    expect(y.err()).toContain('host.id');
   });
 
   it('config prints the effective configuration with secrets redacted', async () => {
@@ -66,9 +91,53 @@ describe('ephemera CLI (no stack needed)', () => {
     expect(exitCodeFor(new Error('x'))).toBe(EXIT.FAILURE);
   });
 
+  it('migrate: usage errors before any driver connects (no destination, unknown host, bad numbers)', async () => {
+    const cases: [string[], RegExp][] = [
+      [['migrate', 'vm1'], /give the destination: --to <host> or --to-config FILE/],
+      [['migrate', 'vm1', '--to', '2'], /no dev stack \(stack.json\) to find hosts in; give --to-config FILE/],
+      [['migrate', 'vm1', '--to', '2', '--timeout', '0'], /--timeout must be a positive integer/],
+      [['migrate', 'vm1', '--to', '2', '--bandwidth', 'x'], /--bandwidth must be a positive integer/],
+    ];
+    for (const [args, message] of cases) {
+      const x = io();
+      expect(await run(args, x)).toBe(EXIT.USAGE);
+      expect(x.err()).toMatch(message);
+    }
+  });
+
+  it('evacuate: usage errors before any driver connects (missing --from/--from-uri, bad ids, bad numbers, no stack)', async () => {
+    const U = '5f0c1c8e-3f7a-4d2b-9a51-0e2b7c9d4a11';
+    const cases: [string[], RegExp][] = [
+      [['evacuate', U, '--from-uri', 'qemu:///x'], /required option '--from <host-id>' not specified/],
+      [['evacuate', U, '--from', 'h2'], /required option '--from-uri <uri>' not specified/],
+      [['evacuate', 'vm1', '--from', 'h2', '--from-uri', 'qemu:///x'], /not an instance UUID: "vm1"/],
+      [['evacuate', U, '--from', 'bad host', '--from-uri', 'qemu:///x'], /--from: not a host id: "bad host"/],
+      [
+        ['evacuate', U, '--from', 'h2', '--from-uri', 'qemu:///x', '--probe-timeout', '0'],
+        /--probe-timeout must be a positive integer/,
+      ],
+      [
+        ['evacuate', U, '--from', 'h2', '--from-uri', '2'],
+        /--from-uri "2": no dev stack \(stack.json\) to find hosts in; give a libvirt URI/,
+      ],
+    ];
+    for (const [args, message] of cases) {
+      const x = io();
+      expect(await run(args, x), args.join(' ')).toBe(EXIT.USAGE);
+      expect(x.err()).toMatch(message);
+    }
+  });
+
   it('parses flavors', () => {
     expect(parseFlavor('e1.nano')).toEqual(FLAVORS['e1.nano']);
-    expect(parseFlavor('vcpus=2,ram=128,root=1,ephemeral=2,swap=8')).toEqual({ name: 'custom', vcpus: 2, memoryMiB: 128, rootGiB: 1, ephemeralGiB: 2, swapMiB: 8 });
+    expect(parseFlavor('vcpus=2,ram=128,root=1,ephemeral=2,swap=8')).toEqual({
+      name: 'custom',
+      vcpus: 2,
+      memoryMiB: 128,
+      rootGiB: 1,
+      ephemeralGiB: 2,
+      swapMiB: 8,
+    });
     expect(() => parseFlavor('vcpus=x')).toThrow(/bad flavor part/);
     expect(() => parseFlavor('ram=64,gpu=1')).toThrow(/bad flavor part/);
   });
@@ -95,7 +164,10 @@ describe('ephemera config --reference / --schema', () => {
     const b = io();
     expect(await run(['config', '--schema'], b)).toBe(EXIT.OK);
     const schema = JSON.parse(b.out());
-    expect(schema.find((o: { key: string }) => o.key === 'images.type')).toMatchObject({ env: 'EPHEMERA_IMAGES_TYPE', default: 'rbd' });
+    expect(schema.find((o: { key: string }) => o.key === 'images.type')).toMatchObject({
+      env: 'EPHEMERA_IMAGES_TYPE',
+      default: 'rbd',
+    });
   });
 });
 
@@ -105,6 +177,7 @@ describe('exit codes: one table for every error code of every package', () => {
     '@ephemera/glance': GLANCE_ERROR_CODES,
     '@ephemera/image-backend': IMAGE_BACKEND_ERROR_CODES,
     '@ephemera/libvirt-xml': LIBVIRT_XML_ERROR_CODES,
+    '@ephemera/qemu-img-wrapper': QEMU_IMG_ERROR_CODES,
   };
   /** The "Exit codes:" paragraph of a text, up to the next blank line. */
   const section = (text: string): string => /Exit codes:([\s\S]*?)(\n\s*\n|$)/.exec(text)?.[1] ?? '';
@@ -142,9 +215,15 @@ describe('exit codes: one table for every error code of every package', () => {
   });
 
   it('a generic wrapper (SPAWN_FAILED) takes the exit code of an unreachable service or timeout in its cause', () => {
-    const glanceDown = Object.assign(new Error('spawn failed'), { code: 'SPAWN_FAILED', cause: Object.assign(new Error('refused'), { code: 'GLANCE_CONNECTION' }) });
+    const glanceDown = Object.assign(new Error('spawn failed'), {
+      code: 'SPAWN_FAILED',
+      cause: Object.assign(new Error('refused'), { code: 'GLANCE_CONNECTION' }),
+    });
     expect(exitCodeFor(glanceDown)).toBe(EXIT.CONFIG);
-    const notFoundInside = Object.assign(new Error('spawn failed'), { code: 'SPAWN_FAILED', cause: Object.assign(new Error('x'), { code: 'NOT_FOUND' }) });
+    const notFoundInside = Object.assign(new Error('spawn failed'), {
+      code: 'SPAWN_FAILED',
+      cause: Object.assign(new Error('x'), { code: 'NOT_FOUND' }),
+    });
     expect(exitCodeFor(notFoundInside)).toBe(EXIT.FAILURE);
     expect(exitCodeFor({ code: 'ENOENT' })).toBe(EXIT.FAILURE);
     expect(exitCodeFor({ code: 42 })).toBe(EXIT.FAILURE);
@@ -153,7 +232,9 @@ describe('exit codes: one table for every error code of every package', () => {
 
 describe('--version and the log level', () => {
   it('--version and -V print the package version, exit 0', async () => {
-    const { version } = JSON.parse(readFileSync(resolve(import.meta.dirname, '../../package.json'), 'utf8')) as { version: string };
+    const { version } = JSON.parse(readFileSync(resolve(import.meta.dirname, '../../package.json'), 'utf8')) as {
+      version: string;
+    };
     for (const flag of ['--version', '-V']) {
       const x = io();
       expect(await run([flag], x)).toBe(EXIT.OK);
@@ -176,5 +257,43 @@ describe('--version and the log level', () => {
     expect(await level({ EPHEMERA_CONFIG: file })).toBe('error');
     expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file)).toBe('info');
     expect(await level({ EPHEMERA_LOG_LEVEL: 'info' }, '--config', file, '--log-level', 'debug')).toBe('debug');
+  });
+});
+
+describe('migrate --to: dev stack hosts', () => {
+  it('finds a host of stack.json by id or hostN; an unknown one is a usage error naming the hosts', async () => {
+    const { stackHost } = await import('../../src/migrate.js');
+    const stack = {
+      dir: '/s',
+      hosts: [
+        { id: 1, libvirtUri: 'qemu:///one', stateDir: '/s/ephemera' },
+        { id: 2, libvirtUri: 'qemu:///two', stateDir: '/s/host2/ephemera' },
+      ],
+    } as unknown as Parameters<typeof stackHost>[0];
+    expect(stackHost(stack, '2', '--to')).toMatchObject({ libvirtUri: 'qemu:///two' });
+    expect(stackHost(stack, 'host1', '--to')).toMatchObject({ stateDir: '/s/ephemera' });
+    expect(() => stackHost(stack, '3', '--to')).toThrow(/--to "3": the dev stack has host\(s\) 1, 2/);
+    expect(() => stackHost(stack, 'b', '--from')).toThrow(/--from "b"/);
+  });
+
+  it("the destination host's configuration loads the source's backends (a qcow2 instance finds qcow2 there)", async () => {
+    const { destinationConfig } = await import('../../src/migrate.js');
+    const { loadConfig } = await import('@ephemera/driver');
+    const source = loadConfig({
+      env: {},
+      overrides: { stateDir: '/s/ephemera', images: { type: 'qcow2', enabled: ['rbd'] } },
+    }).config;
+    const dest = destinationConfig(
+      undefined,
+      { id: 2, libvirtUri: 'qemu:///two', stateDir: '/s/host2/ephemera' },
+      source,
+    );
+    expect(dest.images.type).toBe('qcow2');
+    expect(dest.images.enabled).toEqual(['rbd']);
+    expect(dest.libvirt.uri).toBe('qemu:///two');
+    expect(dest.stateDir).toBe('/s/host2/ephemera');
+    // Its own disks and image cache, under its own state directory.
+    expect(dest.instancesPath).toBe('/s/host2/ephemera/instances');
+    expect(dest.images.qcow2.basePath).toBe('/s/host2/ephemera/instances/_base');
   });
 });

@@ -59,7 +59,12 @@ describe('reconcile of a destroy killed before its domain intent', () => {
     const actions = (await driver.reconcile()).filter((a) => a.instance === uuid);
     expect(actions).toHaveLength(1);
     expect(actions[0]!.action).toBe('completed');
-    expect(await conn.lookupByUUID(uuid).then(() => true, () => false)).toBe(false);
+    expect(
+      await conn.lookupByUUID(uuid).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(false);
     expect(await rbd.list({ instance: uuid })).toEqual([]);
     expect((await journal.entries()).filter((e) => e.instance === uuid)).toEqual([]);
   });
@@ -75,7 +80,12 @@ describe('reconcile of a destroy killed before its domain intent', () => {
 
     const actions = (await driver.reconcile()).filter((a) => a.instance === id);
     expect(actions.map((a) => a.action)).toEqual(['completed']);
-    expect(await stat(files).then(() => true, () => false)).toBe(false);
+    expect(
+      await stat(files).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(false);
     expect((await journal.entries()).filter((e) => e.instance === id)).toEqual([]);
   });
 });

@@ -48,12 +48,24 @@ const FLAVOR = { name: 'qos', vcpus: 1, memoryMiB: 64, rootGiB: 0 };
 
 describe('spawn refuses QoS extra specs QEMU would refuse at start', () => {
   const cases: [string, Record<string, string>, string, RegExp][] = [
-    ['a *_max without its base', { 'quota:disk_read_bytes_sec_max': '20971520' }, 'quota:disk_read_bytes_sec_max', /needs quota:disk_read_bytes_sec\b/],
-    ['a *_max below its base', { 'quota:disk_total_iops_sec': '500', 'quota:disk_total_iops_sec_max': '100' }, 'quota:disk_total_iops_sec_max', /100 is below quota:disk_total_iops_sec \(500\)/],
+    [
+      'a *_max without its base',
+      { 'quota:disk_read_bytes_sec_max': '20971520' },
+      'quota:disk_read_bytes_sec_max',
+      /needs quota:disk_read_bytes_sec\b/,
+    ],
+    [
+      'a *_max below its base',
+      { 'quota:disk_total_iops_sec': '500', 'quota:disk_total_iops_sec_max': '100' },
+      'quota:disk_total_iops_sec_max',
+      /100 is below quota:disk_total_iops_sec \(500\)/,
+    ],
   ];
   it.each(cases)('%s: INVALID_ARGUMENT naming the key, nothing created', async (_what, extraSpecs, key, re) => {
     const uuid = randomUUID();
-    const err = await driver.spawn({ instance: uuid, image: imageId!, flavor: { ...FLAVOR, extraSpecs } }).catch((e: unknown) => e);
+    const err = await driver
+      .spawn({ instance: uuid, image: imageId!, flavor: { ...FLAVOR, extraSpecs } })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(DriverError);
     expect(err).toMatchObject({ code: 'INVALID_ARGUMENT', instance: uuid });
     expect((err as Error).message).toContain(`${key}: `);
@@ -62,7 +74,17 @@ describe('spawn refuses QoS extra specs QEMU would refuse at start', () => {
     expect(events.filter((e) => e.instance === uuid)).toEqual([]);
     expect(await driver.journal.entries()).toEqual([]);
     for (const b of driver.backends.all()) expect(await b.list({ instance: uuid })).toEqual([]);
-    expect(await stat(join(driver.config.instancesPath, uuid)).then(() => true, () => false)).toBe(false);
-    expect(await conn.lookupByUUID(uuid).then(() => true, () => false)).toBe(false);
+    expect(
+      await stat(join(driver.config.instancesPath, uuid)).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(false);
+    expect(
+      await conn.lookupByUUID(uuid).then(
+        () => true,
+        () => false,
+      ),
+    ).toBe(false);
   });
 });

@@ -25,8 +25,10 @@ const stack = loadStack();
 const admin = stack.ceph.users.admin;
 const rbd = async (...args: string[]): Promise<string> =>
   (await exec('rbd', ['--conf', admin.confPath, '--id', admin.id, ...args], { timeout: 60_000 })).stdout;
-const rbdLs = async (pool: string): Promise<string[]> => JSON.parse(await rbd('ls', '--format', 'json', pool)) as string[];
-const snapsOf = async (spec: string): Promise<string[]> => (JSON.parse(await rbd('snap', 'ls', '--format', 'json', spec)) as { name: string }[]).map((s) => s.name);
+const rbdLs = async (pool: string): Promise<string[]> =>
+  JSON.parse(await rbd('ls', '--format', 'json', pool)) as string[];
+const snapsOf = async (spec: string): Promise<string[]> =>
+  (JSON.parse(await rbd('snap', 'ls', '--format', 'json', spec)) as { name: string }[]).map((s) => s.name);
 
 let dir: string;
 let driver: Driver;
@@ -54,7 +56,10 @@ afterAll(async () => {
     await rbd('snap', 'purge', `${stack.ceph.pools.images}/${id}`).catch(() => undefined);
     await rbd('rm', `${stack.ceph.pools.images}/${id}`).catch(() => undefined);
   }
-  await driver?.backends.get('rbd').remove({ instance: uuid, name: 'disk' }).catch(() => undefined);
+  await driver?.backends
+    .get('rbd')
+    .remove({ instance: uuid, name: 'disk' })
+    .catch(() => undefined);
   await driver?.close();
   await rm(dir, { recursive: true, force: true });
 });
@@ -77,7 +82,9 @@ describe('reconcile of a killed snapshot', () => {
     await rbd('snap', 'protect', `${disk}@ephemera-direct-${imageId}`);
     await rbd('create', '--size', '8M', dest);
     // ...and its watch on that image (it died while writing): a SIGKILLed `rbd watch`.
-    const watcher = spawn('rbd', ['--conf', admin.confPath, '--id', admin.id, 'watch', dest], { stdio: ['pipe', 'pipe', 'pipe'] });
+    const watcher = spawn('rbd', ['--conf', admin.confPath, '--id', admin.id, 'watch', dest], {
+      stdio: ['pipe', 'pipe', 'pipe'],
+    });
     await new Promise<void>((resolve, reject) => {
       watcher.stdout.on('data', (d) => String(d).includes('press enter') && resolve());
       watcher.once('exit', (code) => reject(new Error(`rbd watch exited ${code}`)));
@@ -96,7 +103,9 @@ describe('reconcile of a killed snapshot', () => {
     await expect(glance.getImage(imageId)).rejects.toThrow();
     expect((await journal.entries()).filter((e) => e.instance === uuid)).toEqual([]);
     // Idempotent: nothing left to undo.
-    expect(await driver.backends.get('rbd').removeDirectSnapshot!({ instance: uuid, name: 'disk' }, { imageId })).toBe(false);
+    expect(await driver.backends.get('rbd').removeDirectSnapshot!({ instance: uuid, name: 'disk' }, { imageId })).toBe(
+      false,
+    );
   }, 120_000);
 
   it('waits while Glance is still receiving an upload, so the upload leaves no RBD data behind', async () => {
@@ -109,7 +118,10 @@ describe('reconcile of a killed snapshot', () => {
       await gate;
       yield new Uint8Array(MiB).fill(2);
     }
-    const upload = glance.upload(img.id, body()).then(() => 'uploaded', (e: Error) => `failed: ${e.message}`);
+    const upload = glance.upload(img.id, body()).then(
+      () => 'uploaded',
+      (e: Error) => `failed: ${e.message}`,
+    );
     await glance.waitForStatus(img.id, ['saving'], { timeoutMs: 30_000 });
     const op = await journal.begin('snapshot', uuid, { name: 'killed', imageId: img.id });
     await op.intent('image', { kind: 'glance-image', id: img.id });

@@ -11,7 +11,10 @@ let dir: string;
 beforeAll(async () => {
   dir = mkdtempSync(join(tmpdir(), 'eph-secret-'));
   writeFileSync(join(dir, 'k.keyring'), `[client.nova]\n\tkey = ${KEY}\n\tcaps mon = "profile rbd"\n`);
-  writeFileSync(join(dir, 'ceph.conf'), `[global]\nmon_host = 127.0.0.1\n[client]\nkeyring = ${join(dir, 'k.keyring')}\n`);
+  writeFileSync(
+    join(dir, 'ceph.conf'),
+    `[global]\nmon_host = 127.0.0.1\n[client]\nkeyring = ${join(dir, 'k.keyring')}\n`,
+  );
 });
 afterAll(() => rmSync(dir, { recursive: true, force: true }));
 
@@ -25,5 +28,4 @@ describe('ceph secret', () => {
     expect(await keyringPath(join(dir, 'ceph.conf'), 'nova')).toBe(join(dir, 'k.keyring'));
     expect(await keyringPath(join(dir, 'ceph.conf'), 'nova', '/x.keyring')).toBe('/x.keyring');
   });
-
 });

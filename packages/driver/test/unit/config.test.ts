@@ -2,17 +2,37 @@ import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { describe, expect, it, onTestFinished } from 'vitest';
-import { CONFIG_SCHEMA, ConfigError, configReference, fromStack, isDriverError, loadConfig, redactConfig } from '@ephemera/driver';
+import {
+  CONFIG_SCHEMA,
+  ConfigError,
+  configReference,
+  defaultHostId,
+  fromStack,
+  isHostId,
+  isDriverError,
+  loadConfig,
+  redactConfig,
+} from '@ephemera/driver';
 
 const stack = {
   dir: '/srv/stack',
   ceph: {
     fsid: 'acada594-e091-4f05-9d45-e3735cb2db40',
-    users: { ephemera: { id: 'ephemera', keyringPath: '/srv/stack/ceph/ephemera.keyring', confPath: '/srv/stack/ceph/ephemera.conf' } },
+    users: {
+      ephemera: {
+        id: 'ephemera',
+        keyringPath: '/srv/stack/ceph/ephemera.keyring',
+        confPath: '/srv/stack/ceph/ephemera.conf',
+      },
+    },
     pools: { images: 'images', vms: 'vms' },
   },
   glance: { url: 'http://127.0.0.1:30626', pool: 'images' },
-  libvirt: { uri: 'qemu+unix:///system?socket=/x', domainType: 'qemu' as const, cephSecretUuid: '8e70ab7a-6a5f-46ba-bb10-b691cc1fb11f' },
+  libvirt: {
+    uri: 'qemu+unix:///system?socket=/x',
+    domainType: 'qemu' as const,
+    cephSecretUuid: '8e70ab7a-6a5f-46ba-bb10-b691cc1fb11f',
+  },
 };
 
 describe('config schema', () => {
@@ -62,11 +82,18 @@ describe('loadConfig', () => {
     const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'c.json');
-    writeFileSync(file, JSON.stringify({ images: { type: 'lvm', lvm: { volumeGroup: 'vg0' } }, timeouts: { startMs: 5000 } }));
+    writeFileSync(
+      file,
+      JSON.stringify({ images: { type: 'lvm', lvm: { volumeGroup: 'vg0' } }, timeouts: { startMs: 5000 } }),
+    );
     const { config, sources } = loadConfig({
       stack,
       file,
-      env: { EPHEMERA_TIMEOUTS_START_MS: '7000', EPHEMERA_DISK_DISCARD: 'ignore', EPHEMERA_IMAGES_ENABLED: 'rbd, qcow2' },
+      env: {
+        EPHEMERA_TIMEOUTS_START_MS: '7000',
+        EPHEMERA_DISK_DISCARD: 'ignore',
+        EPHEMERA_IMAGES_ENABLED: 'rbd, qcow2',
+      },
       overrides: { log: { level: 'silent' } },
     });
     expect(config.stateDir).toBe('/srv/stack/ephemera');
@@ -80,7 +107,13 @@ describe('loadConfig', () => {
     expect(config.disk.discard).toBe('ignore');
     expect(config.images.enabled).toEqual(['rbd', 'qcow2']);
     expect(config.log.level).toBe('silent');
-    expect(sources).toMatchObject({ 'glance.url': 'stack', 'images.type': 'file', 'timeouts.startMs': 'env', 'log.level': 'override', 'glance.timeoutMs': 'default' });
+    expect(sources).toMatchObject({
+      'glance.url': 'stack',
+      'images.type': 'file',
+      'timeouts.startMs': 'env',
+      'log.level': 'override',
+      'glance.timeoutMs': 'default',
+    });
   });
 
   it.each([
@@ -129,7 +162,7 @@ describe('loadConfig', () => {
     expect((err as Error).message).toContain('from file');
   });
 
-  it('the caller\'s defaults sit above the built-in ones and under the file, the environment and overrides', () => {
+  it("the caller's defaults sit above the built-in ones and under the file, the environment and overrides", () => {
     const dir = mkdtempSync(join(tmpdir(), 'eph-cfg-'));
     onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
     const file = join(dir, 'c.json');
@@ -140,12 +173,17 @@ describe('loadConfig', () => {
     expect(only.sources['log.level']).toBe('default');
     expect(loadConfig({ env: {}, defaults, file }).config.log.level).toBe('error');
     expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file }).config.log.level).toBe('info');
-    expect(loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file, overrides: { log: { level: 'debug' } } }).config.log.level).toBe('debug');
+    expect(
+      loadConfig({ env: { EPHEMERA_LOG_LEVEL: 'info' }, defaults, file, overrides: { log: { level: 'debug' } } }).config
+        .log.level,
+    ).toBe('debug');
     expect(() => loadConfig({ env: {}, defaults: { log: { level: 'loud' } } })).toThrow(ConfigError);
   });
 
   it('names the environment variable of a bad env value', () => {
-    expect(() => loadConfig({ env: { EPHEMERA_IMAGES_USE_COW_IMAGES: 'maybe' } })).toThrow(/EPHEMERA_IMAGES_USE_COW_IMAGES/);
+    expect(() => loadConfig({ env: { EPHEMERA_IMAGES_USE_COW_IMAGES: 'maybe' } })).toThrow(
+      /EPHEMERA_IMAGES_USE_COW_IMAGES/,
+    );
   });
 
   it('redacts secrets', () => {
@@ -157,5 +195,39 @@ describe('loadConfig', () => {
   it('fromStack only uses keys of the schema', () => {
     expect(() => loadConfig({ env: {}, stack })).not.toThrow();
     expect(fromStack(stack)).toMatchObject({ images: { rbd: { pool: 'vms', user: 'ephemera' } } });
+  });
+});
+
+describe('host.id', () => {
+  it('defaults to /etc/machine-id, else the hostname, and is a short safe token', () => {
+    const dir = mkdtempSync(join(tmpdir(), 'eph-host-'));
+    onTestFinished(() => rmSync(dir, { recursive: true, force: true }));
+    const mid = join(dir, 'machine-id');
+    writeFileSync(mid, '3d1219c7c4c5404aaa1f6d2a48adfda4\n');
+    expect(defaultHostId(mid, () => 'ignored')).toBe('3d1219c7c4c5404aaa1f6d2a48adfda4');
+    // missing or empty machine-id: the hostname (lower case)
+    expect(defaultHostId(join(dir, 'absent'), () => 'Compute-07.example')).toBe('compute-07.example');
+    writeFileSync(mid, '\n');
+    expect(defaultHostId(mid, () => 'node9')).toBe('node9');
+    // what loadConfig uses when host.id is not given
+    const { config, sources } = loadConfig({ env: {} });
+    expect(config.host.id).toBe(defaultHostId());
+    expect(isHostId(config.host.id)).toBe(true);
+    expect(sources['host.id']).toBe('default');
+  });
+
+  it('is set by the environment, the file or overrides, and a bad id is refused naming the key', () => {
+    expect(loadConfig({ env: { EPHEMERA_HOST_ID: 'compute-a' } }).config.host.id).toBe('compute-a');
+    expect(loadConfig({ env: {}, overrides: { host: { id: 'b.2_x' } } }).config.host.id).toBe('b.2_x');
+    for (const bad of ['has space', 'a/b', '-lead', 'x'.repeat(65), '../etc', 'semi;colon']) {
+      let err: unknown;
+      try {
+        loadConfig({ env: {}, overrides: { host: { id: bad } } });
+      } catch (e) {
+        err = e;
+      }
+      expect(err, bad).toBeInstanceOf(ConfigError);
+      expect((err as ConfigError).message).toContain('host.id');
+    }
   });
 });

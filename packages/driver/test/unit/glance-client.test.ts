@@ -15,7 +15,18 @@ beforeAll(async () => {
   server = createServer((req, res) => {
     if (req.url === `/v2/images/${IMAGE}`) {
       res.writeHead(200, { 'content-type': 'application/json' });
-      res.end(JSON.stringify({ id: IMAGE, status: 'active', size: 1 << 20, disk_format: 'raw', container_format: 'bare', checksum: null, os_hash_algo: null, os_hash_value: null }));
+      res.end(
+        JSON.stringify({
+          id: IMAGE,
+          status: 'active',
+          size: 1 << 20,
+          disk_format: 'raw',
+          container_format: 'bare',
+          checksum: null,
+          os_hash_algo: null,
+          os_hash_value: null,
+        }),
+      );
       return;
     }
     if (req.url === `/v2/images/${IMAGE}/file`) {
@@ -36,7 +47,10 @@ afterAll(async () => {
 
 describe('driver Glance client', () => {
   it('uses glance.timeoutMs as the download idle timeout', () => {
-    const { config } = loadConfig({ env: {}, overrides: { glance: { url: 'http://127.0.0.1:9292', timeoutMs: 1_234 } } });
+    const { config } = loadConfig({
+      env: {},
+      overrides: { glance: { url: 'http://127.0.0.1:9292', timeoutMs: 1_234 } },
+    });
     const o = glanceClientOptions(config);
     expect(o.timeoutMs).toBe(1_234);
     expect(o.idleTimeoutMs).toBe(1_234);

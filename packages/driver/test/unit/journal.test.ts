@@ -18,18 +18,26 @@ describe('Journal', () => {
     const j = new Journal(tempDir());
     const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e', { backend: 'rbd' });
     await op.intent('root-disk', { kind: 'disk', backend: 'rbd', name: 'disk' });
-    const lines = readFileSync(op.path, 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    const lines = readFileSync(op.path, 'utf8')
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l));
     expect(lines.map((l) => l.t)).toEqual(['begin', 'intent']);
     let entries = await j.entries();
     expect(entries).toHaveLength(1);
-    expect(entries[0]).toMatchObject({ op: 'spawn', pid: process.pid, intents: [{ step: 'root-disk', resource: { kind: 'disk', name: 'disk' } }], done: [] });
+    expect(entries[0]).toMatchObject({
+      op: 'spawn',
+      pid: process.pid,
+      intents: [{ step: 'root-disk', resource: { kind: 'disk', name: 'disk' } }],
+      done: [],
+    });
     await op.done('root-disk', { method: 'cloned' });
     await op.end('committed');
     entries = await j.entries();
     expect(entries).toEqual([]);
   });
 
-  it('begin leaves only the renamed .jsonl; a dead process\'s half-begun temp file is swept, a live one\'s kept', async () => {
+  it("begin leaves only the renamed .jsonl; a dead process's half-begun temp file is swept, a live one's kept", async () => {
     const j = new Journal(tempDir());
     const op = await j.begin('spawn', 'b0d4c1a6-2f6e-4e55-9a38-8c0f2b1c3d4e');
     expect(readdirSync(j.dir)).toEqual([`${op.opId}.jsonl`]);
@@ -73,9 +81,21 @@ describe('KeyedMutex', () => {
     const m = new KeyedMutex();
     const order: string[] = [];
     const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
-    const a1 = m.run('a', async () => { order.push('a1+'); await wait(30); order.push('a1-'); });
-    const a2 = m.run('a', async () => { order.push('a2+'); await wait(5); order.push('a2-'); });
-    const b1 = m.run('b', async () => { order.push('b1+'); await wait(5); order.push('b1-'); });
+    const a1 = m.run('a', async () => {
+      order.push('a1+');
+      await wait(30);
+      order.push('a1-');
+    });
+    const a2 = m.run('a', async () => {
+      order.push('a2+');
+      await wait(5);
+      order.push('a2-');
+    });
+    const b1 = m.run('b', async () => {
+      order.push('b1+');
+      await wait(5);
+      order.push('b1-');
+    });
     expect(m.busy('a')).toBe(true);
     await Promise.all([a1, a2, b1]);
     expect(order.indexOf('a2+')).toBeGreaterThan(order.indexOf('a1-'));
@@ -85,7 +105,11 @@ describe('KeyedMutex', () => {
 
   it('a failing holder releases the key', async () => {
     const m = new KeyedMutex();
-    await expect(m.run('k', async () => { throw new Error('x'); })).rejects.toThrow('x');
+    await expect(
+      m.run('k', async () => {
+        throw new Error('x');
+      }),
+    ).rejects.toThrow('x');
     expect(await m.run('k', async () => 42)).toBe(42);
   });
 });

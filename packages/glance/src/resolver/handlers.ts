@@ -53,11 +53,19 @@ export function formatVerdict(
   return { ok: true, convert: !NATIVE_FORMATS[target.backend].includes(fmt) };
 }
 
-function priced(base: number, image: GlanceImage, target: ResolveTarget, plain: PlanMethod, detail?: string): Assessment {
+function priced(
+  base: number,
+  image: GlanceImage,
+  target: ResolveTarget,
+  plain: PlanMethod,
+  detail?: string,
+): Assessment {
   const v = formatVerdict(image, target);
   if (!v.ok) return { accept: false, reason: v.reason };
   const method: PlanMethod = v.convert ? 'convert-import' : plain;
-  const d = v.convert ? `${image.disk_format ?? 'unknown format'} -> ${target.backend === 'qcow2' ? 'qcow2' : 'raw'}` : undefined;
+  const d = v.convert
+    ? `${image.disk_format ?? 'unknown format'} -> ${target.backend === 'qcow2' ? 'qcow2' : 'raw'}`
+    : undefined;
   const text = [detail, d].filter(Boolean).join('; ');
   return { accept: true, cost: base + (v.convert ? CONVERSION_COST : 0), method, ...(text ? { detail: text } : {}) };
 }
@@ -87,12 +95,16 @@ export class RbdCloneHandler implements ImageHandler {
     if (p.kind === 'rbd-legacy')
       return { accept: false, reason: 'legacy one-part rbd URL names no cluster, pool or snapshot; not cloneable' };
     if (p.kind !== 'rbd') return { accept: false, reason: `not an rbd location` };
-    if (target.backend !== 'rbd') return { accept: false, reason: `target backend ${target.backend} cannot use RBD clones` };
+    if (target.backend !== 'rbd')
+      return { accept: false, reason: `target backend ${target.backend} cannot use RBD clones` };
     if (!target.ceph) return { accept: false, reason: 'no local Ceph cluster configured' };
     if (p.fsid !== target.ceph.fsid.toLowerCase())
       return { accept: false, reason: `fsid ${p.fsid} is not the local cluster ${target.ceph.fsid.toLowerCase()}` };
     if (!target.ceph.pools.includes(p.pool))
-      return { accept: false, reason: `pool ${p.pool} is not readable from this node (readable: ${target.ceph.pools.join(', ') || 'none'})` };
+      return {
+        accept: false,
+        reason: `pool ${p.pool} is not readable from this node (readable: ${target.ceph.pools.join(', ') || 'none'})`,
+      };
     if (image.disk_format !== 'raw')
       return { accept: false, reason: `disk_format ${image.disk_format ?? 'unknown'} is not raw; clone needs raw` };
     const bad = await probe(this.probe, p, signal);
@@ -120,7 +132,13 @@ export class RbdCopyHandler implements ImageHandler {
     if (!v.ok) return { accept: false, reason: v.reason };
     const bad = await probe(this.probe, p, signal);
     if (bad) return { accept: false, reason: bad };
-    return priced(local ? COSTS.rbdCopyLocal : COSTS.rbdCopyRemote, image, target, 'copy', `read ${snapName(p)}${local ? '' : ` from cluster ${p.fsid}`}`);
+    return priced(
+      local ? COSTS.rbdCopyLocal : COSTS.rbdCopyRemote,
+      image,
+      target,
+      'copy',
+      `read ${snapName(p)}${local ? '' : ` from cluster ${p.fsid}`}`,
+    );
   }
 }
 
@@ -132,7 +150,8 @@ export class HttpDownloadHandler implements ImageHandler {
   async assess(location: Location, { image, target }: AssessContext): Promise<Assessment> {
     const p = location.parsed;
     if (p.kind !== 'http') return { accept: false, reason: 'not an http(s) location' };
-    if (p.scheme === 'http' && target.allowHttp === false) return { accept: false, reason: 'plain http is not allowed on this node' };
+    if (p.scheme === 'http' && target.allowHttp === false)
+      return { accept: false, reason: 'plain http is not allowed on this node' };
     return priced(p.scheme === 'https' ? COSTS.https : COSTS.http, image, target, 'download', `GET ${p.href}`);
   }
 }
@@ -160,7 +179,10 @@ export class FileHandler implements ImageHandler {
     try {
       real = await realpath(path);
     } catch (err) {
-      return { accept: false, reason: `${path} is not readable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+      return {
+        accept: false,
+        reason: `${path} is not readable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      };
     }
     const realDirs = await Promise.all(dirs.map((d) => realpath(d).catch(() => undefined)));
     if (!realDirs.some((d) => d !== undefined && isInside(d, real)))
@@ -172,7 +194,10 @@ export class FileHandler implements ImageHandler {
       if (typeof image.size === 'number' && st.size !== image.size)
         return { accept: false, reason: `${path} has ${st.size} bytes, the image has ${image.size}` };
     } catch (err) {
-      return { accept: false, reason: `${path} is not readable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}` };
+      return {
+        accept: false,
+        reason: `${path} is not readable: ${(err as NodeJS.ErrnoException).code ?? (err as Error).message}`,
+      };
     }
     return priced(COSTS.file, image, target, 'copy', `read ${real}`);
   }

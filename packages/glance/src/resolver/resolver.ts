@@ -3,7 +3,15 @@ import { displayUrl, GlanceError, LocationParseError, NoUsablePlanError } from '
 import type { CopyImageOptions, ImageLocations } from '../client.js';
 import type { GlanceImage, ImageLocationEntry } from '../types.js';
 import { glanceLocationUrl, parseLocationUrl } from '../url.js';
-import type { DeclinedOption, ImageHandler, Location, LocationSource, Plan, PlanOption, ResolveTarget } from './types.js';
+import type {
+  DeclinedOption,
+  ImageHandler,
+  Location,
+  LocationSource,
+  Plan,
+  PlanOption,
+  ResolveTarget,
+} from './types.js';
 
 /** The part of {@link GlanceClient} the resolver uses. */
 export interface ResolverGlance {
@@ -67,7 +75,12 @@ export class ImageResolver {
       await this.#glance.copyImage(imageId, [store], { ...opts.copy, ...(opts.signal ? { signal: opts.signal } : {}) });
     } catch (err) {
       if (!(err instanceof GlanceError)) throw err;
-      const refusal: DeclinedOption = { handler: 'copy-image', location: `store ${store}`, source: 'glance', reason: err.message };
+      const refusal: DeclinedOption = {
+        handler: 'copy-image',
+        location: `store ${store}`,
+        source: 'glance',
+        reason: err.message,
+      };
       if (!plan) throw new NoUsablePlanError(imageId, [...unusable!.declined, refusal]);
       plan.declined.push(refusal);
       return plan;
@@ -114,7 +127,12 @@ export class ImageResolver {
       }
       const handlers = this.#handlers.filter((h) => h.schemes.includes(location.parsed.scheme));
       if (handlers.length === 0) {
-        declined.push({ handler: 'none', location: shown, source, reason: `no handler for scheme ${location.parsed.scheme}` });
+        declined.push({
+          handler: 'none',
+          location: shown,
+          source,
+          reason: `no handler for scheme ${location.parsed.scheme}`,
+        });
         continue;
       }
       for (const h of handlers) {
@@ -122,7 +140,12 @@ export class ImageResolver {
         try {
           verdict = await h.assess(location, { image, target, ...so });
         } catch (err) {
-          declined.push({ handler: h.name, location: shown, source, reason: `handler failed: ${(err as Error).message}` });
+          declined.push({
+            handler: h.name,
+            location: shown,
+            source,
+            reason: `handler failed: ${(err as Error).message}`,
+          });
           continue;
         }
         if (verdict.accept) {
@@ -158,12 +181,18 @@ export class ImageResolver {
 export function formatPlan(plan: Plan): string {
   const lines: string[] = [];
   const img = plan.image;
-  lines.push(`image ${plan.imageId} (${img.name ?? 'unnamed'}, ${img.disk_format ?? '?'}, ${img.size ?? '?'} bytes) for backend ${plan.target.backend}`);
+  lines.push(
+    `image ${plan.imageId} (${img.name ?? 'unnamed'}, ${img.disk_format ?? '?'}, ${img.size ?? '?'} bytes) for backend ${plan.target.backend}`,
+  );
   if (plan.copiedToStore) lines.push(`copied into store ${plan.copiedToStore} first`);
   const c = plan.chosen;
-  lines.push(`plan: ${c.method} by ${c.handler} from ${c.location} (cost ${c.cost}${c.store ? `, store ${c.store}` : ''})${c.detail ? ` - ${c.detail}` : ''}`);
+  lines.push(
+    `plan: ${c.method} by ${c.handler} from ${c.location} (cost ${c.cost}${c.store ? `, store ${c.store}` : ''})${c.detail ? ` - ${c.detail}` : ''}`,
+  );
   for (const o of plan.options.slice(1))
-    lines.push(`  also possible: ${o.method} by ${o.handler} from ${o.location} (cost ${o.cost}${o.store ? `, store ${o.store}` : ''})`);
+    lines.push(
+      `  also possible: ${o.method} by ${o.handler} from ${o.location} (cost ${o.cost}${o.store ? `, store ${o.store}` : ''})`,
+    );
   for (const d of plan.declined) lines.push(`  declined: ${d.handler} ${d.location}: ${d.reason}`);
   return lines.join('\n');
 }

@@ -48,7 +48,12 @@ describe('GlanceClient against a private glance-api', () => {
   });
 
   async function uploadRaw(data: Buffer, props: Record<string, unknown> = {}): Promise<GlanceImage> {
-    const img = await client.createImage({ name: `t-${Date.now()}`, disk_format: 'raw', container_format: 'bare', ...props });
+    const img = await client.createImage({
+      name: `t-${Date.now()}`,
+      disk_format: 'raw',
+      container_format: 'bare',
+      ...props,
+    });
     created.push(img.id);
     return client.upload(img.id, Readable.from([data.subarray(0, 1000), data.subarray(1000)]));
   }
@@ -110,7 +115,12 @@ describe('GlanceClient against a private glance-api', () => {
     const destDir = await mkdtemp(join(work, 'bad-'));
     const err = await client.downloadToFile(img.id, join(destDir, 'image.raw')).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(ChecksumMismatchError);
-    expect(err).toMatchObject({ imageId: img.id, algorithm: 'sha512', bytes: data.length, code: 'GLANCE_CHECKSUM_MISMATCH' });
+    expect(err).toMatchObject({
+      imageId: img.id,
+      algorithm: 'sha512',
+      bytes: data.length,
+      code: 'GLANCE_CHECKSUM_MISMATCH',
+    });
     expect(await readdir(destDir)).toEqual([]);
 
     // A stream consumer sees the error at the very end, after all bytes.
@@ -137,7 +147,9 @@ describe('GlanceClient against a private glance-api', () => {
     const conflict = await client.upload(img.id, data).catch((e: unknown) => e);
     expect(conflict).toMatchObject({ status: 409, imageId: img.id, code: 'GLANCE_CONFLICT' });
     // A bad JSON patch is a 400, not retried.
-    const bad = await client.updateImage(img.id, [{ op: 'replace', path: '/status', value: 'active' }]).catch((e: unknown) => e);
+    const bad = await client
+      .updateImage(img.id, [{ op: 'replace', path: '/status', value: 'active' }])
+      .catch((e: unknown) => e);
     expect(bad).toBeInstanceOf(GlanceHttpError);
     expect((bad as GlanceHttpError).status).toBeGreaterThanOrEqual(400);
     expect((bad as GlanceHttpError).status).toBeLessThan(500);
@@ -154,7 +166,9 @@ describe('GlanceClient against a private glance-api', () => {
     expect(locs.source).toBe('image');
     expect(locs.locations).toEqual([{ url: `file://${join(g.storeDirs.fast, img.id)}`, metadata: { store: 'fast' } }]);
     expect(locs.directUrl).toBe(`file://${join(g.storeDirs.fast, img.id)}`);
-    expect(await client.stores()).toEqual(expect.arrayContaining([expect.objectContaining({ id: 'fast' }), expect.objectContaining({ id: 'slow' })]));
+    expect(await client.stores()).toEqual(
+      expect.arrayContaining([expect.objectContaining({ id: 'fast' }), expect.objectContaining({ id: 'slow' })]),
+    );
     expect(await client.importMethods()).toContain('copy-image');
   });
 
@@ -176,7 +190,11 @@ describe('GlanceClient against a private glance-api', () => {
     expect(polls.length).toBeGreaterThan(0);
     expect((await readFile(join(g.storeDirs.slow, img.id))).equals(data)).toBe(true);
 
-    const resolver = new ImageResolver(client, [new FileHandler(), new GlanceDownloadHandler(), new HttpDownloadHandler()]);
+    const resolver = new ImageResolver(client, [
+      new FileHandler(),
+      new GlanceDownloadHandler(),
+      new HttpDownloadHandler(),
+    ]);
     const base = { backend: 'qcow2' as const, fileDirs: [g.storeDirs.fast, g.storeDirs.slow] };
     const slowFirst = await resolver.resolve(img.id, { ...base, preferredStores: ['slow', 'fast'] });
     expect(slowFirst.chosen).toMatchObject({ handler: 'file', method: 'copy', store: 'slow', cost: 15 });
@@ -201,9 +219,17 @@ describe('GlanceClient against a private glance-api', () => {
     const before = await resolver.resolve(img.id, target);
     expect(before.chosen.handler).toBe('glance-download');
     expect(before.declined).toEqual(
-      expect.arrayContaining([expect.objectContaining({ handler: 'file', reason: expect.stringContaining('outside the allowed directories') })]),
+      expect.arrayContaining([
+        expect.objectContaining({
+          handler: 'file',
+          reason: expect.stringContaining('outside the allowed directories'),
+        }),
+      ]),
     );
-    const plan = await resolver.resolve(img.id, target, { copyToLocalStore: true, copy: { pollIntervalMs: 200, timeoutMs: 60_000 } });
+    const plan = await resolver.resolve(img.id, target, {
+      copyToLocalStore: true,
+      copy: { pollIntervalMs: 200, timeoutMs: 60_000 },
+    });
     expect(plan.copiedToStore).toBe('slow');
     expect(plan.chosen).toMatchObject({ handler: 'file', store: 'slow', method: 'copy' });
     expect(formatPlan(plan)).toContain('copied into store slow first');
@@ -221,20 +247,34 @@ describe('GlanceClient against a private glance-api', () => {
 
     const plan = await resolver.resolve(img.id, target, { copyToLocalStore: true, copy });
     expect(plan.copiedToStore).toBe('slow');
-    expect(plan.chosen).toMatchObject({ handler: 'file', store: 'slow', method: 'copy', location: `file://${join(g.storeDirs.slow, img.id)}` });
+    expect(plan.chosen).toMatchObject({
+      handler: 'file',
+      store: 'slow',
+      method: 'copy',
+      location: `file://${join(g.storeDirs.slow, img.id)}`,
+    });
     expect((await client.getImage(img.id)).stores?.split(',').sort()).toEqual(['fast', 'slow']);
 
     // Still unusable after the copy (no file directory at all): the same typed error, after one copy.
     const other = await uploadRaw(randomBytes(1 << 20));
-    const err = await resolver.resolve(other.id, { ...target, fileDirs: [] }, { copyToLocalStore: true, copy }).catch((e: unknown) => e);
+    const err = await resolver
+      .resolve(other.id, { ...target, fileDirs: [] }, { copyToLocalStore: true, copy })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoUsablePlanError);
     expect((err as NoUsablePlanError).declined).toContainEqual(
-      expect.objectContaining({ handler: 'file', location: `file://${join(g.storeDirs.slow, other.id)}`, reason: 'no file directories are allowed on this node' }),
+      expect.objectContaining({
+        handler: 'file',
+        location: `file://${join(g.storeDirs.slow, other.id)}`,
+        reason: 'no file directories are allowed on this node',
+      }),
     );
     expect((await client.getImage(other.id)).stores?.split(',').sort()).toEqual(['fast', 'slow']);
     // Exactly one copy-image (the task may still say `processing` once the store is listed).
     expect(await client.imageTasks(other.id)).toEqual([
-      expect.objectContaining({ type: 'api_image_import', input: expect.objectContaining({ import_req: expect.objectContaining({ method: { name: 'copy-image' } }) }) }),
+      expect.objectContaining({
+        type: 'api_image_import',
+        input: expect.objectContaining({ import_req: expect.objectContaining({ method: { name: 'copy-image' } }) }),
+      }),
     ]);
   });
 
@@ -262,7 +302,9 @@ describe('GlanceClient against a private glance-api', () => {
       `${stored} resolves to ${outsideCopy}, outside the allowed directories`,
     ]);
     // Glance itself refuses file:// locations through the API (restricted scheme): a typed 400.
-    const refused = await client.addLocation(img.id, `file://${outsideCopy}`, { store: 'fast' }).catch((e: unknown) => e);
+    const refused = await client
+      .addLocation(img.id, `file://${outsideCopy}`, { store: 'fast' })
+      .catch((e: unknown) => e);
     expect(refused).toMatchObject({ status: 400, imageId: img.id });
   });
 });

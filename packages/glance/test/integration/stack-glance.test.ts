@@ -13,9 +13,9 @@ import { Container } from 'inversify';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   GLANCE_TYPES,
-  GlanceClient,
+  type GlanceClient,
   GlanceNotFoundError,
-  ImageResolver,
+  type ImageResolver,
   RbdCliProbe,
   formatPlan,
   glanceModule,
@@ -41,7 +41,9 @@ describe('against the stack Glance (rbd store)', () => {
     const eph = stack.ceph.users.ephemera;
     probe = new RbdCliProbe([{ fsid: stack.ceph.fsid, confPath: eph.confPath, id: eph.id }]);
     const container = new Container();
-    container.load(glanceModule({ client: { url: stack.glance.url, retry: { attempts: 3, baseDelayMs: 100 } }, rbdProbe: probe }));
+    container.load(
+      glanceModule({ client: { url: stack.glance.url, retry: { attempts: 3, baseDelayMs: 100 } }, rbdProbe: probe }),
+    );
     client = container.get<GlanceClient>(GLANCE_TYPES.GlanceClient);
     resolver = container.get<ImageResolver>(GLANCE_TYPES.ImageResolver);
     target = { backend: 'rbd', ceph: { fsid: stack.ceph.fsid, pools: [stack.ceph.pools.images] } };
@@ -75,7 +77,13 @@ describe('against the stack Glance (rbd store)', () => {
 
     expect(resolver.handlers.sort()).toEqual(['file', 'glance-download', 'http-download', 'rbd-clone', 'rbd-copy']);
     const plan = await resolver.resolve(img.id, target);
-    expect(plan.chosen).toMatchObject({ handler: 'rbd-clone', method: 'clone', cost: 1, location: url, source: 'locations' });
+    expect(plan.chosen).toMatchObject({
+      handler: 'rbd-clone',
+      method: 'clone',
+      cost: 1,
+      location: url,
+      source: 'locations',
+    });
     expect(plan.options.map((o) => `${o.handler}:${o.method}:${o.cost}`)).toEqual([
       'rbd-clone:clone:1',
       'rbd-copy:copy:20',
@@ -86,9 +94,16 @@ describe('against the stack Glance (rbd store)', () => {
 
     // The plan is executable: clone the snapshot as the restricted user, then remove the clone.
     const clone = `glance-test-${randomUUID().slice(0, 8)}`;
-    await cephCli('ephemera', ['rbd', 'clone', `${stack.ceph.pools.images}/${img.id}@snap`, `${stack.ceph.pools.vms}/${clone}`]);
+    await cephCli('ephemera', [
+      'rbd',
+      'clone',
+      `${stack.ceph.pools.images}/${img.id}@snap`,
+      `${stack.ceph.pools.vms}/${clone}`,
+    ]);
     try {
-      const info = JSON.parse(await cephCli('ephemera', ['rbd', 'info', '--format', 'json', `${stack.ceph.pools.vms}/${clone}`])) as {
+      const info = JSON.parse(
+        await cephCli('ephemera', ['rbd', 'info', '--format', 'json', `${stack.ceph.pools.vms}/${clone}`]),
+      ) as {
         parent?: { pool: string; image: string; snapshot: string };
       };
       expect(info.parent).toMatchObject({ pool: stack.ceph.pools.images, image: img.id, snapshot: 'snap' });
@@ -100,7 +115,11 @@ describe('against the stack Glance (rbd store)', () => {
     const dl = await client.download(img.id);
     const h = createHash('sha512');
     for await (const c of dl.stream) h.update(c as Buffer);
-    expect(h.digest('hex')).toBe(createHash('sha512').update(await readFile(path)).digest('hex'));
+    expect(h.digest('hex')).toBe(
+      createHash('sha512')
+        .update(await readFile(path))
+        .digest('hex'),
+    );
     await expect(dl.result).resolves.toMatchObject({ verified: true, algorithm: 'sha512' });
   });
 
@@ -110,15 +129,25 @@ describe('against the stack Glance (rbd store)', () => {
     await run('qemu-img', ['convert', '-f', 'raw', '-O', 'qcow2', raw, qcow2], { timeout: 60_000 });
     const img = await upload(qcow2, 'qcow2', 'glance-test-qcow2');
     const plan = await resolver.resolve(img.id, target);
-    expect(plan.chosen).toMatchObject({ handler: 'rbd-copy', method: 'convert-import', cost: 30, detail: expect.stringContaining('qcow2 -> raw') });
-    expect(plan.options.map((o) => `${o.handler}:${o.method}`)).toEqual(['rbd-copy:convert-import', 'glance-download:convert-import']);
+    expect(plan.chosen).toMatchObject({
+      handler: 'rbd-copy',
+      method: 'convert-import',
+      cost: 30,
+      detail: expect.stringContaining('qcow2 -> raw'),
+    });
+    expect(plan.options.map((o) => `${o.handler}:${o.method}`)).toEqual([
+      'rbd-copy:convert-import',
+      'glance-download:convert-import',
+    ]);
     expect(plan.declined).toContainEqual(
       expect.objectContaining({ handler: 'rbd-clone', reason: 'disk_format qcow2 is not raw; clone needs raw' }),
     );
     // A qcow2-backend node uses it as it is.
     const q = await resolver.resolve(img.id, { backend: 'qcow2' });
     expect(q.chosen).toMatchObject({ handler: 'glance-download', method: 'download' });
-    expect(q.declined).toContainEqual(expect.objectContaining({ handler: 'rbd-clone', reason: 'target backend qcow2 cannot use RBD clones' }));
+    expect(q.declined).toContainEqual(
+      expect.objectContaining({ handler: 'rbd-clone', reason: 'target backend qcow2 cannot use RBD clones' }),
+    );
   });
 
   it('a second location with another fsid (JSON patch) is declined with the reason', async () => {
@@ -133,14 +162,24 @@ describe('against the stack Glance (rbd store)', () => {
     expect(plan.chosen).toMatchObject({ handler: 'rbd-clone', location: img.direct_url });
     expect(plan.declined).toEqual(
       expect.arrayContaining([
-        { handler: 'rbd-clone', location: foreign, source: 'locations', reason: `fsid ${other} is not the local cluster ${stack.ceph.fsid}` },
+        {
+          handler: 'rbd-clone',
+          location: foreign,
+          source: 'locations',
+          reason: `fsid ${other} is not the local cluster ${stack.ceph.fsid}`,
+        },
         { handler: 'rbd-copy', location: foreign, source: 'locations', reason: `no access to Ceph cluster ${other}` },
       ]),
     );
-    expect(formatPlan(plan)).toContain(`declined: rbd-clone ${foreign}: fsid ${other} is not the local cluster ${stack.ceph.fsid}`);
+    expect(formatPlan(plan)).toContain(
+      `declined: rbd-clone ${foreign}: fsid ${other} is not the local cluster ${stack.ceph.fsid}`,
+    );
 
     // Said to be reachable, the foreign cluster is still refused by the real probe.
-    const withRemote = await resolver.resolve(img.id, { ...target, remoteClusters: [{ fsid: other, pools: [stack.ceph.pools.images] }] });
+    const withRemote = await resolver.resolve(img.id, {
+      ...target,
+      remoteClusters: [{ fsid: other, pools: [stack.ceph.pools.images] }],
+    });
     expect(withRemote.declined).toContainEqual({
       handler: 'rbd-copy',
       location: foreign,
@@ -166,9 +205,16 @@ describe('against the stack Glance (rbd store)', () => {
       const httpUrl = `http://127.0.0.1:${port}/guest.raw`;
       await client.addLocation(img.id, httpUrl, {});
       const plan = await resolver.resolve(img.id, target);
-      expect(plan.options.map((o) => `${o.handler}:${o.cost}`)).toEqual(['rbd-clone:1', 'rbd-copy:20', 'http-download:32', 'glance-download:40']);
+      expect(plan.options.map((o) => `${o.handler}:${o.cost}`)).toEqual([
+        'rbd-clone:1',
+        'rbd-copy:20',
+        'http-download:32',
+        'glance-download:40',
+      ]);
       const noHttp = await resolver.resolve(img.id, { ...target, allowHttp: false });
-      expect(noHttp.declined).toContainEqual(expect.objectContaining({ handler: 'http-download', reason: 'plain http is not allowed on this node' }));
+      expect(noHttp.declined).toContainEqual(
+        expect.objectContaining({ handler: 'http-download', reason: 'plain http is not allowed on this node' }),
+      );
       await client.removeLocation(img.id, httpUrl);
     } finally {
       await new Promise<void>((r) => server.close(() => r()));
@@ -176,9 +222,19 @@ describe('against the stack Glance (rbd store)', () => {
   });
 
   it('the RBD probe is real: a missing snapshot or pool is not readable', async () => {
-    const ok = await probe.snapshotReadable({ fsid: stack.ceph.fsid, pool: stack.ceph.pools.images, image: 'no-such-image', snapshot: 'snap' });
+    const ok = await probe.snapshotReadable({
+      fsid: stack.ceph.fsid,
+      pool: stack.ceph.pools.images,
+      image: 'no-such-image',
+      snapshot: 'snap',
+    });
     expect(ok).toEqual(expect.stringMatching(/No such file|not found|error opening/i));
-    const denied = await probe.snapshotReadable({ fsid: stack.ceph.fsid, pool: 'no-such-pool', image: 'x', snapshot: 'snap' });
+    const denied = await probe.snapshotReadable({
+      fsid: stack.ceph.fsid,
+      pool: 'no-such-pool',
+      image: 'x',
+      snapshot: 'snap',
+    });
     expect(typeof denied).toBe('string');
   });
 
@@ -198,7 +254,8 @@ describe('against the stack Glance (rbd store)', () => {
     const special: ImageHandler = {
       name: 'rbd-special',
       schemes: ['rbd'],
-      assess: async (loc) => (loc.parsed.kind === 'rbd' ? { accept: true, cost: 0.5, method: 'clone' } : { accept: false, reason: 'no' }),
+      assess: async (loc) =>
+        loc.parsed.kind === 'rbd' ? { accept: true, cost: 0.5, method: 'clone' } : { accept: false, reason: 'no' },
     };
     container.bind<ImageHandler>(GLANCE_TYPES.ImageHandler).toConstantValue(special);
     const r = container.get<ImageResolver>(GLANCE_TYPES.ImageResolver);

@@ -10,6 +10,8 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
+// The same keystone-less config as the dev stack's Glance, with file stores and identity headers.
+import { glanceConfigFiles } from '../../../../tools/lib/stack/glance-config.mjs';
 
 const run = promisify(execFile);
 
@@ -38,67 +40,35 @@ async function freePort(): Promise<number> {
   });
 }
 
-const PASTE = `[pipeline:glance-api]
-pipeline = healthcheck versionnegotiation context rootapp
-[composite:rootapp]
-paste.composite_factory = glance.api:root_app_factory
-/: apiversions
-/v2: apiv2app
-[app:apiversions]
-paste.app_factory = glance.api.versions:create_resource
-[app:apiv2app]
-paste.app_factory = glance.api.v2.router:API.factory
-[filter:healthcheck]
-paste.filter_factory = oslo_middleware:Healthcheck.factory
-backends = disable_by_file
-disable_by_file_path = /nonexistent/healthcheck_disable
-[filter:versionnegotiation]
-paste.filter_factory = glance.api.middleware.version_negotiation:VersionNegotiationFilter.factory
-[filter:context]
-paste.filter_factory = glance.api.middleware.context:ContextMiddleware.factory
-`;
-
 /** Start a private glance-api; resolves when `/healthcheck` answers 200 (about 2-5 s). */
 export async function startPrivateGlance(): Promise<PrivateGlance> {
   const dir = await mkdtemp(join(tmpdir(), 'ephemera-glance-'));
   const port = await freePort();
   const fast = join(dir, 'fast');
   const slow = join(dir, 'slow');
-  for (const d of [fast, slow, join(dir, 'staging'), join(dir, 'tasks'), join(dir, 'lock')]) await mkdir(d, { recursive: true });
+  for (const d of [fast, slow, join(dir, 'staging'), join(dir, 'tasks'), join(dir, 'lock')])
+    await mkdir(d, { recursive: true });
   const conf = join(dir, 'glance-api.conf');
-  await writeFile(
-    conf,
-    `[DEFAULT]
-bind_host = 127.0.0.1
-bind_port = ${port}
-workers = 0
-show_image_direct_url = True
-show_multiple_locations = True
-enabled_backends = fast:file, slow:file
-enabled_import_methods = [glance-direct,web-download,copy-image]
-log_file = ${join(dir, 'glance-api.log')}
-[database]
-connection = sqlite:///${join(dir, 'glance.sqlite')}
-[glance_store]
-default_backend = fast
-[fast]
-filesystem_store_datadir = ${fast}
-[slow]
-filesystem_store_datadir = ${slow}
-[os_glance_staging_store]
-filesystem_store_datadir = ${join(dir, 'staging')}
-[os_glance_tasks_store]
-filesystem_store_datadir = ${join(dir, 'tasks')}
-[oslo_concurrency]
-lock_path = ${join(dir, 'lock')}
-[paste_deploy]
-config_file = ${join(dir, 'glance-api-paste.ini')}
-[oslo_policy]
-policy_file = ${join(dir, 'policy.yaml')}
-`,
-  );
-  await writeFile(join(dir, 'glance-api-paste.ini'), PASTE);
-  await writeFile(join(dir, 'policy.yaml'), `"publicize_image": ""\n`);
+  const files = glanceConfigFiles({
+    host: '127.0.0.1',
+    port,
+    dir,
+    db: join(dir, 'glance.sqlite'),
+    defaults: [
+      'enabled_backends = fast:file, slow:file',
+      'enabled_import_methods = [glance-direct,web-download,copy-image]',
+      `log_file = ${join(dir, 'glance-api.log')}`,
+    ],
+    sections: [
+      '[glance_store]\ndefault_backend = fast',
+      `[fast]\nfilesystem_store_datadir = ${fast}`,
+      `[slow]\nfilesystem_store_datadir = ${slow}`,
+      `[os_glance_staging_store]\nfilesystem_store_datadir = ${join(dir, 'staging')}`,
+      `[os_glance_tasks_store]\nfilesystem_store_datadir = ${join(dir, 'tasks')}`,
+    ],
+    context: 'headers',
+  });
+  for (const [name, text] of Object.entries(files)) await writeFile(join(dir, name), text);
   await run('glance-manage', ['--config-file', conf, 'db_sync'], { timeout: 120_000 });
   const child = spawn('glance-api', ['--config-file', conf], { stdio: ['ignore', 'ignore', 'pipe'], detached: false });
   let stderr = '';

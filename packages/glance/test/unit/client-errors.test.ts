@@ -28,7 +28,9 @@ import {
 type Handler = (req: IncomingMessage, res: ServerResponse, body: Buffer) => void;
 const servers: Server[] = [];
 
-async function serve(handler: Handler): Promise<{ url: string; hits: { method: string; url: string; headers: IncomingMessage['headers'] }[] }> {
+async function serve(
+  handler: Handler,
+): Promise<{ url: string; hits: { method: string; url: string; headers: IncomingMessage['headers'] }[] }> {
   const hits: { method: string; url: string; headers: IncomingMessage['headers'] }[] = [];
   const server = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -114,7 +116,9 @@ describe('retries', () => {
   it('never retries a PATCH after a 5xx (not idempotent)', async () => {
     const s = await serve((_q, res) => res.writeHead(502).end());
     const c = new GlanceClient({ url: s.url, retry: fast });
-    await expect(c.updateImage(randomUUID(), [{ op: 'add', path: '/locations/-', value: {} }])).rejects.toMatchObject({ status: 502 });
+    await expect(c.updateImage(randomUUID(), [{ op: 'add', path: '/locations/-', value: {} }])).rejects.toMatchObject({
+      status: 502,
+    });
     expect(s.hits.length).toBe(1);
   });
 
@@ -150,7 +154,14 @@ describe('retries', () => {
     expect(s.hits.map((h) => h.method)).toEqual(['PUT', 'PUT', 'GET']);
     // A stream upload is never resent.
     const s2 = await serve((_q, res) => res.writeHead(503).end());
-    await expect(new GlanceClient({ url: s2.url, retry: fast }).upload(id, (async function* () { yield data; })())).rejects.toMatchObject({ status: 503 });
+    await expect(
+      new GlanceClient({ url: s2.url, retry: fast }).upload(
+        id,
+        (async function* () {
+          yield data;
+        })(),
+      ),
+    ).rejects.toMatchObject({ status: 503 });
     expect(s2.hits.length).toBe(1);
   });
 
@@ -176,7 +187,9 @@ describe('retries', () => {
     expect((refused as Error).message).toContain(`Glance ${url} `);
     expect((refused as Error).message).toContain(`connect ECONNREFUSED 127.0.0.1:${port}`);
     expect((refused as Error).message).not.toContain('fetch failed');
-    const dns = await new GlanceClient({ url: 'http://glance.invalid:9292', retry: { attempts: 1 } }).getImage(randomUUID()).catch((e: unknown) => e);
+    const dns = await new GlanceClient({ url: 'http://glance.invalid:9292', retry: { attempts: 1 } })
+      .getImage(randomUUID())
+      .catch((e: unknown) => e);
     expect(dns).toMatchObject({ code: 'GLANCE_CONNECTION' });
     expect((dns as Error).message).toContain('http://glance.invalid:9292');
     expect((dns as Error).message).toMatch(/getaddrinfo (ENOTFOUND|EAI_AGAIN) glance\.invalid/);
@@ -184,7 +197,10 @@ describe('retries', () => {
 
   it('a request timeout names the endpoint', async () => {
     const s = await serve(() => undefined);
-    const err = await new GlanceClient({ url: s.url, timeoutMs: 150, retry: { attempts: 1 } }).listImages().next().catch((e: unknown) => e);
+    const err = await new GlanceClient({ url: s.url, timeoutMs: 150, retry: { attempts: 1 } })
+      .listImages()
+      .next()
+      .catch((e: unknown) => e);
     expect(err).toMatchObject({ code: 'GLANCE_TIMEOUT' });
     expect((err as Error).message).toContain(`Glance ${s.url} `);
     expect((err as Error).message).toContain('no answer within 150 ms');
@@ -224,7 +240,10 @@ describe('retries', () => {
 describe('downloads that go wrong', () => {
   const data = randomBytes(256 << 10);
 
-  async function glanceLike(file: (res: ServerResponse) => void, over: Partial<GlanceImage> = {}): Promise<{ c: GlanceClient; id: string }> {
+  async function glanceLike(
+    file: (res: ServerResponse) => void,
+    over: Partial<GlanceImage> = {},
+  ): Promise<{ c: GlanceClient; id: string }> {
     const id = randomUUID();
     const s = await serve((req, res) => {
       if (req.url?.endsWith('/file')) file(res);
@@ -350,28 +369,43 @@ describe('locations API detection', () => {
   it('uses GET /v2/images/ID/locations when the server has it', async () => {
     const id = randomUUID();
     const s = await serve((req, res) => {
-      if (req.url?.endsWith('/locations')) res.writeHead(200).end(JSON.stringify([{ url: 'rbd://x', metadata: { store: 'ceph' } }]));
+      if (req.url?.endsWith('/locations'))
+        res.writeHead(200).end(JSON.stringify([{ url: 'rbd://x', metadata: { store: 'ceph' } }]));
       else res.writeHead(200).end(JSON.stringify(image(id, Buffer.alloc(1), { direct_url: 'rbd://x' })));
     });
     const locs = await new GlanceClient({ url: s.url }).getLocations(id);
-    expect(locs).toEqual({ imageId: id, locations: [{ url: 'rbd://x', metadata: { store: 'ceph' } }], directUrl: 'rbd://x', source: 'locations-api' });
+    expect(locs).toEqual({
+      imageId: id,
+      locations: [{ url: 'rbd://x', metadata: { store: 'ceph' } }],
+      directUrl: 'rbd://x',
+      source: 'locations-api',
+    });
   });
 
   it('falls back to the image record when the route is missing, and remembers', async () => {
     const id = randomUUID();
     const s = await serve((req, res) => {
       if (req.url?.endsWith('/locations')) res.writeHead(404).end('<html>404 Not Found</html>');
-      else res.writeHead(200).end(JSON.stringify(image(id, Buffer.alloc(1), { locations: [{ url: 'file:///a', metadata: {} }] })));
+      else
+        res
+          .writeHead(200)
+          .end(JSON.stringify(image(id, Buffer.alloc(1), { locations: [{ url: 'file:///a', metadata: {} }] })));
     });
     const c = new GlanceClient({ url: s.url });
     expect((await c.getLocations(id)).source).toBe('image');
     expect((await c.getLocations(id)).locations).toEqual([{ url: 'file:///a', metadata: {} }]);
-    expect(s.hits.map((h) => h.url.replace(id, 'ID'))).toEqual(['/v2/images/ID/locations', '/v2/images/ID', '/v2/images/ID']);
+    expect(s.hits.map((h) => h.url.replace(id, 'ID'))).toEqual([
+      '/v2/images/ID/locations',
+      '/v2/images/ID',
+      '/v2/images/ID',
+    ]);
   });
 
   it('a missing image stays a GlanceNotFoundError', async () => {
     const s = await serve((_q, res) => res.writeHead(404).end('no'));
-    await expect(new GlanceClient({ url: s.url }).getLocations(randomUUID())).rejects.toBeInstanceOf(GlanceNotFoundError);
+    await expect(new GlanceClient({ url: s.url }).getLocations(randomUUID())).rejects.toBeInstanceOf(
+      GlanceNotFoundError,
+    );
   });
 });
 
@@ -418,7 +452,12 @@ describe('auth', () => {
       res.end(JSON.stringify({ token: { expires_at: expires } }));
       void req;
     });
-    const p = new KeystoneTokenProvider({ authUrl: `${ks.url}/v3`, username: 'nova', password: 'pw', projectName: 'service' });
+    const p = new KeystoneTokenProvider({
+      authUrl: `${ks.url}/v3`,
+      username: 'nova',
+      password: 'pw',
+      projectName: 'service',
+    });
     expect(ks.hits.length).toBe(0);
     // First token expires within the refresh margin (60 s), so the next call fetches a new one.
     expect(await p.token()).toBe('ks-1');
@@ -431,7 +470,12 @@ describe('auth', () => {
     expect(JSON.stringify(p)).not.toContain('pw');
 
     const bad = await serve((_q, res) => res.writeHead(401).end('{"error": "bad creds"}'));
-    const q = new KeystoneTokenProvider({ authUrl: `${bad.url}/v3`, username: 'nova', password: 'pw', projectName: 'service' });
+    const q = new KeystoneTokenProvider({
+      authUrl: `${bad.url}/v3`,
+      username: 'nova',
+      password: 'pw',
+      projectName: 'service',
+    });
     await expect(q.token()).rejects.toBeInstanceOf(GlanceAuthError);
   });
 });

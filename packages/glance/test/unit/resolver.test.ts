@@ -29,9 +29,27 @@ const ID = '0b0e7b7c-3c39-4d49-9f0b-1f2a3b4c5d6e';
 
 function img(over: Partial<GlanceImage> = {}): GlanceImage {
   return {
-    id: ID, name: 'i', status: 'active', disk_format: 'raw', container_format: 'bare', visibility: 'shared',
-    size: 4096, virtual_size: 4096, checksum: null, os_hash_algo: null, os_hash_value: null, protected: false,
-    min_disk: 0, min_ram: 0, owner: null, tags: [], created_at: '', updated_at: '', self: '', file: '', schema: '',
+    id: ID,
+    name: 'i',
+    status: 'active',
+    disk_format: 'raw',
+    container_format: 'bare',
+    visibility: 'shared',
+    size: 4096,
+    virtual_size: 4096,
+    checksum: null,
+    os_hash_algo: null,
+    os_hash_value: null,
+    protected: false,
+    min_disk: 0,
+    min_ram: 0,
+    owner: null,
+    tags: [],
+    created_at: '',
+    updated_at: '',
+    self: '',
+    file: '',
+    schema: '',
     ...over,
   };
 }
@@ -39,14 +57,23 @@ function img(over: Partial<GlanceImage> = {}): GlanceImage {
 function glance(image: GlanceImage, locations: ImageLocationEntry[], directUrl?: string): ResolverGlance {
   return {
     getImage: async () => image,
-    getLocations: async () => ({ imageId: image.id, locations, ...(directUrl ? { directUrl } : {}), source: 'image' as const }),
+    getLocations: async () => ({
+      imageId: image.id,
+      locations,
+      ...(directUrl ? { directUrl } : {}),
+      source: 'image' as const,
+    }),
     copyImage: async () => image,
   };
 }
 
 const readable: RbdProbe = { snapshotReadable: async () => true };
 const all = (probe: RbdProbe = readable) => [
-  new RbdCloneHandler(probe), new RbdCopyHandler(probe), new HttpDownloadHandler(), new FileHandler(), new GlanceDownloadHandler(),
+  new RbdCloneHandler(probe),
+  new RbdCopyHandler(probe),
+  new HttpDownloadHandler(),
+  new FileHandler(),
+  new GlanceDownloadHandler(),
 ];
 const rbdTarget: ResolveTarget = { backend: 'rbd', ceph: { fsid: LOCAL, pools: ['images'] } };
 const loc = (url: string, metadata: Record<string, unknown> = {}): ImageLocationEntry => ({ url, metadata });
@@ -54,15 +81,26 @@ const loc = (url: string, metadata: Record<string, unknown> = {}): ImageLocation
 describe('resolver', () => {
   it('prefers the clone, lists every alternative and every refusal', async () => {
     const url = `rbd://${LOCAL}/images/${ID}/snap`;
-    const r = new ImageResolver(glance(img(), [loc(url), loc('rbd://legacy'), loc('swift://x/y'), loc('rbd://a/b')], url), all());
+    const r = new ImageResolver(
+      glance(img(), [loc(url), loc('rbd://legacy'), loc('swift://x/y'), loc('rbd://a/b')], url),
+      all(),
+    );
     const plan = await r.resolve(ID, rbdTarget);
     expect(plan.chosen).toMatchObject({ handler: 'rbd-clone', method: 'clone', cost: 1 });
     expect(plan.options.map((o) => o.handler)).toEqual(['rbd-clone', 'rbd-copy', 'glance-download']);
     expect(plan.declined).toEqual(
       expect.arrayContaining([
-        expect.objectContaining({ handler: 'rbd-clone', location: 'rbd://legacy', reason: expect.stringContaining('not cloneable') }),
+        expect.objectContaining({
+          handler: 'rbd-clone',
+          location: 'rbd://legacy',
+          reason: expect.stringContaining('not cloneable'),
+        }),
         expect.objectContaining({ handler: 'none', location: 'swift://x/y', reason: 'no handler for scheme swift' }),
-        expect.objectContaining({ handler: 'url-parser', location: 'rbd://a/b', reason: expect.stringContaining('part-count') }),
+        expect.objectContaining({
+          handler: 'url-parser',
+          location: 'rbd://a/b',
+          reason: expect.stringContaining('part-count'),
+        }),
       ]),
     );
     // direct_url equal to a listed location is not counted twice.
@@ -78,55 +116,93 @@ describe('resolver', () => {
       const plan = await new ImageResolver(glance(image, [loc(url)]), all(probe)).resolve(ID, target);
       return plan.declined.find((d) => d.handler === 'rbd-clone')?.reason;
     };
-    expect(await reasons(img({ disk_format: 'qcow2' }), rbdTarget)).toBe('disk_format qcow2 is not raw; clone needs raw');
+    expect(await reasons(img({ disk_format: 'qcow2' }), rbdTarget)).toBe(
+      'disk_format qcow2 is not raw; clone needs raw',
+    );
     expect(await reasons(img(), { backend: 'lvm' })).toBe('target backend lvm cannot use RBD clones');
     expect(await reasons(img(), { backend: 'rbd' })).toBe('no local Ceph cluster configured');
-    expect(await reasons(img(), { backend: 'rbd', ceph: { fsid: REMOTE, pools: ['images'] } })).toBe(`fsid ${LOCAL} is not the local cluster ${REMOTE}`);
-    expect(await reasons(img(), { backend: 'rbd', ceph: { fsid: LOCAL, pools: ['vms'] } })).toBe('pool images is not readable from this node (readable: vms)');
-    expect(await reasons(img(), rbdTarget, { snapshotReadable: async () => false })).toBe(`snapshot images/${ID}@snap is not readable`);
+    expect(await reasons(img(), { backend: 'rbd', ceph: { fsid: REMOTE, pools: ['images'] } })).toBe(
+      `fsid ${LOCAL} is not the local cluster ${REMOTE}`,
+    );
+    expect(await reasons(img(), { backend: 'rbd', ceph: { fsid: LOCAL, pools: ['vms'] } })).toBe(
+      'pool images is not readable from this node (readable: vms)',
+    );
+    expect(await reasons(img(), rbdTarget, { snapshotReadable: async () => false })).toBe(
+      `snapshot images/${ID}@snap is not readable`,
+    );
     expect(await reasons(img(), rbdTarget, { snapshotReadable: async () => 'Permission denied' })).toBe(
       `snapshot images/${ID}@snap is not readable: Permission denied`,
     );
-    expect(await reasons(img(), rbdTarget, { snapshotReadable: async () => { throw new Error('librbd exploded'); } })).toBe(
-      `snapshot images/${ID}@snap is not readable: librbd exploded`,
-    );
+    expect(
+      await reasons(img(), rbdTarget, {
+        snapshotReadable: async () => {
+          throw new Error('librbd exploded');
+        },
+      }),
+    ).toBe(`snapshot images/${ID}@snap is not readable: librbd exploded`);
   });
 
   it('non-raw images become converted imports; ova containers are refused everywhere', async () => {
     const url = `rbd://${LOCAL}/images/${ID}/snap`;
     const q = await new ImageResolver(glance(img({ disk_format: 'qcow2' }), [loc(url)]), all()).resolve(ID, rbdTarget);
-    expect(q.options.map((o) => `${o.handler}:${o.method}:${o.cost}`)).toEqual(['rbd-copy:convert-import:30', 'glance-download:convert-import:50']);
-    const qq = await new ImageResolver(glance(img({ disk_format: 'qcow2' }), [loc(url)]), all()).resolve(ID, { backend: 'qcow2' });
+    expect(q.options.map((o) => `${o.handler}:${o.method}:${o.cost}`)).toEqual([
+      'rbd-copy:convert-import:30',
+      'glance-download:convert-import:50',
+    ]);
+    const qq = await new ImageResolver(glance(img({ disk_format: 'qcow2' }), [loc(url)]), all()).resolve(ID, {
+      backend: 'qcow2',
+    });
     expect(qq.chosen).toMatchObject({ handler: 'glance-download', method: 'download', cost: 40 });
-    expect(formatVerdict(img({ container_format: 'ova' }), rbdTarget)).toEqual({ ok: false, reason: 'container_format ova is not bare' });
-    await expect(new ImageResolver(glance(img({ container_format: 'ova' }), []), all()).resolve(ID, rbdTarget)).rejects.toBeInstanceOf(
-      NoUsablePlanError,
-    );
+    expect(formatVerdict(img({ container_format: 'ova' }), rbdTarget)).toEqual({
+      ok: false,
+      reason: 'container_format ova is not bare',
+    });
+    await expect(
+      new ImageResolver(glance(img({ container_format: 'ova' }), []), all()).resolve(ID, rbdTarget),
+    ).rejects.toBeInstanceOf(NoUsablePlanError);
   });
 
   it('copies from a reachable remote cluster; ranks equal costs by store preference', async () => {
     const a = `rbd://${REMOTE}/images/${ID}/snap`;
     const r = new ImageResolver(
-      glance(img(), [loc('https://a.example/x.raw', { store: 'web-a' }), loc('https://b.example/x.raw', { store: 'web-b' }), loc(a, { store: 'far' })]),
+      glance(img(), [
+        loc('https://a.example/x.raw', { store: 'web-a' }),
+        loc('https://b.example/x.raw', { store: 'web-b' }),
+        loc(a, { store: 'far' }),
+      ]),
       all(),
     );
-    const plan = await r.resolve(ID, { ...rbdTarget, remoteClusters: [{ fsid: REMOTE, pools: ['images'] }], preferredStores: ['web-b'] });
+    const plan = await r.resolve(ID, {
+      ...rbdTarget,
+      remoteClusters: [{ fsid: REMOTE, pools: ['images'] }],
+      preferredStores: ['web-b'],
+    });
     expect(plan.options.map((o) => `${o.handler}:${o.store ?? '-'}:${o.cost}`)).toEqual([
-      'rbd-copy:far:25', 'http-download:web-b:30', 'http-download:web-a:30', 'glance-download:-:40',
+      'rbd-copy:far:25',
+      'http-download:web-b:30',
+      'http-download:web-a:30',
+      'glance-download:-:40',
     ]);
-    expect(plan.declined).toContainEqual(expect.objectContaining({ handler: 'rbd-clone', reason: `fsid ${REMOTE} is not the local cluster ${LOCAL}` }));
+    expect(plan.declined).toContainEqual(
+      expect.objectContaining({ handler: 'rbd-clone', reason: `fsid ${REMOTE} is not the local cluster ${LOCAL}` }),
+    );
   });
 
   it('no usable option at all is a typed error listing the refusals', async () => {
     const r = new ImageResolver(glance(img({ status: 'queued' }), [loc('swift://x')]), all());
     const err = await r.resolve(ID, rbdTarget).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoUsablePlanError);
-    expect((err as NoUsablePlanError).declined.map((d) => d.reason)).toEqual(['no handler for scheme swift', 'image is queued, not active']);
+    expect((err as NoUsablePlanError).declined.map((d) => d.reason)).toEqual([
+      'no handler for scheme swift',
+      'image is queued, not active',
+    ]);
     expect((err as NoUsablePlanError).imageId).toBe(ID);
   });
 
   it('refuses two handlers with the same name', () => {
-    expect(() => new ImageResolver(glance(img(), []), [new FileHandler(), new FileHandler()])).toThrow(/two image handlers/);
+    expect(() => new ImageResolver(glance(img(), []), [new FileHandler(), new FileHandler()])).toThrow(
+      /two image handlers/,
+    );
   });
 
   it('a copy-image failure is reported as a declined option, the plan stands', async () => {
@@ -135,9 +211,18 @@ describe('resolver', () => {
       const { ImageImportError } = await import('@ephemera/glance');
       throw new ImageImportError(ID, ['local']);
     };
-    const plan = await new ImageResolver(g, all()).resolve(ID, { ...rbdTarget, localStore: 'local' }, { copyToLocalStore: true });
+    const plan = await new ImageResolver(g, all()).resolve(
+      ID,
+      { ...rbdTarget, localStore: 'local' },
+      { copyToLocalStore: true },
+    );
     expect(plan.chosen.handler).toBe('glance-download');
-    expect(plan.declined).toContainEqual(expect.objectContaining({ handler: 'copy-image', reason: expect.stringContaining('import failed for store(s) local') }));
+    expect(plan.declined).toContainEqual(
+      expect.objectContaining({
+        handler: 'copy-image',
+        reason: expect.stringContaining('import failed for store(s) local'),
+      }),
+    );
   });
 });
 
@@ -145,7 +230,12 @@ describe('copy into the local store when no location is usable (Nova clone(copy_
   const remoteUrl = `rbd://${REMOTE}/images/${ID}/snap`;
   const localUrl = `rbd://${LOCAL}/images/${ID}/snap`;
   // No Glance download handler: a node that only clones/copies from Ceph or fetches over http.
-  const noDownload = () => [new RbdCloneHandler(readable), new RbdCopyHandler(readable), new HttpDownloadHandler(), new FileHandler()];
+  const noDownload = () => [
+    new RbdCloneHandler(readable),
+    new RbdCopyHandler(readable),
+    new HttpDownloadHandler(),
+    new FileHandler(),
+  ];
   /** A Glance whose copy-image adds `after` to the image's locations; counts the calls. */
   function copying(before: ImageLocationEntry[], after: ImageLocationEntry[] = []) {
     const calls = { getImage: 0, copyImage: [] as string[][] };
@@ -167,7 +257,10 @@ describe('copy into the local store when no location is usable (Nova clone(copy_
   const target: ResolveTarget = { ...rbdTarget, localStore: 'local', allowHttp: false };
 
   it('copies first, then plans again once', async () => {
-    const { g, calls } = copying([loc(remoteUrl), loc('http://example.org/i.raw')], [loc(localUrl, { store: 'local' })]);
+    const { g, calls } = copying(
+      [loc(remoteUrl), loc('http://example.org/i.raw')],
+      [loc(localUrl, { store: 'local' })],
+    );
     const plan = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true });
     expect(calls.copyImage).toEqual([['local']]);
     expect(calls.getImage).toBe(2);
@@ -178,12 +271,18 @@ describe('copy into the local store when no location is usable (Nova clone(copy_
 
   it('still nothing usable after the copy: the same NoUsablePlanError, after one copy and one more plan', async () => {
     const { g, calls } = copying([loc(remoteUrl)], [loc('http://example.org/copy.raw', { store: 'local' })]);
-    const err = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true }).catch((e: unknown) => e);
+    const err = await new ImageResolver(g, noDownload())
+      .resolve(ID, target, { copyToLocalStore: true })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoUsablePlanError);
     expect(calls.copyImage).toEqual([['local']]);
     expect(calls.getImage).toBe(2);
     expect((err as NoUsablePlanError).declined).toContainEqual(
-      expect.objectContaining({ handler: 'http-download', location: 'http://example.org/copy.raw', reason: 'plain http is not allowed on this node' }),
+      expect.objectContaining({
+        handler: 'http-download',
+        location: 'http://example.org/copy.raw',
+        reason: 'plain http is not allowed on this node',
+      }),
     );
   });
 
@@ -194,19 +293,28 @@ describe('copy into the local store when no location is usable (Nova clone(copy_
       const { ImageImportError } = await import('@ephemera/glance');
       throw new ImageImportError(ID, ['local']);
     };
-    const err = await new ImageResolver(g, noDownload()).resolve(ID, target, { copyToLocalStore: true }).catch((e: unknown) => e);
+    const err = await new ImageResolver(g, noDownload())
+      .resolve(ID, target, { copyToLocalStore: true })
+      .catch((e: unknown) => e);
     expect(err).toBeInstanceOf(NoUsablePlanError);
     expect(calls.copyImage).toEqual([['local']]);
     expect((err as NoUsablePlanError).declined).toEqual(
       expect.arrayContaining([
         expect.objectContaining({ handler: 'rbd-clone', location: remoteUrl }),
-        expect.objectContaining({ handler: 'copy-image', location: 'store local', reason: expect.stringContaining('import failed for store(s) local') }),
+        expect.objectContaining({
+          handler: 'copy-image',
+          location: 'store local',
+          reason: expect.stringContaining('import failed for store(s) local'),
+        }),
       ]),
     );
   });
 
   it('without copy-to-store (or without a local store) nothing is copied', async () => {
-    for (const [t, opts] of [[target, {}], [rbdTarget, { copyToLocalStore: true }]] as const) {
+    for (const [t, opts] of [
+      [target, {}],
+      [rbdTarget, { copyToLocalStore: true }],
+    ] as const) {
       const { g, calls } = copying([loc(remoteUrl)], [loc(localUrl, { store: 'local' })]);
       await expect(new ImageResolver(g, noDownload()).resolve(ID, t, opts)).rejects.toBeInstanceOf(NoUsablePlanError);
       expect(calls.copyImage).toEqual([]);
@@ -230,23 +338,45 @@ describe('file handler on real files', () => {
   });
 
   const verdict = async (path: string, dirs?: string[]) => {
-    const plan = await new ImageResolver(glance(img(), [loc(`file://${path}`)]), all()).resolve(ID, { backend: 'lvm', ...(dirs ? { fileDirs: dirs } : {}) });
+    const plan = await new ImageResolver(glance(img(), [loc(`file://${path}`)]), all()).resolve(ID, {
+      backend: 'lvm',
+      ...(dirs ? { fileDirs: dirs } : {}),
+    });
     return plan.options.find((o) => o.handler === 'file') ?? plan.declined.find((d) => d.handler === 'file');
   };
 
   it('accepts a readable file of the right size inside an allowed directory', async () => {
-    expect(await verdict(join(root, 'allowed/sub/img.raw'), [join(root, 'allowed')])).toMatchObject({ method: 'copy', cost: 15 });
+    expect(await verdict(join(root, 'allowed/sub/img.raw'), [join(root, 'allowed')])).toMatchObject({
+      method: 'copy',
+      cost: 15,
+    });
   });
   it('refuses: no dirs, outside (including a sibling with a common prefix), symlink escape, missing, size, directory', async () => {
     const allowed = [join(root, 'allowed')];
-    expect(await verdict(join(root, 'allowed/sub/img.raw'))).toMatchObject({ reason: 'no file directories are allowed on this node' });
-    expect(await verdict(join(root, 'allowed-not/img.raw'), allowed)).toMatchObject({ reason: expect.stringContaining('is outside the allowed directories') });
-    expect(await verdict(join(root, 'allowed/escape.raw'), allowed)).toMatchObject({ reason: expect.stringContaining('outside the allowed directories') });
-    expect(await verdict(join(root, 'allowed/escape.raw'), allowed)).toMatchObject({ reason: expect.stringContaining('resolves to') });
-    expect(await verdict(join(root, 'allowed/missing.raw'), allowed)).toMatchObject({ reason: expect.stringContaining('ENOENT') });
-    expect(await verdict(join(root, 'allowed/short.raw'), allowed)).toMatchObject({ reason: expect.stringContaining('has 10 bytes, the image has 4096') });
-    expect(await verdict(join(root, 'allowed/sub'), allowed)).toMatchObject({ reason: expect.stringContaining('not a regular file') });
-    expect(await verdict(join(root, 'allowed/sub/img.raw'), ['relative/dir'])).toMatchObject({ reason: 'no file directories are allowed on this node' });
+    expect(await verdict(join(root, 'allowed/sub/img.raw'))).toMatchObject({
+      reason: 'no file directories are allowed on this node',
+    });
+    expect(await verdict(join(root, 'allowed-not/img.raw'), allowed)).toMatchObject({
+      reason: expect.stringContaining('is outside the allowed directories'),
+    });
+    expect(await verdict(join(root, 'allowed/escape.raw'), allowed)).toMatchObject({
+      reason: expect.stringContaining('outside the allowed directories'),
+    });
+    expect(await verdict(join(root, 'allowed/escape.raw'), allowed)).toMatchObject({
+      reason: expect.stringContaining('resolves to'),
+    });
+    expect(await verdict(join(root, 'allowed/missing.raw'), allowed)).toMatchObject({
+      reason: expect.stringContaining('ENOENT'),
+    });
+    expect(await verdict(join(root, 'allowed/short.raw'), allowed)).toMatchObject({
+      reason: expect.stringContaining('has 10 bytes, the image has 4096'),
+    });
+    expect(await verdict(join(root, 'allowed/sub'), allowed)).toMatchObject({
+      reason: expect.stringContaining('not a regular file'),
+    });
+    expect(await verdict(join(root, 'allowed/sub/img.raw'), ['relative/dir'])).toMatchObject({
+      reason: 'no file directories are allowed on this node',
+    });
   });
   it('isInside is strict about prefixes', () => {
     expect(isInside('/a/b', '/a/b/c')).toBe(true);

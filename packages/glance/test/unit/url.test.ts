@@ -26,13 +26,26 @@ describe('parseLocationUrl: good URLs', () => {
     expect(parseLocationUrl(formatRbdUrl(ref))).toMatchObject({ kind: 'rbd', ...ref });
   });
   it('understands the legacy one-part form but marks it not cloneable', () => {
-    expect(parseLocationUrl('rbd://legacy-image')).toEqual({ kind: 'rbd-legacy', scheme: 'rbd', image: 'legacy-image', cloneable: false });
+    expect(parseLocationUrl('rbd://legacy-image')).toEqual({
+      kind: 'rbd-legacy',
+      scheme: 'rbd',
+      image: 'legacy-image',
+      cloneable: false,
+    });
   });
   it('parses file, http(s), glance and unknown schemes', () => {
-    expect(parseLocationUrl('file:///var/lib/glance/images/x%20y')).toEqual({ kind: 'file', scheme: 'file', path: '/var/lib/glance/images/x y' });
+    expect(parseLocationUrl('file:///var/lib/glance/images/x%20y')).toEqual({
+      kind: 'file',
+      scheme: 'file',
+      path: '/var/lib/glance/images/x y',
+    });
     expect(parseLocationUrl('file://localhost/a/b')).toMatchObject({ path: '/a/b' });
     expect(parseLocationUrl('https://example.org:8443/img/a.raw?sig=a%2Fb')).toMatchObject({
-      kind: 'http', scheme: 'https', host: 'example.org', port: 8443, path: '/img/a.raw',
+      kind: 'http',
+      scheme: 'https',
+      host: 'example.org',
+      port: 8443,
+      path: '/img/a.raw',
     });
     expect(parseLocationUrl('HTTP://h/x')).toMatchObject({ scheme: 'http', port: 80 });
     expect(parseLocationUrl(`glance://${FSID}`)).toEqual({ kind: 'glance', scheme: 'glance', imageId: FSID });
@@ -97,11 +110,53 @@ describe('parseLocationUrl: bad URLs give a typed error naming the problem', () 
 
 // Property-based: hostile inputs never crash the parser and never yield a traversal.
 const hostileChar = fc.constantFrom(
-  '/', '.', '..', '%', '%2e', '%2E', '%2f', '%2F', '%00', '%0a', '%25', '%252e', '%c3', '%zz', '\u0000', '\n', '\u007f',
-  '\u0085', '@', '?', '#', '\\', ' ', ':', 'a', 'b', '0', '-', '_', '~', 'é', '%C3%A9', '%40', '%2e%2e',
+  '/',
+  '.',
+  '..',
+  '%',
+  '%2e',
+  '%2E',
+  '%2f',
+  '%2F',
+  '%00',
+  '%0a',
+  '%25',
+  '%252e',
+  '%c3',
+  '%zz',
+  '\u0000',
+  '\n',
+  '\u007f',
+  '\u0085',
+  '@',
+  '?',
+  '#',
+  '\\',
+  ' ',
+  ':',
+  'a',
+  'b',
+  '0',
+  '-',
+  '_',
+  '~',
+  'é',
+  '%C3%A9',
+  '%40',
+  '%2e%2e',
 );
 const hostileString = fc.array(hostileChar, { maxLength: 12 }).map((a) => a.join(''));
-const scheme = fc.constantFrom('rbd://', 'file://', 'file:///', 'http://', 'https://', 'RBD://', 'glance://', 'ftp://', '');
+const scheme = fc.constantFrom(
+  'rbd://',
+  'file://',
+  'file:///',
+  'http://',
+  'https://',
+  'RBD://',
+  'glance://',
+  'ftp://',
+  '',
+);
 const part = fc.oneof(hostileString, fc.string({ maxLength: 8 }), fc.constant(FSID), fc.constant(''));
 const hostileUrl = fc.oneof(
   fc.tuple(scheme, fc.array(part, { maxLength: 6 })).map(([s, parts]) => s + parts.join('/')),
@@ -142,7 +197,9 @@ describe('parseLocationUrl: property-based hostile input', () => {
         switch (p.kind) {
           case 'rbd':
             return (
-              [p.fsid, p.pool, p.image, p.snapshot].every((s) => s.trim() !== '' && clean(s) && !s.includes('/') && s !== '..' && s !== '.') &&
+              [p.fsid, p.pool, p.image, p.snapshot].every(
+                (s) => s.trim() !== '' && clean(s) && !s.includes('/') && s !== '..' && s !== '.',
+              ) &&
               !p.pool.includes('@') &&
               !p.image.includes('@')
             );
@@ -168,7 +225,13 @@ describe('parseLocationUrl: property-based hostile input', () => {
     fc.assert(
       fc.property(fc.uuid(), name, name, name, (fsid, pool, image, snapshot) => {
         const p = parseLocationUrl(formatRbdUrl({ fsid, pool, image, snapshot }));
-        return p.kind === 'rbd' && p.fsid === fsid.toLowerCase() && p.pool === pool && p.image === image && p.snapshot === snapshot;
+        return (
+          p.kind === 'rbd' &&
+          p.fsid === fsid.toLowerCase() &&
+          p.pool === pool &&
+          p.image === image &&
+          p.snapshot === snapshot
+        );
       }),
       { numRuns: 2000 },
     );
@@ -176,13 +239,17 @@ describe('parseLocationUrl: property-based hostile input', () => {
 
   it('four clean parts always parse; any blank part or wrong count never parses as cloneable', () => {
     fc.assert(
-      fc.property(fc.array(fc.constantFrom('', 'a', 'images', FSID, 'snap'), { minLength: 0, maxLength: 7 }), (parts) => {
-        const url = `rbd://${parts.join('/')}`;
-        const r = problemOf(url);
-        const shouldParse =
-          (parts.length === 4 && parts.every((x) => x !== '') && parts[0] === FSID) || (parts.length === 1 && parts[0] !== '');
-        return shouldParse ? r === 'parsed' : r !== 'parsed';
-      }),
+      fc.property(
+        fc.array(fc.constantFrom('', 'a', 'images', FSID, 'snap'), { minLength: 0, maxLength: 7 }),
+        (parts) => {
+          const url = `rbd://${parts.join('/')}`;
+          const r = problemOf(url);
+          const shouldParse =
+            (parts.length === 4 && parts.every((x) => x !== '') && parts[0] === FSID) ||
+            (parts.length === 1 && parts[0] !== '');
+          return shouldParse ? r === 'parsed' : r !== 'parsed';
+        },
+      ),
       { numRuns: 2000 },
     );
   });
@@ -196,7 +263,11 @@ describe('rbd:// locations: the forms glance and backend-rbd used to disagree on
     expect(problemOf(`Rbd://legacy`)).toBe('bad-scheme');
   });
   it('accepts a percent-encoded space and raw or encoded non-ASCII characters in a part', () => {
-    expect(parseLocationUrl(`rbd://${FSID}/po%20ol/img/snap`)).toMatchObject({ kind: 'rbd', pool: 'po ol', image: 'img' });
+    expect(parseLocationUrl(`rbd://${FSID}/po%20ol/img/snap`)).toMatchObject({
+      kind: 'rbd',
+      pool: 'po ol',
+      image: 'img',
+    });
     expect(parseLocationUrl(`rbd://${FSID}/images/imagé/snap`)).toMatchObject({ kind: 'rbd', image: 'imagé' });
     expect(parseLocationUrl(`rbd://${FSID}/images/imag%C3%A9/snap`)).toMatchObject({ kind: 'rbd', image: 'imagé' });
   });
@@ -204,7 +275,12 @@ describe('rbd:// locations: the forms glance and backend-rbd used to disagree on
     expect(parseLocationUrl(`rbd://${FSID}/images/%252e%252e/snap`)).toMatchObject({ kind: 'rbd', image: '%2e%2e' });
   });
   it('does not percent-decode the legacy one-part form (glance_store does not)', () => {
-    expect(parseLocationUrl('rbd://my%20image')).toEqual({ kind: 'rbd-legacy', scheme: 'rbd', image: 'my%20image', cloneable: false });
+    expect(parseLocationUrl('rbd://my%20image')).toEqual({
+      kind: 'rbd-legacy',
+      scheme: 'rbd',
+      image: 'my%20image',
+      cloneable: false,
+    });
   });
   it('formatRbdUrl refuses missing, empty and non-string parts with a typed error', () => {
     const ok = { fsid: FSID, pool: 'images', image: 'img', snapshot: 'snap' };

@@ -13,7 +13,9 @@ import {
 } from '@ephemera/image-backend';
 
 /** Runs the suite outside vitest and returns which tests failed, to prove it catches bugs. */
-async function runSuite(setup: () => Promise<ConformanceFixture>): Promise<{ passed: string[]; failed: Map<string, string> }> {
+async function runSuite(
+  setup: () => Promise<ConformanceFixture>,
+): Promise<{ passed: string[]; failed: Map<string, string> }> {
   const tests: { name: string; fn: () => Promise<void> }[] = [];
   const before: (() => Promise<void>)[] = [];
   const after: (() => Promise<void>)[] = [];
@@ -52,7 +54,11 @@ describe('the conformance suite catches broken backends', () => {
 
   it('flags a backend that leaves a half-written disk when an import fails', async () => {
     class Leaky extends MemoryBackend {
-      override async createFromImage(disk: DiskRef, image: SourceImage, options?: CreateFromImageOptions): Promise<CreateResult> {
+      override async createFromImage(
+        disk: DiskRef,
+        image: SourceImage,
+        options?: CreateFromImageOptions,
+      ): Promise<CreateResult> {
         try {
           return await super.createFromImage(disk, image, options);
         } catch (err) {
@@ -88,7 +94,9 @@ describe('the conformance suite catches broken backends', () => {
         throw new Error('not implemented');
       }
     }
-    const { failed } = await runSuite(async () => ({ backend: new Liar({ capabilities: { clone: false, resize: false } }) }));
+    const { failed } = await runSuite(async () => ({
+      backend: new Liar({ capabilities: { clone: false, resize: false } }),
+    }));
     expect(failedMatching(failed, /^snapshots/)).toHaveLength(1);
     expect(failedMatching(failed, /^resizes/)).toHaveLength(1);
     expect(failed.get(failedMatching(failed, /^resizes/)[0]!)).toMatch(/UNSUPPORTED_OPERATION/);
@@ -107,7 +115,11 @@ describe('the conformance suite catches broken backends', () => {
 
   it('flags a backend whose progress goes backwards or never reaches 100%', async () => {
     class Jumpy extends MemoryBackend {
-      override async createFromImage(disk: DiskRef, image: SourceImage, options: CreateFromImageOptions = {}): Promise<CreateResult> {
+      override async createFromImage(
+        disk: DiskRef,
+        image: SourceImage,
+        options: CreateFromImageOptions = {},
+      ): Promise<CreateResult> {
         const res = await super.createFromImage(disk, image, { ...options, onProgress: () => undefined });
         options.onProgress?.({ phase: 'download', bytesDone: 10, percent: 50 });
         options.onProgress?.({ phase: 'download', bytesDone: 5, percent: 20 });
@@ -122,7 +134,7 @@ describe('the conformance suite catches broken backends', () => {
     const backend = new MemoryBackend({ capabilities: { clone: false } });
     const { failed } = await runSuite(async () => ({
       backend,
-      readDisk: async (disk, length) => new Uint8Array(length),
+      readDisk: async (_disk, length) => new Uint8Array(length),
     }));
     expect(failed.get(failedMatching(failed, /^imports an image/)[0]!)).toMatch(/content equals/);
   });

@@ -40,5 +40,8 @@ describeBackendConformance(vitest, 'memory (no optional capability, thick, raw o
 });
 
 describeBackendConformance(vitest, 'memory (snapshots without rollback, no readDisk)', async () => ({
-  backend: new MemoryBackend({ name: 'memory-partial', capabilities: { rollback: false, clone: false, flatten: false } }),
+  backend: new MemoryBackend({
+    name: 'memory-partial',
+    capabilities: { rollback: false, clone: false, flatten: false },
+  }),
 }));

@@ -29,7 +29,14 @@ describe('disk ids', () => {
   });
 
   it('parseDiskId ignores foreign names', () => {
-    for (const id of ['', 'volume-1', `${INSTANCE}disk`, `${INSTANCE}_`, `${INSTANCE}_a/b`, `${INSTANCE.toUpperCase()}_disk`]) {
+    for (const id of [
+      '',
+      'volume-1',
+      `${INSTANCE}disk`,
+      `${INSTANCE}_`,
+      `${INSTANCE}_a/b`,
+      `${INSTANCE.toUpperCase()}_disk`,
+    ]) {
       expect(parseDiskId(id), id).toBeUndefined();
     }
   });
@@ -37,7 +44,9 @@ describe('disk ids', () => {
   it('listFilterPrefix: every disk, or the lower-cased `<instance>_` prefix; a bad instance is InvalidArgument naming the backend', () => {
     expect(listFilterPrefix({})).toBeUndefined();
     expect(listFilterPrefix({ instance: INSTANCE.toUpperCase() })).toBe(`${INSTANCE}_`);
-    expect(diskId({ instance: INSTANCE, name: 'disk' }).startsWith(listFilterPrefix({ instance: INSTANCE }, 'x')!)).toBe(true);
+    expect(
+      diskId({ instance: INSTANCE, name: 'disk' }).startsWith(listFilterPrefix({ instance: INSTANCE }, 'x')!),
+    ).toBe(true);
     for (const bad of ['', 'x', `${INSTANCE}_disk`, '../../etc', 42 as never]) {
       let err: unknown;
       try {
@@ -80,26 +89,48 @@ describe('errors', () => {
 describe('retryWhileBusy', () => {
   it('retries busy failures until success', async () => {
     let n = 0;
-    const v = await retryWhileBusy(async () => {
-      if (++n < 3) throw new BusyError('busy');
-      return 'ok';
-    }, { intervalMs: 1 });
+    const v = await retryWhileBusy(
+      async () => {
+        if (++n < 3) throw new BusyError('busy');
+        return 'ok';
+      },
+      { intervalMs: 1 },
+    );
     expect([v, n]).toEqual(['ok', 3]);
   });
 
   it('rethrows BusyError after the timeout and other errors at once', async () => {
     const t0 = Date.now();
-    await expect(retryWhileBusy(async () => { throw new BusyError('still busy'); }, { timeoutMs: 60, intervalMs: 5 })).rejects.toThrow('still busy');
+    await expect(
+      retryWhileBusy(
+        async () => {
+          throw new BusyError('still busy');
+        },
+        { timeoutMs: 60, intervalMs: 5 },
+      ),
+    ).rejects.toThrow('still busy');
     expect(Date.now() - t0).toBeGreaterThanOrEqual(55);
     let n = 0;
-    await expect(retryWhileBusy(async () => { n++; throw new Error('boom'); })).rejects.toThrow('boom');
+    await expect(
+      retryWhileBusy(async () => {
+        n++;
+        throw new Error('boom');
+      }),
+    ).rejects.toThrow('boom');
     expect(n).toBe(1);
   });
 
   it('stops waiting when aborted', async () => {
     const ac = new AbortController();
     setTimeout(() => ac.abort(), 20);
-    await expect(retryWhileBusy(async () => { throw new BusyError('b'); }, { timeoutMs: 10_000, intervalMs: 1_000, signal: ac.signal })).rejects.toBeInstanceOf(AbortedError);
+    await expect(
+      retryWhileBusy(
+        async () => {
+          throw new BusyError('b');
+        },
+        { timeoutMs: 10_000, intervalMs: 1_000, signal: ac.signal },
+      ),
+    ).rejects.toBeInstanceOf(AbortedError);
   });
 });
 
@@ -130,7 +161,10 @@ describe('MemoryBackend remove while busy', () => {
     const bytes = patternBytes(10_000, 7);
     await b.createFromImage(disk, sourceImageFromBytes(bytes));
     const loc = await b.directSnapshot(disk, { imageId: 'snap-image' });
-    const res = await b.createFromImage({ instance: INSTANCE, name: 'disk.copy' }, sourceImageFromBytes(bytes, { locations: [{ url: loc.url, metadata: {} }] }));
+    const res = await b.createFromImage(
+      { instance: INSTANCE, name: 'disk.copy' },
+      sourceImageFromBytes(bytes, { locations: [{ url: loc.url, metadata: {} }] }),
+    );
     expect(res.method).toBe('cloned');
     expect(await b.read({ instance: INSTANCE, name: 'disk.copy' }, 0, 10_000)).toEqual(bytes);
   });
@@ -164,7 +198,9 @@ describe('readImage', () => {
   it('streams and verifies sha512 and md5', async () => {
     const bytes = patternBytes(200_000);
     const events: ProgressEvent[] = [];
-    expect(await drain(readImage(sourceImageFromBytes(bytes), { progress: new ProgressReporter((e) => events.push(e)) }))).toBe(200_000);
+    expect(
+      await drain(readImage(sourceImageFromBytes(bytes), { progress: new ProgressReporter((e) => events.push(e)) })),
+    ).toBe(200_000);
     expect(events.length).toBeGreaterThan(1);
   });
 
@@ -186,17 +222,32 @@ describe('readImage', () => {
   });
 
   it('wraps open and read failures in ImageSourceError, and catches too much data', async () => {
-    const failOpen = { ...sourceImageFromBytes(patternBytes(10)), open: async () => { throw new Error('http 500'); } };
-    await expect(drain(readImage(failOpen))).rejects.toMatchObject({ code: 'IMAGE_SOURCE', message: expect.stringContaining('http 500') });
+    const failOpen = {
+      ...sourceImageFromBytes(patternBytes(10)),
+      open: async () => {
+        throw new Error('http 500');
+      },
+    };
+    await expect(drain(readImage(failOpen))).rejects.toMatchObject({
+      code: 'IMAGE_SOURCE',
+      message: expect.stringContaining('http 500'),
+    });
     const mid = sourceImageFromBytes(patternBytes(300_000), { failAfterBytes: 100_000 });
-    await expect(drain(readImage(mid))).rejects.toMatchObject({ code: 'IMAGE_SOURCE', message: expect.stringContaining('after 131072 bytes') });
+    await expect(drain(readImage(mid))).rejects.toMatchObject({
+      code: 'IMAGE_SOURCE',
+      message: expect.stringContaining('after 131072 bytes'),
+    });
     const big = { ...sourceImageFromBytes(patternBytes(1000), { noHash: true }), size: 10 };
     await expect(drain(readImage(big))).rejects.toThrow(/more data than its size/);
   });
 
   it('aborts with AbortedError', async () => {
     const ac = new AbortController();
-    const img = sourceImageFromBytes(patternBytes(300_000), { onChunk: (n) => { if (n > 0) ac.abort(); } });
+    const img = sourceImageFromBytes(patternBytes(300_000), {
+      onChunk: (n) => {
+        if (n > 0) ac.abort();
+      },
+    });
     await expect(drain(readImage(img, { signal: ac.signal }))).rejects.toBeInstanceOf(AbortedError);
   });
 });

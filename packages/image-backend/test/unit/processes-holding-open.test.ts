@@ -15,10 +15,14 @@ describe('processesHoldingOpen', () => {
     const link = join(dir, 'disk.link');
     symlinkSync(file, link);
     // The child opens the file, says so, and keeps it open until its stdin closes.
-    const child = spawn(process.execPath, [
-      '-e',
-      `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(file)},'r');process.stdout.write('open\\n');process.stdin.on('end',()=>{fs.closeSync(fd);process.exit(0)});process.stdin.resume();`,
-    ], { stdio: ['pipe', 'pipe', 'inherit'] });
+    const child = spawn(
+      process.execPath,
+      [
+        '-e',
+        `const fs=require('fs');const fd=fs.openSync(${JSON.stringify(file)},'r');process.stdout.write('open\\n');process.stdin.on('end',()=>{fs.closeSync(fd);process.exit(0)});process.stdin.resume();`,
+      ],
+      { stdio: ['pipe', 'pipe', 'inherit'] },
+    );
     await new Promise<void>((resolve) => child.stdout.once('data', () => resolve()));
     try {
       expect(await processesHoldingOpen(file)).toContain(child.pid);

@@ -13,20 +13,42 @@ import {
 } from '@ephemera/image-backend';
 
 const FSID = 'acada594-e091-4f05-9d45-e3735cb2db40';
-const four = (pool: string, image: string, snapshot: string, fsid = FSID): ParsedRbdLocation => ({ kind: 'rbd', fsid, pool, image, snapshot });
+const four = (pool: string, image: string, snapshot: string, fsid = FSID): ParsedRbdLocation => ({
+  kind: 'rbd',
+  fsid,
+  pool,
+  image,
+  snapshot,
+});
 
 type Refused = { problem: RbdLocationProblem; part?: RbdLocationPart };
 // [input, what it gives, why (glance_store = G, Nova = N)].
 const TABLE: [string, ParsedRbdLocation | Refused, string][] = [
   // Accepted
   [`rbd://${FSID}/images/img/snap`, four('images', 'img', 'snap'), 'the form glance_store writes'],
-  [`rbd://${FSID.toUpperCase()}/images/img/snap`, four('images', 'img', 'snap'), 'fsid lower-cased (ceph prints it lower-case)'],
-  [`rbd://${FSID}/po%20ol/img/snap`, four('po ol', 'img', 'snap'), 'each part unquoted (G, N); Ceph names may hold spaces'],
+  [
+    `rbd://${FSID.toUpperCase()}/images/img/snap`,
+    four('images', 'img', 'snap'),
+    'fsid lower-cased (ceph prints it lower-case)',
+  ],
+  [
+    `rbd://${FSID}/po%20ol/img/snap`,
+    four('po ol', 'img', 'snap'),
+    'each part unquoted (G, N); Ceph names may hold spaces',
+  ],
   [`rbd://${FSID}/my%2Dpool/a%3Ab/s%40nap`, four('my-pool', 'a:b', 's@nap'), "'@' only matters in pool and image"],
-  [`rbd://${FSID}/images/imagé/snap`, four('images', 'imagé', 'snap'), 'raw non-ASCII as in an IRI (G and N on Python 3 accept it)'],
+  [
+    `rbd://${FSID}/images/imagé/snap`,
+    four('images', 'imagé', 'snap'),
+    'raw non-ASCII as in an IRI (G and N on Python 3 accept it)',
+  ],
   [`rbd://${FSID}/images/imag%C3%A9/snap`, four('images', 'imagé', 'snap'), 'the same image, percent-encoded'],
   [`rbd://${FSID}/images/a%25b/snap`, four('images', 'a%b', 'snap'), 'decoded once'],
-  [`rbd://${FSID}/images/%252e%252F/snap`, four('images', '%2e%2F', 'snap'), 'decoded once (G, N): nothing decodes the name again'],
+  [
+    `rbd://${FSID}/images/%252e%252F/snap`,
+    four('images', '%2e%2F', 'snap'),
+    'decoded once (G, N): nothing decodes the name again',
+  ],
   ['rbd://legacy-image', { kind: 'rbd-legacy', image: 'legacy-image' }, 'legacy one-part form (G)'],
   ['rbd://my%20image', { kind: 'rbd-legacy', image: 'my%20image' }, 'legacy form is not unquoted (G)'],
   ['rbd://a%zz', { kind: 'rbd-legacy', image: 'a%zz' }, 'legacy form is not decoded, so no percent check'],
@@ -52,17 +74,41 @@ const TABLE: [string, ParsedRbdLocation | Refused, string][] = [
   [`rbd://${FSID}//img/snap`, { problem: 'blank-part', part: 'pool' }, 'empty components (G, N)'],
   [`rbd://${FSID}/images/img/`, { problem: 'blank-part', part: 'snapshot' }, ''],
   // Refused: decoding
-  [`rbd://${FSID}/images/img%zz/snap`, { problem: 'bad-percent-encoding', part: 'image' }, "Python keeps a stray '%'; no Ceph name comes out of it"],
-  [`rbd://${FSID}/images/img%c3/snap`, { problem: 'bad-percent-encoding', part: 'image' }, 'not UTF-8 (Python would put U+FFFD)'],
+  [
+    `rbd://${FSID}/images/img%zz/snap`,
+    { problem: 'bad-percent-encoding', part: 'image' },
+    "Python keeps a stray '%'; no Ceph name comes out of it",
+  ],
+  [
+    `rbd://${FSID}/images/img%c3/snap`,
+    { problem: 'bad-percent-encoding', part: 'image' },
+    'not UTF-8 (Python would put U+FFFD)',
+  ],
   [`rbd://${FSID}/images/%20/snap`, { problem: 'blank-part', part: 'image' }, 'blank after decoding'],
-  [`rbd://${FSID}/images/img%00/snap`, { problem: 'nul', part: 'image' }, 'a NUL ends a C string: librbd would see another name'],
+  [
+    `rbd://${FSID}/images/img%00/snap`,
+    { problem: 'nul', part: 'image' },
+    'a NUL ends a C string: librbd would see another name',
+  ],
   [`rbd://${FSID}/images/img%0a/snap`, { problem: 'control-char', part: 'image' }, ''],
   [`rbd://${FSID}/images/img%C2%85/snap`, { problem: 'control-char', part: 'image' }, ''],
-  [`rbd://${FSID}/po%2Fol/img/snap`, { problem: 'separator-in-part', part: 'pool' }, "'/' separates pool and image everywhere"],
+  [
+    `rbd://${FSID}/po%2Fol/img/snap`,
+    { problem: 'separator-in-part', part: 'pool' },
+    "'/' separates pool and image everywhere",
+  ],
   [`rbd://${FSID}/images/img/sn%2Fap`, { problem: 'separator-in-part', part: 'snapshot' }, ''],
-  [`rbd://${FSID}/po%40ol/img/snap`, { problem: 'separator-in-part', part: 'pool' }, "'@' separates image and snapshot"],
+  [
+    `rbd://${FSID}/po%40ol/img/snap`,
+    { problem: 'separator-in-part', part: 'pool' },
+    "'@' separates image and snapshot",
+  ],
   [`rbd://${FSID}/images/a%40b/snap`, { problem: 'separator-in-part', part: 'image' }, ''],
-  [`rbd://${FSID}/images/a:b@c/snap`, { problem: 'separator-in-part', part: 'image' }, "raw '@' in the image, same as %40"],
+  [
+    `rbd://${FSID}/images/a:b@c/snap`,
+    { problem: 'separator-in-part', part: 'image' },
+    "raw '@' in the image, same as %40",
+  ],
   [`rbd://${FSID}/images/%2e%2e/snap`, { problem: 'dot-segment', part: 'image' }, ''],
   [`rbd://${FSID}/../img/snap`, { problem: 'dot-segment', part: 'pool' }, ''],
   ['rbd://..', { problem: 'dot-segment', part: 'image' }, ''],
@@ -126,21 +172,29 @@ describe('formatRbdLocation', () => {
 
   it('refuses a missing object and a result longer than the parser takes', () => {
     expect(() => formatRbdLocation(undefined as never)).toThrow(expect.objectContaining({ problem: 'missing-part' }));
-    expect(() => formatRbdLocation({ ...ok, image: 'x'.repeat(5000) })).toThrow(expect.objectContaining({ problem: 'too-long' }));
+    expect(() => formatRbdLocation({ ...ok, image: 'x'.repeat(5000) })).toThrow(
+      expect.objectContaining({ problem: 'too-long' }),
+    );
   });
 
   it('parse(format(parts)) gives the parts back; format never writes what parse refuses (property)', () => {
     fc.assert(
-      fc.property(fc.uuid(), fc.string({ maxLength: 30, unit: 'grapheme' }), fc.string({ maxLength: 30, unit: 'grapheme' }), fc.string({ maxLength: 30, unit: 'binary' }), (fsid, pool, image, snapshot) => {
-        let url: string;
-        try {
-          url = formatRbdLocation({ fsid, pool, image, snapshot });
-        } catch (err) {
-          return err instanceof InvalidRbdLocationError;
-        }
-        expect(parseRbdLocation(url)).toEqual({ kind: 'rbd', fsid: fsid.toLowerCase(), pool, image, snapshot });
-        return true;
-      }),
+      fc.property(
+        fc.uuid(),
+        fc.string({ maxLength: 30, unit: 'grapheme' }),
+        fc.string({ maxLength: 30, unit: 'grapheme' }),
+        fc.string({ maxLength: 30, unit: 'binary' }),
+        (fsid, pool, image, snapshot) => {
+          let url: string;
+          try {
+            url = formatRbdLocation({ fsid, pool, image, snapshot });
+          } catch (err) {
+            return err instanceof InvalidRbdLocationError;
+          }
+          expect(parseRbdLocation(url)).toEqual({ kind: 'rbd', fsid: fsid.toLowerCase(), pool, image, snapshot });
+          return true;
+        },
+      ),
       { numRuns: 3000 },
     );
   });
@@ -152,7 +206,13 @@ describe('formatRbdLocation', () => {
       .filter((s) => s.trim() !== '' && s !== '.' && s !== '..' && !/[\u0000-\u001f\u007f-\u009f/@]/.test(s));
     fc.assert(
       fc.property(fc.uuid(), name, name, name, (fsid, pool, image, snapshot) => {
-        expect(parseRbdLocation(formatRbdLocation({ fsid, pool, image, snapshot }))).toEqual({ kind: 'rbd', fsid: fsid.toLowerCase(), pool, image, snapshot });
+        expect(parseRbdLocation(formatRbdLocation({ fsid, pool, image, snapshot }))).toEqual({
+          kind: 'rbd',
+          fsid: fsid.toLowerCase(),
+          pool,
+          image,
+          snapshot,
+        });
       }),
       { numRuns: 2000 },
     );

@@ -20,14 +20,19 @@ import {
 
 describe('contract versioning', () => {
   it('accepts the window [CURRENT - AGE, CURRENT]', () => {
-    expect(apiWindow()).toEqual({ min: IMAGE_BACKEND_API_VERSION - IMAGE_BACKEND_API_AGE, max: IMAGE_BACKEND_API_VERSION });
+    expect(apiWindow()).toEqual({
+      min: IMAGE_BACKEND_API_VERSION - IMAGE_BACKEND_API_AGE,
+      max: IMAGE_BACKEND_API_VERSION,
+    });
     expect(apiWindow(5, 2)).toEqual({ min: 3, max: 5 });
   });
 
   it('accepts plugins inside the window and rejects older and newer ones with a clear error', () => {
     const opts = { apiVersion: 5, apiAge: 2 };
     for (const v of [3, 4, 5]) {
-      expect(new BackendRegistry([new MemoryBackend({ name: `m${v}`, apiVersion: v })], opts).names()).toEqual([`m${v}`]);
+      expect(new BackendRegistry([new MemoryBackend({ name: `m${v}`, apiVersion: v })], opts).names()).toEqual([
+        `m${v}`,
+      ]);
     }
     for (const [v, hint] of [
       [2, /too old/],
@@ -58,9 +63,24 @@ describe('contract versioning', () => {
       [null, /not an object/],
       [{ ...good, name: '' }, /missing name/],
       [Object.assign(Object.create(MemoryBackend.prototype), { ...good, apiVersion: '1' }), /integer/],
-      [Object.assign(Object.create(MemoryBackend.prototype), { ...good, capabilities: undefined }), /missing capabilities/],
-      [Object.assign(Object.create(MemoryBackend.prototype), { ...good, capabilities: { ...good.capabilities, thin: 'yes' } }), /'thin' is not a boolean/],
-      [Object.assign(Object.create(MemoryBackend.prototype), { ...good, capabilities: { ...good.capabilities, snapshot: false } }), /'rollback' requires 'snapshot'/],
+      [
+        Object.assign(Object.create(MemoryBackend.prototype), { ...good, capabilities: undefined }),
+        /missing capabilities/,
+      ],
+      [
+        Object.assign(Object.create(MemoryBackend.prototype), {
+          ...good,
+          capabilities: { ...good.capabilities, thin: 'yes' },
+        }),
+        /'thin' is not a boolean/,
+      ],
+      [
+        Object.assign(Object.create(MemoryBackend.prototype), {
+          ...good,
+          capabilities: { ...good.capabilities, snapshot: false },
+        }),
+        /'rollback' requires 'snapshot'/,
+      ],
       [Object.assign(Object.create(MemoryBackend.prototype), { ...good, diskFormats: [] }), /diskFormats/],
       [{ ...good }, /missing method exists\(\)/],
     ];
@@ -167,7 +187,12 @@ describe('inversify wiring (named bindings + multiInject discovery)', () => {
     expect(named.name).toBe('qcow2');
     expect(registry.get('qcow2')).toBe(named); // singletons: the same instance both ways
     expect(registry.get('rbd').capabilities.clone).toBe(true);
-    expect(c.getAll<ImageBackend>(IMAGE_BACKEND).map((b) => b.name).sort()).toEqual(['qcow2', 'rbd']);
+    expect(
+      c
+        .getAll<ImageBackend>(IMAGE_BACKEND)
+        .map((b) => b.name)
+        .sort(),
+    ).toEqual(['qcow2', 'rbd']);
     expect(() => c.get<ImageBackend>(IMAGE_BACKEND, { name: 'lvm' })).toThrow();
   });
 

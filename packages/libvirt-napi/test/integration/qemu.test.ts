@@ -59,15 +59,21 @@ describe('stack libvirtd (QEMU driver)', () => {
     };
     conn.on('lifecycle', onEvent);
     try {
-      const defined = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'defined', { timeoutMs: 10_000 });
+      const defined = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'defined', {
+        timeoutMs: 10_000,
+      });
       const dom = await conn.defineXML(guestDomainXML(name, files));
       expect(await defined).toMatchObject({ event: 'defined', detail: 'added', domain: { name, uuid: dom.uuid() } });
       expect(await dom.state()).toMatchObject({ state: 'shutoff' });
       expect((await conn.lookupByUUID(dom.uuid())).name()).toBe(name);
       expect((await conn.listAllDomains(ListDomainsFlags.PERSISTENT)).map((d) => d.name())).toContain(name);
 
-      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', { timeoutMs: 60_000 });
-      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', { timeoutMs: 120_000 });
+      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', {
+        timeoutMs: 60_000,
+      });
+      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', {
+        timeoutMs: 120_000,
+      });
       const t0 = performance.now();
       await dom.create();
       const createMs = performance.now() - t0;
@@ -83,7 +89,9 @@ describe('stack libvirtd (QEMU driver)', () => {
       expect(await dom.state()).toMatchObject({ state: 'shutoff', reason: 'shutdown' });
       expect(await dom.isActive()).toBe(false);
 
-      const undefinedEv = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'undefined', { timeoutMs: 10_000 });
+      const undefinedEv = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'undefined', {
+        timeoutMs: 10_000,
+      });
       await dom.undefine();
       expect(await undefinedEv).toMatchObject({ detail: 'removed' });
       expect((await rejection(conn.lookupByName(name))).code).toBe(ErrorCode.VIR_ERR_NO_DOMAIN);
@@ -108,7 +116,9 @@ describe('stack libvirtd (QEMU driver)', () => {
     const files = await guestFiles('paused');
     const name = uniqueName('paused');
     try {
-      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', { timeoutMs: 60_000 });
+      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', {
+        timeoutMs: 60_000,
+      });
       const dom = await conn.createXML(guestDomainXML(name, files), StartFlags.PAUSED);
       await started;
       expect(await dom.isPersistent()).toBe(false);
@@ -137,15 +147,21 @@ describe('stack libvirtd (QEMU driver)', () => {
       // Malformed device XML: typed XML error.
       expect((await rejection(dom.attachDevice('<disk', DeviceModifyFlags.LIVE))).codeName).toBe('VIR_ERR_XML_DETAIL');
 
-      const resumed = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'resumed', { timeoutMs: 10_000 });
-      const suspended = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'suspended', { timeoutMs: 10_000 });
+      const resumed = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'resumed', {
+        timeoutMs: 10_000,
+      });
+      const suspended = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'suspended', {
+        timeoutMs: 10_000,
+      });
       await dom.resume();
       expect(await resumed).toMatchObject({ event: 'resumed', detail: 'unpaused' });
       await dom.suspend();
       expect(await suspended).toMatchObject({ event: 'suspended', detail: 'paused' });
       expect(await dom.state()).toMatchObject({ state: 'paused', reason: 'user' });
 
-      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', { timeoutMs: 30_000 });
+      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', {
+        timeoutMs: 30_000,
+      });
       await dom.destroy();
       expect(await stopped).toMatchObject({ event: 'stopped', detail: 'destroyed' });
       // Transient: gone once destroyed.
@@ -168,7 +184,9 @@ describe('stack libvirtd (QEMU driver)', () => {
       await dom.detachDevice(diskXML, DeviceModifyFlags.CONFIG);
       expect(await dom.xml(DomainXMLFlags.INACTIVE)).not.toContain(extra);
       // Not running: a live change is OPERATION_INVALID.
-      expect((await rejection(dom.attachDevice(diskXML, DeviceModifyFlags.LIVE))).codeName).toBe('VIR_ERR_OPERATION_INVALID');
+      expect((await rejection(dom.attachDevice(diskXML, DeviceModifyFlags.LIVE))).codeName).toBe(
+        'VIR_ERR_OPERATION_INVALID',
+      );
       await dom.undefine();
     } finally {
       await removeDomain(conn, name);

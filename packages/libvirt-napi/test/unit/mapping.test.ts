@@ -38,7 +38,13 @@ describe('lifecycle event mapping', () => {
   const domain = { name: 'vm', uuid: '00000000-0000-0000-0000-000000000001' };
 
   it('maps event types and details', () => {
-    expect(lifecycleEvent(domain, 2, 0)).toEqual({ domain, event: 'started', detail: 'booted', eventCode: 2, detailCode: 0 });
+    expect(lifecycleEvent(domain, 2, 0)).toEqual({
+      domain,
+      event: 'started',
+      detail: 'booted',
+      eventCode: 2,
+      detailCode: 0,
+    });
     expect(lifecycleEvent(domain, 5, 0)).toMatchObject({ event: 'stopped', detail: 'shutdown' });
     expect(lifecycleEvent(domain, 5, 1)).toMatchObject({ event: 'stopped', detail: 'destroyed' });
     expect(lifecycleEvent(domain, 5, 5)).toMatchObject({ event: 'stopped', detail: 'failed' });

@@ -5,7 +5,7 @@ import { randomUUID } from 'node:crypto';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
   connect,
-  Connection,
+  type Connection,
   DomainXMLFlags,
   ErrorCode,
   isLibvirtError,
@@ -157,7 +157,9 @@ describe('domains', () => {
       expect(notRunning.codeName).toBe('VIR_ERR_OPERATION_INVALID');
       expect(notRunning.message).toContain('not running');
 
-      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', { timeoutMs: 5000 });
+      const started = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', {
+        timeoutMs: 5000,
+      });
       await dom.create();
       expect(await started).toMatchObject({ event: 'started', detail: 'booted', domain: { name, uuid: dom.uuid() } });
       expect(await dom.state()).toMatchObject({ state: 'running', reason: 'booted' });
@@ -171,7 +173,9 @@ describe('domains', () => {
       await dom.resume();
       expect(await dom.state()).toMatchObject({ state: 'running', reason: 'unpaused' });
 
-      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', { timeoutMs: 5000 });
+      const stopped = conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'stopped', {
+        timeoutMs: 5000,
+      });
       await dom.destroy();
       expect(await stopped).toMatchObject({ event: 'stopped', detail: 'destroyed' });
       expect(await dom.state()).toMatchObject({ state: 'shutoff', reason: 'destroyed' });

@@ -1,31 +1,16 @@
-import { execFile } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { tmpdir } from 'node:os';
+import { writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { promisify } from 'node:util';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { loadStack, type StackInfo } from '@ephemera/testkit';
+import { beforeAll, describe, expect, it } from 'vitest';
 import { type DomainSpec, type IoTune, domainXml, iotuneFromFlavor } from '@ephemera/libvirt-xml';
-
-const run = promisify(execFile);
+import { useVirsh } from './virsh.js';
 
 // libvirt's schema accepts <iotune> combinations that QEMU refuses when the domain starts, so
 // the generated <iotune> is checked by actually starting a (transient, diskless-boot) domain on
 // the stack's libvirtd/QEMU. Every domain is destroyed afterwards.
-let stack: StackInfo;
-let dir: string;
-const started = new Set<string>();
-
-async function virsh(...args: string[]): Promise<string> {
-  try {
-    const { stdout } = await run('virsh', ['-c', stack.libvirt.uri, ...args], { timeout: 60_000, maxBuffer: 16 * 1024 * 1024 });
-    return stdout;
-  } catch (err) {
-    const e = err as { stderr?: string; message: string };
-    throw new Error(`virsh ${args.join(' ')} failed: ${e.stderr || e.message}`);
-  }
-}
+const lv = useVirsh('ephemera-iotune-', 'destroy');
+const { virsh } = lv;
+const started = lv.domains;
 
 /** `virsh blkdeviotune` as numbers (what QEMU reports for the running disk). */
 async function liveIotune(name: string, dev: string): Promise<Record<string, number>> {
@@ -38,14 +23,7 @@ async function liveIotune(name: string, dev: string): Promise<Record<string, num
 }
 
 beforeAll(async () => {
-  stack = loadStack();
-  dir = await mkdtemp(join(tmpdir(), 'ephemera-iotune-'));
-  for (const d of ['a.raw', 'b.raw']) await writeFile(join(dir, d), Buffer.alloc(1 << 20));
-});
-
-afterAll(async () => {
-  for (const name of started) await virsh('destroy', name).catch(() => undefined);
-  if (dir) await rm(dir, { recursive: true, force: true });
+  for (const d of ['a.raw', 'b.raw']) await writeFile(join(lv.dir, d), Buffer.alloc(1 << 20));
 });
 
 // Every key kind the API allows, split over two disks because total and read/write exclude each other.
@@ -81,22 +59,30 @@ const tuneB: IoTune = {
 function spec(): DomainSpec {
   const uuid = randomUUID();
   return {
-    type: stack.libvirt.domainType,
+    type: lv.stack.libvirt.domainType,
     name: `ephemera-iotune-${uuid.slice(0, 8)}`,
     uuid,
     memoryMiB: 64,
     vcpus: 1,
     memballoon: false,
-    serialLogPath: join(dir, `${uuid}.log`),
+    serialLogPath: join(lv.dir, `${uuid}.log`),
     disks: [
-      { source: { type: 'file', path: join(dir, 'a.raw'), format: 'raw' }, target: { dev: 'vda', bus: 'virtio' }, iotune: tuneA },
-      { source: { type: 'file', path: join(dir, 'b.raw'), format: 'raw' }, target: { dev: 'vdb', bus: 'virtio' }, iotune: tuneB },
+      {
+        source: { type: 'file', path: join(lv.dir, 'a.raw'), format: 'raw' },
+        target: { dev: 'vda', bus: 'virtio' },
+        iotune: tuneA,
+      },
+      {
+        source: { type: 'file', path: join(lv.dir, 'b.raw'), format: 'raw' },
+        target: { dev: 'vdb', bus: 'virtio' },
+        iotune: tuneB,
+      },
     ],
   };
 }
 
 async function create(s: DomainSpec, xml: string): Promise<void> {
-  const file = join(dir, `${s.uuid}.xml`);
+  const file = join(lv.dir, `${s.uuid}.xml`);
   await writeFile(file, xml);
   started.add(s.name);
   await virsh('create', file);
@@ -108,16 +94,30 @@ describe('generated <iotune> under the real QEMU', () => {
     await create(s, domainXml(s));
     expect((await virsh('domstate', s.name)).trim()).toBe('running');
     expect(await liveIotune(s.name, 'vda')).toMatchObject({
-      read_bytes_sec: 10485760, read_bytes_sec_max: 20971520, read_bytes_sec_max_length: 5,
-      write_bytes_sec: 5242880, write_bytes_sec_max: 10485760, write_bytes_sec_max_length: 3,
-      total_iops_sec: 500, total_iops_sec_max: 1000, total_iops_sec_max_length: 10,
-      size_iops_sec: 4096, total_bytes_sec: 0,
+      read_bytes_sec: 10485760,
+      read_bytes_sec_max: 20971520,
+      read_bytes_sec_max_length: 5,
+      write_bytes_sec: 5242880,
+      write_bytes_sec_max: 10485760,
+      write_bytes_sec_max_length: 3,
+      total_iops_sec: 500,
+      total_iops_sec_max: 1000,
+      total_iops_sec_max_length: 10,
+      size_iops_sec: 4096,
+      total_bytes_sec: 0,
     });
     expect(await liveIotune(s.name, 'vdb')).toMatchObject({
-      total_bytes_sec: 104857600, total_bytes_sec_max: 209715200, total_bytes_sec_max_length: 2,
-      read_iops_sec: 200, read_iops_sec_max: 400, read_iops_sec_max_length: 4,
-      write_iops_sec: 100, write_iops_sec_max: 100, write_iops_sec_max_length: 1,
-      size_iops_sec: 512, read_bytes_sec: 0,
+      total_bytes_sec: 104857600,
+      total_bytes_sec_max: 209715200,
+      total_bytes_sec_max_length: 2,
+      read_iops_sec: 200,
+      read_iops_sec_max: 400,
+      read_iops_sec_max_length: 4,
+      write_iops_sec: 100,
+      write_iops_sec_max: 100,
+      write_iops_sec_max_length: 1,
+      size_iops_sec: 512,
+      read_bytes_sec: 0,
     });
     await virsh('destroy', s.name);
     started.delete(s.name);
@@ -125,8 +125,18 @@ describe('generated <iotune> under the real QEMU', () => {
 
   // The XML edited behind the builders' back: what they now refuse up front, QEMU refuses at start.
   const broken: [string, string, string, RegExp][] = [
-    ['a max without its base', '<read_bytes_sec>10485760</read_bytes_sec>', '', /bps_max\/iops_max require corresponding bps\/iops values/],
-    ['a max below its base', '<total_iops_sec_max>1000</total_iops_sec_max>', '<total_iops_sec_max>499</total_iops_sec_max>', /bps_max\/iops_max cannot be lower than bps\/iops/],
+    [
+      'a max without its base',
+      '<read_bytes_sec>10485760</read_bytes_sec>',
+      '',
+      /bps_max\/iops_max require corresponding bps\/iops values/,
+    ],
+    [
+      'a max below its base',
+      '<total_iops_sec_max>1000</total_iops_sec_max>',
+      '<total_iops_sec_max>499</total_iops_sec_max>',
+      /bps_max\/iops_max cannot be lower than bps\/iops/,
+    ],
   ];
   it.each(broken)('QEMU does refuse %s', async (_what, from, to, re) => {
     const s = spec();

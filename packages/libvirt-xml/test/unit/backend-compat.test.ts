@@ -27,6 +27,8 @@ describe('a backend diskSource() feeds the XML generator as is', () => {
     const net = parseXml(diskXml({ source: toSpec(rbd), target: { dev: 'vda' } }));
     expect(attr(find(net, 'host'), 'name')).toBe('fd00::5');
     const block: DiskSource = { type: 'block', path: '/dev/loop1', format: 'raw' };
-    expect(attr(find(parseXml(diskXml({ source: toSpec(block), target: { dev: 'vdb' } })), 'source'), 'dev')).toBe('/dev/loop1');
+    expect(attr(find(parseXml(diskXml({ source: toSpec(block), target: { dev: 'vdb' } })), 'source'), 'dev')).toBe(
+      '/dev/loop1',
+    );
   });
 });

@@ -8,11 +8,59 @@ const SECRET = 'a3c1e8f0-4b2d-4c6e-8f1a-0d9b7c5e3a21';
 
 /** Fragments an attacker would try, plus characters XML or libvirt choke on. */
 const NASTY = [
-  '<', '>', '&', '"', "'", '/', '=', ' ', '\t', '\n', '\r', '\0', '\u0001', '\u001b', '\u007f', '\u0085',
-  ']]>', '<!--', '-->', '<![CDATA[', '<?xml', '?>', '&amp;', '&lt;', '&#0;', '&#x3c;', '&bogus;',
-  "'/><disk type='file'><source file='/etc/shadow'/></disk><x a='", '</name><name>evil', '<devices>',
-  '\u2028', '\u2029', '\ufeff', '\ufffe', '\uffff', '\ud800', '\udfff', '\ud83d\ude00', 'é', '𝄞', 'ﷺ',
-  'a', 'Z', '0', '.', '-', '_', ':', '@', '%', '$(', '`', '\\',
+  '<',
+  '>',
+  '&',
+  '"',
+  "'",
+  '/',
+  '=',
+  ' ',
+  '\t',
+  '\n',
+  '\r',
+  '\0',
+  '\u0001',
+  '\u001b',
+  '\u007f',
+  '\u0085',
+  ']]>',
+  '<!--',
+  '-->',
+  '<![CDATA[',
+  '<?xml',
+  '?>',
+  '&amp;',
+  '&lt;',
+  '&#0;',
+  '&#x3c;',
+  '&bogus;',
+  "'/><disk type='file'><source file='/etc/shadow'/></disk><x a='",
+  '</name><name>evil',
+  '<devices>',
+  '\u2028',
+  '\u2029',
+  '\ufeff',
+  '\ufffe',
+  '\uffff',
+  '\ud800',
+  '\udfff',
+  '\ud83d\ude00',
+  'é',
+  '𝄞',
+  'ﷺ',
+  'a',
+  'Z',
+  '0',
+  '.',
+  '-',
+  '_',
+  ':',
+  '@',
+  '%',
+  '$(',
+  '`',
+  '\\',
 ];
 const hostile = fc.oneof(
   fc.array(fc.constantFrom(...NASTY), { minLength: 1, maxLength: 8 }).map((a) => a.join('')),
@@ -37,6 +85,11 @@ interface Fields {
   machine: string;
   imageId: string;
   uuid: string;
+  bridge: string;
+  mac: string;
+  cpuModel: string;
+  certText: string;
+  vncPasswd: string;
 }
 
 const BENIGN: Fields = {
@@ -55,6 +108,11 @@ const BENIGN: Fields = {
   machine: 'pc',
   imageId: 'i',
   uuid: UUID,
+  bridge: 'br0',
+  mac: '52:54:00:00:00:01',
+  cpuModel: 'qemu64',
+  certText: 'c',
+  vncPasswd: 'p',
 };
 
 function spec(f: Fields): DomainSpec {
@@ -68,12 +126,37 @@ function spec(f: Fields): DomainSpec {
     emulator: f.emulator,
     serialLogPath: f.logPath,
     network: { type: 'network', network: f.network },
+    interfaces: [{ type: 'bridge', bridge: f.bridge, mac: f.mac }],
+    cpu: { mode: 'custom', model: f.cpuModel, topology: { sockets: 1, cores: 1, threads: 1 } },
+    // Raw devices: only values libvirt's schema takes as free text (it checks paths itself at define).
+    devices: [
+      {
+        element: 'smartcard',
+        attributes: { mode: 'host-certificates' },
+        children: [
+          { element: 'certificate', text: f.certText },
+          { element: 'certificate', text: 'c2' },
+          { element: 'certificate', text: 'c3' },
+        ],
+      },
+      { element: 'graphics', attributes: { type: 'vnc', passwd: f.vncPasswd } },
+    ],
     metadata: { instanceId: UUID, displayName: f.displayName, flavor: f.flavor, imageId: f.imageId },
     disks: [
-      { source: { type: 'file', path: f.filePath, format: 'qcow2' }, target: { dev: 'vda', bus: 'virtio' }, serial: f.serial },
+      {
+        source: { type: 'file', path: f.filePath, format: 'qcow2' },
+        target: { dev: 'vda', bus: 'virtio' },
+        serial: f.serial,
+      },
       { source: { type: 'block', path: f.blockPath }, target: { dev: 'vdb', bus: 'virtio' } },
       {
-        source: { type: 'network', protocol: 'rbd', name: f.rbdName, hosts: [{ host: f.host, port: 6789 }], auth: { username: f.username, secretUuid: SECRET } },
+        source: {
+          type: 'network',
+          protocol: 'rbd',
+          name: f.rbdName,
+          hosts: [{ host: f.host, port: 6789 }],
+          auth: { username: f.username, secretUuid: SECRET },
+        },
         target: { dev: 'vdc', bus: 'virtio' },
       },
     ],
@@ -86,6 +169,8 @@ function readBack(d: Node): Fields {
   const disks = devices.children.filter((c) => c.name === 'disk');
   const serialDev = devices.children.find((c) => c.name === 'serial')!;
   const hostName = attr(find(disks[2]!, 'host'), 'name')!;
+  const bridgeIface = devices.children.filter((c) => c.name === 'interface')[1]!;
+  const device = (name: string) => devices.children.find((c) => c.name === name)!;
   return {
     name: find(d, 'name')!.text,
     filePath: attr(find(disks[0]!, 'source'), 'file')!,
@@ -102,6 +187,11 @@ function readBack(d: Node): Fields {
     machine: attr(find(find(d, 'os')!, 'type'), 'machine')!,
     imageId: find(d, 'ephemera:image')!.text,
     uuid: find(d, 'uuid')!.text,
+    bridge: attr(find(bridgeIface, 'source'), 'bridge')!,
+    mac: attr(find(bridgeIface, 'mac'), 'address')!,
+    cpuModel: find(find(d, 'cpu')!, 'model')!.text,
+    certText: find(device('smartcard'), 'certificate')!.text,
+    vncPasswd: attr(device('graphics'), 'passwd')!,
   };
 }
 
@@ -172,5 +262,10 @@ function fieldPath(k: keyof Fields): string {
     machine: 'os.machine',
     imageId: 'metadata.imageId',
     uuid: 'uuid',
+    bridge: 'interfaces[0].bridge',
+    mac: 'interfaces[0].mac',
+    cpuModel: 'cpu.model',
+    certText: 'devices[0].children[0].text',
+    vncPasswd: 'devices[1].attributes.passwd',
   }[k];
 }

@@ -1,4 +1,4 @@
-import { ImageFormatError, UnsafeImageError, type SafetyIssue } from '../errors.js';
+import { ImageFormatError, ImageSafetyError, type SafetyIssue } from '../errors.js';
 import { detectFormat } from './formats/index.js';
 import { BufferReader, StreamDriver, driveFile, NeedData } from './source.js';
 import type { ImageFormat, InspectedImage } from './types.js';
@@ -23,7 +23,8 @@ export interface SafetyOptions {
 
 /** Detected formats each declared format accepts. `raw` accepts formats qemu reads as raw bytes. */
 const DECLARED: Record<string, (img: InspectedImage) => boolean> = {
-  raw: (i) => i.format === 'raw' || i.format === 'iso' || (i.details.format === 'vhd' && i.details.subformat === 'fixed'),
+  raw: (i) =>
+    i.format === 'raw' || i.format === 'iso' || (i.details.format === 'vhd' && i.details.subformat === 'fixed'),
   iso: (i) => i.format === 'iso',
   qcow2: (i) => i.format === 'qcow2',
   vmdk: (i) => i.format === 'vmdk',
@@ -42,7 +43,7 @@ DECLARED['aki'] = DECLARED['raw']!;
 export const DECLARABLE_FORMATS: readonly string[] = Object.keys(DECLARED);
 
 /**
- * Judges an inspected image. Throws {@link UnsafeImageError} listing every problem (the first
+ * Judges an inspected image. Throws {@link ImageSafetyError} listing every problem (the first
  * one is its `reason`), or {@link ImageFormatError} (`unknown-format`) for a declared format this
  * inspector does not know. Returns the image when it is safe.
  */
@@ -71,19 +72,23 @@ export function safetyCheck(img: InspectedImage, options: SafetyOptions = {}): I
   if (img.encrypted && options.allowEncrypted === false) {
     issues.push({ reason: 'encrypted', message: `${img.format} image is encrypted` });
   }
-  if (options.maxVirtualSize !== undefined && img.virtualSize !== undefined && img.virtualSize > options.maxVirtualSize) {
+  if (
+    options.maxVirtualSize !== undefined &&
+    img.virtualSize !== undefined &&
+    img.virtualSize > options.maxVirtualSize
+  ) {
     issues.push({
       reason: 'virtual-size',
       message: `virtual size ${img.virtualSize} exceeds the limit of ${options.maxVirtualSize} bytes`,
     });
   }
-  if (issues.length) throw new UnsafeImageError(img.format, issues);
+  if (issues.length) throw new ImageSafetyError(img.format, issues);
   return img;
 }
 
 /** Normalises anything a parser may throw into the inspector's typed errors. */
 function typed(e: unknown): never {
-  if (e instanceof ImageFormatError || e instanceof UnsafeImageError) throw e;
+  if (e instanceof ImageFormatError || e instanceof ImageSafetyError) throw e;
   if (e instanceof NeedData) throw new ImageFormatError('truncated', 'the image ended before its headers did');
   throw new ImageFormatError('invalid-header', `unparseable header: ${(e as Error)?.message ?? String(e)}`, undefined, {
     cause: e,
@@ -126,7 +131,7 @@ export async function checkImageFile(path: string, options: SafetyOptions = {}):
  * const insp = new ImageInspector();
  * for await (const chunk of body) { insp.push(chunk); await sink.write(chunk); }
  * const image = insp.end();          // throws ImageFormatError
- * safetyCheck(image, { declaredFormat: 'qcow2' }); // throws UnsafeImageError
+ * safetyCheck(image, { declaredFormat: 'qcow2' }); // throws ImageSafetyError
  * ```
  */
 export class ImageInspector {

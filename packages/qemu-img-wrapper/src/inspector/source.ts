@@ -148,7 +148,8 @@ async function blockDeviceSize(rdev: number): Promise<number> {
   const minor = (rdev % 256) + Math.floor(rdev / 1048576) * 256;
   const text = await readFile(`/sys/dev/block/${major}:${minor}/size`, 'utf8');
   const sectors = Number.parseInt(text.trim(), 10);
-  if (!Number.isSafeInteger(sectors) || sectors < 0) throw new Error(`cannot read size of block device ${major}:${minor}`);
+  if (!Number.isSafeInteger(sectors) || sectors < 0)
+    throw new Error(`cannot read size of block device ${major}:${minor}`);
   return sectors * 512;
 }
 

@@ -17,7 +17,6 @@ const repo = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..', '..', 
 const dist = pathToFileURL(join(repo, 'packages', 'qemu-img-wrapper', 'dist', 'index.js')).href;
 let dir: string;
 
-
 async function until(fn: () => Promise<boolean>, ms: number): Promise<boolean> {
   const deadline = Date.now() + ms;
   while (Date.now() < deadline) {
@@ -41,13 +40,18 @@ async function startChild(fifo: string, dieWithParent: boolean) {
   child.stdout.on('data', (d) => (out += String(d)));
   child.stderr.on('data', (d) => (out += String(d)));
   const exit = new Promise<void>((r) => child.once('exit', () => r()));
-  expect(await until(async () => (await qemuImgProcesses(fifo)).length === 1, 20_000), `qemu-img did not start: ${out}`).toBe(true);
+  expect(
+    await until(async () => (await qemuImgProcesses(fifo)).length === 1, 20_000),
+    `qemu-img did not start: ${out}`,
+  ).toBe(true);
   return { child, exit, argv: JSON.parse(out.split('\n')[0]!) as string[] };
 }
 
 beforeAll(async () => {
   await exec('npx', ['nx', 'run', '@ephemera/qemu-img-wrapper:build'], {
-    cwd: repo, timeout: 300_000, maxBuffer: 64 << 20,
+    cwd: repo,
+    timeout: 300_000,
+    maxBuffer: 64 << 20,
     env: { ...process.env, NX_DAEMON: 'false', NX_NO_CLOUD: 'true', NX_TUI: 'false' },
   });
   dir = await mkdtemp(join(tmpdir(), 'qiw-pdeath-'));
@@ -62,7 +66,15 @@ describe('qemu-img dies with its parent', () => {
   it('setpriv is installed, and argv is prefixed with --pdeathsig KILL', () => {
     const setpriv = findSetpriv();
     expect(setpriv).toMatch(/\/setpriv$/);
-    expect(withParentDeathSignal(['qemu-img', 'info', 'x'])).toEqual([setpriv, '--pdeathsig', 'KILL', '--', 'qemu-img', 'info', 'x']);
+    expect(withParentDeathSignal(['qemu-img', 'info', 'x'])).toEqual([
+      setpriv,
+      '--pdeathsig',
+      'KILL',
+      '--',
+      'qemu-img',
+      'info',
+      'x',
+    ]);
     expect(withParentDeathSignal(['qemu-img', 'info', 'x'], false)).toEqual(['qemu-img', 'info', 'x']);
   });
 
@@ -73,7 +85,10 @@ describe('qemu-img dies with its parent', () => {
     expect(c.argv.slice(0, 4)).toEqual([findSetpriv(), '--pdeathsig', 'KILL', '--']);
     c.child.kill('SIGKILL'); // the node process only, as a crash or an OOM kill does
     await c.exit;
-    expect(await until(async () => (await qemuImgProcesses(fifo)).length === 0, 3_000), 'qemu-img outlived its parent').toBe(true);
+    expect(
+      await until(async () => (await qemuImgProcesses(fifo)).length === 0, 3_000),
+      'qemu-img outlived its parent',
+    ).toBe(true);
   }, 60_000);
 
   it('without it (dieWithParent: false) qemu-img outlives a SIGKILLed parent', async () => {

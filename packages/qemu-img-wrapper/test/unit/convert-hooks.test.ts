@@ -89,7 +89,9 @@ describe('convert abort hooks', () => {
 
 describe('HTTP and keyring spellings', () => {
   test('an HTTP source for the curl driver as json:', () => {
-    expect(httpJson({ url: 'http://127.0.0.1:1/t', timeoutSeconds: 600 })).toBe('json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}');
+    expect(httpJson({ url: 'http://127.0.0.1:1/t', timeoutSeconds: 600 })).toBe(
+      'json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}',
+    );
     expect(JSON.parse(httpJson({ url: 'https://h/x' }).slice(5)).file.driver).toBe('https');
     expect(() => httpJson({ url: 'file:///etc/passwd' })).toThrow(/http/);
     expect(() => httpJson({ url: 'http://h/x', timeoutSeconds: -1 })).toThrow(/timeout/);

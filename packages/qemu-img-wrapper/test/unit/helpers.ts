@@ -14,7 +14,10 @@ const pexec = promisify(execFile);
 export async function qemuImg(...args: string[]): Promise<string> {
   for (let attempt = 1; ; attempt++) {
     try {
-      const { stdout } = await pexec('qemu-img', args, { env: { PATH: process.env['PATH'] ?? '', LC_ALL: 'C' }, timeout: 60_000 });
+      const { stdout } = await pexec('qemu-img', args, {
+        env: { PATH: process.env['PATH'] ?? '', LC_ALL: 'C' },
+        timeout: 60_000,
+      });
       return stdout;
     } catch (e) {
       const stderr = String((e as { stderr?: unknown }).stderr ?? '');
@@ -64,7 +67,8 @@ export async function qemuImgProcesses(needle: string): Promise<number[]> {
     try {
       const cmd = await readFile(`/proc/${d}/cmdline`, 'utf8');
       const stat = await readFile(`/proc/${d}/stat`, 'utf8');
-      if (cmd.includes('qemu-img') && cmd.includes(needle) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z') pids.push(Number(d));
+      if (cmd.includes('qemu-img') && cmd.includes(needle) && stat.slice(stat.lastIndexOf(')') + 2)[0] !== 'Z')
+        pids.push(Number(d));
     } catch {
       // gone
     }

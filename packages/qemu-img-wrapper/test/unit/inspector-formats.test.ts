@@ -315,7 +315,9 @@ describe('inspector detects images made by qemu-img, with the virtual size qemu 
     }
     // qemu-img never runs on it.
     const argvs: unknown[] = [];
-    await expect(new QemuImg({ onExec: (a) => argvs.push(a) }).info(path, { format: 'raw' })).rejects.toMatchObject({ reason: 'empty' });
+    await expect(new QemuImg({ onExec: (a) => argvs.push(a) }).info(path, { format: 'raw' })).rejects.toMatchObject({
+      reason: 'empty',
+    });
     expect(argvs).toEqual([]);
   });
 
@@ -324,7 +326,11 @@ describe('inspector detects images made by qemu-img, with the virtual size qemu 
       const bytes = new Uint8Array(n).fill(0x41);
       const path = dir.file(`short-${n}.img`);
       await writeFile(path, bytes);
-      for (const run of [() => inspectImageFile(path), async () => inspectImageBuffer(bytes), () => inspectImageStream(chunks(bytes, n, 7))]) {
+      for (const run of [
+        () => inspectImageFile(path),
+        async () => inspectImageBuffer(bytes),
+        () => inspectImageStream(chunks(bytes, n, 7)),
+      ]) {
         const err = await run().then(
           (v) => v,
           (e: unknown) => e,

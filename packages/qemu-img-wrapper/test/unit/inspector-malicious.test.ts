@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   ImageFormatError,
   QemuImg,
-  UnsafeImageError,
+  ImageSafetyError,
   inspectImageBuffer,
   inspectImageFile,
   inspectImageStream,
@@ -129,10 +129,24 @@ describe('crafted malicious images', () => {
 
     // 12-15. Table-size header bombs in the other formats.
     for (const [name, fmt, edits] of [
-      ['qed-l1-bomb.qed', 'qed', [[4, le32(64 * 1024 * 1024)], [8, le32(16)]]],
+      [
+        'qed-l1-bomb.qed',
+        'qed',
+        [
+          [4, le32(64 * 1024 * 1024)],
+          [8, le32(16)],
+        ],
+      ],
       ['vdi-bmap-bomb.vdi', 'vdi', [[0x180, le32(0x10000000)]]],
       ['vhd-bat-bomb.vhd', 'vpc', [[512 + 28, be32(0x10000000)]]],
-      ['vmdk-gd-bomb.vmdk', 'vmdk', [[12, le64(1n << 40n)], [44, le32(1)]]],
+      [
+        'vmdk-gd-bomb.vmdk',
+        'vmdk',
+        [
+          [12, le64(1n << 40n)],
+          [44, le32(1)],
+        ],
+      ],
     ] as [string, string, [number, Uint8Array][]][]) {
       const f = dir.file(name);
       await qemuImg('create', '-q', '-f', fmt, f, '1M');
@@ -173,9 +187,9 @@ describe('crafted malicious images', () => {
         } catch (e) {
           err = e;
         }
-        expect(err, b.file).toBeInstanceOf(UnsafeImageError);
-        expect((err as UnsafeImageError).reason, b.file).toBe(b.reason);
-        expect((err as UnsafeImageError).message.length).toBeGreaterThan(10);
+        expect(err, b.file).toBeInstanceOf(ImageSafetyError);
+        expect((err as ImageSafetyError).reason, b.file).toBe(b.reason);
+        expect((err as ImageSafetyError).message.length).toBeGreaterThan(10);
       }
     }
   });
@@ -185,16 +199,16 @@ describe('crafted malicious images', () => {
     const q = new QemuImg({ onExec: (a) => argvs.push(a) });
     for (const b of bad) {
       const target = `${b.file}.out`;
-      await expect(q.info(b.file, { format: b.declared })).rejects.toBeInstanceOf(UnsafeImageError);
+      await expect(q.info(b.file, { format: b.declared })).rejects.toBeInstanceOf(ImageSafetyError);
       // Without a declared format, content-level problems are still caught (a mislabelled
       // image is then simply its detected format, so it is not tried here).
-      if (b.reason !== 'format-mismatch') await expect(q.info(b.file)).rejects.toBeInstanceOf(UnsafeImageError);
+      if (b.reason !== 'format-mismatch') await expect(q.info(b.file)).rejects.toBeInstanceOf(ImageSafetyError);
       await expect(q.convert(b.file, target, { sourceFormat: b.declared, targetFormat: 'raw' })).rejects.toBeInstanceOf(
-        UnsafeImageError,
+        ImageSafetyError,
       );
-      await expect(q.check(b.file, { format: b.declared })).rejects.toBeInstanceOf(UnsafeImageError);
+      await expect(q.check(b.file, { format: b.declared })).rejects.toBeInstanceOf(ImageSafetyError);
       await expect(q.measure({ source: b.file, format: b.declared }, { targetFormat: 'qcow2' })).rejects.toBeInstanceOf(
-        UnsafeImageError,
+        ImageSafetyError,
       );
     }
     expect(argvs).toEqual([]);
@@ -250,7 +264,7 @@ describe('truncated and malformed headers are ImageFormatErrors', () => {
     expect(img.format).toBe('raw');
     expect(() => safetyCheck(img, { declaredFormat: 'raw' })).not.toThrow();
     for (const f of ['qcow2', 'vmdk', 'vhd', 'vhdx', 'vdi', 'qed', 'iso', 'luks']) {
-      expect(() => safetyCheck(img, { declaredFormat: f })).toThrow(UnsafeImageError);
+      expect(() => safetyCheck(img, { declaredFormat: f })).toThrow(ImageSafetyError);
     }
     expect(() => safetyCheck(img, { declaredFormat: 'ploop' })).toThrow(ImageFormatError);
   });
@@ -277,7 +291,11 @@ describe('VMDK descriptors may name no file but the image itself', () => {
   async function verdicts(path: string): Promise<unknown[]> {
     const bytes = new Uint8Array(await readFile(path));
     const out: unknown[] = [];
-    for (const img of [await inspectImageFile(path), inspectImageBuffer(bytes), await inspectImageStream(chunks(bytes, 11, 700))]) {
+    for (const img of [
+      await inspectImageFile(path),
+      inspectImageBuffer(bytes),
+      await inspectImageStream(chunks(bytes, 11, 700)),
+    ]) {
       try {
         out.push(safetyCheck(img, { declaredFormat: 'vmdk' }));
       } catch (e) {
@@ -306,24 +324,32 @@ describe('VMDK descriptors may name no file but the image itself', () => {
     ['streamOptimized', 'absolute host path', (o: string) => o.replace('"s1234.vmdk"', '"/etc/hosts"')],
     ['monolithicSparse', 'parent directory', (o: string) => o.replace('"m1234.vmdk"', '"../xx.vmdk"')],
     ['monolithicSparse', 'protocol prefix', (o: string) => o.replace('"m1234.vmdk"', '"nbd:h:1090"')],
-    ['monolithicSparse', 'signed sector count, host path', (o: string) => o.replace('2048', '+248').replace('"m1234.vmdk"', '"/etc/hosts"')],
+    [
+      'monolithicSparse',
+      'signed sector count, host path',
+      (o: string) => o.replace('2048', '+248').replace('"m1234.vmdk"', '"/etc/hosts"'),
+    ],
     ['monolithicSparse', 'negative sector count', (o: string) => o.replace('2048', '-248')],
-    ['monolithicSparse', 'lower-case access, host path', (o: string) => o.replace('RW', 'rw').replace('"m1234.vmdk"', '"/etc/hosts"')],
+    [
+      'monolithicSparse',
+      'lower-case access, host path',
+      (o: string) => o.replace('RW', 'rw').replace('"m1234.vmdk"', '"/etc/hosts"'),
+    ],
   ])('%s extent naming another file (%s) is refused as vmdk-extent', async (subformat, _what, line) => {
     const name = `${subformat === 'streamOptimized' ? 's' : 'm'}1234.vmdk`;
     const f = await withExtentLine(subformat, name, line);
     for (const v of await verdicts(f)) {
-      expect(v, f).toBeInstanceOf(UnsafeImageError);
-      expect((v as UnsafeImageError).issues.map((i) => i.reason)).toContain('vmdk-extent');
-      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+      expect(v, f).toBeInstanceOf(ImageSafetyError);
+      expect((v as ImageSafetyError).issues.map((i) => i.reason)).toContain('vmdk-extent');
+      expect((v as ImageSafetyError).reason).toBe('vmdk-extent');
     }
   });
 
   test('an embedded descriptor with no extent line is refused', async () => {
     const f = await withExtentLine('monolithicSparse', 'n1234.vmdk', (o) => '#'.padEnd(o.length, ' '));
     for (const v of await verdicts(f)) {
-      expect(v, f).toBeInstanceOf(UnsafeImageError);
-      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+      expect(v, f).toBeInstanceOf(ImageSafetyError);
+      expect((v as ImageSafetyError).reason).toBe('vmdk-extent');
     }
   });
 
@@ -345,10 +371,13 @@ describe('VMDK descriptors may name no file but the image itself', () => {
     ['monolithicSparse', 'RW 2048 SPARSE "disk.vmdk"'],
   ])('a descriptor-only VMDK (%s) is refused: its extents are other files', async (createType, extent) => {
     const f = dir.file(`desc-${createType}.vmdk`);
-    await writeFile(f, `# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="${createType}"\n${extent}\n`);
+    await writeFile(
+      f,
+      `# Disk DescriptorFile\nversion=1\nCID=fffffffe\nparentCID=ffffffff\ncreateType="${createType}"\n${extent}\n`,
+    );
     for (const v of await verdicts(f)) {
-      expect(v, f).toBeInstanceOf(UnsafeImageError);
-      expect((v as UnsafeImageError).reason).toBe('vmdk-extent');
+      expect(v, f).toBeInstanceOf(ImageSafetyError);
+      expect((v as ImageSafetyError).reason).toBe('vmdk-extent');
     }
   });
 });

@@ -4,7 +4,7 @@ import { afterAll, beforeAll, describe, expect, test } from 'vitest';
 import {
   ImageFormatError,
   ImageInspector,
-  UnsafeImageError,
+  ImageSafetyError,
   inspectImageBuffer,
   safetyCheck,
   type InspectedImage,
@@ -38,7 +38,9 @@ beforeAll(async () => {
   await qemuImg('create', '-q', '-f', 'qcow2', '-u', '-b', '/etc/passwd', '-F', 'raw', top, '1M');
   seeds.push(new Uint8Array(await readFile(top)));
   // A text VMDK descriptor and an ISO-like header.
-  seeds.push(new TextEncoder().encode('# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/x" 0\n'));
+  seeds.push(
+    new TextEncoder().encode('# Disk DescriptorFile\nversion=1\ncreateType="monolithicFlat"\nRW 8 FLAT "/x" 0\n'),
+  );
   const iso = new Uint8Array(36 * 1024);
   iso.set([1, 0x43, 0x44, 0x30, 0x30, 0x31, 1], 32768);
   seeds.push(iso);
@@ -70,8 +72,8 @@ function checkInput(bytes: Uint8Array, chunkSizes: number[]): void {
       try {
         safetyCheck(img, declared === undefined ? {} : { declaredFormat: declared });
       } catch (e) {
-        expect(e).toBeInstanceOf(UnsafeImageError);
-        expect((e as UnsafeImageError).issues.length).toBeGreaterThan(0);
+        expect(e).toBeInstanceOf(ImageSafetyError);
+        expect((e as ImageSafetyError).issues.length).toBeGreaterThan(0);
       }
     }
   }
@@ -133,8 +135,16 @@ describe('property: the inspector only ever throws its typed errors and never ha
   test('mutated real headers (byte flips, 32/64-bit field overwrites, truncation)', () => {
     const mutation = fc.oneof(
       fc.record({ kind: fc.constant('byte' as const), off: fc.nat(1023), v: fc.nat(255) }),
-      fc.record({ kind: fc.constant('u32' as const), off: fc.nat(255), v: fc.constantFrom(0, 1, 0xffffffff, 0x7fffffff, 512, 65536) }),
-      fc.record({ kind: fc.constant('u64' as const), off: fc.nat(127), v: fc.constantFrom(0n, 1n, 2n ** 63n, 2n ** 64n - 1n, 1n << 20n) }),
+      fc.record({
+        kind: fc.constant('u32' as const),
+        off: fc.nat(255),
+        v: fc.constantFrom(0, 1, 0xffffffff, 0x7fffffff, 512, 65536),
+      }),
+      fc.record({
+        kind: fc.constant('u64' as const),
+        off: fc.nat(127),
+        v: fc.constantFrom(0n, 1n, 2n ** 63n, 2n ** 64n - 1n, 1n << 20n),
+      }),
       fc.record({ kind: fc.constant('far' as const), off: fc.nat(4 * 1024 * 1024), v: fc.nat(255) }),
     );
     fc.assert(

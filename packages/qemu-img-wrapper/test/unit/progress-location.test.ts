@@ -17,7 +17,10 @@ describe('ProgressParser', () => {
   test('property: any chunking yields the same increasing sequence, ending at 100', () => {
     fc.assert(
       fc.property(
-        fc.array(fc.integer({ min: 0, max: 10000 }).map((n) => n / 100), { maxLength: 60 }),
+        fc.array(
+          fc.integer({ min: 0, max: 10000 }).map((n) => n / 100),
+          { maxLength: 60 },
+        ),
         fc.array(fc.integer({ min: 1, max: 40 }), { minLength: 1, maxLength: 10 }),
         fc.string({ maxLength: 20 }),
         (values, cuts, noise) => {

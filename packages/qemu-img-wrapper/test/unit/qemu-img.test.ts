@@ -3,7 +3,7 @@ import { randomBytes } from 'node:crypto';
 import { readFile, writeFile, stat, truncate } from 'node:fs/promises';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { QemuImg, QemuImgError, UnsafeImageError } from '@ephemera/qemu-img-wrapper';
+import { QemuImg, QemuImgError, ImageSafetyError } from '@ephemera/qemu-img-wrapper';
 import { qemuImgProcesses, tempDir, type TempDir } from './helpers.js';
 
 const pexec = promisify(execFile);
@@ -56,7 +56,19 @@ describe('create and info', () => {
     });
     // Untrusted by default: prlimit, --force-share and an explicit -f (the detected format).
     expect(argvs).toEqual([
-      ['prlimit', '--as=1073741824', '--cpu=30', '--', 'qemu-img', 'info', '--output=json', '--force-share', '-f', 'qcow2', f],
+      [
+        'prlimit',
+        '--as=1073741824',
+        '--cpu=30',
+        '--',
+        'qemu-img',
+        'info',
+        '--output=json',
+        '--force-share',
+        '-f',
+        'qcow2',
+        f,
+      ],
     ]);
   });
 
@@ -69,7 +81,7 @@ describe('create and info', () => {
     });
     await q.create(top, { format: 'qcow2', backing: { file: base, format: 'raw' } });
     // Untrusted inspection refuses the overlay; a trusted caller sees the chain.
-    await expect(q.info(top)).rejects.toMatchObject({ name: 'UnsafeImageError', reason: 'backing-file' });
+    await expect(q.info(top)).rejects.toMatchObject({ name: 'ImageSafetyError', reason: 'backing-file' });
     const info = await q.info(top, { untrusted: false, format: 'qcow2', backingChain: true });
     expect(info).toMatchObject({ format: 'qcow2', virtualSize: 4 * MiB, backingFilename: base, backingFormat: 'raw' });
     expect(info.backingChain!.map((i) => [i.format, i.filename])).toEqual([['raw', base]]);
@@ -150,8 +162,26 @@ describe('convert', () => {
     expect(info.actualSize!).toBeLessThan(data.length);
     const conv = argvs.find((a) => a.includes('convert') && a.includes(mid) && a.includes(src))!;
     expect(conv).toEqual([
-      'qemu-img', 'convert', '-p', '-f', 'raw', '-O', 'qcow2', '-m', '4', '-W', '-t', 'none', '-T', 'writeback',
-      '-S', '4096', '-o', 'cluster_size=65536,compat=1.1', src, mid,
+      'qemu-img',
+      'convert',
+      '-p',
+      '-f',
+      'raw',
+      '-O',
+      'qcow2',
+      '-m',
+      '4',
+      '-W',
+      '-t',
+      'none',
+      '-T',
+      'writeback',
+      '-S',
+      '4096',
+      '-o',
+      'cluster_size=65536,compat=1.1',
+      src,
+      mid,
     ]);
   });
 
@@ -191,9 +221,9 @@ describe('convert', () => {
   test('an already-aborted signal runs nothing', async () => {
     argvs.length = 0;
     const out = dir.file('never.qcow2');
-    await expect(
-      q.convert(src, out, { targetFormat: 'qcow2', signal: AbortSignal.abort() }),
-    ).rejects.toMatchObject({ kind: 'aborted' });
+    await expect(q.convert(src, out, { targetFormat: 'qcow2', signal: AbortSignal.abort() })).rejects.toMatchObject({
+      kind: 'aborted',
+    });
     expect(argvs).toEqual([]);
     await expect(stat(out)).rejects.toMatchObject({ code: 'ENOENT' });
   });
@@ -211,7 +241,7 @@ describe('convert', () => {
   test('untrusted source declared with the wrong format is refused before qemu-img runs', async () => {
     argvs.length = 0;
     const err = await q.convert(src, dir.file('x.raw'), { sourceFormat: 'qcow2', targetFormat: 'raw' }).catch((e) => e);
-    expect(err).toBeInstanceOf(UnsafeImageError);
+    expect(err).toBeInstanceOf(ImageSafetyError);
     expect(err).toMatchObject({ reason: 'format-mismatch' });
     expect(argvs).toEqual([]);
   });

@@ -23,10 +23,16 @@ describe('tools/api-report: the API report check', () => {
     root = mkdtempSync(join(repo, 'node_modules', '.api-report-test-'));
     writeFileSync(join(root, 'tsconfig.base.json'), readFileSync(join(repo, 'tsconfig.base.json')));
     mkdirSync(join(pkg(), 'dist'), { recursive: true });
-    writeFileSync(join(pkg(), 'package.json'), JSON.stringify({ name: '@ephemera/demo', version: '0.0.0', types: './dist/index.d.ts' }));
+    writeFileSync(
+      join(pkg(), 'package.json'),
+      JSON.stringify({ name: '@ephemera/demo', version: '0.0.0', types: './dist/index.d.ts' }),
+    );
     writeFileSync(dts(), '/** Adds. */\nexport declare function add(a: number, b: number): number;\n');
     mkdirSync(join(root, 'packages', 'secret', 'dist'), { recursive: true });
-    writeFileSync(join(root, 'packages', 'secret', 'package.json'), JSON.stringify({ name: '@ephemera/secret', private: true }));
+    writeFileSync(
+      join(root, 'packages', 'secret', 'package.json'),
+      JSON.stringify({ name: '@ephemera/secret', private: true }),
+    );
     writeFileSync(join(root, 'packages', 'secret', 'dist', 'index.d.ts'), 'export declare const x: number;\n');
   });
   afterEach(() => rmSync(root, { recursive: true, force: true }));
@@ -41,7 +47,10 @@ describe('tools/api-report: the API report check', () => {
     expect(missing.results).toMatchObject([{ name: '@ephemera/demo', status: 'changed' }]);
     expect(existsSync(join(pkg(), 'etc', 'demo.api.md'))).toBe(false);
 
-    expect(run(root, true)).toMatchObject({ ok: true, results: [{ status: 'updated', report: 'packages/demo/etc/demo.api.md' }] });
+    expect(run(root, true)).toMatchObject({
+      ok: true,
+      results: [{ status: 'updated', report: 'packages/demo/etc/demo.api.md' }],
+    });
     const report = readFileSync(join(pkg(), 'etc', 'demo.api.md'), 'utf8');
     expect(report).toContain('export function add(a: number, b: number): number;');
 
@@ -53,7 +62,10 @@ describe('tools/api-report: the API report check', () => {
   it('fails when an export is added, naming the package, the change and how to update', () => {
     run(root, true);
     const report = readFileSync(join(pkg(), 'etc', 'demo.api.md'), 'utf8');
-    appendFileSync(dts(), 'export declare class KeyedMutex {\n    run<T>(key: string, fn: () => Promise<T>): Promise<T>;\n}\n');
+    appendFileSync(
+      dts(),
+      'export declare class KeyedMutex {\n    run<T>(key: string, fn: () => Promise<T>): Promise<T>;\n}\n',
+    );
 
     const r = run(root);
     expect(r.ok).toBe(false);
@@ -72,7 +84,10 @@ describe('tools/api-report: the API report check', () => {
     const r = run(root);
     expect(r.ok).toBe(false);
     expect(r.results[0]!.diff).toEqual(
-      expect.arrayContaining(['- export function add(a: number, b: number): number;', '+ export function add(a: number, b: number, c?: number): number;']),
+      expect.arrayContaining([
+        '- export function add(a: number, b: number): number;',
+        '+ export function add(a: number, b: number, c?: number): number;',
+      ]),
     );
   });
 

@@ -19,7 +19,9 @@ describe('docs/configuration.md is generated from the driver config schema', () 
       writeFileSync(join(ROOT, PAGE), want);
       return;
     }
-    expect(page, `run EPHEMERA_UPDATE_DOCS=1 npx vitest run --project unit tools/docs/ to regenerate ${PAGE}`).toBe(want);
+    expect(page, `run EPHEMERA_UPDATE_DOCS=1 npx vitest run --project unit tools/docs/ to regenerate ${PAGE}`).toBe(
+      want,
+    );
   });
 
   it('documents every option, with its env variable, and the Nova options the issue names', () => {
@@ -28,8 +30,19 @@ describe('docs/configuration.md is generated from the driver config schema', () 
       expect(page).toContain(`#### \`${o.key}\``);
       expect(page).toContain(`\`${o.env}\``);
     }
-    for (const nova of ['images_type', 'images_rbd_pool', 'rbd_user', 'rbd_secret_uuid', 'images_volume_group', 'use_cow_images', 'force_raw_images']) {
-      expect(schema.some((o) => o.nova?.endsWith(` ${nova}`)), nova).toBe(true);
+    for (const nova of [
+      'images_type',
+      'images_rbd_pool',
+      'rbd_user',
+      'rbd_secret_uuid',
+      'images_volume_group',
+      'use_cow_images',
+      'force_raw_images',
+    ]) {
+      expect(
+        schema.some((o) => o.nova?.endsWith(` ${nova}`)),
+        nova,
+      ).toBe(true);
     }
   });
 
@@ -38,9 +51,20 @@ describe('docs/configuration.md is generated from the driver config schema', () 
       { key: 'a', type: 'path', description: 'A.', default: '${stateDir}/x', env: 'EPHEMERA_A' },
       { key: 'b.c', type: 'string[]', description: 'C.', default: [], env: 'EPHEMERA_B_C', nova: '[x] y|z' },
       { key: 'b.d', type: 'enum', values: ['p', 'q'], description: 'D.', default: 'p', env: 'EPHEMERA_B_D' },
-      { key: 'b.e', type: 'integer', min: 1, max: 9, description: 'E.', default: undefined, env: 'EPHEMERA_B_E', secret: true },
+      {
+        key: 'b.e',
+        type: 'integer',
+        min: 1,
+        max: 9,
+        description: 'E.',
+        default: undefined,
+        env: 'EPHEMERA_B_E',
+        secret: true,
+      },
     ]);
-    expect(out).toContain('### Driver\n\n#### `a`\n\nA.\n\n- type: path\n- default: `${stateDir}/x`\n- environment: `EPHEMERA_A`\n- Nova: none\n');
+    expect(out).toContain(
+      '### Driver\n\n#### `a`\n\nA.\n\n- type: path\n- default: `${stateDir}/x`\n- environment: `EPHEMERA_A`\n- Nova: none\n',
+    );
     expect(out).toContain('### `b`');
     expect(out).toContain('- default: empty list');
     expect(out).toContain('- type: one of `p`, `q`');

@@ -4,7 +4,15 @@ import { createRequire } from 'node:module';
 import { dirname, join, relative, resolve } from 'node:path';
 import { pathToFileURL } from 'node:url';
 import { describe, expect, it, vi } from 'vitest';
-import { anchors, codeBlocks, extractRegion, links, replaceBlocks, wholeFile, type CodeBlock } from '../../lib/markdown.js';
+import {
+  anchors,
+  codeBlocks,
+  extractRegion,
+  links,
+  replaceBlocks,
+  wholeFile,
+  type CodeBlock,
+} from '../../lib/markdown.js';
 import { ROOT, docFiles, read, workspaceEntries } from '../../lib/files.js';
 
 // `EPHEMERA_UPDATE_DOCS=1 npx vitest run --project unit tools/docs/` rewrites included snippets
@@ -46,7 +54,10 @@ describe('docs: every TypeScript/JavaScript block in docs/ and examples/ is chec
       const unchecked = codeBlocks(read(file))
         .filter((b) => CODE_LANGS.has(b.lang) && b.marker === undefined)
         .map((b) => `${file}:${b.line}`);
-      expect(unchecked, 'mark each block with <!-- include: path#region -->, <!-- example: run|typecheck|sketch -->').toEqual([]);
+      expect(
+        unchecked,
+        'mark each block with <!-- include: path#region -->, <!-- example: run|typecheck|sketch -->',
+      ).toEqual([]);
     });
   }
 });
@@ -97,13 +108,16 @@ function writeExamples(): Example[] {
       const path = join(SNIPPETS, name);
       // Workspace packages resolve to their sources (as vitest's aliases do), so a snippet is
       // checked against the code of this checkout, not against a build.
-      const code = block.code.replace(/(from\s+|import\s*\(\s*)(['"])(@[\w-]+\/[\w-]+)\2/g, (all, pre: string, q: string, spec: string) => {
-        const entry = entries.get(spec);
-        if (!entry) return all;
-        let rel = relative(SNIPPETS, join(ROOT, entry));
-        if (!rel.startsWith('.')) rel = `./${rel}`;
-        return `${pre}${q}${rel}${q}`;
-      });
+      const code = block.code.replace(
+        /(from\s+|import\s*\(\s*)(['"])(@[\w-]+\/[\w-]+)\2/g,
+        (all, pre: string, q: string, spec: string) => {
+          const entry = entries.get(spec);
+          if (!entry) return all;
+          let rel = relative(SNIPPETS, join(ROOT, entry));
+          if (!rel.startsWith('.')) rel = `./${rel}`;
+          return `${pre}${q}${rel}${q}`;
+        },
+      );
       writeFileSync(path, `${code}\nexport {};\n`);
       out.push({ file, block, run: kind === 'run', path });
     }
@@ -114,9 +128,14 @@ function writeExamples(): Example[] {
 function tsc(project: string): Promise<{ code: number; output: string }> {
   const bin = createRequire(import.meta.url).resolve('typescript/bin/tsc');
   return new Promise((res) => {
-    execFile(process.execPath, [bin, '-p', project], { cwd: ROOT, timeout: 170_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: `${stdout}${stderr}` });
-    });
+    execFile(
+      process.execPath,
+      [bin, '-p', project],
+      { cwd: ROOT, timeout: 170_000, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        res({ code: err ? ((err as { code?: number }).code ?? 1) : 0, output: `${stdout}${stderr}` });
+      },
+    );
   });
 }
 
@@ -132,26 +151,42 @@ describe('docs: examples typecheck and run', () => {
     // tools/docs' own code too: config.test.ts assigns the driver's CONFIG_SCHEMA to the shape
     // the generator reads, so a schema change the generator cannot render fails here.
     const own = ['lib', 'test/unit'].flatMap((d) =>
-      readdirSync(join(ROOT, 'tools/docs', d)).filter((f) => f.endsWith('.ts')).map((f) => join(ROOT, 'tools/docs', d, f)),
+      readdirSync(join(ROOT, 'tools/docs', d))
+        .filter((f) => f.endsWith('.ts'))
+        .map((f) => join(ROOT, 'tools/docs', d, f)),
     );
     const paths: Record<string, string[]> = {};
     for (const [name, entry] of workspaceEntries()) paths[name] = [relative(SNIPPETS, join(ROOT, entry))];
     writeFileSync(
       join(SNIPPETS, 'tsconfig.json'),
-      JSON.stringify({
-        extends: '../../../tsconfig.base.json',
-        compilerOptions: { noEmit: true, allowImportingTsExtensions: true, declaration: false, declarationMap: false, sourceMap: false, paths },
-        files: [...ts.map((e) => e.path), ...own].map((f) => relative(SNIPPETS, f)),
-        // Ambient declarations packages keep in src/ (e.g. for an untyped dependency).
-        include: ['packages', 'examples'].map((d) => `${relative(SNIPPETS, join(ROOT, d))}/*/src/**/*.d.ts`),
-      }, null, 2),
+      JSON.stringify(
+        {
+          extends: '../../../tsconfig.base.json',
+          compilerOptions: {
+            noEmit: true,
+            allowImportingTsExtensions: true,
+            declaration: false,
+            declarationMap: false,
+            sourceMap: false,
+            paths,
+          },
+          files: [...ts.map((e) => e.path), ...own].map((f) => relative(SNIPPETS, f)),
+          // Ambient declarations packages keep in src/ (e.g. for an untyped dependency).
+          include: ['packages', 'examples'].map((d) => `${relative(SNIPPETS, join(ROOT, d))}/*/src/**/*.d.ts`),
+        },
+        null,
+        2,
+      ),
     );
     const { code, output } = await tsc(join(SNIPPETS, 'tsconfig.json'));
     // Point failures back at the Markdown line.
-    const located = output.replace(/tools\/docs\/\.snippets\/(\S+?)\((\d+),(\d+)\)/g, (all, name: string, l: string) => {
-      const e = ts.find((x) => x.path.endsWith(`/${name}`));
-      return e ? `${e.file}:${e.block.line + Number(l)}` : all;
-    });
+    const located = output.replace(
+      /tools\/docs\/\.snippets\/(\S+?)\((\d+),(\d+)\)/g,
+      (all, name: string, l: string) => {
+        const e = ts.find((x) => x.path.endsWith(`/${name}`));
+        return e ? `${e.file}:${e.block.line + Number(l)}` : all;
+      },
+    );
     expect(located.trim(), `tsc exit ${code}`).toBe('');
     expect(code).toBe(0);
   }, 180_000);

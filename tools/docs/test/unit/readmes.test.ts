@@ -32,7 +32,8 @@ describe('every package README has what it is, install, a checked example, an AP
       const problems: string[] = [];
       const intro = doc.split('\n## ')[0]!;
       if (!/^# \S/.test(doc)) problems.push('no "# title" first line');
-      if (intro.replace(/^# .*$/m, '').trim().length < 80) problems.push('no introduction (what it is) before the first section');
+      if (intro.replace(/^# .*$/m, '').trim().length < 80)
+        problems.push('no introduction (what it is) before the first section');
       const install = section(doc, /^## Install/);
       if (install === undefined) problems.push('no "## Install" section');
       const example = section(doc, /^## Example/);
@@ -42,6 +43,35 @@ describe('every package README has what it is, install, a checked example, an AP
       }
       if (section(doc, /^## API/) === undefined) problems.push('no "## API" / "## API summary" section');
       expect(problems).toEqual([]);
+    });
+  }
+});
+
+// Issue 20.7: a README is read by someone who installed the package from a registry; its examples
+// may import only packages that are published (not `"private": true` ones such as the testkit).
+const privatePackages = new Set(
+  ['packages', 'examples', 'tools'].flatMap((dir) =>
+    existsSync(join(ROOT, dir))
+      ? readdirSync(join(ROOT, dir))
+          .filter((p) => existsSync(join(ROOT, dir, p, 'package.json')))
+          .map((p) => JSON.parse(read(`${dir}/${p}/package.json`)) as { name?: string; private?: boolean })
+          .filter((m) => m.private === true && m.name)
+          .map((m) => m.name!)
+      : [],
+  ),
+);
+
+describe('package README examples import only published packages', () => {
+  it('knows the private packages (the check below means something)', () => {
+    expect(privatePackages.has('@ephemera/testkit')).toBe(true);
+  });
+  for (const pkg of packages.filter((p) => p.startsWith('packages/'))) {
+    it(pkg, () => {
+      const path = `${pkg}/README.md`;
+      const imports = codeBlocks(read(path))
+        .filter((b) => b.marker?.kind === 'run' || b.marker?.kind === 'typecheck')
+        .flatMap((b) => [...b.code.matchAll(/(?:from\s+|import\s*\(\s*)['"](@[\w-]+\/[\w-]+)['"]/g)].map((m) => m[1]!));
+      expect(imports.filter((i) => privatePackages.has(i))).toEqual([]);
     });
   }
 });

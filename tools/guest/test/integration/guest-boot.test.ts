@@ -3,7 +3,17 @@
 // written to the guest's own disk, and a clean ACPI power-off (QEMU exits 0 without -no-reboot,
 // after exactly one boot: a reset would boot again and never exit).
 import { execFile, spawn } from 'node:child_process';
-import { constants, accessSync, copyFileSync, mkdtempSync, openSync, closeSync, readFileSync, rmSync, writeSync } from 'node:fs';
+import {
+  constants,
+  accessSync,
+  copyFileSync,
+  mkdtempSync,
+  openSync,
+  closeSync,
+  readFileSync,
+  rmSync,
+  writeSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -53,9 +63,22 @@ interface Boot {
 function boot(disk: string, accel: string, machine: string, extra: string[] = [], timeoutMs = 60_000): Promise<Boot> {
   const logPath = join(tmp, `serial-${++seq}.log`);
   const args = [
-    '-machine', `${machine},accel=${accel}`, '-m', '64', '-nographic', '-nodefaults', '-no-user-config',
-    '-serial', `file:${logPath}`, '-monitor', 'none', '-net', 'none',
-    '-drive', `file=${disk},format=raw,if=ide,index=0,media=disk`, ...extra,
+    '-machine',
+    `${machine},accel=${accel}`,
+    '-m',
+    '64',
+    '-nographic',
+    '-nodefaults',
+    '-no-user-config',
+    '-serial',
+    `file:${logPath}`,
+    '-monitor',
+    'none',
+    '-net',
+    'none',
+    '-drive',
+    `file=${disk},format=raw,if=ide,index=0,media=disk`,
+    ...extra,
   ];
   const started = performance.now();
   return new Promise((resolve, reject) => {
@@ -68,7 +91,11 @@ function boot(disk: string, accel: string, machine: string, extra: string[] = []
         /* no log */
       }
       if (err && (err as { killed?: boolean }).killed) {
-        reject(new Error(`qemu (${accel}, ${machine}) did not exit within ${timeoutMs} ms; serial: ${JSON.stringify(log.slice(-300))}`));
+        reject(
+          new Error(
+            `qemu (${accel}, ${machine}) did not exit within ${timeoutMs} ms; serial: ${JSON.stringify(log.slice(-300))}`,
+          ),
+        );
         return;
       }
       if (err && typeof err.code !== 'number') {
@@ -138,10 +165,25 @@ describe('guest image boots under QEMU from its own disk (SeaBIOS)', () => {
     const qcow2 = copyOf(await guestImage({ marker: MARKER, format: 'qcow2' }));
     const logPath = join(tmp, 'qcow2.log');
     const r1 = await new Promise<number>((resolve, reject) => {
-      execFile('qemu-system-x86_64', [
-        '-machine', 'pc,accel=tcg', '-m', '64', '-nographic', '-nodefaults', '-serial', `file:${logPath}`,
-        '-monitor', 'none', '-drive', `file=${qcow2},format=qcow2,if=ide`,
-      ], { timeout: 60_000 }, (err) => (err && typeof err.code !== 'number' ? reject(err) : resolve(err ? Number(err.code) : 0)));
+      execFile(
+        'qemu-system-x86_64',
+        [
+          '-machine',
+          'pc,accel=tcg',
+          '-m',
+          '64',
+          '-nographic',
+          '-nodefaults',
+          '-serial',
+          `file:${logPath}`,
+          '-monitor',
+          'none',
+          '-drive',
+          `file=${qcow2},format=qcow2,if=ide`,
+        ],
+        { timeout: 60_000 },
+        (err) => (err && typeof err.code !== 'number' ? reject(err) : resolve(err ? Number(err.code) : 0)),
+      );
     });
     expect(r1).toBe(0);
     expect(await waitForMarker(logPath, 1000)).toBe(MARKER);
@@ -155,13 +197,28 @@ describe('guest image boots under QEMU from its own disk (SeaBIOS)', () => {
 
   it('reports EPHEMERA-ERROR no-acpi instead of hanging when the machine has no ACPI', async () => {
     const logPath = join(tmp, 'no-acpi.log');
-    const qemu = spawn('qemu-system-x86_64', [
-      '-machine', 'pc,accel=tcg,acpi=off', '-m', '64', '-nographic', '-nodefaults', '-serial', `file:${logPath}`,
-      '-monitor', 'none', '-drive', `file=${copyOf(base)},format=raw,if=ide`,
-    ], { stdio: 'ignore' });
+    const qemu = spawn(
+      'qemu-system-x86_64',
+      [
+        '-machine',
+        'pc,accel=tcg,acpi=off',
+        '-m',
+        '64',
+        '-nographic',
+        '-nodefaults',
+        '-serial',
+        `file:${logPath}`,
+        '-monitor',
+        'none',
+        '-drive',
+        `file=${copyOf(base)},format=raw,if=ide`,
+      ],
+      { stdio: 'ignore' },
+    );
     try {
-      await expect(waitForSerial(logPath, (t) => (sawPoweroff(t) ? true : undefined), 30_000, 'power-off'))
-        .rejects.toThrow(/the guest reported "EPHEMERA-ERROR no-acpi"/);
+      await expect(
+        waitForSerial(logPath, (t) => (sawPoweroff(t) ? true : undefined), 30_000, 'power-off'),
+      ).rejects.toThrow(/the guest reported "EPHEMERA-ERROR no-acpi"/);
       expect(readMarker(readFileSync(logPath, 'latin1'))).toBe(MARKER);
     } finally {
       qemu.kill('SIGKILL');

@@ -8,7 +8,16 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { guestImage, loadStack, readBootCount, readCounts, readMarker, sawPoweroff, waitForSerial, type StackInfo } from '@ephemera/testkit';
+import {
+  guestImage,
+  loadStack,
+  readBootCount,
+  readCounts,
+  readMarker,
+  sawPoweroff,
+  waitForSerial,
+  type StackInfo,
+} from '@ephemera/testkit';
 
 const tmp = mkdtempSync(join(tmpdir(), 'guest-count-'));
 const tag = randomBytes(3).toString('hex');
@@ -28,7 +37,9 @@ function virsh(...args: string[]): Promise<string> {
 
 const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)];
 
-beforeAll(() => { stack = loadStack(); });
+beforeAll(() => {
+  stack = loadStack();
+});
 
 afterAll(async () => {
   for (const name of domains) {
@@ -48,7 +59,9 @@ describe('counting guest under libvirt', () => {
       const disk = await guestImage({ marker: MARKER, mode: 'count', out: join(tmp, `${name}.raw`) });
       const serial = join(tmp, `${name}.log`);
       const xml = join(tmp, `${name}.xml`);
-      writeFileSync(xml, `<domain type='${type}'>
+      writeFileSync(
+        xml,
+        `<domain type='${type}'>
   <name>${name}</name>
   <memory unit='MiB'>32</memory>
   <vcpu>1</vcpu>
@@ -59,7 +72,8 @@ describe('counting guest under libvirt', () => {
     <serial type='file'><source path='${serial}' append='on'/><target port='0'/></serial>
     <video><model type='none'/></video><memballoon model='none'/>
   </devices>
-</domain>`);
+</domain>`,
+      );
       await virsh('define', xml);
       domains.push(name);
       await virsh('start', name);
@@ -87,10 +101,15 @@ describe('counting guest under libvirt', () => {
 
       // Intervals between first sightings, leaving out the values already there at the first read.
       const first = Math.min(...seen.keys()) + 1;
-      const times = [...seen.entries()].filter(([n]) => n >= first).sort(([a], [b]) => a - b).map(([, t]) => t);
+      const times = [...seen.entries()]
+        .filter(([n]) => n >= first)
+        .sort(([a], [b]) => a - b)
+        .map(([, t]) => t);
       const gaps = times.slice(1).map((t, i) => t - times[i]);
       const mean = (times[times.length - 1] - times[0]) / (times.length - 1);
-      timings.push(`${type.padEnd(4)} ${gaps.length} intervals: mean ${mean.toFixed(1)} ms, median ${median(gaps).toFixed(1)} ms, max ${Math.max(...gaps).toFixed(0)} ms`);
+      timings.push(
+        `${type.padEnd(4)} ${gaps.length} intervals: mean ${mean.toFixed(1)} ms, median ${median(gaps).toFixed(1)} ms, max ${Math.max(...gaps).toFixed(0)} ms`,
+      );
       // The guest's clock is the PIT (virtual time); what the host sees jitters with its load.
       expect(mean).toBeGreaterThan(70);
       expect(mean).toBeLessThan(150);

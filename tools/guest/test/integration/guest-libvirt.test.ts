@@ -30,12 +30,26 @@ const domains: string[] = [];
 const rbdImages: string[] = []; // pool/name, removed in reverse order
 const timings: string[] = [];
 
-function exec(cmd: string, args: string[], opts: { input?: Buffer; timeoutMs?: number; label?: string } = {}): Promise<string> {
+function exec(
+  cmd: string,
+  args: string[],
+  opts: { input?: Buffer; timeoutMs?: number; label?: string } = {},
+): Promise<string> {
   return new Promise((resolve, reject) => {
-    const child = execFile(cmd, args, { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`${opts.label ?? `${cmd} ${args.slice(0, 4).join(' ')}`}: ${String(stderr).trim() || err.message}`));
-      else resolve(String(stdout));
-    });
+    const child = execFile(
+      cmd,
+      args,
+      { timeout: opts.timeoutMs ?? 60_000, maxBuffer: 16 << 20 },
+      (err, stdout, stderr) => {
+        if (err)
+          reject(
+            new Error(
+              `${opts.label ?? `${cmd} ${args.slice(0, 4).join(' ')}`}: ${String(stderr).trim() || err.message}`,
+            ),
+          );
+        else resolve(String(stdout));
+      },
+    );
     if (opts.input) child.stdin!.end(opts.input);
   });
 }
@@ -104,7 +118,8 @@ async function writeRbd(pool: string, image: string, offset: number, data: Buffe
     '            img.write(data, int(off)); img.flush()',
   ].join('\n');
   await exec('/usr/bin/python3', ['-c', script, u.confPath, u.id, pool, image, String(offset)], {
-    input: data, label: `librbd write of ${pool}/${image} at ${offset}`,
+    input: data,
+    label: `librbd write of ${pool}/${image} at ${offset}`,
   });
 }
 
@@ -145,7 +160,9 @@ describe('guest image under libvirt', () => {
       const disk = join(tmp, `file-${type}.raw`);
       writeFileSync(disk, readFileSync(base));
       const r = await bootDomain(`guest-file-${type}-${tag}`, type, fileDisk(disk));
-      timings.push(`file ${type.padEnd(4)} marker ${(r.markerMs / 1000).toFixed(2)} s, shut off ${(r.offMs / 1000).toFixed(2)} s`);
+      timings.push(
+        `file ${type.padEnd(4)} marker ${(r.markerMs / 1000).toFixed(2)} s, shut off ${(r.offMs / 1000).toFixed(2)} s`,
+      );
       expect(r.marker).toBe(MARKER);
       expect(r.state).toBe('shut off (shutdown)');
       expect(readBootCount(r.log)).toBe(1);
@@ -173,7 +190,9 @@ describe('guest image under libvirt', () => {
     const type = 'qemu';
     const ra = await bootDomain(`guest-rbd-a-${tag}`, type, rbdDisk(pools.vms, a));
     const rb = await bootDomain(`guest-rbd-b-${tag}`, type, rbdDisk(pools.vms, b));
-    timings.push(`rbd  ${type.padEnd(4)} marker ${(ra.markerMs / 1000).toFixed(2)} s, shut off ${(ra.offMs / 1000).toFixed(2)} s`);
+    timings.push(
+      `rbd  ${type.padEnd(4)} marker ${(ra.markerMs / 1000).toFixed(2)} s, shut off ${(ra.offMs / 1000).toFixed(2)} s`,
+    );
     expect(ra.marker).toBe(MARKER);
     expect(rb.marker).toBe('EPHEMERA-GUEST clone b');
     expect(ra.state).toBe('shut off (shutdown)');
@@ -185,7 +204,11 @@ describe('guest image under libvirt', () => {
     expect(readBootCount(ra2.log)).toBe(2);
 
     const head = (spec: string) => readRbd('admin', spec, 2048);
-    const [pa, ca, cb] = await Promise.all([head(`${parent}@base`), head(`${pools.vms}/${a}`), head(`${pools.vms}/${b}`)]);
+    const [pa, ca, cb] = await Promise.all([
+      head(`${parent}@base`),
+      head(`${pools.vms}/${a}`),
+      head(`${pools.vms}/${b}`),
+    ]);
     expect(pa.readUInt16LE(BOOT_COUNTER_OFFSET)).toBe(0);
     expect(readMarker(`${MARKER_PREFIX_LINE(pa)}\n`)).toBe(MARKER);
     expect(ca.readUInt16LE(BOOT_COUNTER_OFFSET)).toBe(2);

@@ -200,7 +200,7 @@ describe('serial log parsing', () => {
     expect(sawPoweroff('EPHEMERA-POWEROFF')).toBe(false);
   });
 
-  it('reads the counting guest\'s counter lines in order, complete lines only', () => {
+  it("reads the counting guest's counter lines in order, complete lines only", () => {
     expect(COUNT_PREFIX).toBe('EPHEMERA-COUNT ');
     const counting = 'EPHEMERA-BOOTS 1\r\nEPHEMERA-COUNT 0\r\nEPHEMERA-COUNT 1\r\nEPHEMERA-COUNT 2\r\nEPHEMERA-COUNT 3';
     expect(readCounts(counting)).toEqual([0, 1, 2]);

@@ -5,11 +5,22 @@
 // (host 2 itself stays: hosts go only with `down`). A second, private stack is brought up with
 // EPHEMERA_STACK_HOSTS=2 from nothing and taken down again.
 import { execFile } from 'node:child_process';
-import { existsSync, mkdtempSync, readFileSync, readdirSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { cephCli, guestImage, loadStack, readBootCount, readCounts, stackCommand, waitForSerial, type StackInfo } from '@ephemera/testkit';
+import {
+  cephCli,
+  guestImage,
+  loadStack,
+  qemuPids,
+  readBootCount,
+  readCounts,
+  stackCommand,
+  until,
+  waitForSerial,
+  type StackInfo,
+} from '@ephemera/testkit';
 
 const tag = `hosts-${process.pid}-${Date.now().toString(36)}`;
 const work = mkdtempSync(join(tmpdir(), 'ephemera-stack-hosts-'));
@@ -23,21 +34,13 @@ function virsh(uri: string, args: string[], timeoutMs = 120_000): Promise<string
     });
   });
 }
-const names = async (uri: string, all = false) => (await virsh(uri, ['list', '--name', ...(all ? ['--all'] : [])])).split('\n').map((s) => s.trim()).filter(Boolean);
+const names = async (uri: string, all = false) =>
+  (await virsh(uri, ['list', '--name', ...(all ? ['--all'] : [])]))
+    .split('\n')
+    .map((s) => s.trim())
+    .filter(Boolean);
 
-/** Pids of the QEMU processes running domain `name`. */
-const qemuPids = (name: string) => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
-  try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; }
-});
 const mountNs = (pid: number) => readlinkSync(`/proc/${pid}/ns/mnt`);
-
-async function until(what: string, check: () => boolean | Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 100));
-  }
-}
 
 beforeAll(async () => {
   const out = await stackCommand(['up', '--hosts', '2'], { timeoutMs: 300_000 });
@@ -48,13 +51,19 @@ beforeAll(async () => {
 afterAll(() => rmSync(work, { recursive: true, force: true }));
 
 describe('tools/stack with two hosts', () => {
-  it('lists both hosts in stack.json, host 1 being the stack\'s libvirt, each with its own identity', async () => {
+  it("lists both hosts in stack.json, host 1 being the stack's libvirt, each with its own identity", async () => {
     expect(stack.hosts.map((h) => h.id)).toEqual([1, 2]);
     const [h1, h2] = stack.hosts;
     expect(h1.libvirtUri).toBe(stack.libvirt.uri);
     expect(h1).toMatchObject({ service: 'libvirtd', pid: stack.pids.libvirtd, stateDir: join(stack.dir, 'ephemera') });
-    expect(h2).toMatchObject({ service: 'libvirtd@2', pid: stack.pids['libvirtd@2'], stateDir: join(stack.dir, 'host2', 'ephemera') });
-    expect(h2.libvirtUri).toBe(`qemu+unix:///system?socket=${join(stack.dir, 'host2', 'libvirt', 'sock', 'libvirt-sock')}`);
+    expect(h2).toMatchObject({
+      service: 'libvirtd@2',
+      pid: stack.pids['libvirtd@2'],
+      stateDir: join(stack.dir, 'host2', 'ephemera'),
+    });
+    expect(h2.libvirtUri).toBe(
+      `qemu+unix:///system?socket=${join(stack.dir, 'host2', 'libvirt', 'sock', 'libvirt-sock')}`,
+    );
     expect(h1.hostUuid).not.toBe(h2.hostUuid);
     expect([h1.migrationAddress, h2.migrationAddress]).toEqual(['127.0.0.2', '127.0.0.3']);
     expect(h1.migrationPorts.max).toBeLessThan(h2.migrationPorts.min);
@@ -75,7 +84,9 @@ describe('tools/stack with two hosts', () => {
     await stackCommand(['up']);
     expect(loadStack().hosts.map((h) => h.pid)).toEqual(stack.hosts.map((h) => h.pid));
     for (const bad of ['0', 'two', '9']) {
-      await expect(stackCommand(['up', '--hosts', bad])).rejects.toThrow(/--hosts: expected a number of hosts from 1 to 8/);
+      await expect(stackCommand(['up', '--hosts', bad])).rejects.toThrow(
+        /--hosts: expected a number of hosts from 1 to 8/,
+      );
     }
     await expect(stackCommand(['up', '--host', '2'])).rejects.toThrow(/unknown argument "--host"/);
   });
@@ -90,7 +101,9 @@ describe('tools/stack with two hosts', () => {
     const serial = join(work, 'serial.log');
     const hosts = stack.ceph.monitors.map((m) => `<host name='${m.host}' port='${m.port}'/>`).join('');
     const xml = join(work, 'domain.xml');
-    writeFileSync(xml, `<domain type='${stack.libvirt.domainType}'>
+    writeFileSync(
+      xml,
+      `<domain type='${stack.libvirt.domainType}'>
   <name>${name}</name>
   <memory unit='MiB'>32</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type><boot dev='hd'/></os>
@@ -104,7 +117,8 @@ describe('tools/stack with two hosts', () => {
     <serial type='file'><source path='${serial}' append='on'/><target port='0'/></serial>
     <video><model type='none'/></video><memballoon model='none'/>
   </devices>
-</domain>`);
+</domain>`,
+    );
     const timings: string[] = [];
     const counts = () => readCounts(readFileSync(serial, 'latin1'));
     const migrate = async (from: string, to: string, mode: string[]) => {
@@ -113,7 +127,12 @@ describe('tools/stack with two hosts', () => {
       await virsh(from, ['migrate', '--live', ...mode, '--persistent', '--undefinesource', name, to], 180_000);
       timings.push(`${mode.join(' ') || 'direct'} ${((performance.now() - t0) / 1000).toFixed(1)} s`);
       // Still the same guest, and still counting: 0, 1, 2, ... with no restart, and further on.
-      await waitForSerial(serial, () => (counts().length > before + 3 ? true : undefined), 30_000, 'the counter to go on after the migration');
+      await waitForSerial(
+        serial,
+        () => (counts().length > before + 3 ? true : undefined),
+        30_000,
+        'the counter to go on after the migration',
+      );
       expect(counts()).toEqual(counts().map((_, i) => i));
       expect(readBootCount(readFileSync(serial, 'latin1'))).toBe(1);
     };
@@ -160,35 +179,34 @@ describe('tools/stack with two hosts', () => {
     for (const h of stack.hosts) expect(await names(h.libvirtUri, true)).not.toContain(name);
     await expect(cephCli('admin', ['rbd', 'info', clone])).rejects.toThrow(/No such file or directory/);
   });
-
-  it('stops and starts host 2 alone (stop|start libvirtd@2); its secret is back after the start', async () => {
-    const before = loadStack();
-    await stackCommand(['stop', 'libvirtd@2']);
-    const stopped = JSON.parse(await stackCommand(['status', '--json']).catch((e: { stdout: string }) => e.stdout));
-    expect(stopped.healthy).toBe(false);
-    expect(stopped.services['libvirtd@2']).toMatchObject({ alive: false, answers: false });
-    expect(stopped.services.libvirtd).toMatchObject({ pid: before.pids.libvirtd, alive: true, answers: true });
-    await stackCommand(['start', 'libvirtd@2']);
-    const after = loadStack();
-    expect(after.pids['libvirtd@2']).not.toBe(before.pids['libvirtd@2']);
-    expect(after.pids.libvirtd).toBe(before.pids.libvirtd);
-    expect(after.hosts[1].hostUuid).toBe(before.hosts[1].hostUuid);
-    expect(await virsh(after.hosts[1].libvirtUri, ['capabilities'])).toContain(`<uuid>${after.hosts[1].hostUuid}</uuid>`);
-    expect(await virsh(after.hosts[1].libvirtUri, ['secret-list'])).toContain(after.libvirt.cephSecretUuid);
-    await expect(stackCommand(['stop', 'libvirtd@3'])).rejects.toThrow(/this stack has 2 host\(s\)/);
-  });
 });
 
-describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack)', () => {
+describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack; host 2 stops and starts alone)', () => {
   // Short path: the libvirt socket path lives under it (unix socket paths are limited to 107 bytes).
   // Made in the test, so a run that filters this test out leaves no directory behind.
   let dir = '';
-  const run = (args: string[], env: NodeJS.ProcessEnv = {}) => new Promise<string>((resolvePromise, reject) => {
-    execFile('bash', ['tools/stack', ...args], { timeout: 300_000, env: { ...process.env, EPHEMERA_STACK_DIR: dir, ...env } }, (err, stdout, stderr) => {
-      if (err) reject(new Error(`tools/stack ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
-      else resolvePromise(String(stdout));
+  const run = (args: string[], env: NodeJS.ProcessEnv = {}) =>
+    new Promise<string>((resolvePromise, reject) => {
+      execFile(
+        'bash',
+        ['tools/stack', ...args],
+        { timeout: 300_000, env: { ...process.env, EPHEMERA_STACK_DIR: dir, ...env } },
+        (err, stdout, stderr) => {
+          if (err) reject(new Error(`tools/stack ${args.join(' ')}: ${String(stderr).trim() || err.message}`));
+          else resolvePromise(String(stdout));
+        },
+      );
     });
-  });
+  // Its stdout whatever the exit code (`status` exits non-zero while a service is down).
+  const runStdout = (args: string[]) =>
+    new Promise<string>((resolvePromise) => {
+      execFile(
+        'bash',
+        ['tools/stack', ...args],
+        { timeout: 300_000, env: { ...process.env, EPHEMERA_STACK_DIR: dir } },
+        (_e, stdout) => resolvePromise(String(stdout)),
+      );
+    });
   afterAll(async () => {
     if (!dir) return;
     if (existsSync(dir)) await run(['down']).catch(() => {});
@@ -204,20 +222,52 @@ describe('a new stack with EPHEMERA_STACK_HOSTS=2 (private stack)', () => {
     expect(info.hosts.map((h) => h.service)).toEqual(['libvirtd', 'libvirtd@2']);
     expect(Object.keys(info.pids).sort()).toEqual(['glance', 'libvirtd', 'libvirtd@2', 'mgr', 'mon', 'osd']);
     expect((await run(['status'])).split('\n').find((l) => l.startsWith('libvirtd@2 '))).toMatch(/pid \d+ .* ok$/);
-    const h2 = info.hosts[1];
+    let h2 = info.hosts[1]!;
     expect(await virsh(h2.libvirtUri, ['secret-list'])).toContain(info.libvirt.cephSecretUuid);
+
+    // Host 2 stops and starts alone (stop|start libvirtd@2) and its secret is back after the start.
+    // On this private stack: the shared stack's host 2 carries other test files' migrations.
+    const before = loadStack(dir);
+    await run(['stop', 'libvirtd@2']);
+    const stopped = JSON.parse(await runStdout(['status', '--json']));
+    expect(stopped.healthy).toBe(false);
+    expect(stopped.services['libvirtd@2']).toMatchObject({ alive: false, answers: false });
+    expect(stopped.services.libvirtd).toMatchObject({ pid: before.pids.libvirtd, alive: true, answers: true });
+    await run(['start', 'libvirtd@2']);
+    const after = loadStack(dir);
+    expect(after.pids['libvirtd@2']).not.toBe(before.pids['libvirtd@2']);
+    expect(after.pids.libvirtd).toBe(before.pids.libvirtd);
+    expect(after.hosts[1].hostUuid).toBe(before.hosts[1].hostUuid);
+    expect(await virsh(after.hosts[1].libvirtUri, ['capabilities'])).toContain(
+      `<uuid>${after.hosts[1].hostUuid}</uuid>`,
+    );
+    expect(await virsh(after.hosts[1].libvirtUri, ['secret-list'])).toContain(after.libvirt.cephSecretUuid);
+    await expect(run(['stop', 'libvirtd@3'])).rejects.toThrow(/this stack has 2 host\(s\)/);
+    info.pids['libvirtd@2'] = after.pids['libvirtd@2']!;
+    info.hosts[1] = after.hosts[1]!;
+    h2 = after.hosts[1]!;
+
     const name = `twohost-down-${process.pid}`;
     const xml = join(work, `${name}.xml`);
-    writeFileSync(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
+    writeFileSync(
+      xml,
+      `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`,
+    );
     await virsh(h2.libvirtUri, ['create', xml]);
     const [qemu] = qemuPids(name);
     expect(mountNs(qemu)).toBe(mountNs(h2.pid!));
 
     expect(await run(['down'])).toMatch(/^stack down in/);
     expect(existsSync(dir)).toBe(false);
-    const running = (p: number) => { try { return !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; } };
+    const running = (p: number) => {
+      try {
+        return !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'));
+      } catch {
+        return false;
+      }
+    };
     for (const p of [...Object.values(info.pids), qemu]) expect(running(p)).toBe(false);
   });
 });

@@ -17,20 +17,40 @@ const run = (args: string[]) => stackCommand(args, { dir, timeoutMs: 300_000 });
 /** Exit code of `tools/stack status --quiet` for the test stack. */
 function statusQuiet(): Promise<number> {
   return new Promise((r) => {
-    execFile('bash', ['tools/stack', 'status', '--quiet'], { env: { ...process.env, EPHEMERA_STACK_DIR: dir }, timeout: 60_000 },
-      (err, stdout) => { expect(String(stdout)).toBe(''); r(err ? Number(err.code) : 0); });
+    execFile(
+      'bash',
+      ['tools/stack', 'status', '--quiet'],
+      { env: { ...process.env, EPHEMERA_STACK_DIR: dir }, timeout: 60_000 },
+      (err, stdout) => {
+        expect(String(stdout)).toBe('');
+        r(err ? Number(err.code) : 0);
+      },
+    );
   });
 }
 
-async function statusJson(): Promise<{ healthy: boolean; services: Record<string, { pid: number | null; alive: boolean; answers: boolean }> }> {
+async function statusJson(): Promise<{
+  healthy: boolean;
+  services: Record<string, { pid: number | null; alive: boolean; answers: boolean }>;
+}> {
   return JSON.parse(await run(['status', '--json']).catch((e: { stdout: string }) => e.stdout));
 }
 
 /** Processes whose command line mentions the test stack's directory. */
 function processesOf(d: string): number[] {
-  return readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
-    try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(d) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; }
-  });
+  return readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map(Number)
+    .filter((p) => {
+      try {
+        return (
+          readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(d) &&
+          !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))
+        );
+      } catch {
+        return false;
+      }
+    });
 }
 
 let info: StackInfo;
@@ -94,7 +114,9 @@ describe('tools/stack life cycle (private stack)', () => {
     expect(after.glance).not.toBe(before.glance);
     expect(after.libvirtd).not.toBe(before.libvirtd);
     expect((await fetch(`${info.glance.url}/healthcheck`)).status).toBe(200);
-    const secrets = await new Promise<string>((r, j) => execFile('virsh', ['-c', info.libvirt.uri, 'secret-list'], (e, o) => (e ? j(e) : r(o))));
+    const secrets = await new Promise<string>((r, j) =>
+      execFile('virsh', ['-c', info.libvirt.uri, 'secret-list'], (e, o) => (e ? j(e) : r(o))),
+    );
     expect(secrets).toContain(info.libvirt.cephSecretUuid);
     expect(secrets).toContain('client.ephemera secret');
   });
@@ -117,7 +139,10 @@ describe('tools/stack life cycle (private stack)', () => {
     const squatter = createServer((socket) => socket.destroy());
     await new Promise<void>((r) => squatter.listen(info.glance.port, '127.0.0.1', r));
     try {
-      const err = await run(['start', 'glance']).then(() => undefined, (e: Error) => e);
+      const err = await run(['start', 'glance']).then(
+        () => undefined,
+        (e: Error) => e,
+      );
       expect(err?.message).toMatch(/glance: (exited|not ready)/);
       expect(err?.message).toMatch(/last lines of .*glance/);
     } finally {
@@ -127,26 +152,45 @@ describe('tools/stack life cycle (private stack)', () => {
     expect(await statusQuiet()).toBe(0);
   });
 
-  it('down stops every process (and the stack\'s VMs) and removes the directory', async () => {
+  it("down stops every process (and the stack's VMs) and removes the directory", async () => {
     const pids = Object.values(loadStack(dir).pids);
     // A running guest of this stack's libvirtd must go too.
     const name = `lifecycle-${process.pid}`;
     const xml = join(tmpdir(), `${name}.xml`);
-    writeFileSync(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
+    writeFileSync(
+      xml,
+      `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
-    await new Promise<void>((r, j) => execFile('virsh', ['-c', info.libvirt.uri, 'create', xml], (e) => (e ? j(e) : r())));
+  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`,
+    );
+    await new Promise<void>((r, j) =>
+      execFile('virsh', ['-c', info.libvirt.uri, 'create', xml], (e) => (e ? j(e) : r())),
+    );
     rmSync(xml);
-    const qemu = readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
-      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`); } catch { return false; }
-    });
+    const qemu = readdirSync('/proc')
+      .filter((p) => /^\d+$/.test(p))
+      .map(Number)
+      .filter((p) => {
+        try {
+          return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`);
+        } catch {
+          return false;
+        }
+      });
     expect(qemu.length).toBe(1);
     const out = await run(['down']);
     expect(out).toMatch(/^stack down in/);
     expect(existsSync(dir)).toBe(false);
     expect(processesOf(dir)).toEqual([]);
     const running = (p: number, text: string) => {
-      try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text) && !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8')); } catch { return false; }
+      try {
+        return (
+          readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(text) &&
+          !/\) Z /.test(readFileSync(`/proc/${p}/stat`, 'utf8'))
+        );
+      } catch {
+        return false;
+      }
     };
     for (const p of pids) expect(running(p, dir)).toBe(false);
     for (const p of qemu) expect(running(p, `guest=${name}`)).toBe(false);

@@ -1,7 +1,16 @@
 // startPrivateLibvirtd: an extra libvirtd (own mount namespace, config and socket) that a test may
 // restart or stop without disturbing the stack's shared one.
 import { execFile, spawn } from 'node:child_process';
-import { appendFileSync, existsSync, mkdtempSync, readdirSync, readFileSync, readlinkSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  appendFileSync,
+  existsSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  readlinkSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, describe, expect, it } from 'vitest';
 import { loadStack, startPrivateLibvirtd, type PrivateLibvirtd } from '@ephemera/testkit';
@@ -15,13 +24,25 @@ afterAll(async () => {
 });
 
 function virsh(uri: string, args: string[]): Promise<string> {
-  return new Promise((r, j) => execFile('virsh', ['-c', uri, ...args], { timeout: 60_000 }, (e, o, se) => (e ? j(new Error(`virsh ${args.join(' ')}: ${se}`)) : r(String(o)))));
+  return new Promise((r, j) =>
+    execFile('virsh', ['-c', uri, ...args], { timeout: 60_000 }, (e, o, se) =>
+      e ? j(new Error(`virsh ${args.join(' ')}: ${se}`)) : r(String(o)),
+    ),
+  );
 }
 
 const mountNs = (pid: number) => readlinkSync(`/proc/${pid}/ns/mnt`);
-const qemuPids = (name: string) => readdirSync('/proc').filter((p) => /^\d+$/.test(p)).map(Number).filter((p) => {
-  try { return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`); } catch { return false; }
-});
+const qemuPids = (name: string) =>
+  readdirSync('/proc')
+    .filter((p) => /^\d+$/.test(p))
+    .map(Number)
+    .filter((p) => {
+      try {
+        return readFileSync(`/proc/${p}/cmdline`, 'utf8').includes(`guest=${name}`);
+      } catch {
+        return false;
+      }
+    });
 
 describe('startPrivateLibvirtd', () => {
   it('runs its own libvirtd: domains survive a restart, stop removes them', async () => {
@@ -36,9 +57,12 @@ describe('startPrivateLibvirtd', () => {
 
     const name = `private-${process.pid}`;
     const xml = join(dir, 'domain.xml');
-    writeFileSync(xml, `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
+    writeFileSync(
+      xml,
+      `<domain type='qemu'><name>${name}</name><memory unit='MiB'>16</memory>
   <os><type arch='x86_64' machine='pc'>hvm</type></os>
-  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`);
+  <devices><video><model type='none'/></video><memballoon model='none'/></devices></domain>\n`,
+    );
     await virsh(lv.uri, ['create', xml]);
     expect((await virsh(lv.uri, ['domstate', name])).trim()).toBe('running');
     // It is not visible to the shared libvirtd.
@@ -55,7 +79,9 @@ describe('startPrivateLibvirtd', () => {
     const pid = lv.pid;
     await lv.stop();
     lv = undefined;
-    expect(existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libvirtd')).toBe(false);
+    expect(
+      existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libvirtd'),
+    ).toBe(false);
     const deadline = Date.now() + 10_000;
     while (qemuPids(name).length && Date.now() < deadline) await new Promise((r) => setTimeout(r, 100));
     expect(qemuPids(name)).toEqual([]);
@@ -66,13 +92,25 @@ describe('startPrivateLibvirtd', () => {
     // libvirtd's namespace (still recorded) can be another stack's. Simulated here: a foreign
     // process in its own mount namespace, recorded in this libvirtd's namespace list.
     const d = mkdtempSync('/tmp/eph-lv2-');
-    const foreign = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sleep', '300'], { stdio: 'ignore' });
+    const foreign = spawn('unshare', ['--mount', '--propagation', 'private', '--', 'sleep', '300'], {
+      stdio: 'ignore',
+    });
     let mine: PrivateLibvirtd | undefined;
     try {
       let ns = '';
       const deadline = Date.now() + 10_000;
       // unshare execs sleep in the new namespace: wait until the pid's namespace differs from ours.
-      while (Date.now() < deadline && ((ns = (() => { try { return mountNs(foreign.pid!); } catch { return ''; } })()) === '' || ns === mountNs(process.pid))) {
+      while (
+        Date.now() < deadline &&
+        ((ns = (() => {
+          try {
+            return mountNs(foreign.pid!);
+          } catch {
+            return '';
+          }
+        })()) === '' ||
+          ns === mountNs(process.pid))
+      ) {
         await new Promise((r) => setTimeout(r, 20));
       }
       expect(ns).not.toBe(mountNs(process.pid));
@@ -81,7 +119,9 @@ describe('startPrivateLibvirtd', () => {
       const pid = mine.pid;
       await mine.stop();
       mine = undefined;
-      expect(existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libvirtd')).toBe(false);
+      expect(
+        existsSync(`/proc/${pid}/cmdline`) && readFileSync(`/proc/${pid}/cmdline`, 'utf8').includes('libvirtd'),
+      ).toBe(false);
       // The foreign process was left alone.
       expect(foreign.exitCode).toBeNull();
       expect(readFileSync(`/proc/${foreign.pid}/cmdline`, 'utf8')).toContain('sleep');

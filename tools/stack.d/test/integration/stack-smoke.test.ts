@@ -57,7 +57,9 @@ describe('dev stack: Ceph', () => {
       expect(info.parent).toMatchObject({ pool: 'images', image: `${tag}-base`, snapshot: 'snap' });
       expect(info.size).toBe(16 * 2 ** 20);
       // rbd_default_features = 61: layering, exclusive-lock, object-map, fast-diff, deep-flatten
-      expect(info.features).toEqual(expect.arrayContaining(['layering', 'exclusive-lock', 'object-map', 'fast-diff', 'deep-flatten']));
+      expect(info.features).toEqual(
+        expect.arrayContaining(['layering', 'exclusive-lock', 'object-map', 'fast-diff', 'deep-flatten']),
+      );
     } finally {
       await removeRbd('ephemera', clone);
       await removeRbd('glance', base, ['snap']);
@@ -68,7 +70,9 @@ describe('dev stack: Ceph', () => {
   it('does not let client.ephemera write into the images pool', async () => {
     const name = `images/${tag}-denied`;
     try {
-      await expect(cephCli('ephemera', ['rbd', 'create', '--size', '1M', name])).rejects.toThrow(/Operation not permitted|Permission denied/i);
+      await expect(cephCli('ephemera', ['rbd', 'create', '--size', '1M', name])).rejects.toThrow(
+        /Operation not permitted|Permission denied/i,
+      );
     } finally {
       await removeRbd('admin', name);
     }
@@ -90,11 +94,16 @@ describe('dev stack: Glance', () => {
     try {
       const data = Buffer.alloc(1 << 20, 7);
       const put = await fetch(`${g}/v2/images/${id}/file`, {
-        method: 'PUT', headers: { 'Content-Type': 'application/octet-stream' }, body: data,
+        method: 'PUT',
+        headers: { 'Content-Type': 'application/octet-stream' },
+        body: data,
       });
       expect(put.status).toBe(204);
       const image = (await (await fetch(`${g}/v2/images/${id}`)).json()) as {
-        status: string; size: number; direct_url: string; locations: { url: string }[];
+        status: string;
+        size: number;
+        direct_url: string;
+        locations: { url: string }[];
       };
       const url = `rbd://${stack.ceph.fsid}/images/${id}/snap`;
       expect(image).toMatchObject({ status: 'active', size: data.length, direct_url: url });
@@ -120,18 +129,26 @@ describe('dev stack: Glance http locations', () => {
     await new Promise<void>((r) => server.listen(0, '127.0.0.1', r));
     const port = (server.address() as AddressInfo).port;
     const g = stack.glance.url;
-    const { id } = (await (await fetch(`${g}/v2/images`, {
-      method: 'POST', headers: { 'Content-Type': 'application/json' },
-      body: JSON.stringify({ name: `${tag}-http`, disk_format: 'raw', container_format: 'bare' }),
-    })).json()) as { id: string };
+    const { id } = (await (
+      await fetch(`${g}/v2/images`, {
+        method: 'POST',
+        headers: { 'Content-Type': 'application/json' },
+        body: JSON.stringify({ name: `${tag}-http`, disk_format: 'raw', container_format: 'bare' }),
+      })
+    ).json()) as { id: string };
     try {
       const url = `http://127.0.0.1:${port}/${tag}.raw`;
       const patch = await fetch(`${g}/v2/images/${id}`, {
-        method: 'PATCH', headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
+        method: 'PATCH',
+        headers: { 'Content-Type': 'application/openstack-images-v2.1-json-patch' },
         body: JSON.stringify([{ op: 'add', path: '/locations/-', value: { url, metadata: {} } }]),
       });
       expect(patch.status, await patch.clone().text()).toBe(200);
-      const image = (await (await fetch(`${g}/v2/images/${id}`)).json()) as { status: string; size: number; locations: { url: string }[] };
+      const image = (await (await fetch(`${g}/v2/images/${id}`)).json()) as {
+        status: string;
+        size: number;
+        locations: { url: string }[];
+      };
       expect(image).toMatchObject({ status: 'active', size: data.length });
       expect(image.locations.map((l) => l.url)).toEqual([url]);
     } finally {
@@ -181,7 +198,11 @@ describe('dev stack: libvirtd', () => {
       const deadline = Date.now() + 60_000;
       let out = '';
       while (Date.now() < deadline) {
-        try { out = readFileSync(serial, 'utf8'); } catch { /* not yet */ }
+        try {
+          out = readFileSync(serial, 'utf8');
+        } catch {
+          /* not yet */
+        }
         if (out.includes(`HELLO-${tag}`)) break;
         await new Promise((r) => setTimeout(r, 100));
       }

@@ -17,7 +17,10 @@ function sourceFiles(dir: string): string[] {
     const p = join(dir, e.name);
     if (e.isDirectory()) {
       if (!['node_modules', 'dist', 'build'].includes(e.name)) out.push(...sourceFiles(p));
-    } else if (e.isFile() && (SOURCE.test(e.name) || (!e.name.includes('.') && readFileSync(p, 'utf8').startsWith('#!')))) {
+    } else if (
+      e.isFile() &&
+      (SOURCE.test(e.name) || (!e.name.includes('.') && readFileSync(p, 'utf8').startsWith('#!')))
+    ) {
       out.push(p);
     }
   }
@@ -25,7 +28,9 @@ function sourceFiles(dir: string): string[] {
 }
 
 const tmp: string[] = [];
-afterAll(() => { for (const d of tmp) rmSync(d, { recursive: true, force: true }); });
+afterAll(() => {
+  for (const d of tmp) rmSync(d, { recursive: true, force: true });
+});
 
 describe('tools/ structure', () => {
   it('has no source file over 600 lines', () => {
@@ -39,14 +44,19 @@ describe('tools/ structure', () => {
 
   it('splits the dev stack by service, and its modules import only node built-ins (it runs before npm ci)', () => {
     const dir = join(TOOLS, 'lib', 'stack');
-    const modules = readdirSync(dir).filter((f) => f.endsWith('.mjs')).sort();
+    const modules = readdirSync(dir)
+      .filter((f) => f.endsWith('.mjs'))
+      .sort();
     expect(modules).toEqual(expect.arrayContaining(['ceph.mjs', 'glance.mjs', 'libvirtd.mjs', 'stack.mjs']));
     const foreign: string[] = [];
     for (const file of [join(TOOLS, 'lib', 'stack.mjs'), ...modules.map((m) => join(dir, m))]) {
       const text = readFileSync(file, 'utf8');
-      for (const m of text.matchAll(/^\s*(?:import|export)\b[^'"]*?\bfrom\s+['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]/gm)) {
+      for (const m of text.matchAll(
+        /^\s*(?:import|export)\b[^'"]*?\bfrom\s+['"]([^'"]+)['"]|\bimport\(\s*['"]([^'"]+)['"]/gm,
+      )) {
         const spec = m[1] ?? m[2];
-        if (!spec.startsWith('node:') && !spec.startsWith('./') && !spec.startsWith('../')) foreign.push(`${relative(ROOT, file)}: ${spec}`);
+        if (!spec.startsWith('node:') && !spec.startsWith('./') && !spec.startsWith('../'))
+          foreign.push(`${relative(ROOT, file)}: ${spec}`);
       }
     }
     expect(foreign).toEqual([]);
@@ -68,8 +78,12 @@ describe('tools/lib/stack/libvirtd.mjs', () => {
       expect(conf).toContain(`unix_sock_dir = "${join(h.root, 'sock')}"`);
       expect(conf).toContain(`log_outputs = "3:file:${join(base, `host-${i}`, 'log', 'libvirtd.log')}"`);
       expect(conf).not.toContain(other.root);
-      for (const d of ['etc', 'run', 'lib', 'cache', 'log', 'sock']) expect(statSync(join(h.root, d)).isDirectory()).toBe(true);
-      expect(lib.libvirtdLogs(h)).toEqual([join(base, `host-${i}`, 'log', 'libvirtd.log'), join(base, `host-${i}`, 'log', 'libvirtd.out')]);
+      for (const d of ['etc', 'run', 'lib', 'cache', 'log', 'sock'])
+        expect(statSync(join(h.root, d)).isDirectory()).toBe(true);
+      expect(lib.libvirtdLogs(h)).toEqual([
+        join(base, `host-${i}`, 'log', 'libvirtd.log'),
+        join(base, `host-${i}`, 'log', 'libvirtd.out'),
+      ]);
     });
   });
 

@@ -20,7 +20,10 @@ function sources(dir: string, exts: RegExp): string[] {
 }
 
 function over(files: string[], max: number): string[] {
-  return files.map((f) => [relative(repo, f), readFileSync(f, 'utf8').split('\n').length - 1] as const).filter(([, n]) => n > max).map(([f, n]) => `${f}: ${n}`);
+  return files
+    .map((f) => [relative(repo, f), readFileSync(f, 'utf8').split('\n').length - 1] as const)
+    .filter(([, n]) => n > max)
+    .map(([f, n]) => `${f}: ${n}`);
 }
 
 describe('source file sizes', () => {

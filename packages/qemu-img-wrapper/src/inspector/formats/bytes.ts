@@ -9,7 +9,11 @@ export const MAX_TABLE_BYTES = 64 * 1024 * 1024;
 
 export function need(buf: Uint8Array, length: number, format: string, what: string): void {
   if (buf.length < length) {
-    throw new ImageFormatError('truncated', `${format} ${what} is truncated (${buf.length} of ${length} bytes)`, format);
+    throw new ImageFormatError(
+      'truncated',
+      `${format} ${what} is truncated (${buf.length} of ${length} bytes)`,
+      format,
+    );
   }
 }
 function dv(b: Uint8Array): DataView {

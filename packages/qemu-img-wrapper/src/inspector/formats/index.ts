@@ -24,13 +24,9 @@ export function detectFormat(r: RegionReader): InspectedImage {
   if (startsWith(head, 'QED\0')) return parseQed(r);
   if (startsWith(head, 'KDMV')) return parseVmdkSparse(r);
   if (startsWith(head, 'COWD')) {
-    return result(
-      'vmdk',
-      r,
-      undefined,
-      { format: 'vmdk', createType: 'vmdk3', descriptorOnly: false, extents: [] },
-      [{ reason: 'unsupported-variant', message: 'legacy VMDK3 (COWD) images are not supported' }],
-    );
+    return result('vmdk', r, undefined, { format: 'vmdk', createType: 'vmdk3', descriptorOnly: false, extents: [] }, [
+      { reason: 'unsupported-variant', message: 'legacy VMDK3 (COWD) images are not supported' },
+    ]);
   }
   if (startsWith(head, 'vhdxfile')) return parseVhdx(r);
   if (startsWith(head, 'conectix')) {

@@ -77,7 +77,10 @@ export function parseQcow2(r: RegionReader): InspectedImage {
     issues.push({ reason: 'header-bomb', message: `qcow2 L1 table of ${l1Size} entries exceeds qemu's limit` });
   }
   if (refcountClusters * cluster > QCOW2_MAX_REFTABLE_BYTES) {
-    issues.push({ reason: 'header-bomb', message: `qcow2 refcount table of ${refcountClusters} clusters is too large` });
+    issues.push({
+      reason: 'header-bomb',
+      message: `qcow2 refcount table of ${refcountClusters} clusters is too large`,
+    });
   }
   if (snapshotCount > QCOW2_MAX_SNAPSHOTS) {
     issues.push({ reason: 'header-bomb', message: `qcow2 claims ${snapshotCount} snapshots` });
@@ -98,7 +101,11 @@ export function parseQcow2(r: RegionReader): InspectedImage {
     const len = u32be(eh, 4);
     if (type === 0) break;
     if (off + 8 + len > extEnd) {
-      throw new ImageFormatError('invalid-header', `qcow2 header extension 0x${type.toString(16)} overruns the header`, F);
+      throw new ImageFormatError(
+        'invalid-header',
+        `qcow2 header extension 0x${type.toString(16)} overruns the header`,
+        F,
+      );
     }
     if (type === QCOW2_EXT_BACKING_FORMAT || type === QCOW2_EXT_DATA_FILE) {
       if (len > 4096) throw new ImageFormatError('invalid-header', 'qcow2 header extension string is too long', F);

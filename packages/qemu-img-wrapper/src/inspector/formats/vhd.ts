@@ -32,7 +32,8 @@ export function parseVhdFooter(r: RegionReader, footer: Uint8Array, atTail: bool
   if (diskType !== 2) {
     // Dynamic/differencing: the dynamic header names the BAT qemu loads into memory.
     const dataOffset = u64(footer, 16, false);
-    if (!Number.isSafeInteger(dataOffset)) throw new ImageFormatError('invalid-header', 'vhd data offset is invalid', F);
+    if (!Number.isSafeInteger(dataOffset))
+      throw new ImageFormatError('invalid-header', 'vhd data offset is invalid', F);
     const dh = r.read(dataOffset, 1024);
     need(dh, 1024, F, 'dynamic header');
     if (!startsWith(dh, 'cxsparse')) throw new ImageFormatError('invalid-header', 'vhd dynamic header is missing', F);

@@ -7,8 +7,26 @@ import { checkVirtualSize, need, result, startsWith, u16le, u32le, u64 } from '.
 function guid(b: Uint8Array, o: number): string {
   const h = (i: number): string => b[o + i]!.toString(16).padStart(2, '0');
   return (
-    h(3) + h(2) + h(1) + h(0) + '-' + h(5) + h(4) + '-' + h(7) + h(6) + '-' + h(8) + h(9) + '-' +
-    h(10) + h(11) + h(12) + h(13) + h(14) + h(15)
+    h(3) +
+    h(2) +
+    h(1) +
+    h(0) +
+    '-' +
+    h(5) +
+    h(4) +
+    '-' +
+    h(7) +
+    h(6) +
+    '-' +
+    h(8) +
+    h(9) +
+    '-' +
+    h(10) +
+    h(11) +
+    h(12) +
+    h(13) +
+    h(14) +
+    h(15)
   ).toUpperCase();
 }
 const VHDX_REGION_BAT = '2DC27766-F623-4200-9D64-115E9BFD4A08';
@@ -37,9 +55,11 @@ export function parseVhdx(r: RegionReader): InspectedImage {
   if (bestSeq < 0) throw new ImageFormatError('invalid-header', 'vhdx has no valid header', F);
   const rt = r.read(192 * 1024, 16);
   need(rt, 16, F, 'region table');
-  if (!startsWith(rt, 'regi')) throw new ImageFormatError('invalid-header', 'vhdx region table signature is missing', F);
+  if (!startsWith(rt, 'regi'))
+    throw new ImageFormatError('invalid-header', 'vhdx region table signature is missing', F);
   const count = u32le(rt, 8);
-  if (count > VHDX_MAX_ENTRIES) throw new ImageFormatError('invalid-header', `vhdx region table has ${count} entries`, F);
+  if (count > VHDX_MAX_ENTRIES)
+    throw new ImageFormatError('invalid-header', `vhdx region table has ${count} entries`, F);
   const entries = r.read(192 * 1024 + 16, count * 32);
   need(entries, count * 32, F, 'region table');
   let metaOffset = -1;
@@ -61,7 +81,8 @@ export function parseVhdx(r: RegionReader): InspectedImage {
   }
   const mt = r.read(metaOffset, 32);
   need(mt, 32, F, 'metadata table');
-  if (!startsWith(mt, 'metadata')) throw new ImageFormatError('invalid-header', 'vhdx metadata signature is missing', F);
+  if (!startsWith(mt, 'metadata'))
+    throw new ImageFormatError('invalid-header', 'vhdx metadata signature is missing', F);
   const mcount = u16le(mt, 10);
   if (mcount > VHDX_MAX_ENTRIES) throw new ImageFormatError('invalid-header', `vhdx metadata has ${mcount} entries`, F);
   const me = r.read(metaOffset + 32, mcount * 32);

@@ -17,7 +17,13 @@ interface Descriptor {
 }
 
 function parseDescriptor(text: string): Descriptor {
-  const d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
+  const d: Descriptor = {
+    createType: undefined,
+    parentCid: undefined,
+    parentHint: undefined,
+    extents: [],
+    malformed: [],
+  };
   const nul = text.indexOf('\0');
   if (nul >= 0) text = text.slice(0, nul);
   for (const raw of text.split(/\r?\n/)) {
@@ -117,7 +123,13 @@ export function parseVmdkSparse(r: RegionReader): InspectedImage {
     });
   }
   const extra: Partial<InspectedImage> = {};
-  let d: Descriptor = { createType: undefined, parentCid: undefined, parentHint: undefined, extents: [], malformed: [] };
+  let d: Descriptor = {
+    createType: undefined,
+    parentCid: undefined,
+    parentHint: undefined,
+    extents: [],
+    malformed: [],
+  };
   if (descOffset !== 0) {
     if (!Number.isSafeInteger(descOffset * 512) || !Number.isSafeInteger(descSize * 512)) {
       throw new ImageFormatError('invalid-header', 'vmdk descriptor location is out of range', F);
@@ -160,7 +172,7 @@ export function parseVmdkSparse(r: RegionReader): InspectedImage {
 }
 
 export function parseVmdkDescriptorFile(r: RegionReader): InspectedImage {
-  const F = 'vmdk';
+  const _F = 'vmdk';
   const text = r.read(0, VMDK_MAX_DESCRIPTOR);
   const d = parseDescriptor(ascii(text));
   const issues: SafetyIssue[] = [
