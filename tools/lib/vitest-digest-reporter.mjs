@@ -13,6 +13,9 @@ function describeError(err) {
   const head = `${err.name ?? 'Error'}: ${err.message ?? String(err)}`;
   const stack = typeof err.stack === 'string' ? err.stack.split('\n').filter((l) => /^\s+at /.test(l)) : [];
   const lines = [...head.split('\n'), ...stack.slice(0, 4)];
+  // vitest's "Worker forks emitted error" keeps the worker's exit code or signal in its cause.
+  for (let c = err.cause, depth = 0; c && depth < 3; c = c.cause, depth++)
+    lines.push(`caused by ${c.name ?? 'Error'}: ${c.message ?? String(c)}`);
   return lines.slice(0, MAX_ERROR_LINES).map((l) => `    ${l}`);
 }
 

@@ -25,6 +25,25 @@ export async function blocklist(ops: RbdOps): Promise<Set<string> | undefined> {
 }
 
 /**
+ * Global ids of the librados clients this process opened through backend-rbd. A process never
+ * blocklists one of its own: that would fail every operation of every backend in it for the
+ * blocklist's lifetime (ESHUTDOWN), e.g. a destroy evicting the watch of its own flattener.
+ */
+const ownClients = new Set<number>();
+
+/** Records `cluster` as one of this process's clients (see {@link isOwnClient}); returns it. */
+export function registerOwnClient<C extends { instanceId(): number }>(cluster: C): C {
+  ownClients.add(cluster.instanceId());
+  return cluster;
+}
+
+/** Whether a watcher id (`12`) or lock owner (`client.12`) is one of this process's clients. */
+export function isOwnClient(client: number | string): boolean {
+  const id = typeof client === 'number' ? client : Number(/^client\.(\d+)$/.exec(client)?.[1]);
+  return ownClients.has(id);
+}
+
+/**
  * Blocklists `address` (`osd blocklist add`, a monitor command on this backend's connection: no
  * `ceph` process), for `expireSeconds` or the cluster's default (an hour).
  */
@@ -91,7 +110,9 @@ export function busyAdvice(owner: DiskOwner | null): string {
  */
 export async function fenceClients(ops: RbdOps, id: string): Promise<DiskClient[]> {
   const self = `client.${ops.cluster.instanceId()}`;
-  const todo = (await diskClients(ops, id)).filter((c) => !c.blocklisted && c.client !== self);
+  const todo = (await diskClients(ops, id)).filter(
+    (c) => !c.blocklisted && c.client !== self && !isOwnClient(c.client),
+  );
   const addresses = [...new Set(todo.map((c) => bare(c.address)))];
   for (const a of addresses) {
     try {

@@ -23,7 +23,7 @@ import {
   type Image,
   type IoCtx,
 } from '@ephemera/ceph-rbd-napi';
-import { blocklistAdd, busyAdvice } from './clients.js';
+import { blocklistAdd, busyAdvice, isOwnClient, registerOwnClient } from './clients.js';
 import { NAME, diskNotFound, translateRbdError } from './errors.js';
 import type { RbdUrl } from './locations.js';
 import type { ParentSnapshotFacts } from './parent-cache.js';
@@ -243,7 +243,7 @@ export class RbdOps {
         clientId: c.clientId,
         ...(c.keyringPath ? { keyringPath: c.keyringPath } : {}),
         timeoutMs: this.cfg.connectTimeoutMs,
-      });
+      }).then(registerOwnClient);
       this.connections.set(key, p);
       p.catch(() => this.connections.delete(key));
     }
@@ -270,7 +270,7 @@ export class RbdOps {
     try {
       const img = await io.open(id, { readOnly: true });
       try {
-        addresses = (await img.watchers()).map((w) => w.address);
+        addresses = (await img.watchers()).filter((w) => !isOwnClient(w.id)).map((w) => w.address);
       } finally {
         await img.close();
       }
@@ -442,7 +442,7 @@ export class RbdOps {
         ...(this.cfg.keyringPath ? { keyringPath: this.cfg.keyringPath } : {}),
         timeoutMs: this.cfg.connectTimeoutMs,
         options: { rbd_blocklist_on_break_lock: 'false' },
-      });
+      }).then(registerOwnClient);
       try {
         return { cluster, io: await cluster.openIoCtx(this.cfg.pool) };
       } catch (e) {

@@ -8,7 +8,7 @@ import {
   type FinishDirectSnapshotOptions,
 } from '@ephemera/image-backend';
 import { ImageNotFound, type Image, type IoCtx } from '@ephemera/ceph-rbd-napi';
-import { blocklistAdd } from './clients.js';
+import { blocklistAdd, isOwnClient } from './clients.js';
 import type { RbdContext } from './context.js';
 import { directSnapshotArgs, dropTmpSnapshot } from './direct-snapshot.js';
 
@@ -120,7 +120,7 @@ async function evictLockOwners(ctx: RbdContext, io: IoCtx, imageId: string): Pro
   try {
     const img = await io.open(imageId, { readOnly: true });
     try {
-      addresses = (await img.lockers()).lockers.map((l) => l.address);
+      addresses = (await img.lockers()).lockers.filter((l) => !isOwnClient(l.client)).map((l) => l.address);
     } finally {
       await img.close();
     }

@@ -7,6 +7,7 @@ import { connect } from '@ephemera/ceph-rbd-napi';
 import { MAX_ANNOTATION_BYTES, diskId, expectImageBackendError, type DiskRef } from '@ephemera/image-backend';
 import { cephCli } from '@ephemera/testkit';
 import type { RbdBackend } from '../../src/index.js';
+import type { RbdOps } from '../../src/rbd-ops.js';
 import { newBackend, stack } from '../support/stack.js';
 
 const MiB = 1024 * 1024;
@@ -71,6 +72,29 @@ describe('RBD fenceClients', () => {
       await cluster.close().catch(() => undefined);
     }
     await expectImageBackendError(backend.fenceClients(newDisk()), 'NOT_FOUND');
+  });
+
+  it('never fences a client of its own process: another backend here holding the disk stays usable', async () => {
+    const d = newDisk();
+    await backend.createBlank(d, 8 * MiB);
+    const other = await newBackend();
+    try {
+      const ops = (other as unknown as { ops: RbdOps }).ops;
+      await ops.withImage(diskId(d), {}, async (img) => {
+        await img.write(0, new Uint8Array(512).fill(2)); // its exclusive lock and watch
+        const before = await backend.diskClients(d);
+        expect(before.length).toBeGreaterThan(0);
+        const listBefore = await blocklisted();
+        // Blocklisting itself would fail every later operation of this process (ESHUTDOWN).
+        expect(await backend.fenceClients(d)).toEqual([]);
+        await (backend as unknown as { ops: RbdOps }).ops.evictWatchers(diskId(d));
+        expect(await blocklisted()).toBe(listBefore);
+        await img.write(512, new Uint8Array(512).fill(3));
+      });
+      expect((await backend.diskClients(d)).every((c) => !c.blocklisted)).toBe(true);
+    } finally {
+      await other.close();
+    }
   });
 });
 
