@@ -36,6 +36,16 @@ async function glanceImageAt(name: string): Promise<string> {
   return id;
 }
 
+/** Collects the driver's progress events of `uuid` until `stop()`. */
+function progressOf(uuid: string): { seen: DriverProgressEvent[]; stop: () => void } {
+  const seen: DriverProgressEvent[] = [];
+  const listener = (e: DriverProgressEvent): void => {
+    if (e.instance === uuid) seen.push(e);
+  };
+  t.driver.on('progress', listener);
+  return { seen, stop: () => t.driver.off('progress', listener) };
+}
+
 const depthOf = (uuid: string): Promise<number> =>
   t.driver.backends.get('rbd').cloneDepth!({ instance: uuid, name: 'disk' });
 
@@ -83,17 +93,13 @@ afterAll(async () => {
 describe('clone-depth policy through spawn (soft 1, hard 2)', () => {
   it('a disk of depth 3 (past hard) is flattened before spawn returns, with flatten progress; the guest boots', async () => {
     const image = await glanceImageAt(names[2]!);
-    const seen: DriverProgressEvent[] = [];
-    const onProgress = (e: DriverProgressEvent): void => {
-      if (e.instance === hardUuid) seen.push(e);
-    };
-    t.driver.on('progress', onProgress);
+    const { seen, stop } = progressOf(hardUuid);
     try {
       const r = await t.driver.spawn({ instance: { uuid: hardUuid, name: 'depth-hard' }, image, flavor: TINY });
       expect(r.rootDisk.method).toBe('cloned');
       expect(await depthOf(hardUuid)).toBe(0);
     } finally {
-      t.driver.off('progress', onProgress);
+      stop();
     }
     const flatten = seen.filter((e) => e.op === 'spawn' && e.phase === 'flatten');
     expect(flatten.length).toBeGreaterThan(0);
@@ -104,11 +110,7 @@ describe('clone-depth policy through spawn (soft 1, hard 2)', () => {
 
   it('a disk of depth 2 (past soft) is cloned as is, then flattened by the background queue; the guest boots', async () => {
     const image = await glanceImageAt(names[1]!);
-    const seen: DriverProgressEvent[] = [];
-    const onProgress = (e: DriverProgressEvent): void => {
-      if (e.instance === softUuid) seen.push(e);
-    };
-    t.driver.on('progress', onProgress);
+    const { seen, stop } = progressOf(softUuid);
     try {
       const r = await t.driver.spawn({ instance: { uuid: softUuid, name: 'depth-soft' }, image, flavor: TINY });
       expect(r.rootDisk.method).toBe('cloned');
@@ -120,7 +122,7 @@ describe('clone-depth policy through spawn (soft 1, hard 2)', () => {
       expect(background.filter((e) => e.phase === 'flatten').length).toBeGreaterThan(0);
       expect(background.at(-1)).toMatchObject({ phase: 'done', percent: 100 });
     } finally {
-      t.driver.off('progress', onProgress);
+      stop();
     }
     expect(await waitForMarker(t.driver.consolePath(softUuid), 120_000)).toBe(marker);
   }, 300_000);
