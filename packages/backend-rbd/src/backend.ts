@@ -47,7 +47,7 @@ import {
 import { connect, ImageExists, type Cluster, type Image, type IoCtx } from '@ephemera/ceph-rbd-napi';
 import { cloneFormatPolicy, decideClone, type CloneFormatPolicy } from './clone.js';
 import { getAnnotation, setAnnotation } from './annotations.js';
-import { diskClients, fenceClients, registerOwnClient } from './clients.js';
+import { diskClients, fenceClients } from './clients.js';
 import { cloneFromPlan } from './clone-image.js';
 import type { RbdContext } from './context.js';
 import {
@@ -169,7 +169,7 @@ export class RbdBackend implements ImageBackend {
         ...(options.keyringPath ? { keyringPath: options.keyringPath } : {}),
         timeoutMs: options.connectTimeoutMs ?? 10_000,
         options: IMPORT_WRITE_PATH,
-      }).then(registerOwnClient);
+      });
     } catch (e) {
       throw new BackendUnavailableError(
         `cannot connect to the cluster as client.${options.clientId ?? 'admin'}: ${(e as Error).message}`,

@@ -27,7 +27,7 @@ export async function blocklist(ops: RbdOps): Promise<Set<string> | undefined> {
 /**
  * Global ids of the librados clients this process opened through backend-rbd. A process never
  * blocklists one of its own: that would fail every operation of every backend in it for the
- * blocklist's lifetime (ESHUTDOWN), e.g. a destroy evicting the watch of its own flattener.
+ * blocklist's lifetime (ESHUTDOWN). Every RbdOps registers its cluster; other connections on their own.
  */
 const ownClients = new Set<number>();
 
@@ -104,15 +104,12 @@ export function busyAdvice(owner: DiskOwner | null): string {
 
 /**
  * Blocklists (`osd blocklist add <address>`, the cluster's default expiry) every watcher and
- * lock owner of image `id` that is not blocklisted yet, except this backend's own client, then
+ * lock owner of image `id` that is not blocklisted yet, except this process's own clients, then
  * reads the blocklist back: resolves to the clients fenced, rejects with BackendUnavailableError
  * when the blocklist cannot be written or does not show them.
  */
 export async function fenceClients(ops: RbdOps, id: string): Promise<DiskClient[]> {
-  const self = `client.${ops.cluster.instanceId()}`;
-  const todo = (await diskClients(ops, id)).filter(
-    (c) => !c.blocklisted && c.client !== self && !isOwnClient(c.client),
-  );
+  const todo = (await diskClients(ops, id)).filter((c) => !c.blocklisted && !isOwnClient(c.client));
   const addresses = [...new Set(todo.map((c) => bare(c.address)))];
   for (const a of addresses) {
     try {

@@ -61,7 +61,9 @@ export class RbdOps {
     readonly cluster: Cluster,
     readonly io: IoCtx,
     readonly cfg: RbdOpsConfig,
-  ) {}
+  ) {
+    registerOwnClient(cluster);
+  }
 
   /** Binding errors as the contract's (see {@link translateRbdError}). */
   translate(e: unknown, id?: string, signal?: AbortSignal, phase?: 'create'): unknown {
@@ -265,21 +267,33 @@ export class RbdOps {
   }
 
   /** Blocklists (60 s) the clients watching `id` (in `io`, default this pool): monitor commands, `profile rbd` allows them. */
-  async evictWatchers(id: string, io: IoCtx = this.io): Promise<void> {
+  evictWatchers(id: string, io: IoCtx = this.io): Promise<void> {
+    return this.evict(id, io, async (img) =>
+      (await img.watchers()).filter((w) => !isOwnClient(w.id)).map((w) => w.address),
+    );
+  }
+
+  /** Blocklists (60 s) the clients holding `id`'s exclusive lock (in `io`, default this pool). */
+  evictLockOwners(id: string, io: IoCtx = this.io): Promise<void> {
+    return this.evict(id, io, async (img) =>
+      (await img.lockers()).lockers.filter((l) => !isOwnClient(l.client)).map((l) => l.address),
+    );
+  }
+
+  /** Blocklists (60 s) the addresses `of` reads from `id`, never this process's own clients; nothing when `id` cannot be read. */
+  private async evict(id: string, io: IoCtx, of: (img: Image) => Promise<string[]>): Promise<void> {
     let addresses: string[] = [];
     try {
       const img = await io.open(id, { readOnly: true });
       try {
-        addresses = (await img.watchers()).filter((w) => !isOwnClient(w.id)).map((w) => w.address);
+        addresses = await of(img);
       } finally {
         await img.close();
       }
     } catch {
       return;
     }
-    for (const addr of addresses) {
-      await blocklistAdd(this, addr, 60).catch(() => undefined);
-    }
+    for (const addr of addresses) await blocklistAdd(this, addr, 60).catch(() => undefined);
   }
 
   /**

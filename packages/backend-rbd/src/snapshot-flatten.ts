@@ -8,7 +8,6 @@ import {
   type FinishDirectSnapshotOptions,
 } from '@ephemera/image-backend';
 import { ImageNotFound, type Image, type IoCtx } from '@ephemera/ceph-rbd-napi';
-import { blocklistAdd, isOwnClient } from './clients.js';
 import type { RbdContext } from './context.js';
 import { directSnapshotArgs, dropTmpSnapshot } from './direct-snapshot.js';
 
@@ -35,7 +34,7 @@ export async function finishDirectSnapshot(
   try {
     // The dead finisher's client still owns the image's exclusive lock, and librbd waits for its
     // watch to time out (30 s) before breaking it: fence that client (60 s) instead.
-    if (options.orphaned) await evictLockOwners(ctx, dsIo, imageId);
+    if (options.orphaned) await ops.evictLockOwners(imageId, dsIo); // only finishers ever take it
     let dest: Image;
     try {
       dest = await dsIo.open(imageId);
@@ -112,20 +111,4 @@ async function openDsPool(ctx: RbdContext, ds: NonNullable<RbdContext['options']
   } catch (e) {
     throw ctx.ops.translate(e, ds.pool);
   }
-}
-
-/** Blocklists (60 s) the clients holding `imageId`'s exclusive lock (only finishers ever take it). */
-async function evictLockOwners(ctx: RbdContext, io: IoCtx, imageId: string): Promise<void> {
-  let addresses: string[] = [];
-  try {
-    const img = await io.open(imageId, { readOnly: true });
-    try {
-      addresses = (await img.lockers()).lockers.filter((l) => !isOwnClient(l.client)).map((l) => l.address);
-    } finally {
-      await img.close();
-    }
-  } catch {
-    return; // no image, or no lock to read: nothing to break
-  }
-  for (const addr of addresses) await blocklistAdd(ctx.ops, addr, 60).catch(() => undefined);
 }
