@@ -7,7 +7,7 @@
 import { createServer, type Server } from 'node:http';
 import { appendFile, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import {
   createDriver,
   isDriverError,
@@ -71,24 +71,59 @@ function chain(err: unknown): string {
   return out.join(' <- ');
 }
 
-/** Starts a spawn that imports `image` in full; runs `fault` once `bytes` were imported. */
-function spawnWithFault(uuid: string, image: string, bytes: number, fault: () => Promise<unknown>) {
+/**
+ * Starts a spawn that imports `image` in full; runs `fault` once `bytes` were imported. `result`
+ * settles within `deadlineMs`: a spawn still running then is reported with the steps it went
+ * through (the caller's `finally` must restart the service, or every later test meets it stopped).
+ */
+function spawnWithFault(
+  uuid: string,
+  image: string,
+  bytes: number,
+  fault: () => Promise<unknown>,
+  deadlineMs = 240_000,
+) {
   let fired: Promise<unknown> | undefined;
   let firedAt = 0;
+  const t0 = performance.now();
+  const seen: string[] = [];
+  let lastBytes = 0;
   const onProgress = (e: DriverProgressEvent): void => {
-    if (e.instance !== uuid || fired || e.bytesDone < bytes) return;
+    if (e.instance !== uuid) return;
+    lastBytes = e.bytesDone;
+    if (fired || e.bytesDone < bytes) return;
     fired = fault().then((v) => {
       firedAt = performance.now();
       return v;
     });
   };
+  const onStep = (e: StepEvent): void => {
+    if (e.instance === uuid) seen.push(`${e.step} ${e.status} at ${Math.round(performance.now() - t0)} ms`);
+  };
   t.driver.on('progress', onProgress);
+  t.driver.on('step', onStep);
   const spawn = timed(t.driver.spawn({ instance: uuid, image, flavor: TINY, forceImport: true })).then((r) => ({
     ...r,
     end: performance.now(),
   }));
+  let timer: NodeJS.Timeout | undefined;
+  const deadline = new Promise<never>((_, reject) => {
+    timer = setTimeout(
+      () =>
+        reject(
+          new Error(
+            `the spawn did not settle within ${deadlineMs} ms (fault ${fired ? `applied ${firedAt ? Math.round(firedAt - t0) : '(still running)'} ms in` : 'never fired'}; ${lastBytes} bytes imported); steps: ${seen.join(', ')}`,
+          ),
+        ),
+      deadlineMs,
+    );
+  });
   return {
-    result: spawn.finally(() => t.driver.off('progress', onProgress)),
+    result: Promise.race([spawn, deadline]).finally(() => {
+      clearTimeout(timer);
+      t.driver.off('progress', onProgress);
+      t.driver.off('step', onStep);
+    }),
     /** Waits for the fault to have been applied; ms from it to the spawn's end. */
     async faultToEnd(end: number): Promise<number> {
       if (!fired) throw new Error('the fault never fired: the import finished before reaching the trigger');
@@ -98,7 +133,15 @@ function spawnWithFault(uuid: string, image: string, bytes: number, fault: () =>
   };
 }
 
-/** Reconciles until nothing of `uuid` is left (a stale RBD watch can keep a disk busy ~30 s after an OSD returns). */
+/** `p`, or a rejection naming `what` once `ms` passed (a hang fails its own test, not the file). */
+async function bounded<T>(p: Promise<T>, ms: number, what: string): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`${what} did not settle within ${ms} ms`)), ms);
+  });
+  return Promise.race([p, late]).finally(() => clearTimeout(timer));
+}
+
 async function reconcileUntilClean(uuid: string, timeoutMs = 120_000): Promise<{ ms: number; rounds: number }> {
   const t0 = performance.now();
   let rounds = 0;
@@ -106,7 +149,7 @@ async function reconcileUntilClean(uuid: string, timeoutMs = 120_000): Promise<{
     `nothing left of ${uuid}`,
     async () => {
       rounds++;
-      await t.driver.reconcile();
+      await bounded(t.driver.reconcile(), 120_000, 'reconcile');
       const l = await leftovers(t, uuid);
       return l.rbd.length + l.domains.length + l.files.length + l.journal.length === 0;
     },
@@ -170,7 +213,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   printReport('storage faults (private stack)', rows);
-  await t?.driver.reconcile().catch(() => undefined);
+  if (t) await bounded(t.driver.reconcile(), 60_000, 'reconcile').catch(() => undefined);
   for (const id of [onRbd, onHttp, onSlow, small]) await deleteImage(t?.glance, id);
   await t?.close().catch(() => undefined);
   http?.closeAllConnections();
@@ -178,13 +221,26 @@ afterAll(async () => {
   await ps?.down();
 }, 300_000);
 
+// Each test stops one service and starts it again; one that failed half-way must not leave it
+// stopped for the next ones (their failures would only repeat the first).
+beforeEach(async () => {
+  const healthy = await ps.run(['status', '--quiet']).then(
+    () => true,
+    () => false,
+  );
+  if (healthy) return;
+  console.error('private stack not healthy before this test: starting its stopped services');
+  for (const svc of ['mon', 'osd', 'mgr', 'glance', 'libvirtd']) await ps.run(['start', svc]);
+});
+
 describe('storage faults on a private stack', () => {
   it('OSD stopped during an import: typed error within the op timeout; once the OSD is back, reconcile in the SAME driver removes the partial image; retry succeeds', async () => {
     const uuid = newUuid();
     const s = spawnWithFault(uuid, onHttp, 4 * MiB, () => ps.run(['stop', 'osd']));
-    const r = await s.result;
+    let r: Awaited<typeof s.result>;
     let afterStop: number;
     try {
+      r = await s.result;
       afterStop = await s.faultToEnd(r.end);
       console.log(
         `OSD stop: spawn failed ${Math.round(afterStop)} ms after the OSD stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`,
@@ -370,9 +426,10 @@ describe('storage faults on a private stack', () => {
     // The slow http location (~5 MiB/s through Glance's proxy): Glance is stopped while it still
     // streams (from RBD, the 48 MiB can be through before the stop lands).
     const s = spawnWithFault(uuid, onSlow, 4 * MiB, () => ps.run(['stop', 'glance']));
-    const r = await s.result;
+    let r: Awaited<typeof s.result>;
     let afterStop: number;
     try {
+      r = await s.result;
       afterStop = await s.faultToEnd(r.end);
       console.log(
         `Glance stop: spawn failed ${Math.round(afterStop)} ms after Glance stopped: ${chain(r.error)}: ${(r.error as Error)?.message}`,

@@ -465,8 +465,8 @@ export class SpawnWorkflow {
   }
 
   /**
-   * The Glance record and the resolver's plan, fetched together (the plan reads the record
-   * itself); a record that cannot be used is reported before the plan's error.
+   * The resolver's plan and the Glance record it was made from; a record that cannot be used
+   * (not active, empty) is reported before the plan's error.
    */
   async #resolve(
     imageId: string,
@@ -474,22 +474,18 @@ export class SpawnWorkflow {
     backend: ImageBackend,
     signal: AbortSignal,
   ): Promise<{ image: GlanceImage; plan: Plan }> {
-    const planned = this.plan(imageId, backend.name, signal);
-    planned.catch(() => undefined);
-    let image: GlanceImage;
+    // The plan carries the image record it was made from: one Glance GET per spawn. Only when no
+    // plan comes is the record fetched on its own, so an inactive or empty image says so.
+    let plan: Plan;
     try {
-      image = await this.glance.getImage(imageId, { signal });
+      plan = await this.plan(imageId, backend.name, signal);
     } catch (err) {
-      throw imageError(imageId, err);
+      const image = await this.glance.getImage(imageId, { signal }).catch(() => undefined);
+      if (image) usable(image, uuid);
+      throw err;
     }
-    if (image.status !== 'active')
-      throw new DriverError('IMAGE_UNUSABLE', `Glance image ${imageId} is ${image.status}, not active`, {
-        instance: uuid,
-      });
-    // No backend can make a disk of nothing: refuse before anything is created.
-    if (image.size === 0)
-      throw new DriverError('IMAGE_UNUSABLE', `Glance image ${imageId} is empty (0 bytes)`, { instance: uuid });
-    return { image, plan: await planned };
+    usable(plan.image, uuid);
+    return { image: plan.image, plan };
   }
 
   /** The domain XML of an instance on this host (spawn, and evacuation from its recorded definition). */
@@ -561,4 +557,15 @@ export class SpawnWorkflow {
     await op.done('key');
     return { format: 'luks', secretUuid, keyProvider: this.keys.name, keyId: uuid };
   }
+}
+
+/** Throws IMAGE_UNUSABLE for an image no backend can make a disk of: not active, or empty. */
+function usable(image: GlanceImage, uuid: string): void {
+  if (image.status !== 'active')
+    throw new DriverError('IMAGE_UNUSABLE', `Glance image ${image.id} is ${image.status}, not active`, {
+      instance: uuid,
+    });
+  // No backend can make a disk of nothing: refuse before anything is created.
+  if (image.size === 0)
+    throw new DriverError('IMAGE_UNUSABLE', `Glance image ${image.id} is empty (0 bytes)`, { instance: uuid });
 }

@@ -311,9 +311,10 @@ export class GlanceClient {
           source: 'locations-api',
         };
       }
-      // 404 is ambiguous (no image, or no such API): the image GET below decides.
+      // 404 is ambiguous (no image, or no such API): a record the caller just read says the image
+      // exists (no second GET per spawn); without one, the image GET below decides.
       if (raw.res.status !== 404) this.#locationsApi = false;
-      const image = raw.res.status === 404 || !known ? await this.getImage(imageId, opts) : known;
+      const image = known ?? (await this.getImage(imageId, opts));
       this.#locationsApi = false;
       return fromImage(image);
     }
