@@ -259,9 +259,12 @@ export class Connection extends EventEmitter<ConnectionEvents> {
   ): Promise<LifecycleEvent> {
     return new Promise((resolve, reject) => {
       let timer: NodeJS.Timeout | undefined;
+      let listening = false;
       const cleanup = (): void => {
         this.off('lifecycle', onEvent);
         this.off('close', onClose);
+        if (listening) this.setMaxListeners(this.getMaxListeners() - 1);
+        listening = false;
         if (timer !== undefined) clearTimeout(timer);
         options.signal?.removeEventListener('abort', onAbort);
       };
@@ -291,6 +294,10 @@ export class Connection extends EventEmitter<ConnectionEvents> {
         onAbort();
         return;
       }
+      // One listener per waiter, gone when it settles: as many as the caller's concurrent waits
+      // (a driver's concurrent spawns), not a leak, so the warning's bound grows with them.
+      this.setMaxListeners(this.getMaxListeners() + 1);
+      listening = true;
       this.on('lifecycle', onEvent);
       this.on('close', onClose);
       options.signal?.addEventListener('abort', onAbort, { once: true });

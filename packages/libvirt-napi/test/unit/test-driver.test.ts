@@ -221,6 +221,33 @@ describe('domains', () => {
     expect((await rejection(conn.lookupByName(name))).codeName).toBe('VIR_ERR_NO_DOMAIN');
   });
 
+  it('20 concurrent lifecycle waits: no listener-leak warning, and the bound returns once they settle', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (w: Error): void => {
+      if (w.name === 'MaxListenersExceededWarning') warnings.push(w);
+    };
+    process.on('warning', onWarning);
+    const before = conn.getMaxListeners();
+    try {
+      const names = Array.from({ length: 20 }, (_, i) => uniqueName(`waiters-${i}`));
+      const waits = names.map((name) =>
+        conn.waitForLifecycle((e) => e.domain.name === name && e.event === 'started', { timeoutMs: 5000 }),
+      );
+      expect(conn.getMaxListeners()).toBe(before + 20);
+      const doms = await Promise.all(names.map((name) => conn.createXML(domainXML(name))));
+      await Promise.all(waits);
+      await Promise.all(doms.map((d) => d.destroy()));
+      // A timed-out wait gives its place back too.
+      await expect(conn.waitForLifecycle(() => false, { timeoutMs: 10 })).rejects.toThrow(/within 10 ms/);
+      await new Promise((r) => setImmediate(r));
+      expect(warnings).toEqual([]);
+      expect(conn.getMaxListeners()).toBe(before);
+      expect(conn.listenerCount('lifecycle')).toBe(0);
+    } finally {
+      process.off('warning', onWarning);
+    }
+  });
+
   it('delivers events to every open connection', async () => {
     const other = await connect(URI);
     try {
