@@ -81,7 +81,7 @@ const MiB = 1024 * 1024;
  * - anything else is streamed from its source into a new image with many aio writes in flight,
  *   skipping all-zero blocks, verifying the declared hash as it streams, never staged on local
  *   disk; non-raw images go through `qemu-img convert`, which reads the stream from a loopback
- *   HTTP server inside the backend and writes to RBD directly;
+ *   NBD server inside the backend and writes to RBD directly;
  * - a failed create removes its partial image.
  *
  * Create with {@link RbdBackend.create}; `close()` releases the cluster connections.

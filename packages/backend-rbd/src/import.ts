@@ -11,7 +11,7 @@ import {
   type SourceImage,
 } from '@ephemera/image-backend';
 import { isRbdError, type Image } from '@ephemera/ceph-rbd-napi';
-import { QemuImg, httpLocation, isQemuImgError, type ImageLocation } from '@ephemera/qemu-img-wrapper';
+import { QemuImg, isQemuImgError, type ImageLocation } from '@ephemera/qemu-img-wrapper';
 import { localRbdLocations } from './clone.js';
 import type { RbdContext } from './context.js';
 import { NAME } from './errors.js';
@@ -168,7 +168,7 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
  *   the target;
  * - otherwise a stream (`rbd-stream`: that snapshot read read-only through the binding, for a
  *   client without write caps there; `image-stream`: `SourceImage.open()`), served by a
- *   loopback HTTP server with byte ranges from a bounded memory window (qemu-img's reads of a
+ *   loopback NBD server (random reads) from a bounded memory window (qemu-img's reads of a
  *   qcow2 written by qemu-img are nearly sequential, after it read all L2 tables: a data pass
  *   behind the window restarts the stream); afterwards the rest of the stream is read so its
  *   size and hash are checked.
@@ -285,14 +285,14 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
       const srv = server;
       // Stop qemu-img on an abort or when the stream fails (download, hash, window): first
       // cooperatively (its reads fail and it exits, closing librbd cleanly), then with signals
-      // (qemu's curl driver can miss a closed connection and wait for its own timeout).
+      // (in case it does not notice the dropped connection).
       const stop = new AbortController();
       const onAbort = (): void => stop.abort(options.signal?.reason);
       options.signal?.addEventListener('abort', onAbort, { once: true });
       if (options.signal?.aborted) onAbort();
       srv.onFail = (err) => stop.abort(err);
       try {
-        await convert(httpLocation(srv.url, { timeoutSeconds: 600 }), {
+        await convert(srv.location, {
           signal: stop.signal,
           killGraceMs: 2_000,
           onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),

@@ -4,7 +4,7 @@
  * cloned copy-on-write (clone format 2 when the cluster allows, else format 1 of the protected
  * snapshot); anything else is streamed into RBD with parallel aio writes, zero blocks skipped
  * and the declared hash verified on the way, never staged on local disk (non-raw images are
- * converted by `qemu-img` reading the stream through a loopback HTTP server). With `goldenImages`,
+ * converted by `qemu-img` reading the stream through a loopback NBD server). With `goldenImages`,
  * such an image is imported or converted once per cluster into a cached raw golden image that
  * every disk clones (one builder elected by a RADOS lock with a lease). Built on
  * `@ephemera/ceph-rbd-napi` (librbd) and `@ephemera/qemu-img-wrapper` (format inspector).
@@ -13,7 +13,7 @@
  */
 
 // The backend and its options only: location and mon_host parsing, the clone-format rule and the
-// loopback HTTP server are internals (tests import them from their source files).
+// loopback NBD server are internals (tests import them from their source files).
 export { RbdBackend } from './backend.js';
 export type { DirectSnapshotTarget, RbdBackendOptions } from './options.js';
 export type { GoldenImageOptions } from './golden.js';

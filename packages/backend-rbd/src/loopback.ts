@@ -1,6 +1,4 @@
-import { randomBytes } from 'node:crypto';
-import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
-import type { Socket } from 'node:net';
+import { RangeServer } from './range-server.js';
 
 /** A range qemu asked for that has already streamed out of the window. */
 export class RangeUnavailableError extends Error {
@@ -38,7 +36,7 @@ export interface LoopbackOptions {
 export const MAX_REOPENS = 2;
 
 /**
- * Serves a forward-only image stream to qemu-img over HTTP on 127.0.0.1, with byte ranges, so
+ * Serves a forward-only image stream to qemu-img (an NBD export, see {@link RangeServer}), so
  * `qemu-img convert` can read a qcow2 (which needs seeks) straight from the download without the
  * image ever being written to local disk. It keeps the first `headBytes` (headers, L1/refcount
  * tables) and a sliding window of the last `windowBytes`; a request for data that already left
@@ -46,17 +44,10 @@ export const MAX_REOPENS = 2;
  * fails (the conversion then fails cleanly and says why). qemu-img's data reads of a qcow2
  * written by qemu-img (what image pipelines produce) are nearly sequential, but it reads every
  * L2 table first, so past 512 MiB of data the data pass starts behind the window once.
- *
- * The URL carries a random token; any other path is refused. Nothing but this process and
- * qemu-img ever sees the data.
  */
-export class LoopbackImageServer {
-  readonly size: number;
+export class LoopbackImageServer extends RangeServer {
   private readonly headKeep: number;
   private readonly windowBytes: number;
-  private readonly token = randomBytes(16).toString('hex');
-  private readonly server: Server;
-  private readonly sockets = new Set<Socket>();
   private head: Buffer;
   private headFill = 0;
   /** Window chunks, contiguous, covering [winStart, pos). */
@@ -65,69 +56,18 @@ export class LoopbackImageServer {
   private pos = 0;
   private ended = false;
   private lock: Promise<unknown> = Promise.resolve();
-  private failure: { error: unknown } | undefined;
-  private port = 0;
   /** Times the source was reopened. */
   reopened = 0;
-  /** Bytes served to qemu (for progress and tests). */
-  servedBytes = 0;
-  /** Largest offset qemu has asked for so far. */
-  highestRequested = 0;
 
   constructor(
     private source: AsyncIterator<Uint8Array>,
     private readonly options: LoopbackOptions,
   ) {
-    this.size = options.size;
+    super(options.size);
     this.headKeep = Math.min(options.headBytes ?? 8 * 1024 * 1024, options.size);
     this.windowBytes = options.windowBytes ?? 64 * 1024 * 1024;
     this.head = Buffer.alloc(this.headKeep);
-    this.server = createServer((req, res) => void this.handle(req, res));
-    this.server.on('connection', (s) => {
-      this.sockets.add(s);
-      s.on('close', () => this.sockets.delete(s));
-    });
   }
-
-  /** Starts listening on an ephemeral port of 127.0.0.1. */
-  async listen(): Promise<void> {
-    await new Promise<void>((resolve, reject) => {
-      this.server.once('error', reject);
-      this.server.listen(0, '127.0.0.1', () => {
-        this.server.off('error', reject);
-        resolve();
-      });
-    });
-    const addr = this.server.address();
-    if (!addr || typeof addr === 'string') throw new Error('loopback server has no port');
-    this.port = addr.port;
-  }
-
-  /** The URL qemu reads from. */
-  get url(): string {
-    return `http://127.0.0.1:${this.port}/${this.token}`;
-  }
-
-  /** The first error: of the source (download, hash, abort) or a range out of the window. */
-  get error(): unknown {
-    return this.failure?.error;
-  }
-
-  /** Makes every pending and future request fail (qemu-img then exits on its own, cleanly). */
-  fail(error: unknown): void {
-    if (!this.failure) {
-      this.failure = { error };
-      try {
-        this.onFail?.(error);
-      } catch {
-        // A faulty listener must not break the server.
-      }
-    }
-    for (const s of this.sockets) s.destroy();
-  }
-
-  /** Called once, on the first failure (the backend then stops qemu-img if it does not exit). */
-  onFail: ((error: unknown) => void) | undefined;
 
   /**
    * Reads the rest of the source without keeping it (so the source verifies its size and hash
@@ -137,13 +77,12 @@ export class LoopbackImageServer {
     await this.exclusive(async () => {
       while (!this.ended) await this.pull(true);
     });
-    if (this.failure) throw this.failure.error;
+    if (this.error !== undefined) throw this.error;
   }
 
   /** Stops the server and closes the source. Idempotent. */
-  async close(): Promise<void> {
-    for (const s of this.sockets) s.destroy();
-    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  override async close(): Promise<void> {
+    await super.close();
     if (!this.ended) {
       this.ended = true;
       await this.returnSource();
@@ -222,13 +161,12 @@ export class LoopbackImageServer {
   }
 
   /** Bytes [start, end] (inclusive), pulling the source forward as needed. */
-  private read(start: number, end: number): Promise<Buffer> {
+  protected read(start: number, end: number): Promise<Buffer> {
     return this.exclusive(async () => {
-      if (this.failure) throw this.failure.error;
+      if (this.error !== undefined) throw this.error;
       if (this.gone(start, end) && this.options.reopen && this.reopened < MAX_REOPENS) await this.restart();
       while (this.pos <= end && !this.ended) await this.pull();
-      const failed = this.failure as { error: unknown } | undefined;
-      if (failed) throw failed.error;
+      if (this.error !== undefined) throw this.error;
       end = Math.min(end, this.pos - 1);
       if (end < start) return Buffer.alloc(0);
       if (end < this.headFill) return Buffer.from(this.head.subarray(start, end + 1));
@@ -256,56 +194,5 @@ export class LoopbackImageServer {
       }
       return out;
     });
-  }
-
-  private async handle(req: IncomingMessage, res: ServerResponse): Promise<void> {
-    if (req.url !== `/${this.token}`) {
-      res.writeHead(404).end();
-      return;
-    }
-    if (this.failure) {
-      res.writeHead(500).end();
-      return;
-    }
-    if (req.method === 'HEAD') {
-      res.writeHead(200, {
-        'Content-Length': String(this.size),
-        'Accept-Ranges': 'bytes',
-        'Content-Type': 'application/octet-stream',
-      });
-      res.end();
-      return;
-    }
-    if (req.method !== 'GET') {
-      res.writeHead(405).end();
-      return;
-    }
-    const m = /^bytes=(\d+)-(\d*)$/.exec(String(req.headers.range ?? ''));
-    if (!m) {
-      // Only ranges: a whole-image GET would need the whole image in memory.
-      res.writeHead(416, { 'Content-Range': `bytes */${this.size}` }).end();
-      return;
-    }
-    const start = Number(m[1]);
-    const end = Math.min(m[2] ? Number(m[2]) : this.size - 1, this.size - 1);
-    if (start > end || start >= this.size) {
-      res.writeHead(416, { 'Content-Range': `bytes */${this.size}` }).end();
-      return;
-    }
-    this.highestRequested = Math.max(this.highestRequested, end);
-    try {
-      const data = await this.read(start, end);
-      this.servedBytes += data.length;
-      res.writeHead(206, {
-        'Content-Length': String(data.length),
-        'Content-Range': `bytes ${start}-${start + data.length - 1}/${this.size}`,
-        'Accept-Ranges': 'bytes',
-      });
-      res.end(data);
-    } catch {
-      if (!res.headersSent) res.writeHead(500);
-      res.end();
-      res.socket?.destroy();
-    }
   }
 }

@@ -1,4 +1,4 @@
-import { httpJson, rbdLocation, rbdUri, type RbdLocation } from '@ephemera/qemu-img-wrapper';
+import { nbdJson, rbdLocation, rbdUri, type NbdLocation, type RbdLocation } from '@ephemera/qemu-img-wrapper';
 
 /** Where qemu-img writes: an RBD image reached with a ceph.conf and (optionally) a keyring path. */
 export interface RbdTarget {
@@ -26,7 +26,7 @@ export function rbdTargetUri(t: RbdTarget): string {
   return rbdUri(t);
 }
 
-/** The `json:` spelling of an HTTP(S) source for QEMU's curl driver (format from `-f`). */
-export function httpSource(url: string, options: { readaheadBytes?: number; timeoutSeconds?: number } = {}): string {
-  return httpJson({ url, ...options });
+/** The `json:` spelling of an NBD export (a loopback server's) for QEMU's nbd driver (format from `-f`). */
+export function nbdSource(loc: NbdLocation): string {
+  return nbdJson(loc);
 }

@@ -41,11 +41,24 @@ export interface HttpLocation {
 }
 
 /**
- * Where an image lives: a local path (file or block device; always made absolute, so a name
- * like `nbd:x` or `-f` can never be taken for a protocol or an option), an RBD image or an
- * HTTP(S) source.
+ * An NBD export on a Unix socket, read by QEMU's nbd client driver (a source only; the format
+ * comes from `-f`). What a local server offers qemu-img, as nbdkit does for KubeVirt's CDI: QEMU's
+ * curl driver can hang after the last read of a conversion (docs/operations.md).
  */
-export type ImageLocation = string | RbdLocation | HttpLocation;
+export interface NbdLocation {
+  type: 'nbd';
+  /** Absolute path of the server's Unix socket. */
+  socketPath: string;
+  /** Export name (default: the server's default export, ''). */
+  exportName?: string;
+}
+
+/**
+ * Where an image lives: a local path (file or block device; always made absolute, so a name
+ * like `nbd:x` or `-f` can never be taken for a protocol or an option), an RBD image, an
+ * HTTP(S) source or an NBD export on a Unix socket.
+ */
+export type ImageLocation = string | RbdLocation | HttpLocation | NbdLocation;
 
 /** Builds an {@link HttpLocation}. */
 export function httpLocation(
@@ -53,6 +66,22 @@ export function httpLocation(
   options: { readaheadBytes?: number; timeoutSeconds?: number } = {},
 ): HttpLocation {
   return { type: 'http', url, ...options };
+}
+
+/** Builds an {@link NbdLocation}. */
+export function nbdLocation(socketPath: string, exportName?: string): NbdLocation {
+  return { type: 'nbd', socketPath, ...(exportName !== undefined ? { exportName } : {}) };
+}
+
+/** The `json:` spelling of an NBD export on a Unix socket for QEMU's nbd driver. */
+export function nbdJson(n: Omit<NbdLocation, 'type'>): string {
+  if (typeof n.socketPath !== 'string' || !isAbsolute(n.socketPath) || !NAME_RE.test(n.socketPath))
+    throw bad('NBD socketPath must be an absolute single-line path');
+  if (n.exportName !== undefined && (typeof n.exportName !== 'string' || /[\0\n\r]/.test(n.exportName)))
+    throw bad('NBD exportName must be a single-line string');
+  const file: Record<string, unknown> = { driver: 'nbd', server: { type: 'unix', path: n.socketPath } };
+  if (n.exportName) file['export'] = n.exportName;
+  return `json:${JSON.stringify({ file })}`;
 }
 
 /** The `json:` spelling of an HTTP(S) source for QEMU's curl driver. */
@@ -152,6 +181,7 @@ export function renderLocation(loc: ImageLocation): string {
   }
   if (loc && loc.type === 'rbd') return loc.syntax === 'json' ? rbdJson(loc) : rbdUri(loc);
   if (loc && loc.type === 'http') return httpJson(loc);
+  if (loc && loc.type === 'nbd') return nbdJson(loc);
   throw bad('unknown image location');
 }
 
@@ -187,7 +217,7 @@ export function renderImageOpts(loc: ImageLocation, format: string): string {
     return `driver=${optValue(format)},file.driver=file,file.filename=${optValue(renderLocation(loc))}`;
   }
   renderLocation(loc); // validates
-  if (loc.type === 'http' || loc.keyringPath !== undefined)
+  if (loc.type === 'http' || loc.type === 'nbd' || loc.keyringPath !== undefined)
     throw bad('--image-opts spells local and keyring-less RBD images only');
   let s = `driver=${optValue(format)},file.driver=rbd,file.pool=${optValue(loc.pool)}`;
   if (loc.namespace) s += `,file.namespace=${optValue(loc.namespace)}`;

@@ -1,5 +1,5 @@
-// The loopback HTTP server that lets qemu-img read a forward-only image stream: real qemu-img
-// (curl driver) converting qcow2 images to a local raw file, plus the protocol edge cases.
+// The loopback NBD server that lets qemu-img read a forward-only image stream: real qemu-img
+// (nbd driver) converting qcow2 images to a local raw file, plus the protocol edge cases.
 import { execFile } from 'node:child_process';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -8,7 +8,8 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patternBytes } from '@ephemera/image-backend';
 import { LoopbackImageServer, RangeUnavailableError } from '../../src/loopback.js';
-import { httpSource } from '../../src/qemu.js';
+import { nbdSource } from '../../src/qemu.js';
+import { nbdConnect } from './nbd-client.js';
 
 const run = promisify(execFile);
 const MiB = 1024 * 1024;
@@ -38,7 +39,7 @@ async function qcow2(raw: Uint8Array, extra: string[] = []): Promise<Uint8Array>
 }
 
 describe('LoopbackImageServer', () => {
-  it('serves a qcow2 stream to qemu-img convert (curl driver), byte-exact result, then drains the rest', async () => {
+  it('serves a qcow2 stream to qemu-img convert (nbd driver), byte-exact result, then drains the rest', async () => {
     const raw = new Uint8Array(24 * MiB);
     raw.set(patternBytes(3 * MiB, 1), 0);
     raw.set(patternBytes(2 * MiB, 2), 17 * MiB);
@@ -51,7 +52,7 @@ describe('LoopbackImageServer', () => {
     await srv.listen();
     const out = join(dir, 'converted.raw');
     try {
-      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), out], { timeout: 60_000 });
+      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', nbdSource(srv.location), out], { timeout: 60_000 });
       await srv.drain();
     } finally {
       await srv.close();
@@ -59,30 +60,29 @@ describe('LoopbackImageServer', () => {
     expect(Buffer.compare(await readFile(out), Buffer.from(raw))).toBe(0);
   });
 
-  it('refuses other paths and whole-image GETs; answers HEAD with the size and byte ranges', async () => {
+  it('NBD: a read-only export of the image size; unknown options unsupported, writes and reads past the end refused', async () => {
     const data = patternBytes(100_000, 3);
     const srv = new LoopbackImageServer(chunked(data, 10_000), { size: data.length });
     await srv.listen();
+    const c = await nbdConnect(srv.location.socketPath);
     try {
-      const base = srv.url;
-      expect((await fetch(base.replace(/\/[0-9a-f]+$/, '/other'))).status).toBe(404);
-      const head = await fetch(base, { method: 'HEAD' });
-      expect(head.status).toBe(200);
-      expect(head.headers.get('content-length')).toBe(String(data.length));
-      expect(head.headers.get('accept-ranges')).toBe('bytes');
-      expect((await fetch(base)).status).toBe(416);
-      const r = await fetch(base, { headers: { range: 'bytes=5000-5099' } });
-      expect(r.status).toBe(206);
-      expect(Buffer.from(await r.arrayBuffer()).equals(Buffer.from(data.subarray(5000, 5100)))).toBe(true);
-      const tail = await fetch(base, { headers: { range: 'bytes=99990-' } });
-      expect(tail.headers.get('content-range')).toBe(`bytes 99990-99999/${data.length}`);
-      expect((await fetch(base, { headers: { range: 'bytes=200000-200001' } })).status).toBe(416);
+      expect(c.size).toBe(data.length);
+      expect(c.flags & 2).toBe(2); // NBD_FLAG_READ_ONLY
+      expect(c.unsupportedReply).toBe(0x80000001); // NBD_REP_ERR_UNSUP
+      const r = await c.read(5000, 100);
+      expect(r.error).toBe(0);
+      expect(r.data.equals(Buffer.from(data.subarray(5000, 5100)))).toBe(true);
+      expect((await c.read(99_990, 10)).data.equals(Buffer.from(data.subarray(99_990)))).toBe(true);
+      expect((await c.read(99_990, 11)).error).toBe(22); // EINVAL
+      expect((await c.write(0, Buffer.alloc(512))).error).toBe(1); // EPERM
+      expect((await c.read(0, 10)).data.equals(Buffer.from(data.subarray(0, 10)))).toBe(true);
     } finally {
+      c.close();
       await srv.close();
     }
   });
 
-  it('fails a request for bytes that left the window (and every request after it)', async () => {
+  it('fails a read of bytes that left the window (EIO), and every read after it', async () => {
     const data = patternBytes(200_000, 4);
     const srv = new LoopbackImageServer(chunked(data, 10_000), {
       size: data.length,
@@ -90,15 +90,17 @@ describe('LoopbackImageServer', () => {
       windowBytes: 20_000,
     });
     await srv.listen();
+    const c = await nbdConnect(srv.location.socketPath);
     try {
-      expect((await fetch(srv.url, { headers: { range: 'bytes=150000-150999' } })).status).toBe(206);
+      expect((await c.read(150_000, 1000)).error).toBe(0);
       // Inside the head: still served.
-      expect((await fetch(srv.url, { headers: { range: 'bytes=0-999' } })).status).toBe(206);
-      const gone = await fetch(srv.url, { headers: { range: 'bytes=50000-50999' } }).catch((e: unknown) => e);
-      expect(gone instanceof Error || (gone as Response).status === 500).toBe(true);
+      expect((await c.read(0, 1000)).error).toBe(0);
+      const gone = await c.read(50_000, 1000).catch((e: unknown) => e);
+      expect(gone instanceof Error || (gone as { error: number }).error === 5).toBe(true);
       expect(srv.error).toBeInstanceOf(RangeUnavailableError);
-      expect((await fetch(srv.url, { headers: { range: 'bytes=0-9' } })).status).toBe(500);
+      await expect(nbdConnect(srv.location.socketPath).then((d) => d.read(0, 10))).rejects.toThrow(/closed/);
     } finally {
+      c.close();
       await srv.close();
     }
   });
@@ -126,7 +128,7 @@ describe('LoopbackImageServer', () => {
     const stop = new AbortController();
     srv.onFail = () => stop.abort();
     try {
-      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), out], {
+      await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', nbdSource(srv.location), out], {
         timeout: 60_000,
         signal: stop.signal,
       });
@@ -149,11 +151,13 @@ describe('LoopbackImageServer', () => {
       windowBytes: 40_000,
     });
     await srv.listen();
+    const c = await nbdConnect(srv.location.socketPath);
     try {
-      const r = await fetch(srv.url, { headers: { range: 'bytes=45000-64999' } });
-      expect(r.status).toBe(206);
-      expect(Buffer.from(await r.arrayBuffer()).equals(Buffer.from(data.subarray(45_000, 65_000)))).toBe(true);
+      const r = await c.read(45_000, 20_000);
+      expect(r.error).toBe(0);
+      expect(r.data.equals(Buffer.from(data.subarray(45_000, 65_000)))).toBe(true);
     } finally {
+      c.close();
       await srv.close();
     }
   });
@@ -166,12 +170,14 @@ describe('LoopbackImageServer', () => {
       windowBytes: 20_000,
     });
     await srv.listen();
+    const c = await nbdConnect(srv.location.socketPath);
     try {
-      expect((await fetch(srv.url, { headers: { range: 'bytes=150000-150999' } })).status).toBe(206);
-      const gone = await fetch(srv.url, { headers: { range: 'bytes=45000-64999' } }).catch((e: unknown) => e);
-      expect(gone instanceof Error || (gone as Response).status === 500).toBe(true);
+      expect((await c.read(150_000, 1000)).error).toBe(0);
+      const gone = await c.read(45_000, 20_000).catch((e: unknown) => e);
+      expect(gone instanceof Error || (gone as { error: number }).error === 5).toBe(true);
       expect(srv.error).toBeInstanceOf(RangeUnavailableError);
     } finally {
+      c.close();
       await srv.close();
     }
   });
@@ -183,7 +189,7 @@ describe('LoopbackImageServer', () => {
     await srv.listen();
     try {
       await expect(
-        run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), join(dir, 'x.raw')], {
+        run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', nbdSource(srv.location), join(dir, 'x.raw')], {
           timeout: 60_000,
         }),
       ).rejects.toThrow();

@@ -9,7 +9,7 @@ import { expectImageBackendError, patternBytes } from '@ephemera/image-backend';
 import { RbdBackend } from '../../src/index.js';
 import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost } from '../../src/locations.js';
 import { allowsCloneV2 } from '../../src/options.js';
-import { httpSource, rbdTargetUri } from '../../src/qemu.js';
+import { nbdSource, rbdTargetUri } from '../../src/qemu.js';
 import { InspectedStream, Window, blocks, isAllZero } from '../../src/stream.js';
 
 const FSID = 'acada594-e091-4f05-9d45-e3735cb2db40';
@@ -331,10 +331,11 @@ describe('qemu-img argv', () => {
     expect(() => rbdTargetUri({ pool: 'vms', image: 'x\n', user: 'u', confPath: '/c' })).toThrow();
   });
 
-  it('renders an HTTP source for the curl driver as json:', () => {
-    expect(httpSource('http://127.0.0.1:1/t', { timeoutSeconds: 600 })).toBe(
-      'json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}',
+  it('renders a loopback NBD export for the nbd driver as json:, refusing relative or multi-line paths', () => {
+    expect(nbdSource({ type: 'nbd', socketPath: '/tmp/ephemera-nbd-x/s' })).toBe(
+      'json:{"file":{"driver":"nbd","server":{"type":"unix","path":"/tmp/ephemera-nbd-x/s"}}}',
     );
-    expect(JSON.parse(httpSource('https://h/x').slice(5)).file.driver).toBe('https');
+    expect(() => nbdSource({ type: 'nbd', socketPath: 'rel/s' })).toThrow(/absolute/);
+    expect(() => nbdSource({ type: 'nbd', socketPath: '/a\nb' })).toThrow(/absolute/);
   });
 });

@@ -3,7 +3,7 @@
 import { createServer, type Server } from 'node:http';
 import type { Socket } from 'node:net';
 import { afterAll, beforeAll, describe, expect, test } from 'vitest';
-import { QemuImg, httpJson, httpLocation, rbdJson, rbdUri } from '@ephemera/qemu-img-wrapper';
+import { QemuImg, httpJson, httpLocation, nbdJson, nbdLocation, rbdJson, rbdUri } from '@ephemera/qemu-img-wrapper';
 import { tempDir, type TempDir } from './helpers.js';
 
 let dir: TempDir;
@@ -87,7 +87,16 @@ describe('convert abort hooks', () => {
   });
 });
 
-describe('HTTP and keyring spellings', () => {
+describe('HTTP, NBD and keyring spellings', () => {
+  test('an NBD export on a Unix socket for the nbd driver as json:, absolute paths only', () => {
+    expect(nbdJson(nbdLocation('/run/x/s'))).toBe(
+      'json:{"file":{"driver":"nbd","server":{"type":"unix","path":"/run/x/s"}}}',
+    );
+    expect(JSON.parse(nbdJson(nbdLocation('/run/x/s', 'disk')).slice(5)).file.export).toBe('disk');
+    expect(() => nbdJson({ socketPath: 'x/s' })).toThrow(/absolute/);
+    expect(() => nbdJson({ socketPath: '/x\ns' })).toThrow(/absolute/);
+  });
+
   test('an HTTP source for the curl driver as json:', () => {
     expect(httpJson({ url: 'http://127.0.0.1:1/t', timeoutSeconds: 600 })).toBe(
       'json:{"file":{"driver":"http","url":"http://127.0.0.1:1/t","timeout":600}}',
