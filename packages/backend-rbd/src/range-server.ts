@@ -1,4 +1,4 @@
-import { mkdtempSync, rmSync } from 'node:fs';
+import { mkdtempSync, readdirSync, rmSync } from 'node:fs';
 import { createServer, type Server, type Socket } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -61,9 +61,13 @@ export abstract class RangeServer {
   /** Bytes [start, end] (inclusive; fewer only at the end of the image). */
   protected abstract read(start: number, end: number): Promise<Buffer>;
 
-  /** Starts listening on a Unix socket in a new directory only this user can enter. */
+  /**
+   * Starts listening on a Unix socket in a new directory only this user can enter, named after
+   * this process; first removes the directories of processes that died (killed mid-conversion).
+   */
   async listen(): Promise<void> {
-    this.dir = mkdtempSync(join(tmpdir(), 'ephemera-nbd-'));
+    sweepDeadSocketDirs();
+    this.dir = mkdtempSync(join(tmpdir(), `${DIR_PREFIX}${process.pid}-`));
     const path = join(this.dir, 's');
     await new Promise<void>((resolve, reject) => {
       this.server.once('error', reject);
@@ -196,6 +200,35 @@ export abstract class RangeServer {
       // The source's own error is kept by whoever failed it; qemu-img sees EIO and exits.
       if (!sock.destroyed) sock.write(reply(EIO));
     }
+  }
+}
+
+const DIR_PREFIX = 'ephemera-nbd-';
+
+/** Removes `ephemera-nbd-<pid>-*` directories whose process is gone. */
+export function sweepDeadSocketDirs(root: string = tmpdir()): string[] {
+  const removed: string[] = [];
+  let names: string[];
+  try {
+    names = readdirSync(root);
+  } catch {
+    return removed;
+  }
+  for (const name of names) {
+    const m = /^ephemera-nbd-(\d+)-/.exec(name);
+    if (!m || alive(Number(m[1]))) continue;
+    rmSync(join(root, name), { recursive: true, force: true });
+    removed.push(name);
+  }
+  return removed;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (e) {
+    return (e as NodeJS.ErrnoException).code === 'EPERM';
   }
 }
 

@@ -1,13 +1,14 @@
 // The loopback NBD server that lets qemu-img read a forward-only image stream: real qemu-img
 // (nbd driver) converting qcow2 images to a local raw file, plus the protocol edge cases.
 import { execFile } from 'node:child_process';
-import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { mkdir, mkdtemp, readdir, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { patternBytes } from '@ephemera/image-backend';
 import { LoopbackImageServer, RangeUnavailableError } from '../../src/loopback.js';
+import { sweepDeadSocketDirs } from '../../src/range-server.js';
 import { nbdSource } from '../../src/qemu.js';
 import { nbdConnect } from './nbd-client.js';
 
@@ -79,6 +80,23 @@ describe('LoopbackImageServer', () => {
     } finally {
       c.close();
       await srv.close();
+    }
+  });
+
+  it("removes the socket directories of dead processes (killed mid-conversion), never a live one's", async () => {
+    const root = await mkdtemp(join(tmpdir(), 'ephemera-sweep-'));
+    const child = execFile('true');
+    const dead = child.pid!;
+    await new Promise((r) => child.on('exit', r));
+    await mkdir(join(root, `ephemera-nbd-${dead}-abc`));
+    await writeFile(join(root, `ephemera-nbd-${dead}-abc`, 's'), '');
+    await mkdir(join(root, `ephemera-nbd-${process.pid}-def`));
+    await mkdir(join(root, 'ephemera-nbd-notapid'));
+    try {
+      expect(sweepDeadSocketDirs(root)).toEqual([`ephemera-nbd-${dead}-abc`]);
+      expect((await readdir(root)).sort()).toEqual([`ephemera-nbd-${process.pid}-def`, 'ephemera-nbd-notapid']);
+    } finally {
+      await rm(root, { recursive: true, force: true });
     }
   });
 
