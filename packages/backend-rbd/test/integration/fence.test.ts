@@ -84,11 +84,12 @@ describe('RBD fenceClients', () => {
         await img.write(0, new Uint8Array(512).fill(2)); // its exclusive lock and watch
         const before = await backend.diskClients(d);
         expect(before.length).toBeGreaterThan(0);
-        const listBefore = await blocklisted();
         // Blocklisting itself would fail every later operation of this process (ESHUTDOWN).
         expect(await backend.fenceClients(d)).toEqual([]);
         await (backend as unknown as { ops: RbdOps }).ops.evictWatchers(diskId(d));
-        expect(await blocklisted()).toBe(listBefore);
+        // Only this process's addresses: other test files blocklist killed qemu-imgs meanwhile.
+        const after = await blocklisted();
+        for (const c of before) expect(after).not.toContain(c.address.replace(/^v[12]:/, ''));
         await img.write(512, new Uint8Array(512).fill(3));
       });
       expect((await backend.diskClients(d)).every((c) => !c.blocklisted)).toBe(true);
