@@ -64,7 +64,8 @@ function renderOptions(command: string, opts: Record<string, string | number | b
 /**
  * Creating a LUKS key slot benchmarks PBKDF2 on the thread's CPU time; on a busy host with
  * tick-based CPU accounting that reads 0 ms and QEMU gives up ("Unable to get accurate CPU
- * usage"). Nothing was formatted then: the same command is run again (3 tries in all).
+ * usage"). Nothing was formatted then: the same command is run again, after a pause that grows
+ * (5 tries in all: 3 back to back all failed once in a CI rehearsal, under a busy minute).
  */
 async function retryPbkdfBenchmark(
   run: () => Promise<RunResult>,
@@ -76,13 +77,17 @@ async function retryPbkdfBenchmark(
       return await run();
     } catch (e) {
       const stderr = (e as { stderr?: unknown }).stderr;
-      if (attempt >= 3 || signal?.aborted || typeof stderr !== 'string' || !stderr.includes(PBKDF_FLAKE)) throw e;
+      if (attempt >= PBKDF_TRIES || signal?.aborted || typeof stderr !== 'string' || !stderr.includes(PBKDF_FLAKE)) {
+        throw e;
+      }
       // The failed run may have created the target before formatting it (an RBD image).
       await beforeRetry?.();
+      await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
     }
   }
 }
 const PBKDF_FLAKE = 'Unable to get accurate CPU usage';
+const PBKDF_TRIES = 5;
 
 function num(v: unknown): number | undefined {
   return typeof v === 'number' && Number.isFinite(v) ? v : undefined;

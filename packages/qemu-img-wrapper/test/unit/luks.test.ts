@@ -111,6 +111,26 @@ describe('PBKDF benchmark flake', () => {
     expect((await readFile(count, 'utf8')).trim()).toBe('2');
   });
 
+  test('the PBKDF flake is tried 5 times in all, with pauses, then reported with its stderr', async () => {
+    const count = join(dir.path, 'always-runs');
+    const bin = join(dir.path, 'always-flaky');
+    await writeFile(
+      bin,
+      `#!/bin/sh\nn=$(cat "${count}" 2>/dev/null || echo 0); echo $((n+1)) > "${count}"\necho "qemu-img: x: Unable to get accurate CPU usage" >&2; exit 1\n`,
+      { mode: 0o755 },
+    );
+    const flaky = new QemuImg({ binary: bin, dieWithParent: false });
+    const t0 = performance.now();
+    await expect(
+      withSecretFile(join(dir.path, 'secrets'), pass, (s) =>
+        flaky.create(join(dir.path, 'g.luks'), { format: 'luks', size: MiB, options: luksCreateOptions(s), secrets: [s] }),
+      ),
+    ).rejects.toMatchObject({ kind: 'exit', stderr: expect.stringContaining('Unable to get accurate CPU usage') });
+    expect((await readFile(count, 'utf8')).trim()).toBe('5');
+    // 100 + 200 + 400 + 800 ms between the runs: a busy spell has time to pass.
+    expect(performance.now() - t0).toBeGreaterThanOrEqual(1400);
+  });
+
   test('a LUKS convert run again first removes the target the failed run created (as librbd, the stand-in refuses an existing one)', async () => {
     const count = join(dir.path, 'convert-runs');
     const bin = join(dir.path, 'flaky-convert');
