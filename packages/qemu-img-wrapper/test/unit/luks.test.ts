@@ -123,7 +123,12 @@ describe('PBKDF benchmark flake', () => {
     const t0 = performance.now();
     await expect(
       withSecretFile(join(dir.path, 'secrets'), pass, (s) =>
-        flaky.create(join(dir.path, 'g.luks'), { format: 'luks', size: MiB, options: luksCreateOptions(s), secrets: [s] }),
+        flaky.create(join(dir.path, 'g.luks'), {
+          format: 'luks',
+          size: MiB,
+          options: luksCreateOptions(s),
+          secrets: [s],
+        }),
       ),
     ).rejects.toMatchObject({ kind: 'exit', stderr: expect.stringContaining('Unable to get accurate CPU usage') });
     expect((await readFile(count, 'utf8')).trim()).toBe('5');
