@@ -15,6 +15,7 @@ export class SnapshotRangeServer extends RangeServer {
   /** The snapshot's bytes in order (what `readImage` hashes). */
   readonly feed: OrderedFeed;
   private readonly recent: { start: number; bytes: Buffer }[] = [];
+  private first: { start: number; bytes: Buffer } | undefined;
   /** Bytes read from the cluster (by qemu-img's requests and by the feed). */
   clusterBytes = 0;
 
@@ -34,26 +35,26 @@ export class SnapshotRangeServer extends RangeServer {
   }
 
   /**
-   * `length` bytes at `start`. qemu's curl driver asks for each range plus its readahead
-   * (256 KiB), which the next range asks for again, and re-reads the header the feed read for
-   * the inspector: the overlap with the last ranges read comes from memory, not the cluster.
+   * `length` bytes at `start`. qemu-img reads the header the feed read first for the inspector,
+   * and ranges can overlap: those come from memory (the first range read, and the last few),
+   * not from the cluster.
    */
   private async fetch(start: number, length: number): Promise<Buffer> {
     const end = Math.min(start + length, this.size);
-    const held = this.recent.find((r) => r.start <= start && start < r.start + r.bytes.length);
+    const held = [this.first, ...this.recent].find((r) => r && r.start <= start && start < r.start + r.bytes.length);
     const from = held
       ? held.bytes.subarray(start - held.start, Math.min(held.bytes.length, end - held.start))
       : undefined;
     const next = start + (from?.length ?? 0);
-    let bytes: Buffer;
-    if (next >= end) bytes = from!;
+    if (next >= end) return from!;
+    const rest = await this.img.read(next, end - next);
+    this.clusterBytes += rest.length;
+    const bytes = from ? Buffer.concat([from, rest]) : rest;
+    if (start === 0 && !this.first) this.first = { start, bytes };
     else {
-      const rest = await this.img.read(next, end - next);
-      this.clusterBytes += rest.length;
-      bytes = from ? Buffer.concat([from, rest]) : rest;
+      this.recent.push({ start, bytes });
+      if (this.recent.length > RECENT) this.recent.shift();
     }
-    this.recent.push({ start, bytes });
-    if (this.recent.length > RECENT) this.recent.shift();
     return bytes;
   }
 

@@ -1,4 +1,4 @@
-// SnapshotRangeServer with real qemu-img (curl driver) over a buffer-backed snapshot: qemu-img
+// SnapshotRangeServer with real qemu-img (nbd driver) over a buffer-backed snapshot: qemu-img
 // converts by random access while the feed passes the same bytes on in order, so the source is
 // read about once. The librbd side is covered by the integration tests (rbd-backend, golden).
 import { createHash } from 'node:crypto';
@@ -10,7 +10,7 @@ import { promisify } from 'node:util';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Image } from '@ephemera/ceph-rbd-napi';
 import { patternBytes } from '@ephemera/image-backend';
-import { httpSource } from '../../src/qemu.js';
+import { nbdSource } from '../../src/qemu.js';
 import { SnapshotRangeServer } from '../../src/snapshot-server.js';
 
 const run = promisify(execFile);
@@ -62,7 +62,7 @@ async function convertThrough(
   await srv.listen();
   const out = join(dir, 'out.raw');
   try {
-    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', httpSource(srv.url), out], { timeout: 60_000 });
+    await run('qemu-img', ['convert', '-f', 'qcow2', '-O', 'raw', nbdSource(srv.location), out], { timeout: 60_000 });
     srv.feed.selfRead = true;
     await consumed;
   } finally {
