@@ -125,8 +125,6 @@ export abstract class RangeServer {
     sock.write(hello);
     let buf: Buffer = Buffer.alloc(0);
     let phase: 'flags' | 'options' | 'transmission' = 'flags';
-    // Requests are answered one at a time, in order (simple replies carry the handle anyway).
-    let queue: Promise<void> = Promise.resolve();
     sock.on('data', (d: Buffer) => {
       buf = buf.length ? Buffer.concat([buf, d]) : d;
       for (;;) {
@@ -171,7 +169,9 @@ export abstract class RangeServer {
           const offset = Number(buf.readBigUInt64BE(16));
           buf = buf.subarray(28 + payload);
           if (type === CMD_DISC) return void sock.end();
-          queue = queue.then(() => this.answer(sock, type, handle, offset, length));
+          // Answered as they complete: a simple reply names its request's handle, and qemu keeps
+          // several reads in flight (a subclass that needs order serialises its reads itself).
+          void this.answer(sock, type, handle, offset, length);
         }
       }
     });
@@ -195,10 +195,10 @@ export abstract class RangeServer {
       const data = await this.read(offset, offset + length - 1);
       if (data.length !== length) throw new Error(`short read: ${data.length} of ${length} bytes at ${offset}`);
       this.servedBytes += data.length;
-      sock.write(Buffer.concat([reply(0), data]));
+      if (!sock.destroyed && !sock.writableEnded) sock.write(Buffer.concat([reply(0), data]));
     } catch {
       // The source's own error is kept by whoever failed it; qemu-img sees EIO and exits.
-      if (!sock.destroyed) sock.write(reply(EIO));
+      if (!sock.destroyed && !sock.writableEnded) sock.write(reply(EIO));
     }
   }
 }

@@ -18,6 +18,8 @@ export class SnapshotRangeServer extends RangeServer {
   private first: { start: number; bytes: Buffer } | undefined;
   /** Bytes read from the cluster (by qemu-img's requests and by the feed). */
   clusterBytes = 0;
+  private readonly reads = new Set<Promise<Buffer>>();
+  private closed = false;
 
   constructor(
     private readonly img: Image,
@@ -47,7 +49,14 @@ export class SnapshotRangeServer extends RangeServer {
       : undefined;
     const next = start + (from?.length ?? 0);
     if (next >= end) return from!;
-    const rest = await this.img.read(next, end - next);
+    const reading = this.img.read(next, end - next);
+    this.reads.add(reading);
+    let rest: Buffer;
+    try {
+      rest = await reading;
+    } finally {
+      this.reads.delete(reading);
+    }
     this.clusterBytes += rest.length;
     const bytes = from ? Buffer.concat([from, rest]) : rest;
     if (start === 0 && !this.first) this.first = { start, bytes };
@@ -58,10 +67,14 @@ export class SnapshotRangeServer extends RangeServer {
     return bytes;
   }
 
-  /** Stops serving and closes the snapshot. Idempotent. */
+  /** Stops serving and closes the snapshot once its reads settled (librbd aborts a close with aio in flight). Idempotent. */
   override async close(): Promise<void> {
     await super.close();
     this.feed.fail(new Error('the snapshot server was closed'));
-    await this.img.close().catch(() => undefined);
+    while (this.reads.size) await Promise.allSettled([...this.reads]);
+    if (!this.closed) {
+      this.closed = true;
+      await this.img.close().catch(() => undefined);
+    }
   }
 }
