@@ -127,6 +127,7 @@ export async function caseGoldenSpawn(ctx) {
     confPath: eph.confPath,
     clientId: eph.id,
     keyringPath: eph.keyringPath,
+    secretUuid: stack.libvirt.cephSecretUuid,
     goldenImages: {},
   });
   const disks = [];
