@@ -191,7 +191,8 @@ try {
     }
   }
 
-  const rssIdle = procRss().rss;
+  const idle = procRss();
+  const rssIdle = idle.rss;
   const peaks = {};
   const result = { spawns: job.spawns, serial: job.serial };
 
@@ -264,6 +265,8 @@ try {
   };
   result.memory = {
     rssIdleBytes: rssIdle,
+    rssIdleAnonBytes: idle.anon,
+    rssIdleFileBytes: idle.file,
     peakDefineOnlyBytes: peaks.defineOnly,
     peakBootBytes: peaks.boot,
     peakBytes: Math.max(peaks.defineOnly, peaks.boot),

@@ -129,11 +129,15 @@ export function deviceWrittenBytes(name) {
   }
   return null;
 }
-/** Peak and current RSS of a process in bytes (`VmHWM`, `VmRSS`). */
+/**
+ * Peak and current RSS of a process in bytes (`VmHWM`, `VmRSS`), and the current RSS split into
+ * anonymous memory (`RssAnon`: the process's own) and file-backed pages (`RssFile`: clean pages
+ * of the node binary and the shared libraries, shared with every process that maps them).
+ */
 export function procRss(pid = 'self') {
   const s = readFileSync(`/proc/${pid}/status`, 'utf8');
   const kb = (k) => Number((new RegExp(`^${k}:\\s+(\\d+)`, 'm').exec(s) ?? [])[1] ?? NaN) * 1024;
-  return { hwm: kb('VmHWM'), rss: kb('VmRSS') };
+  return { hwm: kb('VmHWM'), rss: kb('VmRSS'), anon: kb('RssAnon'), file: kb('RssFile') };
 }
 
 /**
