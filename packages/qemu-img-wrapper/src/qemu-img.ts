@@ -1,4 +1,5 @@
 import { lstat, unlink } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { QemuImgError } from './errors.js';
 import { inspectImageFile, safetyCheck, type InspectedImage, type SafetyOptions } from './inspector/index.js';
 import { isLocal, renderBacking, renderImageOpts, renderLocation, type ImageLocation } from './location.js';
@@ -82,7 +83,8 @@ async function retryPbkdfBenchmark(
       }
       // The failed run may have created the target before formatting it (an RBD image).
       await beforeRetry?.();
-      await new Promise((r) => setTimeout(r, 100 * 2 ** (attempt - 1)));
+      // An abort ends the pause at once; the next run then rejects as aborted before it starts.
+      await sleep(100 * 2 ** (attempt - 1), undefined, { signal }).catch(() => undefined);
     }
   }
 }

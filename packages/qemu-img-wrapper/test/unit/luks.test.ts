@@ -136,6 +136,37 @@ describe('PBKDF benchmark flake', () => {
     expect(performance.now() - t0).toBeGreaterThanOrEqual(1400);
   });
 
+  test('an abort during a pause between tries ends it at once, as an aborted error, with no further run', async () => {
+    const count = join(dir.path, 'abort-runs');
+    const bin = join(dir.path, 'abort-flaky');
+    await writeFile(
+      bin,
+      `#!/bin/sh\nn=$(cat "${count}" 2>/dev/null || echo 0); echo $((n+1)) > "${count}"\necho "qemu-img: x: Unable to get accurate CPU usage" >&2; exit 1\n`,
+      { mode: 0o755 },
+    );
+    const flaky = new QemuImg({ binary: bin, dieWithParent: false });
+    const ac = new AbortController();
+    const created = withSecretFile(join(dir.path, 'secrets'), pass, (s) =>
+      flaky.create(join(dir.path, 'h.luks'), {
+        format: 'luks',
+        size: MiB,
+        options: luksCreateOptions(s),
+        secrets: [s],
+        signal: ac.signal,
+      }),
+    );
+    created.catch(() => undefined);
+    // Abort once the fourth run failed: inside the last pause, 800 ms long.
+    for (let i = 0; i < 1000 && (await readFile(count, 'utf8').catch(() => '')).trim() !== '4'; i++)
+      await new Promise((r) => setTimeout(r, 5));
+    const t0 = performance.now();
+    ac.abort();
+    await expect(created).rejects.toMatchObject({ kind: 'aborted' });
+    // Well before the pause would have ended: the abort cut it short, and no fifth run started.
+    expect(performance.now() - t0).toBeLessThan(600);
+    expect((await readFile(count, 'utf8')).trim()).toBe('4');
+  });
+
   test('a LUKS convert run again first removes the target the failed run created (as librbd, the stand-in refuses an existing one)', async () => {
     const count = join(dir.path, 'convert-runs');
     const bin = join(dir.path, 'flaky-convert');
