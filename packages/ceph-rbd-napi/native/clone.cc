@@ -126,7 +126,7 @@ Napi::Value NImage::Children(const Napi::CallbackInfo& info) {
 
 // snapChildren(snapId): clones of the snapshot with this id (any namespace, e.g. a trash
 // snapshot, which has no usable name), through a second read-only handle set at that id.
-// Implements rbd_list_children3() on a read-only handle set with rbd_snap_set_by_id().
+// Implements rbd_list_children3() on a read-only handle set with rbd_snap_set_by_id() (closed with CloseImage()).
 Napi::Value NImage::SnapChildren(const Napi::CallbackInfo& info) {
   uint64_t snap_id = ArgU64(info, 0, "snapshot id");
   auto s = std::make_shared<LinkedSpecList>();
@@ -142,7 +142,7 @@ Napi::Value NImage::SnapChildren(const Napi::CallbackInfo& info) {
         if (rc < 0) return rc;
         rc = rbd_snap_set_by_id(h, snap_id);
         if (rc >= 0) rc = s->Fill(h);
-        rbd_close(h);
+        CloseImage(res->ioctx->io, h);
         return rc < 0 ? rc : 0;
       },
       [s](Napi::Env env) { return LinkedSpecs(env, *s); },

@@ -68,6 +68,21 @@ class IoCtxRes : public Res {
   }
 };
 
+// Implements rados_aio_flush_async() as a barrier, then rbd_close().
+// librbd 16.2 finishes an image open inside a librados callback: it wakes the opener, then
+// re-locks the image's ImageState mutex. A close that frees the image before that callback
+// returns makes the callback lock freed memory (SIGABRT, known failure 13; docs/ceph-client.md).
+// A client's callbacks run one at a time (librados' finish strand), so the callback of a no-op
+// flush issued here runs only after that one has returned.
+inline int CloseImage(rados_ioctx_t io, rbd_image_t image) {
+  rados_completion_t c = nullptr;
+  if (rados_aio_create_completion2(nullptr, [](rados_completion_t, void*) {}, &c) == 0) {
+    if (rados_aio_flush_async(io, c) == 0) rados_aio_wait_for_complete_and_cb(c);
+    rados_aio_release(c);
+  }
+  return rbd_close(image);
+}
+
 class ImageRes : public Res {
  public:
   ImageRes(std::shared_ptr<IoCtxRes> parent, rbd_image_t i, std::string n, std::string s)
@@ -78,7 +93,7 @@ class ImageRes : public Res {
     if (image && !Destroyed() && !(exiting() && exiting()->load()) && ioctx->TryPin()) {
       rbd_image_t i = image;
       PostDetached(nullptr, [i, parent = std::move(ioctx)]() mutable {
-        rbd_close(i);
+        CloseImage(parent->io, i);
         parent->Release();
         parent.reset();
       });
@@ -93,7 +108,7 @@ class ImageRes : public Res {
  protected:
   int DestroyNative() override {
     int rc = 0;
-    if (image) rc = rbd_close(image);
+    if (image) rc = CloseImage(ioctx->io, image);
     image = nullptr;
     return rc;
   }
