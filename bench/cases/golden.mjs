@@ -13,11 +13,10 @@
 //     around each way, so that one meter counts both paths (glance-api reading the pool to serve a
 //     download; Ephemera's golden build reading the snapshot through librbd). Beside it, the bytes
 //     of Glance API downloads, counted on the client side (the bytes of every download stream).
-//     Ephemera's backend runs as a client that may open Glance's snapshot the way qemu-img does
-//     (client.admin here: write caps on the images pool, see convertFromRbd): with the stack's
-//     read-only client the build converts from a stream, which fails for this image (README).
-//     One Ephemera clone is then booted by the driver (golden images on, the stack's client) to
-//     the guest's serial marker as a spot check.
+//     Ephemera's backend runs as the stack's client.ephemera (read-only on the images pool, as
+//     Nova's user): the build serves Glance's snapshot to qemu-img from the backend, which hashes
+//     the same reads (one read of the snapshot). One Ephemera clone is then booted by the driver
+//     (golden images on, the same client) to the guest's serial marker as a spot check.
 // (b) snapshot time of a 1 GiB and an 8 GiB sparse instance disk: see golden-snapshot.mjs.
 import { execFile } from 'node:child_process';
 import { constants, createWriteStream } from 'node:fs';
@@ -123,10 +122,12 @@ export async function caseGoldenSpawn(ctx) {
   const cacheMode = (await supportsDirectIo(dir)) ? 'none' : 'writeback';
   const fx = await ctx.fixtures.get(GiB, 'random', { format: 'qcow2' });
   const { RbdBackend } = await import('@ephemera/backend-rbd');
-  // client.admin (the conf's keyring): no disk of this backend is booted, so no libvirt secret.
   const backend = await RbdBackend.create({
     pool: vmsPool,
-    confPath: stack.ceph.users.admin.confPath,
+    confPath: eph.confPath,
+    clientId: eph.id,
+    keyringPath: eph.keyringPath,
+    secretUuid: stack.libvirt.cephSecretUuid,
     goldenImages: {},
   });
   const disks = [];

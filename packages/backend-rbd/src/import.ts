@@ -18,6 +18,8 @@ import { NAME } from './errors.js';
 import type { RbdUrl } from './locations.js';
 import { LoopbackImageServer, RangeUnavailableError } from './loopback.js';
 import { rbdTarget } from './qemu.js';
+import type { RangeServer } from './range-server.js';
+import { SnapshotRangeServer } from './snapshot-server.js';
 import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
 
 /** Declared formats imported byte for byte (qemu reads them as raw). */
@@ -27,11 +29,9 @@ export const CONVERT_FORMATS = new Set(['qcow2', 'vmdk', 'vhd', 'vpc', 'vhdx', '
 
 /** Where `qemu-img convert` reads a non-raw image from. */
 export type ConvertSource =
-  /** qemu-img opens the snapshot itself (this client has write caps on its pool). */
-  | { kind: 'rbd-direct'; url: RbdUrl }
-  /** The binding reads the snapshot read-only and serves it to qemu-img on the loopback. */
-  | { kind: 'rbd-stream'; url: RbdUrl }
-  /** `SourceImage.open()` (Glance's download), served on the loopback. */
+  /** The binding opens the snapshot read-only and serves it to qemu-img on the loopback by random access. */
+  | { kind: 'rbd'; url: RbdUrl }
+  /** `SourceImage.open()` (Glance's download), served on the loopback from a window. */
   | { kind: 'image-stream' };
 
 /** One create from an image: the disk, the image, the caller's options, progress and start time. */
@@ -49,9 +49,8 @@ export interface ImportJob {
 
 /**
  * Where qemu-img reads a non-raw image: the first local `rbd://` snapshot this client can open
- * read-only (what the resolver's rbd-copy plan promises, `read <pool>/<image>@<snap>`), by
- * qemu-img itself when it may open it, else through the binding; Glance's stream only when no
- * local snapshot is readable. Each skipped location says why.
+ * read-only (what the resolver's rbd-copy plan promises, `read <pool>/<image>@<snap>`); Glance's
+ * stream only when no local snapshot is readable. Each skipped location says why.
  */
 export async function convertSource(
   ctx: RbdContext,
@@ -60,7 +59,7 @@ export async function convertSource(
   const skipped: string[] = [];
   for (const { url, location } of localRbdLocations(image, ctx.fsid)) {
     try {
-      await ctx.ops.probeSnapshot(url, true);
+      await ctx.ops.probeSnapshot(url);
     } catch (e) {
       if (!isRbdError(e)) throw e;
       skipped.push(
@@ -68,23 +67,9 @@ export async function convertSource(
       );
       continue;
     }
-    return { source: { kind: (await qemuCanRead(ctx, url)) ? 'rbd-direct' : 'rbd-stream', url }, skipped };
+    return { source: { kind: 'rbd', url }, skipped };
   }
   return { source: { kind: 'image-stream' }, skipped };
-}
-
-/**
- * Whether qemu-img could open this snapshot as our client: QEMU's rbd driver always uses
- * `rbd_open`, which registers a watch and so needs write caps on the pool (a Nova-style
- * `profile rbd-read-only pool=images` user cannot; the stream path is used then).
- */
-async function qemuCanRead(ctx: RbdContext, u: RbdUrl): Promise<boolean> {
-  try {
-    await ctx.ops.probeSnapshot(u, false);
-    return true;
-  } catch {
-    return false;
-  }
 }
 
 /**
@@ -161,37 +146,47 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
  * Converts a non-raw image with `qemu-img convert -O raw` (through `@ephemera/qemu-img-wrapper`)
  * straight into RBD; nothing is staged on local disk. The inspector vets the first bytes
  * (declared format, no backing or data file, no encryption, a virtual size) before the target
- * exists. Where qemu-img reads (`from`, see {@link convertSource}):
- * - `rbd-direct` (an `rbd://` location in this cluster that qemu may open): the Glance snapshot
- *   itself, through librbd (random access, so any qcow2 layout works), while the same bytes are
- *   read through the binding to check the declared hash; a mismatch stops qemu-img and removes
- *   the target;
- * - otherwise a stream (`rbd-stream`: that snapshot read read-only through the binding, for a
- *   client without write caps there; `image-stream`: `SourceImage.open()`), served by a
- *   loopback NBD server (random reads) from a bounded memory window (qemu-img's reads of a
- *   qcow2 written by qemu-img are nearly sequential, after it read all L2 tables: a data pass
- *   behind the window restarts the stream); afterwards the rest of the stream is read so its
- *   size and hash are checked.
- * Any failure removes the target.
+ * exists. qemu-img reads from a loopback NBD server (random reads; `from`, see
+ * {@link convertSource}):
+ * - `rbd` (an `rbd://` location in this cluster): the Glance snapshot, opened read-only through
+ *   the binding and served by random access (any qcow2 layout works); the bytes qemu-img reads
+ *   are hashed in file order as they pass (pieces read ahead are held, up to
+ *   `convertStream.windowBytes`), and only what it never read is read afterwards: one read of
+ *   the source (docs/operations.md, "Raw images for clones");
+ * - `image-stream` (`SourceImage.open()`): the stream, served from a bounded memory window
+ *   (qemu-img's reads of a qcow2 written by qemu-img are nearly sequential, after it read all
+ *   L2 tables: a data pass behind the window restarts the stream); afterwards the rest of the
+ *   stream is read so its size and hash are checked.
+ * A hash that does not match fails the call. Any failure removes the target.
  */
 export async function importConverted(ctx: RbdContext, job: ImportJob, from: ConvertSource): Promise<CreateResult> {
   const { ops, options: o } = ctx;
   const { id, image, format, reason, options, progress, started } = job;
-  const direct = from.kind === 'rbd-direct' ? from.url : undefined;
-  const fromRbd = from.kind === 'image-stream' ? undefined : from.url;
-  const source: SourceImage = fromRbd ? { ...image, open: async () => ops.readSnapshot(fromRbd) } : image;
-  // Direct: progress comes from qemu-img only (the hash read runs alongside).
+  const snap = from.kind === 'rbd' ? from.url : undefined;
+  // Opened on the inspector's first read (its failure is the source's, as a download's).
+  let ranged: SnapshotRangeServer | undefined;
+  const source: SourceImage = snap
+    ? {
+        ...image,
+        open: async () => {
+          ranged = new SnapshotRangeServer(await ops.openSnapshot(snap), image.size, {
+            blockBytes: ops.cfg.blockBytes,
+            maxAheadBytes: o.convertStream?.windowBytes ?? 64 * 1024 * 1024,
+          });
+          return ranged.feed.chunks();
+        },
+      }
+    : image;
+  // From RBD, progress comes from qemu-img only (the hash follows its reads).
   const stream = new InspectedStream(
-    readImage(source, { signal: options.signal, ...(direct ? {} : { progress }), backend: NAME })[
-      Symbol.asyncIterator
-    ](),
+    readImage(source, { signal: options.signal, ...(snap ? {} : { progress }), backend: NAME })[Symbol.asyncIterator](),
   );
   // The stream whose inspector and hash see the bytes qemu-img read last (a restarted one, below).
   let current = stream;
   const declared = format === 'vpc' ? 'vhd' : format;
   let created = false;
   let killed = false;
-  let server: LoopbackImageServer | undefined;
+  let server: RangeServer | undefined;
   try {
     const head = await stream.readHead();
     if (!head) {
@@ -251,21 +246,15 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
         onKill: () => (killed = true),
         ...extra,
       });
-    if (direct) {
-      const stop = new AbortController();
-      const onAbort = (): void => stop.abort(options.signal?.reason);
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      const verify = (async () => {
+    let verify: Promise<void> | undefined;
+    if (ranged) {
+      const snapServer = ranged;
+      server = snapServer;
+      snapServer.feed.selfRead = false; // from here on, qemu-img's reads feed the hash
+      verify = (async () => {
         for await (const chunk of stream.chunks()) void chunk; // readImage hashes and counts
       })();
-      verify.catch((e: unknown) => stop.abort(e));
-      const [c, v] = await Promise.allSettled([
-        convert(rbd(direct.pool, direct.image, direct.snapshot), { signal: stop.signal, killGraceMs: 200 }),
-        verify,
-      ]);
-      options.signal?.removeEventListener('abort', onAbort);
-      if (v.status === 'rejected') throw v.reason;
-      if (c.status === 'rejected') throw c.reason;
+      verify.catch((e: unknown) => snapServer.fail(e));
     } else {
       server = new LoopbackImageServer(stream.chunks()[Symbol.asyncIterator](), {
         size: image.size,
@@ -281,39 +270,41 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
           return current.chunks()[Symbol.asyncIterator]();
         },
       });
-      await server.listen();
-      const srv = server;
-      // Stop qemu-img on an abort or when the stream fails (download, hash, window): first
-      // cooperatively (its reads fail and it exits, closing librbd cleanly), then with signals
-      // (in case it does not notice the dropped connection).
-      const stop = new AbortController();
-      const onAbort = (): void => stop.abort(options.signal?.reason);
-      options.signal?.addEventListener('abort', onAbort, { once: true });
-      if (options.signal?.aborted) onAbort();
-      srv.onFail = (err) => stop.abort(err);
-      try {
-        await convert(srv.location, {
-          signal: stop.signal,
-          killGraceMs: 2_000,
-          onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
-        });
-      } catch (e) {
-        // The stream's own failure (download, hash, abort, window) explains qemu-img's.
-        throw srv.error ?? e;
-      } finally {
-        options.signal?.removeEventListener('abort', onAbort);
-      }
-      await srv.drain();
     }
+    await server.listen();
+    const srv = server;
+    // Stop qemu-img on an abort or when the source fails (read, hash, window): first
+    // cooperatively (its reads fail and it exits, closing librbd cleanly), then with signals
+    // (in case it does not notice the dropped connection).
+    const stop = new AbortController();
+    const onAbort = (): void => stop.abort(options.signal?.reason);
+    options.signal?.addEventListener('abort', onAbort, { once: true });
+    if (options.signal?.aborted) onAbort();
+    srv.onFail = (err) => stop.abort(err);
+    try {
+      await convert(srv.location, {
+        signal: stop.signal,
+        killGraceMs: 2_000,
+        onAbort: () => srv.fail(new AbortedError('createFromImage aborted', { backend: NAME, diskId: id })),
+      });
+    } catch (e) {
+      ranged?.feed.fail(e);
+      await verify?.catch(() => undefined);
+      // The source's own failure (read, hash, abort, window) explains qemu-img's.
+      throw srv.error ?? e;
+    } finally {
+      options.signal?.removeEventListener('abort', onAbort);
+    }
+    if (ranged) {
+      ranged.feed.selfRead = true; // what qemu-img never read (refcount blocks, unused tails)
+      await verify;
+    } else await (srv as LoopbackImageServer).drain();
     checkDeclared(current.end(), declared, NAME, id);
     throwIfAborted(options.signal, 'createFromImage');
     progress.finish(image.size, image.size);
-    const via =
-      from.kind === 'rbd-direct'
-        ? `; converted by qemu-img reading ${from.url.pool}/${from.url.image}@${from.url.snapshot}`
-        : from.kind === 'rbd-stream'
-          ? `; converted by qemu-img from the stream of ${from.url.pool}/${from.url.image}@${from.url.snapshot} (read-only through librbd)`
-          : '; converted by qemu-img from the stream';
+    const via = snap
+      ? `; converted by qemu-img reading ${snap.pool}/${snap.image}@${snap.snapshot} (read-only through librbd, hashed in the same pass: ${ranged?.clusterBytes ?? 0} bytes read for ${image.size})`
+      : '; converted by qemu-img from the stream';
     return {
       method: 'imported',
       reason: reason + via,
@@ -322,7 +313,7 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
       durationMs: Date.now() - started,
     };
   } catch (e) {
-    if (server) await server.close().catch(() => undefined);
+    await (server ?? ranged)?.close().catch(() => undefined);
     await stream.close();
     if (current !== stream) await current.close();
     if (created) {
@@ -338,6 +329,6 @@ export async function importConverted(ctx: RbdContext, job: ImportJob, from: Con
       throw new ImageSourceError(`image ${image.id}: ${e.message}`, { backend: NAME, diskId: id, cause: e });
     throw ops.translate(e, id, options.signal, created ? undefined : 'create');
   } finally {
-    if (server) await server.close().catch(() => undefined);
+    await (server ?? ranged)?.close().catch(() => undefined);
   }
 }

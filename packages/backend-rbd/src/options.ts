@@ -70,12 +70,10 @@ export interface RbdBackendOptions {
   directSnapshot?: DirectSnapshotTarget;
   /**
    * Non-raw images with an `rbd://` location in this cluster are converted by qemu-img reading
-   * that snapshot through librbd (random access: any qcow2 layout), while the backend reads the
-   * same bytes to verify the declared hash. Used only when this client may open that snapshot
-   * the way QEMU does (`rbd_open` registers a watch: write caps on the images pool); a client
-   * with `profile rbd-read-only` there reads the snapshot read-only through the binding and
-   * serves it to qemu-img as a stream. Default true; false always converts from
-   * `SourceImage.open()`.
+   * that snapshot by random access (any qcow2 layout) from a loopback server that opens it
+   * read-only through the binding (read caps suffice) and hashes the bytes qemu-img reads, in
+   * file order, to verify the declared hash: the snapshot is read once. Default true; false
+   * always converts from `SourceImage.open()`.
    */
   convertFromRbd?: boolean;
   /** Monitors for `diskSource` (default: every monitor of the conf's `mon_host`, v1 addresses). */
@@ -86,7 +84,8 @@ export interface RbdBackendOptions {
   convertTimeoutMs?: number;
   /**
    * Memory the non-raw import keeps to serve qemu-img's reads from the stream: the first
-   * `headBytes` and a sliding window of `windowBytes`. Defaults 8 MiB and 64 MiB.
+   * `headBytes` and a sliding window of `windowBytes`. Defaults 8 MiB and 64 MiB. From an RBD
+   * snapshot, `windowBytes` bounds the bytes qemu-img read ahead that wait for the hash.
    */
   convertStream?: { headBytes?: number; windowBytes?: number };
   /**

@@ -148,11 +148,9 @@ export class RbdOps {
     };
   }
 
-  /** Opens `<pool>/<image>@<snapshot>` of another pool and closes it again (read-only: no watch). */
-  async probeSnapshot(u: RbdUrl, readOnly: boolean): Promise<void> {
-    const io = await this.cluster.parentIoCtx(u.pool, '');
-    const img = await io.open(u.image, { snapshot: u.snapshot, ...(readOnly ? { readOnly: true } : {}) });
-    await img.close();
+  /** Opens `<pool>/<image>@<snapshot>` of another pool read-only and closes it again. */
+  async probeSnapshot(u: RbdUrl): Promise<void> {
+    await (await this.openSnapshot(u)).close();
   }
 
   /**
@@ -171,33 +169,10 @@ export class RbdOps {
     }
   }
 
-  /** Reads an RBD snapshot sequentially, a few aio reads ahead. */
-  async *readSnapshot(u: RbdUrl): AsyncGenerator<Uint8Array> {
+  /** Opens `u`'s snapshot read-only (no watch, so read caps on its pool suffice); the caller closes it. */
+  async openSnapshot(u: RbdUrl): Promise<Image> {
     const io = await this.cluster.parentIoCtx(u.pool, '');
-    const img = await io.open(u.image, { snapshot: u.snapshot, readOnly: true });
-    const pending: Promise<Buffer>[] = [];
-    try {
-      const size = await img.size();
-      let next = 0;
-      const issue = (): void => {
-        while (pending.length < 4 && next < size) {
-          const len = Math.min(this.cfg.blockBytes, size - next);
-          const p = img.read(next, len);
-          p.catch(() => undefined);
-          pending.push(p);
-          next += len;
-        }
-      };
-      issue();
-      while (pending.length) {
-        const block = await pending.shift()!;
-        issue();
-        yield block;
-      }
-    } finally {
-      await Promise.allSettled(pending);
-      await img.close().catch(() => undefined);
-    }
+    return io.open(u.image, { snapshot: u.snapshot, readOnly: true });
   }
 
   /** Copies `<id>@<snap>` into a new image `name` of `dest` (aio, zero blocks skipped). */
