@@ -6,13 +6,11 @@
 import { execFile, execFileSync } from 'node:child_process';
 import { mkdtempSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Cluster, IoCtx } from '@ephemera/ceph-rbd-napi';
-import { connectAs, stack, uniq } from './helpers.js';
+import { buildDist, connectAs, PKG as pkg, stack, uniq } from './helpers.js';
 
-const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixtures = join(pkg, 'test', 'integration', 'fixtures');
 const LIBRBD = '/lib/x86_64-linux-gnu/librbd.so.1';
 // The fixture's call-site offset is this build's (Debian 12's librbd1 16.2.15+ds-0+deb12u2).
@@ -26,12 +24,7 @@ let dir: string;
 let shim: string;
 
 beforeAll(async () => {
-  // The child imports the compiled package: build dist/ from the current sources.
-  execFileSync(
-    process.execPath,
-    [join(pkg, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(pkg, 'tsconfig.build.json')],
-    { timeout: 120_000 },
-  );
+  buildDist(); // the child imports the compiled package
   dir = mkdtempSync(join(tmpdir(), 'close-race-'));
   shim = join(dir, 'complete-action-delay.so');
   execFileSync('g++', ['-O2', '-shared', '-fPIC', '-o', shim, join(fixtures, 'complete-action-delay.cc'), '-ldl'], {

@@ -1,4 +1,7 @@
+import { execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
 import { loadStack, type StackInfo } from '@ephemera/testkit';
 import { connect, type Cluster, type IoCtx } from '@ephemera/ceph-rbd-napi';
 
@@ -22,6 +25,18 @@ export async function adminPools(): Promise<{ admin: Cluster; images: IoCtx; vms
     images: await admin.openIoCtx(stack().ceph.pools.images),
     vms: await admin.openIoCtx(stack().ceph.pools.vms),
   };
+}
+
+/** This package's directory. */
+export const PKG = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
+
+/** Builds dist/ from the current sources, for child processes that import the compiled package. */
+export function buildDist(): void {
+  execFileSync(
+    process.execPath,
+    [join(PKG, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(PKG, 'tsconfig.build.json')],
+    { timeout: 120_000 },
+  );
 }
 
 /** A unique image name for this test run. */

@@ -1,24 +1,15 @@
-import { execFile, execFileSync } from 'node:child_process';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { execFile } from 'node:child_process';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import type { Cluster, IoCtx } from '@ephemera/ceph-rbd-napi';
-import { connectAs, stack, uniq } from './helpers.js';
+import { buildDist, connectAs, PKG as pkg, stack, uniq } from './helpers.js';
 
-const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixture = join(pkg, 'test', 'integration', 'fixtures', 'leave-open.mjs');
 let admin: Cluster;
 let io: IoCtx;
 
 beforeAll(async () => {
-  // The child imports the compiled package: build dist/ from the current sources.
-  execFileSync(
-    process.execPath,
-    [join(pkg, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(pkg, 'tsconfig.build.json')],
-    {
-      timeout: 120_000,
-    },
-  );
+  buildDist(); // the child imports the compiled package
   admin = await connectAs('admin');
   io = await admin.openIoCtx('rbd');
 });

@@ -1,12 +1,10 @@
 import { execFileSync, spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { dirname, join } from 'node:path';
-import { fileURLToPath } from 'node:url';
+import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { ImageBusy, ImageExists, InvalidArgument, type Cluster, type IoCtx } from '@ephemera/ceph-rbd-napi';
-import { connectAs, stack, uniq } from './helpers.js';
+import { buildDist, connectAs, PKG as pkg, stack, uniq } from './helpers.js';
 
-const pkg = join(dirname(fileURLToPath(import.meta.url)), '..', '..');
 const fixture = join(pkg, 'test', 'integration', 'fixtures', 'hold-lock.mjs');
 const LOCK = 'ephemera-test';
 let a: Cluster;
@@ -16,12 +14,7 @@ let ioB: IoCtx;
 const objects: string[] = [];
 
 beforeAll(async () => {
-  // The child imports the compiled package: build dist/ from the current sources.
-  execFileSync(
-    process.execPath,
-    [join(pkg, '..', '..', 'node_modules', 'typescript', 'bin', 'tsc'), '-p', join(pkg, 'tsconfig.build.json')],
-    { timeout: 120_000 },
-  );
+  buildDist(); // the child imports the compiled package
   // Two connections: two clients (client.<global id>), as two processes or hosts would be.
   a = await connectAs('admin');
   b = await connectAs('admin');
