@@ -180,7 +180,16 @@ export async function caseEncryption(ctx) {
         plainOpts = `driver=raw,size=${BENCH_BYTES},file.driver=host_device,file.filename=${devs[0]}`;
         luksOpts = `driver=raw,size=${BENCH_BYTES},file.driver=luks,file.key-secret=s0,file.file.driver=host_device,file.file.filename=${devs[1]}`;
         cleanup = async () => {
-          for (const d of devs) await exec('losetup', ['-d', d]).catch(() => {});
+          // A device still held (a qemu-img just exiting) survives one detach: retry until it is gone.
+          for (let i = 0; i < 25; i++) {
+            const { stdout } = await exec('losetup', ['--json', '--list'], { timeout: 30_000 });
+            const ours = (f) => typeof f === 'string' && f.startsWith(`${dir}/`);
+            const loops = stdout.trim() ? JSON.parse(stdout).loopdevices : [];
+            const left = loops.filter((l) => devs.includes(l.name) && ours(l['back-file'])).map((l) => l.name);
+            if (left.length === 0) break;
+            for (const d of left) await exec('losetup', ['-d', d]).catch(() => {});
+            await new Promise((r) => setTimeout(r, 200));
+          }
           for (const f of ['plain.blk', 'luks.blk']) await rm(join(dir, f), { force: true });
         };
       }
