@@ -18,6 +18,12 @@ const exec = promisify(execFile);
 const lvmEnv = { ...process.env, LVM_SUPPRESS_FD_WARNINGS: '1', LC_ALL: 'C' };
 const BENCH_BYTES = 256 * 1024 * 1024;
 
+/** The attached loop devices (`losetup --json --list`): name and back-file of each. */
+async function loopDevices() {
+  const { stdout } = await exec('losetup', ['--json', '--list'], { timeout: 30_000 });
+  return stdout.trim() ? JSON.parse(stdout).loopdevices : [];
+}
+
 /** A throwaway volume group on a loop device over a sparse file (as the e2e tests make one). */
 async function scratchVg(dir, sizeMiB) {
   const file = join(dir, 'pv.img');
@@ -29,9 +35,7 @@ async function scratchVg(dir, sizeMiB) {
   const lvmArgs = (await detectDeviceMapper()) ? [] : ['--driverloaded', 'n'];
   const pv = (await exec('losetup', ['--find', '--show', file], { timeout: 30_000 })).stdout.trim();
   const destroy = async () => {
-    const { stdout } = await exec('losetup', ['--json', '--list'], { timeout: 30_000 });
-    const loops = stdout.trim() ? JSON.parse(stdout).loopdevices : [];
-    for (const l of loops)
+    for (const l of await loopDevices())
       if (l['back-file'] === pv && l.name !== pv) await exec('losetup', ['-d', l.name]).catch(() => {});
     await exec('vgremove', [...lvmArgs, '--devices', pv, '-f', '-y', vg], { env: lvmEnv }).catch(() => {});
     await exec('pvremove', [...lvmArgs, '--devices', pv, '-y', pv], { env: lvmEnv }).catch(() => {});
@@ -181,11 +185,9 @@ export async function caseEncryption(ctx) {
         luksOpts = `driver=raw,size=${BENCH_BYTES},file.driver=luks,file.key-secret=s0,file.file.driver=host_device,file.file.filename=${devs[1]}`;
         cleanup = async () => {
           // A device still held (a qemu-img just exiting) survives one detach: retry until it is gone.
+          const ours = (l) => devs.includes(l.name) && String(l['back-file']).startsWith(`${dir}/`);
           for (let i = 0; i < 25; i++) {
-            const { stdout } = await exec('losetup', ['--json', '--list'], { timeout: 30_000 });
-            const ours = (f) => typeof f === 'string' && f.startsWith(`${dir}/`);
-            const loops = stdout.trim() ? JSON.parse(stdout).loopdevices : [];
-            const left = loops.filter((l) => devs.includes(l.name) && ours(l['back-file'])).map((l) => l.name);
+            const left = (await loopDevices()).filter(ours).map((l) => l.name);
             if (left.length === 0) break;
             for (const d of left) await exec('losetup', ['-d', d]).catch(() => {});
             await new Promise((r) => setTimeout(r, 200));

@@ -111,15 +111,20 @@ describe('PBKDF benchmark flake', () => {
     expect((await readFile(count, 'utf8')).trim()).toBe('2');
   });
 
-  test('the PBKDF flake is tried 5 times in all, with pauses, then reported with its stderr', async () => {
-    const count = join(dir.path, 'always-runs');
-    const bin = join(dir.path, 'always-flaky');
+  /** A stand-in qemu-img whose every run fails with the PBKDF flake; `count` holds its run count. */
+  async function alwaysFlaky(name: string): Promise<{ flaky: QemuImg; count: string }> {
+    const count = join(dir.path, `${name}-runs`);
+    const bin = join(dir.path, `${name}-flaky`);
     await writeFile(
       bin,
       `#!/bin/sh\nn=$(cat "${count}" 2>/dev/null || echo 0); echo $((n+1)) > "${count}"\necho "qemu-img: x: Unable to get accurate CPU usage" >&2; exit 1\n`,
       { mode: 0o755 },
     );
-    const flaky = new QemuImg({ binary: bin, dieWithParent: false });
+    return { flaky: new QemuImg({ binary: bin, dieWithParent: false }), count };
+  }
+
+  test('the PBKDF flake is tried 5 times in all, with pauses, then reported with its stderr', async () => {
+    const { flaky, count } = await alwaysFlaky('always');
     const t0 = performance.now();
     await expect(
       withSecretFile(join(dir.path, 'secrets'), pass, (s) =>
@@ -137,14 +142,7 @@ describe('PBKDF benchmark flake', () => {
   });
 
   test('an abort during a pause between tries ends it at once, as an aborted error, with no further run', async () => {
-    const count = join(dir.path, 'abort-runs');
-    const bin = join(dir.path, 'abort-flaky');
-    await writeFile(
-      bin,
-      `#!/bin/sh\nn=$(cat "${count}" 2>/dev/null || echo 0); echo $((n+1)) > "${count}"\necho "qemu-img: x: Unable to get accurate CPU usage" >&2; exit 1\n`,
-      { mode: 0o755 },
-    );
-    const flaky = new QemuImg({ binary: bin, dieWithParent: false });
+    const { flaky, count } = await alwaysFlaky('abort');
     const ac = new AbortController();
     const created = withSecretFile(join(dir.path, 'secrets'), pass, (s) =>
       flaky.create(join(dir.path, 'h.luks'), {
