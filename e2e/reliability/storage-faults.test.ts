@@ -15,6 +15,8 @@ import {
   type DriverProgressEvent,
   type StepEvent,
 } from '@ephemera/driver';
+import { RbdBackend } from '@ephemera/backend-rbd';
+import type { SourceImage } from '@ephemera/image-backend';
 import { cephCli, guestImage } from '@ephemera/testkit';
 import {
   NOTHING,
@@ -334,11 +336,34 @@ describe('storage faults on a private stack', () => {
   it('monitor stopped at spawn on an already-connected driver: fails within connectTimeout, no hang, nothing created; the next spawn works', async () => {
     const domainsBefore = await virshDomains(ps.info);
     const uuid = newUuid();
+    const direct = newUuid();
+    // The backend alone, connected before the monitor stops: its createFromImage pings the
+    // monitor beside the clone (which works on the cached OSD sessions), so the clone is made and
+    // must be removed again before the error.
+    const eph = ps.info.ceph.users.ephemera;
+    const backend = await RbdBackend.create({
+      pool: ps.info.ceph.pools.vms,
+      confPath: eph.confPath,
+      clientId: eph.id,
+      keyringPath: eph.keyringPath,
+      secretUuid: ps.info.libvirt.cephSecretUuid,
+      connectTimeoutMs: CEPH_TIMEOUT_MS,
+    });
+    const record = await t.glance.getImage(small);
+    const source: SourceImage = {
+      id: record.id,
+      size: record.size ?? 0,
+      diskFormat: record.disk_format ?? 'raw',
+      locations: (record.locations ?? []).map((l) => ({ url: l.url, metadata: l.metadata ?? {} })),
+      open: () => Promise.reject(new Error('a clone never downloads')),
+    };
     // Known failure 2 (fixed): the clone worked on the cached OSD sessions, then virDomainCreate hung
     // while QEMU's librbd waited for a monitor. The driver now calls the backend's checkAvailable()
     // (RBD: a monitor ping bounded by connectTimeoutMs) before Glance, the journal or any disk.
     await ps.run(['stop', 'mon']);
     let r: Awaited<ReturnType<typeof timed>>;
+    let b: Awaited<ReturnType<typeof timed>>;
+    const phases = new Set<string>();
     const steps: string[] = [];
     const t0 = performance.now();
     const onStep = (e: StepEvent): void => {
@@ -347,10 +372,25 @@ describe('storage faults on a private stack', () => {
     t.driver.on('step', onStep);
     try {
       r = await timed(t.driver.spawn({ instance: uuid, image: small, flavor: TINY }));
+      b = await timed(
+        backend.createFromImage({ instance: direct, name: 'disk' }, source, {
+          onProgress: (e) => phases.add(e.phase),
+        }),
+      );
     } finally {
       t.driver.off('step', onStep);
       await ps.run(['start', 'mon']);
+      await backend.close();
     }
+    console.log(
+      `mon stopped, connected backend: createFromImage ${b.error ? `failed after ${Math.round(b.ms)} ms: ${(b.error as Error).message}` : 'succeeded?!'}`,
+    );
+    expect((b.error as { code?: string } | undefined)?.code).toBe('BACKEND_UNAVAILABLE');
+    expect((b.error as Error).message).toMatch(/monitor is unreachable/);
+    expect(b.ms).toBeLessThan(CEPH_TIMEOUT_MS + 3_000);
+    // The clone did run while the monitor was down (its progress started), and was removed.
+    expect([...phases]).toContain('clone');
+    expect(await leftovers(t, direct)).toEqual(NOTHING);
     console.log(`mon stopped, connected driver: steps ${steps.join(', ')}`);
     console.log(
       `mon stopped, connected driver: spawn ${r.error ? `failed after ${Math.round(r.ms)} ms: ${chain(r.error)}: ${(r.error as Error).message}` : 'succeeded?!'}`,

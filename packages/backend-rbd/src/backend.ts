@@ -351,7 +351,12 @@ export class RbdBackend implements ImageBackend {
         diskId: id,
       });
     throwIfAborted(options.signal, 'createFromImage');
-    await this.ops.requireMonitor(id);
+    // The monitor check runs beside a clone, which needs only the OSDs: a clone made while no
+    // monitor answers is removed before the error (an import waits for the check first).
+    const monitor = this.ops.requireMonitor(id).then(
+      () => undefined,
+      (e: unknown) => ({ error: e }),
+    );
     const progress = new ProgressReporter(options.onProgress);
 
     const decision = decideClone(image, this.fsid, options.forceImport === true);
@@ -361,9 +366,20 @@ export class RbdBackend implements ImageBackend {
       // Every local candidate before any import; each one skipped says why (in the result).
       const skipped: string[] = [];
       for (const plan of decision.candidates) {
-        throwIfAborted(options.signal, 'createFromImage');
-        const cloned = await cloneFromPlan(this.ctx, id, image, plan, options, progress, started);
+        let cloned: Awaited<ReturnType<typeof cloneFromPlan>>;
+        try {
+          throwIfAborted(options.signal, 'createFromImage');
+          cloned = await cloneFromPlan(this.ctx, id, image, plan, options, progress, started);
+        } catch (e) {
+          const down = await monitor; // the clone's own error (e.g. a timeout) is a symptom of that one
+          throw down ? down.error : e;
+        }
         if (cloned.kind === 'cloned') {
+          const down = await monitor;
+          if (down) {
+            await this.ops.removeQuietly(id);
+            throw down.error;
+          }
           const r = cloned.result;
           return skipped.length ? { ...r, reason: `${r.reason}; ${skipped.join('; ')}` } : r;
         }
@@ -375,6 +391,8 @@ export class RbdBackend implements ImageBackend {
       importReason = decision.reason;
       rbdLocation = decision.rbdLocation;
     }
+    const down = await monitor;
+    if (down) throw down.error;
     // The clone path relies on the clone's own EEXIST; an import checks first (before any download).
     if (await this.exists(disk))
       throw new AlreadyExistsError(`disk ${id} already exists`, { backend: NAME, diskId: id });
