@@ -20,7 +20,7 @@ import { LoopbackImageServer, RangeUnavailableError } from './loopback.js';
 import { rbdTarget } from './qemu.js';
 import type { RangeServer } from './range-server.js';
 import { SnapshotRangeServer } from './snapshot-server.js';
-import { InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
+import { BlockPool, InspectedStream, Window, blocks, checkDeclared, isAllZero } from './stream.js';
 
 /** Declared formats imported byte for byte (qemu reads them as raw). */
 export const RAW_FORMATS = new Set(['raw', 'iso', 'ami', 'ari', 'aki']);
@@ -106,12 +106,17 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
     // One write per RADOS object, as `rbd import` does, unless configured otherwise.
     const blockBytes = ctx.options.importBlockBytes ?? (await img.stat()).objectSize;
     let offset = 0;
-    for await (const block of blocks(stream.chunks(), blockBytes)) {
+    const pool = new BlockPool(blockBytes, ops.cfg.inFlight + 1);
+    for await (const block of blocks(stream.chunks(), blockBytes, pool)) {
       const at = offset;
       offset += block.length;
-      if (isAllZero(block)) continue;
+      if (isAllZero(block)) {
+        pool.give(block);
+        continue;
+      }
       const target = img;
-      await window.push(() => target.write(at, block));
+      // Given back only after a write that succeeded: a failed one may still be referenced.
+      await window.push(() => target.write(at, block).then(() => pool.give(block)));
     }
     await window.drain();
     await img.flush();

@@ -107,13 +107,47 @@ export function checkDeclared(
 }
 
 /**
+ * Buffers of one block size for {@link blocks} to gather into, reused once the consumer gives
+ * them back (after their aio write completed). A new 4 MiB ArrayBuffer per block made V8 run a
+ * full collection every few dozen MiB, for its external memory (bench/README.md, case 4).
+ */
+export class BlockPool {
+  private readonly free: Buffer[] = [];
+  private readonly mine = new WeakSet<Buffer>();
+
+  /** `keep`: how many free buffers to hold at most (the rest are left to the GC). */
+  constructor(
+    readonly blockBytes: number,
+    private readonly keep: number,
+  ) {}
+
+  take(): Buffer {
+    const b = this.free.pop();
+    if (b) return b;
+    const fresh = Buffer.allocUnsafeSlow(this.blockBytes);
+    this.mine.add(fresh);
+    return fresh;
+  }
+
+  /** Returns a block yielded by {@link blocks}; views of the source's chunks are ignored. */
+  give(b: Buffer): void {
+    if (this.mine.has(b) && this.free.length < this.keep && !this.free.includes(b)) this.free.push(b);
+  }
+}
+
+/**
  * Collects chunks of any size into fixed-size blocks (the last one may be short). Whole blocks
  * that lie inside one chunk are yielded as views of that chunk, not copied (a local file read
- * in block-sized chunks is never copied in JS); only blocks that straddle chunks are gathered
- * into a new buffer. Sources must not reuse a chunk's memory after yielding it (Node's fs and
- * HTTP streams never do): a view may still be in an aio write.
+ * in block-sized chunks is never copied in JS); only blocks that straddle chunks are gathered,
+ * into a buffer of `pool` (a new one without). Sources must not reuse a chunk's memory after
+ * yielding it (Node's fs and HTTP streams never do): a view may still be in an aio write. A
+ * consumer gives a block back to `pool` only when nothing uses it any more.
  */
-export async function* blocks(source: AsyncIterable<Uint8Array>, blockBytes: number): AsyncGenerator<Buffer> {
+export async function* blocks(
+  source: AsyncIterable<Uint8Array>,
+  blockBytes: number,
+  pool?: BlockPool,
+): AsyncGenerator<Buffer> {
   let buf: Buffer | undefined;
   let fill = 0;
   for await (const chunk of source) {
@@ -124,8 +158,9 @@ export async function* blocks(source: AsyncIterable<Uint8Array>, blockBytes: num
         at += blockBytes;
         continue;
       }
-      // The consumer may still hold a yielded block (an aio write in flight): never reuse one.
-      buf ??= Buffer.allocUnsafe(blockBytes);
+      // The consumer may still hold a yielded block (an aio write in flight): only the pool,
+      // which gets a block back after its write, may hand one out again.
+      buf ??= pool && pool.blockBytes === blockBytes ? pool.take() : Buffer.allocUnsafe(blockBytes);
       const n = Math.min(blockBytes - fill, chunk.byteLength - at);
       buf.set(chunk.subarray(at, at + n), fill);
       fill += n;

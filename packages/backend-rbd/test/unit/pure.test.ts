@@ -10,7 +10,7 @@ import { RbdBackend } from '../../src/index.js';
 import { formatRbdUrl, parseMonHost, parseRbdUrl, readMonHost } from '../../src/locations.js';
 import { allowsCloneV2 } from '../../src/options.js';
 import { nbdSource, rbdTargetUri } from '../../src/qemu.js';
-import { InspectedStream, Window, blocks, isAllZero } from '../../src/stream.js';
+import { BlockPool, InspectedStream, Window, blocks, isAllZero } from '../../src/stream.js';
 
 const FSID = 'acada594-e091-4f05-9d45-e3735cb2db40';
 let dir: string;
@@ -256,6 +256,36 @@ describe('streaming pieces', () => {
     // Block 3 straddles chunks 1 and 2: gathered into memory of its own.
     expect(out[3]!.buffer).not.toBe(data.buffer);
     expect(viewOf(out[4]!, chunks[2]!)).toBe(true);
+  });
+
+  it('blocks() with a pool gathers into buffers given back, never into one still held, and ignores views', async () => {
+    const data = patternBytes(8 * 4096, 11);
+    // 1000-byte chunks: every block straddles chunks, so each is gathered.
+    const chunks: Uint8Array[] = [];
+    for (let at = 0; at < data.length; at += 1000) chunks.push(data.subarray(at, at + 1000));
+    const pool = new BlockPool(4096, 2);
+    const seen: Buffer[] = [];
+    const held: Buffer[] = [];
+    const copies: Buffer[] = [];
+    for await (const b of blocks(from(chunks), 4096, pool)) {
+      for (const h of held) expect(b.buffer === h.buffer, 'a block still held was handed out again').toBe(false);
+      copies.push(Buffer.from(b));
+      seen.push(b);
+      held.push(b);
+      // Two blocks in flight, as an import with writes outstanding: the oldest comes back.
+      if (held.length > 2) pool.give(held.shift()!);
+    }
+    expect(Buffer.concat(copies).equals(Buffer.from(data))).toBe(true);
+    // 8 blocks from 3 buffers (2 held + the one being filled), not 8.
+    expect(new Set(seen.map((b) => b.buffer)).size).toBe(3);
+    // Without a pool every gathered block has its own memory.
+    const plain = await collect(blocks(from(chunks), 4096));
+    expect(new Set(plain.map((b) => b.buffer)).size).toBe(8);
+    // A view of the source's chunk is not the pool's: giving it back changes nothing.
+    const big = patternBytes(4096, 3);
+    const [view] = await collect(blocks(from([big]), 4096, pool));
+    pool.give(view!);
+    expect(pool.take().buffer).not.toBe(big.buffer);
   });
 
   it('isAllZero', () => {
