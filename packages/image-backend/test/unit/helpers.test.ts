@@ -195,7 +195,7 @@ describe('readImage', () => {
     return n;
   }
 
-  it('streams and verifies sha512 and md5', async () => {
+  it('streams and verifies the declared sha512', async () => {
     const bytes = patternBytes(200_000);
     const events: ProgressEvent[] = [];
     expect(
@@ -208,6 +208,23 @@ describe('readImage', () => {
     const bytes = patternBytes(1000);
     const img = { ...sourceImageFromBytes(bytes), open: async () => new Blob([bytes]).stream() };
     expect(await drain(readImage(img))).toBe(1000);
+  });
+
+  it('verifies the multihash when one is declared, else the md5 checksum', async () => {
+    const bytes = patternBytes(50_000);
+    const good = sourceImageFromBytes(bytes);
+    const wrongMd5 = 'f'.repeat(32);
+    // A multihash is declared: a stale md5 is not read (glanceclient and Nova do the same).
+    expect(await drain(readImage({ ...good, checksum: wrongMd5 }))).toBe(50_000);
+    // None declared: the md5 is checked.
+    const md5Only = { ...good, osHashAlgo: null, osHashValue: null };
+    expect(await drain(readImage(md5Only))).toBe(50_000);
+    const err = await drain(readImage({ ...md5Only, checksum: wrongMd5 })).catch((e) => e);
+    expect((err as UnsafeImageError).reason).toBe('checksum-mismatch');
+    expect((err as Error).message).toMatch(/checksum \(md5\) mismatch/);
+    // A multihash that does not match fails whatever the md5 says.
+    const badSha = await drain(readImage({ ...good, osHashValue: 'a'.repeat(128) })).catch((e) => e);
+    expect((badSha as UnsafeImageError).reason).toBe('checksum-mismatch');
   });
 
   it('refuses a hash mismatch with UnsafeImageError(checksum-mismatch)', async () => {
