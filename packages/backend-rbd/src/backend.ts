@@ -48,7 +48,7 @@ import { connect, ImageExists, type Cluster, type Image, type IoCtx } from '@eph
 import { cloneFormatPolicy, decideClone, type CloneFormatPolicy } from './clone.js';
 import { getAnnotation, setAnnotation } from './annotations.js';
 import { diskClients, fenceClients } from './clients.js';
-import { cloneFromPlan } from './clone-image.js';
+import { cloneCandidates } from './clone-image.js';
 import type { RbdContext } from './context.js';
 import {
   SECRET_KEY,
@@ -351,41 +351,17 @@ export class RbdBackend implements ImageBackend {
         diskId: id,
       });
     throwIfAborted(options.signal, 'createFromImage');
-    // The monitor check runs beside a clone, which needs only the OSDs: a clone made while no
-    // monitor answers is removed before the error (an import waits for the check first).
-    const monitor = this.ops.requireMonitor(id).then(
-      () => undefined,
-      (e: unknown) => ({ error: e }),
-    );
+    const monitor = this.ops.monitorCheck(id); // beside a clone; an import waits for it first
     const progress = new ProgressReporter(options.onProgress);
 
     const decision = decideClone(image, this.fsid, options.forceImport === true);
     let importReason: string;
     let rbdLocation: string | undefined;
     if (decision.kind === 'clone') {
-      // Every local candidate before any import; each one skipped says why (in the result).
-      const skipped: string[] = [];
-      for (const plan of decision.candidates) {
-        let cloned: Awaited<ReturnType<typeof cloneFromPlan>>;
-        try {
-          throwIfAborted(options.signal, 'createFromImage');
-          cloned = await cloneFromPlan(this.ctx, id, image, plan, options, progress, started);
-        } catch (e) {
-          const down = await monitor; // the clone's own error (e.g. a timeout) is a symptom of that one
-          throw down ? down.error : e;
-        }
-        if (cloned.kind === 'cloned') {
-          const down = await monitor;
-          if (down) {
-            await this.ops.removeQuietly(id);
-            throw down.error;
-          }
-          const r = cloned.result;
-          return skipped.length ? { ...r, reason: `${r.reason}; ${skipped.join('; ')}` } : r;
-        }
-        skipped.push(`skipped ${plan.location}: ${cloned.reason}`);
-      }
-      importReason = `no rbd location in this cluster could be cloned: ${skipped.join('; ')}`;
+      const job = { id, image, options, progress, started };
+      const cloned = await cloneCandidates(this.ctx, job, decision.candidates, monitor);
+      if (cloned.kind === 'cloned') return cloned.result;
+      importReason = cloned.reason;
       rbdLocation = decision.candidates.map((c) => c.location).join(', ');
     } else {
       importReason = decision.reason;

@@ -24,6 +24,43 @@ import { NAME } from './errors.js';
 type PlanOutcome = { kind: 'cloned'; result: CreateResult } | { kind: 'import'; reason: string };
 
 /**
+ * Tries every local clone candidate in order before any import; each one skipped says why (in
+ * the result, or in the import's reason). `monitor` is the monitor check running beside the
+ * clone (a clone needs only the OSDs): when it failed, a clone made meanwhile is removed and its
+ * error is thrown, also in place of the clone's own (e.g. a timeout, a symptom of the same).
+ */
+export async function cloneCandidates(
+  ctx: RbdContext,
+  job: { id: string; image: SourceImage; options: CreateFromImageOptions; progress: ProgressReporter; started: number },
+  candidates: readonly ClonePlan[],
+  monitor: Promise<{ error: unknown } | undefined>,
+): Promise<PlanOutcome> {
+  const { id, image, options, progress, started } = job;
+  const skipped: string[] = [];
+  for (const plan of candidates) {
+    let cloned: PlanOutcome;
+    try {
+      throwIfAborted(options.signal, 'createFromImage');
+      cloned = await cloneFromPlan(ctx, id, image, plan, options, progress, started);
+    } catch (e) {
+      const down = await monitor;
+      throw down ? down.error : e;
+    }
+    if (cloned.kind === 'cloned') {
+      const down = await monitor;
+      if (down) {
+        await ctx.ops.removeQuietly(id);
+        throw down.error;
+      }
+      const r = cloned.result;
+      return { kind: 'cloned', result: skipped.length ? { ...r, reason: `${r.reason}; ${skipped.join('; ')}` } : r };
+    }
+    skipped.push(`skipped ${plan.location}: ${cloned.reason}`);
+  }
+  return { kind: 'import', reason: `no rbd location in this cluster could be cloned: ${skipped.join('; ')}` };
+}
+
+/**
  * Clones one candidate into disk `id` and grows it to the requested size, or says why this
  * candidate cannot be cloned (the caller tries the next one, then imports). A failure after the
  * clone exists removes it. The parent snapshot is opened only when its facts are not cached: a

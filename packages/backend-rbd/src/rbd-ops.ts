@@ -310,6 +310,17 @@ export class RbdOps {
   }
 
   /**
+   * {@link requireMonitor} started now, settled: its error (if any) to throw later. A clone runs
+   * beside it (a clone needs only the OSDs) and is removed again when no monitor answered.
+   */
+  monitorCheck(id: string): Promise<{ error: unknown } | undefined> {
+    return this.requireMonitor(id).then(
+      () => undefined,
+      (e: unknown) => ({ error: e }),
+    );
+  }
+
+  /**
    * Removes the disk and its snapshots; retries while it is busy (watchers: a running or just
    * killed QEMU) up to `busyTimeoutMs`. A disk whose snapshot has clones is refused at once with
    * `BusyError`. A half-removed disk (directory entry without header) is cleaned too. True when
