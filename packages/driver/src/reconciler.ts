@@ -13,6 +13,8 @@ import {
   type BackendRegistry,
   type KeyProvider,
 } from '@ephemera/image-backend';
+import { DomainXMLFlags, ListDomainsFlags, isLibvirtError } from '@ephemera/libvirt-napi';
+import { EPHEMERA_METADATA_NS } from '@ephemera/libvirt-xml';
 import { undefineSecret } from './ceph.js';
 import { volumeSecretUuid } from './encryption.js';
 import { Compensator } from './compensator.js';
@@ -99,6 +101,7 @@ export class Reconciler {
       out.push(await this.inFlight.mutex.run(e.instance, () => this.#reconcileOne(e)));
     }
     out.push(...(await this.#dropHandedOver()));
+    out.push(...(await this.#sweepOrphanDomains()));
     await this.#queuePendingFlattens();
     await this.journal.sweepAborted();
     await this.#sweepTmp();
@@ -146,6 +149,60 @@ export class Reconciler {
         action: failures.length ? 'failed' : 'completed',
         removed,
         ...(failures.length ? { error: failures.join('; ') } : {}),
+      });
+    }
+    return out;
+  }
+
+  /**
+   * Undefines the shut-off domains this driver defined (Ephemera's metadata and a console log in
+   * this state dir) that nothing accounts for any more: no record, no journal entry, no operation
+   * here, and no disk of the instance in any backend. A killed driver's `defineXML` that libvirtd
+   * ran only after reconcile had rolled the spawn back leaves one (e2e/reliability known failure
+   * 14); it would also refuse a new spawn of that UUID. Runs after the rollbacks, so a define that
+   * lands during them is caught; one landing later goes at the next reconcile.
+   */
+  async #sweepOrphanDomains(): Promise<ReconcileAction[]> {
+    const out: ReconcileAction[] = [];
+    const pending = new Set((await this.journal.entries()).map((e) => e.instance));
+    const conn = await this.session.connection();
+    for (const dom of await conn.listAllDomains(ListDomainsFlags.INACTIVE | ListDomainsFlags.PERSISTENT)) {
+      const uuid = dom.uuid().toLowerCase();
+      if (pending.has(uuid) || this.inFlight.mutex.busy(uuid)) continue;
+      const orphan = async (): Promise<boolean> => {
+        // Cheapest first: most shut-off domains are instances with a record.
+        if (await this.store.read(uuid).catch(() => 'unreadable')) return false;
+        if (await dom.isActive()) return false;
+        const xml = await dom.xml(DomainXMLFlags.INACTIVE);
+        if (!xml.includes(EPHEMERA_METADATA_NS) || !xml.includes(this.store.consolePath(uuid))) return false;
+        if ((await this.journal.entries()).some((e) => e.instance === uuid)) return false;
+        for (const b of this.backends.all()) if ((await b.list({ instance: uuid })).length > 0) return false;
+        return true;
+      };
+      const name = dom.name();
+      const result = await this.inFlight.mutex.run(uuid, async () => {
+        try {
+          if (!(await orphan())) return undefined;
+          await dom.undefine();
+          return { removed: [`domain ${name}`] };
+        } catch (err) {
+          // Gone meanwhile (undefined by someone else): nothing to do.
+          if (isLibvirtError(err, 'VIR_ERR_NO_DOMAIN')) return undefined;
+          return { error: errMessage(err) };
+        }
+      });
+      if (!result) continue;
+      const log = this.log.child({ instance: uuid, op: 'reconcile' });
+      if ('error' in result)
+        log.warn({ err: result.error }, `reconcile: cannot check or remove orphaned domain ${name}`);
+      else log.warn(`reconcile: domain ${name} had no record, journal entry or disk: undefined`);
+      out.push({
+        opId: '-',
+        op: 'orphan-domain',
+        instance: uuid,
+        ...('error' in result
+          ? { action: 'failed' as const, removed: [], error: result.error }
+          : { action: 'completed' as const, removed: result.removed }),
       });
     }
     return out;

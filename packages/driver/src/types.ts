@@ -108,7 +108,9 @@ export interface SpawnResult {
 
 /** One operation reconcile finished. */
 export interface ReconcileAction {
+  /** The journal entry's operation id; `-` for what reconcile found without one. */
   opId: string;
+  /** The journal's operation (`spawn`, `destroy`, ...), else `handed-over` or `orphan-domain`. */
   op: string;
   instance: string;
   action: 'rolled-back' | 'completed' | 'skipped' | 'failed';
