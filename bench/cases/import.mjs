@@ -153,7 +153,7 @@ async function importOneSize(ctx, bytes) {
   const localRunners = [
     ['localRbdImport', () => rbdImport('localRbdImport', fx.path)],
     ['localQemuImg', () => qemuConvert('localQemuImg', fx.path)],
-    ...(ctx.backend ? [['localOurs', () => ours('localOurs', fileSource(fx.path))]] : []),
+    ...(ctx.backend ? [['localOurs', async () => ours('localOurs', await fileSource(fx.path))]] : []),
   ];
   for (let r = 0; r < reps; r++) {
     for (let k = 0; k < localRunners.length; k++) {

@@ -178,19 +178,11 @@ export function glanceSource(glance, image, { onOpen } = {}) {
   };
 }
 
-/** A SourceImage over a local file, no locations, no declared hash (the importer alone). */
-export function fileSource(path, { id = globalThis.crypto.randomUUID(), format = 'raw' } = {}) {
-  const size = statSync(path).size;
-  return {
-    id,
-    name: path,
-    size,
-    virtualSize: size,
-    diskFormat: format,
-    containerFormat: 'bare',
-    locations: [],
-    async open() {
-      return createReadStream(path, { highWaterMark: 4 * MiB });
-    },
-  };
+/**
+ * A SourceImage over a local file, no locations, no declared hash (the importer alone):
+ * `sourceImageFromFile` of `@ephemera/image-backend`, whose reader fills the importer's blocks.
+ */
+export async function fileSource(path, { id = globalThis.crypto.randomUUID(), format = 'raw' } = {}) {
+  const { sourceImageFromFile } = await import('@ephemera/image-backend');
+  return sourceImageFromFile(path, { id, diskFormat: format });
 }

@@ -72,13 +72,18 @@ export async function convertSource(
   return { source: { kind: 'image-stream' }, skipped };
 }
 
+/** librbd's default object size (order 22): the block size of a new image unless configured. */
+const DEFAULT_BLOCK_BYTES = 4 * 1024 * 1024;
+
 /**
  * Streams a raw image into a new RBD image: the inspector vets the first bytes before
  * anything is created; blocks of `importBlockBytes` (default the object size) are written with
  * up to `importInFlight` aio writes in flight; all-zero blocks are skipped (the new image reads
  * as zeros already) by one memcmp pass over the block we hold; the declared hash is checked as
- * the bytes pass (`readImage`). Memory held: `importInFlight` blocks in writes, one block being
- * gathered, and what the source buffers. Any failure removes the image.
+ * the bytes pass (`readImage`). Blocks come from a pool and go back once written (a source with a
+ * reader, such as a local file, is read straight into them). Memory held: `importInFlight`
+ * blocks in writes, one or two more in the pool, and what the source buffers. Any failure
+ * removes the image.
  */
 export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<CreateResult> {
   const { ops } = ctx;
@@ -90,8 +95,13 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
       `${options.sizeBytes} is smaller than the image (${image.size} bytes)`,
       { backend: NAME, diskId: id },
     );
+  // A source with a reader (a local file) reads straight into the pool's blocks; the object size
+  // is only known once the image exists, so they have the usual one (regrouped if it differs).
+  const pool = new BlockPool(ctx.options.importBlockBytes ?? DEFAULT_BLOCK_BYTES, ops.cfg.inFlight + 2);
   const stream = new InspectedStream(
-    readImage(image, { signal: options.signal, progress, backend: NAME })[Symbol.asyncIterator](),
+    readImage(image, { signal: options.signal, progress, backend: NAME, into: () => pool.take() })[
+      Symbol.asyncIterator
+    ](),
   );
   let created = false;
   let img: Image | undefined;
@@ -106,7 +116,6 @@ export async function importRaw(ctx: RbdContext, job: ImportJob): Promise<Create
     // One write per RADOS object, as `rbd import` does, unless configured otherwise.
     const blockBytes = ctx.options.importBlockBytes ?? (await img.stat()).objectSize;
     let offset = 0;
-    const pool = new BlockPool(blockBytes, ops.cfg.inFlight + 1);
     for await (const block of blocks(stream.chunks(), blockBytes, pool)) {
       const at = offset;
       offset += block.length;

@@ -113,7 +113,8 @@ export function checkDeclared(
  */
 export class BlockPool {
   private readonly free: Buffer[] = [];
-  private readonly mine = new WeakSet<Buffer>();
+  /** The pool's buffers by their memory: a block handed back may be another view of it. */
+  private readonly mine = new WeakMap<ArrayBufferLike, Buffer>();
 
   /** `keep`: how many free buffers to hold at most (the rest are left to the GC). */
   constructor(
@@ -125,13 +126,17 @@ export class BlockPool {
     const b = this.free.pop();
     if (b) return b;
     const fresh = Buffer.allocUnsafeSlow(this.blockBytes);
-    this.mine.add(fresh);
+    this.mine.set(fresh.buffer, fresh);
     return fresh;
   }
 
-  /** Returns a block yielded by {@link blocks}; views of the source's chunks are ignored. */
-  give(b: Buffer): void {
-    if (this.mine.has(b) && this.free.length < this.keep && !this.free.includes(b)) this.free.push(b);
+  /**
+   * Gives back a buffer of the pool, or any view of one (a block {@link blocks} yielded); other
+   * memory (views of the source's chunks) is ignored.
+   */
+  give(b: Uint8Array): void {
+    const own = this.mine.get(b.buffer);
+    if (own && this.free.length < this.keep && !this.free.includes(own)) this.free.push(own);
   }
 }
 

@@ -38,6 +38,7 @@ export type {
   FileDiskSource,
   ImageBackend,
   ImageByteStream,
+  ImageReader,
   ImageLocation,
   ListFilter,
   NetworkDiskSource,
@@ -129,8 +130,8 @@ export {
   parseRbdLocation,
 } from './rbd-location.js';
 
-export type { BytesImageOptions } from './source-image.js';
-export { patternBytes, sourceImageFromBytes } from './source-image.js';
+export type { BytesImageOptions, FileImageOptions } from './source-image.js';
+export { patternBytes, sourceImageFromBytes, sourceImageFromFile } from './source-image.js';
 
 export type { ConformanceFixture, ConformanceOptions, ConformanceTestApi } from './conformance.js';
 export {

@@ -1,4 +1,6 @@
 import { createHash } from 'node:crypto';
+import { createReadStream } from 'node:fs';
+import { open as openFile, stat } from 'node:fs/promises';
 import type { ImageLocation, SourceImage } from './types.js';
 
 /** Options of `sourceImageFromBytes`. */
@@ -73,4 +75,37 @@ export function patternBytes(length: number, seed = 0x9e3779b9): Uint8Array {
     out[i] = x & 0xff;
   }
   return out;
+}
+
+/** What `sourceImageFromFile` declares about the file (its size is the file's). */
+export type FileImageOptions = Partial<Omit<SourceImage, 'size' | 'open' | 'openReader'>>;
+
+/**
+ * A `SourceImage` over a local file: `open()` streams it (4 MiB chunks) and `openReader()` reads
+ * it into the importer's own buffers (no new buffer per chunk). `options` declares the rest: id
+ * (default a random UUID), `diskFormat` (default `raw`), hashes to verify (none by default),
+ * locations (none by default).
+ */
+export async function sourceImageFromFile(path: string, options: FileImageOptions = {}): Promise<SourceImage> {
+  const size = (await stat(path)).size;
+  return {
+    id: globalThis.crypto.randomUUID(),
+    name: path,
+    virtualSize: options.diskFormat === undefined || options.diskFormat === 'raw' ? size : null,
+    diskFormat: 'raw',
+    containerFormat: 'bare',
+    locations: [],
+    ...options,
+    size,
+    async open() {
+      return createReadStream(path, { highWaterMark: 4 * 1024 * 1024 });
+    },
+    async openReader() {
+      const fh = await openFile(path, 'r');
+      return {
+        read: async (target: Uint8Array) => (await fh.read(target, 0, target.byteLength, null)).bytesRead,
+        close: () => fh.close(),
+      };
+    },
+  };
 }

@@ -1,7 +1,7 @@
 import { createHash, type Hash } from 'node:crypto';
 import { readdir, readlink, realpath } from 'node:fs/promises';
 import { AbortedError, BusyError, ImageSourceError, UnsafeImageError, isImageBackendError } from './errors.js';
-import type { ImageByteStream, ProgressEvent, ProgressPhase, SourceImage } from './types.js';
+import type { ImageByteStream, ImageReader, ProgressEvent, ProgressPhase, SourceImage } from './types.js';
 
 /** Throws `AbortedError` if `signal` is aborted. */
 export function throwIfAborted(signal: AbortSignal | undefined, what = 'operation'): void {
@@ -114,6 +114,50 @@ function isReadableStream(s: ImageByteStream): s is ReadableStream<Uint8Array> {
   );
 }
 
+/**
+ * Chunks read in place into the caller's buffers, each filled unless the source ended. An
+ * iterator, not a generator: `return()` closes the reader even before the first `next()`.
+ */
+function readInto(reader: ImageReader, into: () => Uint8Array): AsyncIterator<Uint8Array> {
+  let ended = false;
+  let closed = false;
+  const close = async (): Promise<void> => {
+    if (closed) return;
+    closed = true;
+    await reader.close();
+  };
+  const finished = (): IteratorResult<Uint8Array> => ({ done: true, value: undefined });
+  return {
+    async next() {
+      if (ended) return finished();
+      try {
+        const buf = into();
+        let n = 0;
+        while (n < buf.byteLength) {
+          const got = await reader.read(n === 0 ? buf : buf.subarray(n));
+          if (got === 0) break;
+          n += got;
+        }
+        if (n < buf.byteLength) ended = true;
+        if (n === 0) {
+          await close();
+          return finished();
+        }
+        return { done: false, value: n === buf.byteLength ? buf : buf.subarray(0, n) };
+      } catch (err) {
+        ended = true;
+        await close().catch(() => undefined);
+        throw err;
+      }
+    },
+    async return() {
+      ended = true;
+      await close();
+      return finished();
+    },
+  };
+}
+
 async function* iterate(stream: ImageByteStream): AsyncGenerator<Uint8Array> {
   if (isReadableStream(stream)) {
     const reader = stream.getReader();
@@ -138,6 +182,13 @@ export interface ReadImageOptions {
   progress?: ProgressReporter;
   /** Verify `os_hash_value` (and `checksum`) at the end. Default true. */
   verify?: boolean;
+  /**
+   * The caller's buffers: with a source that has `openReader`, each chunk is one of these, filled
+   * (the last one may be a shorter view of it), read in place; the caller gets a new one for every
+   * chunk and may hand the same memory out again once it is done with a chunk. Without it, or
+   * without `openReader`, the chunks are the stream's.
+   */
+  into?: () => Uint8Array;
   /** Backend name for error context. */
   backend?: string;
 }
@@ -180,9 +231,12 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
   if (verify && hashes.length === 0 && image.checksum) {
     hashes.push({ name: 'checksum (md5)', expected: image.checksum.toLowerCase(), hash: createHash('md5') });
   }
-  let stream: ImageByteStream;
+  let it: AsyncIterator<Uint8Array>;
   try {
-    stream = await image.open(signal ? { signal } : {});
+    it =
+      options.into && image.openReader
+        ? readInto(await image.openReader(signal ? { signal } : {}), options.into)
+        : iterate(await image.open(signal ? { signal } : {}))[Symbol.asyncIterator]();
   } catch (err) {
     if (isImageBackendError(err)) throw err;
     if (signal?.aborted) throw new AbortedError('image read aborted', { cause: err, backend });
@@ -192,7 +246,6 @@ export async function* readImage(image: SourceImage, options: ReadImageOptions =
     });
   }
   let done = 0;
-  const it = iterate(stream)[Symbol.asyncIterator]();
   try {
     for (;;) {
       throwIfAborted(signal, 'image read');

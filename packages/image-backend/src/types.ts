@@ -58,6 +58,22 @@ export interface SourceImage {
   readonly locations: readonly ImageLocation[];
   /** Opens a fresh byte stream of the image data. Called at most once per create attempt. */
   open(options?: { signal?: AbortSignal }): Promise<ImageByteStream>;
+  /**
+   * Optional, for sources that can fill the caller's memory (a local file): a reader of the same
+   * bytes as `open()`. An importer with buffers of its own reads into them instead of taking one
+   * new buffer per chunk from a stream (the garbage collection of those cost more CPU than the
+   * import's own work: bench/README.md, case 4). Called instead of `open()`, at most once per
+   * create attempt.
+   */
+  openReader?(options?: { signal?: AbortSignal }): Promise<ImageReader>;
+}
+
+/** Sequential reads of an image's bytes into the caller's buffers (see `SourceImage.openReader`). */
+export interface ImageReader {
+  /** Reads the next bytes into `target`; resolves with how many were read, 0 at the end. */
+  read(target: Uint8Array): Promise<number>;
+  /** Releases what the reader holds (a file descriptor). Called once, also after a failure. */
+  close(): Promise<void>;
 }
 
 import type { DiskOwner, OwnerStamp } from './owner.js';

@@ -2,7 +2,7 @@
 // uploads (parent = the Glance snapshot), qcow2 imports converted from a Glance download,
 // failures midway, neverDownloadIfOnRbd, thin imports, direct snapshots, busy removal.
 import { execFile } from 'node:child_process';
-import { randomUUID } from 'node:crypto';
+import { createHash, randomUUID } from 'node:crypto';
 import { mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -13,6 +13,7 @@ import {
   expectImageBackendError,
   patternBytes,
   sourceImageFromBytes,
+  sourceImageFromFile,
   type DiskRef,
   type ProgressEvent,
 } from '@ephemera/image-backend';
@@ -508,6 +509,53 @@ describe('streamed import', () => {
     expect(await backend.exists(d)).toBe(false);
     expect(await rbdLs('vms')).not.toContain(diskId(d));
     console.log(`qcow2 abort + rollback: ${Math.round(performance.now() - started)} ms`);
+  });
+
+  it('imports a local file through its reader into the block pool: byte-equal (a zero block, a short tail), its hash checked, the reader closed', async () => {
+    // 12 MiB, data at 0 and at 9 MiB, plus a short tail: the last block is a partial one.
+    const bytes = Buffer.concat([Buffer.from(sparseImage(91)), Buffer.from(patternBytes(12345, 92))]);
+    const path = join(tmp, 'reader.raw');
+    await writeFile(path, bytes);
+    const sha = createHash('sha512').update(bytes).digest('hex');
+    const file = await sourceImageFromFile(path, { osHashAlgo: 'sha512', osHashValue: sha });
+    let reads = 0;
+    let closed = 0;
+    let opened = 0;
+    const counted = {
+      ...file,
+      open: (o?: { signal?: AbortSignal }) => {
+        opened++;
+        return file.open(o);
+      },
+      openReader: async (o?: { signal?: AbortSignal }) => {
+        const r = await file.openReader!(o);
+        return {
+          read: (t: Uint8Array) => {
+            reads++;
+            return r.read(t);
+          },
+          close: () => {
+            closed++;
+            return r.close();
+          },
+        };
+      },
+    };
+    const d = newDisk();
+    const res = await backend.createFromImage(d, counted, { forceImport: true });
+    expect(res.method).toBe('imported');
+    expect(opened).toBe(0);
+    expect(closed).toBe(1);
+    // Read in block-sized pieces (4 MiB objects): 4 blocks, then the end.
+    expect(reads).toBeLessThanOrEqual(6);
+    const back = await readDisk(d, bytes.length);
+    expect(Buffer.compare(Buffer.from(back), bytes)).toBe(0);
+    // A wrong declared hash fails the import after the last byte and leaves nothing.
+    const lying = await sourceImageFromFile(path, { osHashAlgo: 'sha512', osHashValue: 'b'.repeat(128) });
+    const d2 = newDisk();
+    const e = await expectImageBackendError(backend.createFromImage(d2, lying, { forceImport: true }), 'UNSAFE_IMAGE');
+    expect(e.message).toMatch(/mismatch/);
+    expect(await rbdLs('vms')).not.toContain(diskId(d2));
   });
 
   it('closes the image of a raw import aborted with aio writes in flight: no watch or lock of this client is left, so it is removed at once', async () => {

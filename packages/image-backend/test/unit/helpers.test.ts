@@ -18,7 +18,12 @@ import {
   readImage,
   retryWhileBusy,
   sourceImageFromBytes,
+  sourceImageFromFile,
 } from '@ephemera/image-backend';
+import { createHash } from 'node:crypto';
+import { mkdtemp, rm, writeFile } from 'node:fs/promises';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
 
 const INSTANCE = '0b6e2d3c-1f6a-4f9e-9a57-3c2f2a7e9d10';
 
@@ -231,6 +236,76 @@ describe('readImage', () => {
     const err = await drain(readImage(sourceImageFromBytes(patternBytes(1000), { corruptHash: true }))).catch((e) => e);
     expect(err).toBeInstanceOf(UnsafeImageError);
     expect((err as UnsafeImageError).reason).toBe('checksum-mismatch');
+  });
+
+  it("reads a source with a reader in place, into the caller's buffers, verified, and closes it", async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'eph-read-into-'));
+    try {
+      const bytes = patternBytes(10 * 4096 + 123, 5);
+      const path = join(dir, 'image.raw');
+      await writeFile(path, bytes);
+      const sha = createHash('sha512').update(bytes).digest('hex');
+      const img = await sourceImageFromFile(path, { osHashAlgo: 'sha512', osHashValue: sha });
+      expect(img.size).toBe(bytes.length);
+      // Two buffers handed out in turn, as a pool whose blocks come back after their write.
+      const bufs = [new Uint8Array(4096), new Uint8Array(4096)];
+      let turn = 0;
+      const into = () => bufs[turn++ % 2]!;
+      const seen: Uint8Array[] = [];
+      const copies: Uint8Array[] = [];
+      for await (const c of readImage(img, { into })) {
+        seen.push(c);
+        copies.push(Uint8Array.from(c));
+      }
+      expect(Buffer.concat(copies).equals(Buffer.from(bytes))).toBe(true);
+      // Every chunk is the caller's memory (the last a shorter view of it): no buffer of the source's.
+      expect(seen.every((c) => c.buffer === bufs[0]!.buffer || c.buffer === bufs[1]!.buffer)).toBe(true);
+      expect(seen.map((c) => c.length)).toEqual([...Array(10).fill(4096), 123]);
+      // The hash is checked on this path too; without `into` the same source streams.
+      const lying = await sourceImageFromFile(path, { osHashAlgo: 'sha512', osHashValue: 'a'.repeat(128) });
+      const err = await drain(readImage(lying, { into })).catch((e) => e);
+      expect((err as UnsafeImageError).reason).toBe('checksum-mismatch');
+      expect(await drain(readImage(img))).toBe(bytes.length);
+    } finally {
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
+
+  it('closes a reader when the read stops early, even before the first chunk', async () => {
+    let closes = 0;
+    let onOpen = (): void => undefined;
+    const bytes = patternBytes(3 * 4096);
+    const img = {
+      ...sourceImageFromBytes(bytes, { noHash: true }),
+      openReader: async () => {
+        onOpen();
+        let at = 0;
+        return {
+          read: async (t: Uint8Array) => {
+            const n = Math.min(t.length, bytes.length - at);
+            t.set(bytes.subarray(at, at + n));
+            at += n;
+            return n;
+          },
+          close: async () => {
+            closes++;
+          },
+        };
+      },
+    };
+    const into = () => new Uint8Array(4096);
+    // Stopped after one chunk.
+    for await (const _ of readImage(img, { into })) break;
+    expect(closes).toBe(1);
+    // Aborted once the reader is open, before the first chunk.
+    const ac = new AbortController();
+    onOpen = () => ac.abort();
+    await expect(drain(readImage(img, { into, signal: ac.signal }))).rejects.toBeInstanceOf(AbortedError);
+    expect(closes).toBe(2);
+    onOpen = () => undefined;
+    // Read to the end.
+    expect(await drain(readImage(img, { into }))).toBe(bytes.length);
+    expect(closes).toBe(3);
   });
 
   it('refuses an unknown hash algorithm', async () => {
