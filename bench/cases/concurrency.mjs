@@ -5,10 +5,16 @@ import { rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import { glanceSource } from '../lib/fixtures.mjs';
 import { GiB, fmtBytes, fmtMs, fmtRatio, log, round, summary, table, timed } from '../lib/util.mjs';
-import { runDriverWorker } from './driver-run.mjs';
+import { DEFAULT_PROCESS, RECOMMENDED_PROCESS, runDriverWorker } from './driver-run.mjs';
 
 /** Issue 22.4: the driver process at most 100 MiB RSS idle, 130 MiB at the peak of 50 spawns. */
 export const MEMORY_TARGETS = { idleMiB: 100, peakMiB: 130 };
+/**
+ * Proposed in place of issue 22.4's (not the issue's): the anonymous memory only, which the driver
+ * owns. The file-backed pages (the node binary's and librbd's, librados', libvirt's: 84 MiB here,
+ * shared and clean) are a floor no process that maps them goes below; see bench/README.md.
+ */
+export const ANON_TARGETS = { idleMiB: 45, peakMiB: 90 };
 
 export async function caseConcurrency(ctx) {
   const fx = await ctx.fixtures.get(GiB, 'random');
@@ -22,9 +28,22 @@ export async function caseConcurrency(ctx) {
     spawns: ctx.opts.spawns,
     serial: ctx.opts.quick ? 5 : 10,
   };
+  // The driver's idle footprint with Node's and glibc's defaults, for comparison with the
+  // recommended settings the spawns below run with (a start and one spawn: about 15 s).
+  let idleDefaults = null;
+  try {
+    idleDefaults = (
+      await runDriverWorker(
+        { mode: 'idle', imageId: fx.id, stateDir: join(ctx.tmpDir, 'driver-idle') },
+        { proc: DEFAULT_PROCESS },
+      )
+    ).memory;
+  } catch (err) {
+    log(`case 5: idle with the defaults failed: ${err.message}`);
+  }
   let r;
   try {
-    r = await runDriverWorker(job);
+    r = await runDriverWorker(job, { proc: RECOMMENDED_PROCESS });
   } catch (err) {
     r = { error: err.message };
   }
@@ -127,6 +146,9 @@ export async function caseConcurrency(ctx) {
       perInstanceBytes: (peak - m.rssIdleBytes) / job.spawns,
       ratioPeakOverIdle: round(peak / m.rssIdleBytes),
       lifetimePeakBytes: r.observedPeakRssBytes,
+      peakAnonBytes: r.observedPeakAnonBytes,
+      process: RECOMMENDED_PROCESS,
+      idleWithDefaults: idleDefaults,
     };
     // Issue 22.4: the driver process's own footprint, idle and at the peak of the spawns.
     const MiBs = (b) => round(b / 1024 ** 2, 1);
@@ -141,22 +163,48 @@ export async function caseConcurrency(ctx) {
         target: MEMORY_TARGETS.peakMiB,
         pass: peak <= MEMORY_TARGETS.peakMiB * 1024 ** 2,
       },
+      'idle anonymous RSS MiB (proposed target)': {
+        value: MiBs(m.rssIdleAnonBytes),
+        target: ANON_TARGETS.idleMiB,
+        pass: m.rssIdleAnonBytes <= ANON_TARGETS.idleMiB * 1024 ** 2,
+      },
+      [`peak anonymous RSS MiB during ${job.spawns} concurrent spawns (proposed target)`]: {
+        value: MiBs(r.observedPeakAnonBytes),
+        target: ANON_TARGETS.peakMiB,
+        pass: r.observedPeakAnonBytes > 0 && r.observedPeakAnonBytes <= ANON_TARGETS.peakMiB * 1024 ** 2,
+      },
     };
-    out.memory.table = table('Case 5: driver process RSS (VmRSS / VmHWM of the worker that runs the driver)', [
-      ['driver RSS', 'bytes'],
-      ['idle, after start and one warm-up spawn (baseline)', fmtBytes(m.rssIdleBytes)],
-      // Why the idle target is out of reach: the file-backed part is the node binary's and the
-      // libraries' (librbd, librados, libvirt) pages, shared and clean; the driver owns the rest.
+    const settings = [
+      ...RECOMMENDED_PROCESS.execArgv,
+      ...Object.entries(RECOMMENDED_PROCESS.env).map(([k, v]) => `${k}=${v}`),
+    ];
+    out.memory.table = table(
+      `Case 5: driver process RSS (VmRSS / VmHWM of the worker that runs the driver; ${settings.join(' ')})`,
       [
-        '  of which anonymous (its own) / file-backed (binary and libraries)',
-        `${fmtBytes(m.rssIdleAnonBytes)} / ${fmtBytes(m.rssIdleFileBytes)}`,
+        ['driver RSS', 'bytes'],
+        ...(idleDefaults
+          ? [
+              [
+                "idle with Node's and glibc's defaults (anonymous / file-backed)",
+                `${fmtBytes(idleDefaults.rssIdleBytes)} (${fmtBytes(idleDefaults.rssIdleAnonBytes)} / ${fmtBytes(idleDefaults.rssIdleFileBytes)})`,
+              ],
+            ]
+          : []),
+        ['idle, after start and one warm-up spawn (baseline)', fmtBytes(m.rssIdleBytes)],
+        // Why the idle target is out of reach: the file-backed part is the node binary's and the
+        // libraries' (librbd, librados, libvirt) pages, shared and clean; the driver owns the rest.
+        [
+          '  of which anonymous (its own) / file-backed (binary and libraries)',
+          `${fmtBytes(m.rssIdleAnonBytes)} / ${fmtBytes(m.rssIdleFileBytes)}`,
+        ],
+        [`peak during ${job.spawns} concurrent disk+XML+define`, fmtBytes(m.peakDefineOnlyBytes)],
+        [`peak during ${job.spawns} concurrent spawns with boot`, fmtBytes(m.peakBootBytes)],
+        ['ratio peak / idle', fmtRatio(peak / m.rssIdleBytes)],
+        ['added per concurrent instance', fmtBytes(Math.round((peak - m.rssIdleBytes) / job.spawns))],
+        ['(lifetime peak incl. start-up, sampled from outside)', fmtBytes(r.observedPeakRssBytes)],
+        ['peak anonymous RSS (sampled from outside every 200 ms)', fmtBytes(r.observedPeakAnonBytes)],
       ],
-      [`peak during ${job.spawns} concurrent disk+XML+define`, fmtBytes(m.peakDefineOnlyBytes)],
-      [`peak during ${job.spawns} concurrent spawns with boot`, fmtBytes(m.peakBootBytes)],
-      ['ratio peak / idle', fmtRatio(peak / m.rssIdleBytes)],
-      ['added per concurrent instance', fmtBytes(Math.round((peak - m.rssIdleBytes) / job.spawns))],
-      ['(lifetime peak incl. start-up, sampled from outside)', fmtBytes(r.observedPeakRssBytes)],
-    ]);
+    );
   }
 
   return out;

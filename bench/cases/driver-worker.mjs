@@ -4,6 +4,7 @@
 // last stdout line is the JSON result ({ missing } when the driver cannot run yet).
 //   { mode: 'boot', imageId, stateDir, cloneReps, importReps }
 //   { mode: 'concurrency', imageId, stateDir, spawns, serial }
+//   { mode: 'idle', imageId, stateDir }: RSS after start and the warm-up spawn only
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { loadStack, log, procRss, summary } from '../lib/util.mjs';
@@ -100,6 +101,12 @@ try {
   say('warm-up spawn');
   const w = await spawnToMarker();
   await driver.destroy(w.uuid);
+
+  if (job.mode === 'idle') {
+    const m = procRss();
+    await driver.close();
+    done({ memory: { rssIdleBytes: m.rss, rssIdleAnonBytes: m.anon, rssIdleFileBytes: m.file } });
+  }
 
   if (job.mode === 'boot') {
     const runs = { clone: [], import: [] };
