@@ -18,7 +18,6 @@ import {
   ImageHasSnapshots,
   ImageNotFound,
   InvalidArgument,
-  isRbdError,
   type Cluster,
   type Image,
   type IoCtx,
@@ -26,6 +25,7 @@ import {
 import { blocklistAdd, busyAdvice, isOwnClient, registerOwnClient } from './clients.js';
 import { NAME, diskNotFound, translateRbdError } from './errors.js';
 import type { RbdUrl } from './locations.js';
+import { MONITOR_FRESH_MS, MonitorProbe } from './monitor.js';
 import type { ParentSnapshotFacts } from './parent-cache.js';
 import { Window, isAllZero } from './stream.js';
 
@@ -56,6 +56,7 @@ export interface RbdOpsConfig {
 export class RbdOps {
   private lockCluster: Promise<{ cluster: Cluster; io: IoCtx }> | undefined;
   private readonly connections = new Map<string, Promise<Cluster>>();
+  private readonly monitor: MonitorProbe;
 
   constructor(
     readonly cluster: Cluster,
@@ -63,6 +64,7 @@ export class RbdOps {
     readonly cfg: RbdOpsConfig,
   ) {
     registerOwnClient(cluster);
+    this.monitor = new MonitorProbe(() => cluster.pingMonitor());
   }
 
   /** Binding errors as the contract's (see {@link translateRbdError}). */
@@ -289,18 +291,10 @@ export class RbdOps {
    * client (QEMU's librbd opening the disk, qemu-img) needs one: without this check a spawn would
    * create the disk and then hang in the domain start until `client_mount_timeout`.
    */
-  async requireMonitor(id?: string): Promise<void> {
+  async requireMonitor(id?: string, freshMs = 0): Promise<void> {
     try {
-      await this.cluster.pingMonitor();
+      await this.monitor.check(freshMs);
     } catch (e) {
-      // Any answer (even a refusal such as EACCES for a user without `mon r`) means a monitor is there.
-      if (
-        isRbdError(e) &&
-        e.code !== 'ETIMEDOUT' && // Timeout
-        e.code !== 'ESHUTDOWN' && // ConnectionShutdown
-        e.code !== 'ENOTCONN'
-      )
-        return;
       const mons = this.cfg.monitors.map((m) => `${m.host}:${m.port}`).join(', ');
       throw new BackendUnavailableError(
         `the Ceph monitor is unreachable (${mons} did not answer within ${this.cfg.connectTimeoutMs} ms)${id ? `: nothing was created for ${id}` : ''}`,
@@ -311,10 +305,11 @@ export class RbdOps {
 
   /**
    * {@link requireMonitor} started now, settled: its error (if any) to throw later. A clone runs
-   * beside it (a clone needs only the OSDs) and is removed again when no monitor answered.
+   * beside it (a clone needs only the OSDs) and is removed again when no monitor answered. An
+   * answer of the last {@link MONITOR_FRESH_MS} (a spawn's preflight) counts.
    */
   monitorCheck(id: string): Promise<{ error: unknown } | undefined> {
-    return this.requireMonitor(id).then(
+    return this.requireMonitor(id, MONITOR_FRESH_MS).then(
       () => undefined,
       (e: unknown) => ({ error: e }),
     );
