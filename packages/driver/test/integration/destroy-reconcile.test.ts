@@ -8,7 +8,8 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Connection } from '@ephemera/libvirt-napi';
 import { loadStack } from '@ephemera/testkit';
-import { Journal, createDriver, loadConfig, type Driver } from '@ephemera/driver';
+import { Journal, type Driver } from '@ephemera/driver';
+import { domainExists, removeDisks, stackDriver, stateUnder, undefineQuietly } from './support.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -18,21 +19,17 @@ const uuid = randomUUID();
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'eph-destroy-reconcile-'));
-  const { config } = loadConfig({
-    env: {},
-    stack: loadStack(),
-    overrides: { stateDir: join(dir, 'state'), instancesPath: join(dir, 'instances'), log: { level: 'warn' } },
-  });
-  driver = await createDriver({ config, reconcile: false });
+  driver = await stackDriver(stateUnder(dir));
   conn = await connect(loadStack().libvirt.uri);
 });
 
 afterAll(async () => {
   // whatever the test left: the domain, the disks
-  const dom = await conn?.lookupByUUID(uuid).catch(() => undefined);
-  if (dom) await dom.undefine().catch(() => undefined);
-  const rbd = driver?.backends.get('rbd');
-  for (const name of ['disk', 'disk.eph0']) await rbd?.remove({ instance: uuid, name }).catch(() => undefined);
+  await undefineQuietly(conn, uuid);
+  await removeDisks(driver, [
+    { instance: uuid, name: 'disk' },
+    { instance: uuid, name: 'disk.eph0' },
+  ]);
   await conn?.close();
   await driver?.close();
   await rm(dir, { recursive: true, force: true });
@@ -59,12 +56,7 @@ describe('reconcile of a destroy killed before its domain intent', () => {
     const actions = (await driver.reconcile()).filter((a) => a.instance === uuid);
     expect(actions).toHaveLength(1);
     expect(actions[0]!.action).toBe('completed');
-    expect(
-      await conn.lookupByUUID(uuid).then(
-        () => true,
-        () => false,
-      ),
-    ).toBe(false);
+    expect(await domainExists(conn, uuid)).toBe(false);
     expect(await rbd.list({ instance: uuid })).toEqual([]);
     expect((await journal.entries()).filter((e) => e.instance === uuid)).toEqual([]);
   });

@@ -9,7 +9,8 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Connection } from '@ephemera/libvirt-napi';
 import { domainXml } from '@ephemera/libvirt-xml';
 import { loadStack } from '@ephemera/testkit';
-import { createDriver, loadConfig, type Driver } from '@ephemera/driver';
+import type { Driver } from '@ephemera/driver';
+import { domainExists, removeDisks, stackDriver, stateUnder, undefineQuietly } from './support.js';
 
 const MiB = 1024 * 1024;
 let dir: string;
@@ -34,31 +35,18 @@ async function define(uuid: string, opts: { metadata?: boolean; consoleDir?: str
   );
 }
 
-const exists = (uuid: string): Promise<boolean> =>
-  conn.lookupByUUID(uuid).then(
-    () => true,
-    () => false,
-  );
+const exists = (uuid: string): Promise<boolean> => domainExists(conn, uuid);
 
 beforeAll(async () => {
   dir = await mkdtemp(join(tmpdir(), 'eph-orphan-domain-'));
-  const { config } = loadConfig({
-    env: {},
-    stack: loadStack(),
-    overrides: { stateDir: join(dir, 'state'), instancesPath: join(dir, 'instances'), log: { level: 'warn' } },
-  });
-  driver = await createDriver({ config, reconcile: false });
+  driver = await stackDriver(stateUnder(dir));
   conn = await connect(loadStack().libvirt.uri);
 });
 
 afterAll(async () => {
   for (const uuid of made) {
-    const dom = await conn?.lookupByUUID(uuid).catch(() => undefined);
-    if (dom) await dom.undefine().catch(() => undefined);
-    await driver?.backends
-      .get('rbd')
-      .remove({ instance: uuid, name: 'disk' })
-      .catch(() => undefined);
+    await undefineQuietly(conn, uuid);
+    await removeDisks(driver, [{ instance: uuid, name: 'disk' }]);
   }
   await conn?.close();
   await driver?.close();

@@ -13,6 +13,7 @@ import {
   type InstanceRecord,
 } from '@ephemera/driver';
 import type { DiskRef } from '@ephemera/image-backend';
+import type { Connection } from '@ephemera/libvirt-napi';
 
 /** The dev stack's configuration with `overrides` on top (environment ignored; log level warn unless overridden). */
 export function stackConfig(overrides: ConfigInput): DriverConfig {
@@ -29,6 +30,19 @@ export const stateUnder = (dir: string): ConfigInput => ({
   stateDir: join(dir, 'state'),
   instancesPath: join(dir, 'instances'),
 });
+
+/** Undefines the domain `uuid` if libvirt has it (a test's clean-up). */
+export async function undefineQuietly(conn: Connection | undefined, uuid: string): Promise<void> {
+  const dom = await conn?.lookupByUUID(uuid).catch(() => undefined);
+  if (dom) await dom.undefine().catch(() => undefined);
+}
+
+/** Whether libvirt has a domain of this UUID. */
+export const domainExists = (conn: Connection, uuid: string): Promise<boolean> =>
+  conn.lookupByUUID(uuid).then(
+    () => true,
+    () => false,
+  );
 
 /** Removes the rbd disks a test created, ignoring those already gone. */
 export async function removeDisks(driver: Driver | undefined, disks: readonly DiskRef[]): Promise<void> {
