@@ -31,6 +31,13 @@ import { DRIVER_TYPES } from './tokens.js';
 import type { GcDisk, GcOptions, GcReport, PendingOperation, ReconcileAction } from './types.js';
 import { errMessage, ownerStamp, ownership, requireBackend, takeDisks, tryBackend } from './util.js';
 
+/**
+ * How long reconcile watches for a killed spawn's `defineXML` that libvirtd may still run after
+ * the rollback (known failure 14): the dead client's call can wait in libvirtd's queue. A define
+ * landing later is left to the next reconcile's orphan sweep.
+ */
+export const LATE_DEFINE_GRACE_MS = 3000;
+
 @injectable()
 export class Reconciler {
   constructor(
@@ -152,6 +159,30 @@ export class Reconciler {
       });
     }
     return out;
+  }
+
+  /**
+   * Watches for up to {@link LATE_DEFINE_GRACE_MS} for the domain `uuid` a dead spawn's queued
+   * `defineXML` may still create, and rolls it back when it shows.
+   */
+  async #lateDefine(uuid: string, name: string, log: Logger, removed: string[]): Promise<string[]> {
+    const until = Date.now() + LATE_DEFINE_GRACE_MS;
+    while (Date.now() < until) {
+      const dom = await this.session.domain(uuid).catch(() => undefined);
+      if (dom) {
+        log.warn(
+          `reconcile: domain ${name || uuid} was defined after the rollback (a dead client's call): undefining it`,
+        );
+        return this.compensator.rollback(
+          uuid,
+          [{ step: 'late-define', resource: { kind: 'domain', uuid, name } }],
+          log,
+          removed,
+        );
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    return [];
   }
 
   /**
@@ -319,6 +350,9 @@ export class Reconciler {
             removed,
           )),
         );
+        // Killed inside defineXML: libvirtd may run the call after the rollback above.
+        if (e.intents.some((i) => i.step === 'define') && !e.done.includes('define'))
+          failures.push(...(await this.#lateDefine(e.instance, String(e.data.domainName ?? ''), log, removed)));
       }
     } else if (e.op === 'flatten') {
       // A background flatten whose process died: librbd's flatten is resumable, so rerun it.

@@ -9,7 +9,7 @@ import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { connect, type Connection } from '@ephemera/libvirt-napi';
 import { domainXml } from '@ephemera/libvirt-xml';
 import { loadStack } from '@ephemera/testkit';
-import type { Driver } from '@ephemera/driver';
+import { Journal, type Driver } from '@ephemera/driver';
 import { domainExists, removeDisks, stackDriver, stateUnder, undefineQuietly } from './support.js';
 
 const MiB = 1024 * 1024;
@@ -54,6 +54,25 @@ afterAll(async () => {
 });
 
 describe('reconcile of domains nothing accounts for', () => {
+  it("removes a killed spawn's domain that libvirtd defines after the rollback, in the same reconcile", async () => {
+    const uuid = randomUUID();
+    const name = driver.domainName(uuid);
+    // The killed spawn: its `define` intent written, the defineXML call still queued in libvirtd.
+    const op = await new Journal(driver.config.stateDir).begin('spawn', uuid, { domainName: name, backend: 'rbd' });
+    await op.intent('define', { kind: 'domain', uuid, name });
+    await op.abandon();
+    const late = new Promise((r) => setTimeout(r, 1000)).then(() => define(uuid));
+    const t0 = performance.now();
+    const actions = (await driver.reconcile()).filter((a) => a.instance === uuid);
+    await late;
+    expect(actions).toHaveLength(1);
+    expect(actions[0]!.action).toBe('rolled-back');
+    expect(actions[0]!.removed.some((r) => r.includes(name))).toBe(true);
+    expect(await exists(uuid)).toBe(false);
+    // It watched only until the domain showed, not for the whole grace period (3 s).
+    expect(performance.now() - t0).toBeLessThan(2500);
+  });
+
   it('undefines a shut-off domain of this driver with no record, journal entry or disk', async () => {
     const uuid = randomUUID();
     await define(uuid);
