@@ -10,6 +10,7 @@ import {
   BACKEND_REGISTRY,
   KEY_PROVIDER,
   isUuid,
+  sleep,
   type BackendRegistry,
   type KeyProvider,
 } from '@ephemera/image-backend';
@@ -162,25 +163,23 @@ export class Reconciler {
   }
 
   /**
-   * Watches for up to {@link LATE_DEFINE_GRACE_MS} for the domain `uuid` a dead spawn's queued
-   * `defineXML` may still create, and rolls it back when it shows.
+   * After the rollback of `e`, killed inside its `defineXML` (a `define` intent, not done: a spawn
+   * or an evacuation): watches for up to {@link LATE_DEFINE_GRACE_MS} for the domain the dead
+   * client's queued call may still create, and rolls it back when it shows.
    */
-  async #lateDefine(uuid: string, name: string, log: Logger, removed: string[]): Promise<string[]> {
+  async #lateDefine(e: JournalEntry, log: Logger, removed: string[]): Promise<string[]> {
+    const domain = e.intents.find((i) => i.step === 'define')?.resource;
+    if (domain?.kind !== 'domain' || e.done.includes('define')) return [];
+    const { uuid, name } = domain;
     const until = Date.now() + LATE_DEFINE_GRACE_MS;
     while (Date.now() < until) {
-      const dom = await this.session.domain(uuid).catch(() => undefined);
-      if (dom) {
+      if (await this.session.domain(uuid).catch(() => undefined)) {
         log.warn(
           `reconcile: domain ${name || uuid} was defined after the rollback (a dead client's call): undefining it`,
         );
-        return this.compensator.rollback(
-          uuid,
-          [{ step: 'late-define', resource: { kind: 'domain', uuid, name } }],
-          log,
-          removed,
-        );
+        return this.compensator.rollback(e.instance, [{ step: 'late-define', resource: domain }], log, removed);
       }
-      await new Promise((r) => setTimeout(r, 100));
+      await sleep(100);
     }
     return [];
   }
@@ -350,9 +349,7 @@ export class Reconciler {
             removed,
           )),
         );
-        // Killed inside defineXML: libvirtd may run the call after the rollback above.
-        if (e.intents.some((i) => i.step === 'define') && !e.done.includes('define'))
-          failures.push(...(await this.#lateDefine(e.instance, String(e.data.domainName ?? ''), log, removed)));
+        failures.push(...(await this.#lateDefine(e, log, removed)));
       }
     } else if (e.op === 'flatten') {
       // A background flatten whose process died: librbd's flatten is resumable, so rerun it.
@@ -365,6 +362,7 @@ export class Reconciler {
     } else if (e.op === 'evacuate') {
       // Rolled back like a spawn, but the disks are never removed: they go back to the dead host.
       failures = await this.compensator.rollback(e.instance, e.intents, log, removed, true);
+      failures.push(...(await this.#lateDefine(e, log, removed)));
     } else if (e.op === 'migrate-out' || e.op === 'migrate-in') {
       ({ failures, completed } = await reconcileMigration(
         {

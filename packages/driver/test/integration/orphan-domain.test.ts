@@ -54,24 +54,27 @@ afterAll(async () => {
 });
 
 describe('reconcile of domains nothing accounts for', () => {
-  it("removes a killed spawn's domain that libvirtd defines after the rollback, in the same reconcile", async () => {
-    const uuid = randomUUID();
-    const name = driver.domainName(uuid);
-    // The killed spawn: its `define` intent written, the defineXML call still queued in libvirtd.
-    const op = await new Journal(driver.config.stateDir).begin('spawn', uuid, { domainName: name, backend: 'rbd' });
-    await op.intent('define', { kind: 'domain', uuid, name });
-    await op.abandon();
-    const late = new Promise((r) => setTimeout(r, 1000)).then(() => define(uuid));
-    const t0 = performance.now();
-    const actions = (await driver.reconcile()).filter((a) => a.instance === uuid);
-    await late;
-    expect(actions).toHaveLength(1);
-    expect(actions[0]!.action).toBe('rolled-back');
-    expect(actions[0]!.removed.some((r) => r.includes(name))).toBe(true);
-    expect(await exists(uuid)).toBe(false);
-    // It watched only until the domain showed, not for the whole grace period (3 s).
-    expect(performance.now() - t0).toBeLessThan(2500);
-  });
+  it.each(['spawn', 'evacuate'] as const)(
+    "removes a killed %s's domain that libvirtd defines after the rollback, in the same reconcile",
+    async (kind) => {
+      const uuid = randomUUID();
+      const name = driver.domainName(uuid);
+      // The killed operation: its `define` intent written, the defineXML call still queued in libvirtd.
+      const op = await new Journal(driver.config.stateDir).begin(kind, uuid, { domainName: name, backend: 'rbd' });
+      await op.intent('define', { kind: 'domain', uuid, name });
+      await op.abandon();
+      const late = new Promise((r) => setTimeout(r, 1000)).then(() => define(uuid));
+      const t0 = performance.now();
+      const actions = (await driver.reconcile()).filter((a) => a.instance === uuid);
+      await late;
+      expect(actions).toHaveLength(1);
+      expect(actions[0]!.action).toBe('rolled-back');
+      expect(actions[0]!.removed.some((r) => r.includes(name))).toBe(true);
+      expect(await exists(uuid)).toBe(false);
+      // It watched only until the domain showed, not for the whole grace period (3 s).
+      expect(performance.now() - t0).toBeLessThan(2500);
+    },
+  );
 
   it('undefines a shut-off domain of this driver with no record, journal entry or disk', async () => {
     const uuid = randomUUID();
